@@ -1,0 +1,7 @@
+//! voipcheck: synthetic checks for telephony services.
+//!
+//! The layout follows `DESIGN.md` §2: `probe` holds the protocol probes and knows nothing of
+//! Kubernetes; everything above it decides what a probe outcome means.
+
+pub mod probe;
+pub mod secret;

@@ -1,0 +1,146 @@
+//! Name resolution for the probes (hickory), with failures mapped to [`Failure::DnsFailure`].
+//!
+//! The resolver is passed to each probe explicitly rather than kept in a global, so tests can
+//! point it at their own name server and the operator can share one cache across all checks.
+
+use super::{DnsErrorKind, Failure};
+use hickory_resolver::TokioResolver;
+use hickory_resolver::config::{NameServerConfig, ResolverConfig};
+use hickory_resolver::net::NetError;
+use hickory_resolver::net::runtime::TokioRuntimeProvider;
+use hickory_resolver::proto::rr::{RData, RecordType};
+use std::net::{IpAddr, SocketAddr};
+
+/// A shared, caching DNS resolver. Cloning is cheap and shares the cache.
+#[derive(Clone)]
+pub struct Dns {
+    resolver: TokioResolver,
+}
+
+/// One SRV record (RFC 2782), as RFC 3263 §4.2 consumes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Srv {
+    pub priority: u16,
+    pub weight: u16,
+    pub port: u16,
+    pub target: String,
+}
+
+/// One NAPTR record (RFC 3403), as RFC 3263 §4.1 consumes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Naptr {
+    pub order: u16,
+    pub preference: u16,
+    pub flags: String,
+    pub services: String,
+    pub replacement: String,
+}
+
+impl Dns {
+    /// The system's resolver configuration (`/etc/resolv.conf`, `/etc/hosts`).
+    pub fn system() -> Result<Self, super::ConfigError> {
+        let builder = TokioResolver::builder_tokio()
+            .map_err(|e| super::ConfigError::new("/etc/resolv.conf", e))?;
+        let resolver = builder
+            .build()
+            .map_err(|e| super::ConfigError::new("/etc/resolv.conf", e))?;
+        Ok(Self { resolver })
+    }
+
+    /// A resolver that asks only the given name server (UDP and TCP), e.g. a test's own.
+    pub fn with_nameserver(server: SocketAddr) -> Self {
+        let mut ns = NameServerConfig::udp_and_tcp(server.ip());
+        for conn in &mut ns.connections {
+            conn.port = server.port();
+        }
+        let config = ResolverConfig::from_parts(None, vec![], vec![ns]);
+        let resolver = TokioResolver::builder_with_config(config, TokioRuntimeProvider::default())
+            .build()
+            .expect("a resolver with a fixed name server and no TLS always builds");
+        Self { resolver }
+    }
+
+    /// Addresses of `host`; an IP literal is returned as it is, without a query.
+    pub async fn lookup_ip(&self, host: &str) -> Result<Vec<IpAddr>, Failure> {
+        let literal = host.trim_start_matches('[').trim_end_matches(']');
+        if let Ok(ip) = literal.parse::<IpAddr>() {
+            return Ok(vec![ip]);
+        }
+        let lookup = self
+            .resolver
+            .lookup_ip(host)
+            .await
+            .map_err(|e| failure(host, &e))?;
+        let ips: Vec<IpAddr> = lookup.iter().collect();
+        if ips.is_empty() {
+            return Err(no_records(host));
+        }
+        Ok(ips)
+    }
+
+    /// SRV records of `name` (e.g. `_sip._udp.example.com`); an empty list when there are none.
+    pub async fn lookup_srv(&self, name: &str) -> Result<Vec<Srv>, Failure> {
+        let lookup = match self.resolver.lookup(name, RecordType::SRV).await {
+            Ok(lookup) => lookup,
+            Err(e) if e.is_no_records_found() && !e.is_nx_domain() => return Ok(Vec::new()),
+            Err(e) => return Err(failure(name, &e)),
+        };
+        Ok(lookup
+            .answers()
+            .iter()
+            .filter_map(|record| match &record.data {
+                RData::SRV(srv) => Some(Srv {
+                    priority: srv.priority,
+                    weight: srv.weight,
+                    port: srv.port,
+                    target: srv.target.to_utf8(),
+                }),
+                _ => None,
+            })
+            .collect())
+    }
+
+    /// NAPTR records of `name`; an empty list when there are none.
+    pub async fn lookup_naptr(&self, name: &str) -> Result<Vec<Naptr>, Failure> {
+        let lookup = match self.resolver.lookup(name, RecordType::NAPTR).await {
+            Ok(lookup) => lookup,
+            Err(e) if e.is_no_records_found() && !e.is_nx_domain() => return Ok(Vec::new()),
+            Err(e) => return Err(failure(name, &e)),
+        };
+        Ok(lookup
+            .answers()
+            .iter()
+            .filter_map(|record| match &record.data {
+                RData::NAPTR(naptr) => Some(Naptr {
+                    order: naptr.order,
+                    preference: naptr.preference,
+                    flags: String::from_utf8_lossy(&naptr.flags).to_ascii_uppercase(),
+                    services: String::from_utf8_lossy(&naptr.services).to_ascii_uppercase(),
+                    replacement: naptr.replacement.to_utf8(),
+                }),
+                _ => None,
+            })
+            .collect())
+    }
+}
+
+fn no_records(name: &str) -> Failure {
+    Failure::DnsFailure {
+        name: name.to_owned(),
+        kind: DnsErrorKind::NoRecords,
+    }
+}
+
+fn failure(name: &str, err: &NetError) -> Failure {
+    let kind = if err.is_nx_domain() {
+        DnsErrorKind::NxDomain
+    } else if err.is_no_records_found() {
+        DnsErrorKind::NoRecords
+    } else {
+        DnsErrorKind::ResolverFailed
+    };
+    Failure::DnsFailure {
+        name: name.to_owned(),
+        kind,
+    }
+}

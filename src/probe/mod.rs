@@ -1,0 +1,211 @@
+//! Protocol probes: SIP, STUN and HTTP. Nothing here knows of Kubernetes.
+//!
+//! Every probe returns a typed outcome (timings, facts seen, and on failure one [`Failure`] from
+//! a closed set). What an outcome *means* (reportable outage or local problem) is decided above
+//! this module, in the verdict logic.
+
+pub mod dns;
+pub mod http;
+pub mod sip;
+pub mod stun;
+pub mod tls;
+
+use serde::Serialize;
+use std::time::Duration;
+
+/// Why a probe failed. One class per cause the verdict logic and the alerts distinguish; the
+/// free-text `detail` fields are for humans and never used as metric labels.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, thiserror::Error)]
+#[serde(tag = "class")]
+pub enum Failure {
+    /// The name could not be resolved.
+    #[error("DNS lookup of {name} failed: {kind}")]
+    DnsFailure { name: String, kind: DnsErrorKind },
+    /// The peer actively refused the connection (TCP RST, ICMP port unreachable).
+    #[error("connection refused by {peer}")]
+    ConnectRefused { peer: String },
+    /// Any other socket error before a response (network unreachable, reset, ...).
+    #[error("network error: {detail}")]
+    Network { detail: String },
+    /// No (final) answer within the probe timeout.
+    #[error("no answer within {}", humantime::format_duration(*after))]
+    Timeout {
+        #[serde(rename = "afterSeconds", serialize_with = "secs::serialize")]
+        after: Duration,
+    },
+    /// The TLS handshake failed or the certificate was not acceptable.
+    #[error("TLS: {detail}")]
+    Tls { detail: TlsFailure },
+    /// Credentials were sent and the server still answered 401/407 (or 403 after auth).
+    #[error("authentication rejected with {code} after sending credentials")]
+    AuthRejected { code: u16 },
+    /// 403 Forbidden without an auth exchange; seed 004: usually an ACL on the server side.
+    #[error("403 Forbidden (seed 004: often an ACL or IP restriction on the server)")]
+    Forbidden,
+    /// 488 Not Acceptable Here; seed 004: usually an ACL or codec/transport configuration.
+    #[error("488 Not Acceptable Here (seed 004: often an ACL or transport/codec configuration)")]
+    NotAcceptableHere,
+    /// Any other final SIP status that is not success.
+    #[error("SIP final response {code}")]
+    SipStatus { code: u16 },
+    /// An HTTP status outside the expected set.
+    #[error("HTTP status {code} not among the expected statuses")]
+    HttpStatus { code: u16 },
+    /// The HTTP body did not contain the expected text or match the expected pattern.
+    #[error("response body does not match: {detail}")]
+    BodyMismatch { detail: String },
+    /// STUN servers disagree about our public address (seed 004: two public IPs).
+    #[error("STUN servers report different public addresses: {addresses}")]
+    AddressMismatch { addresses: String },
+    /// The peer answered with something that is not valid for the protocol.
+    #[error("protocol error: {detail}")]
+    Protocol { detail: String },
+}
+
+impl Failure {
+    /// A short, stable name for the class (CamelCase): what the verdict logic and metric labels
+    /// use, never the free text.
+    pub fn class(&self) -> &'static str {
+        match self {
+            Failure::DnsFailure { .. } => "DnsFailure",
+            Failure::ConnectRefused { .. } => "ConnectRefused",
+            Failure::Network { .. } => "Network",
+            Failure::Timeout { .. } => "Timeout",
+            Failure::Tls { .. } => "Tls",
+            Failure::AuthRejected { .. } => "AuthRejected",
+            Failure::Forbidden => "Forbidden",
+            Failure::NotAcceptableHere => "NotAcceptableHere",
+            Failure::SipStatus { .. } => "SipStatus",
+            Failure::HttpStatus { .. } => "HttpStatus",
+            Failure::BodyMismatch { .. } => "BodyMismatch",
+            Failure::AddressMismatch { .. } => "AddressMismatch",
+            Failure::Protocol { .. } => "Protocol",
+        }
+    }
+
+    /// Classifies a socket error that happened while talking to `peer`.
+    pub fn from_io(err: &std::io::Error, peer: impl std::fmt::Display) -> Self {
+        match err.kind() {
+            std::io::ErrorKind::ConnectionRefused => Failure::ConnectRefused {
+                peer: peer.to_string(),
+            },
+            _ => Failure::Network {
+                detail: format!("{peer}: {err}"),
+            },
+        }
+    }
+}
+
+/// How a DNS lookup failed. NXDOMAIN is kept apart because a name that does not exist is a
+/// configuration problem, while a failing resolver is not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum DnsErrorKind {
+    /// The name does not exist.
+    NxDomain,
+    /// The name exists but has no record of the type asked for.
+    NoRecords,
+    /// The resolver did not give an answer (timeout, SERVFAIL, unreachable resolver).
+    ResolverFailed,
+}
+
+impl std::fmt::Display for DnsErrorKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            DnsErrorKind::NxDomain => "no such domain (NXDOMAIN)",
+            DnsErrorKind::NoRecords => "no address records",
+            DnsErrorKind::ResolverFailed => "resolver gave no answer",
+        })
+    }
+}
+
+/// The precise reason a TLS handshake failed, named as a person would check it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, thiserror::Error)]
+#[serde(tag = "reason")]
+pub enum TlsFailure {
+    #[error("certificate expired{}", not_after.map(|t| format!(" at {}", humantime::format_rfc3339_seconds(t))).unwrap_or_default())]
+    Expired {
+        #[serde(rename = "notAfter", serialize_with = "timestamp::option::serialize")]
+        not_after: Option<std::time::SystemTime>,
+    },
+    #[error("certificate not yet valid")]
+    NotYetValid,
+    #[error("certificate issued by an unknown or untrusted authority")]
+    UnknownIssuer,
+    #[error("certificate not valid for {name}")]
+    HostnameMismatch { name: String },
+    #[error("certificate rejected: {detail}")]
+    BadCertificate { detail: String },
+    #[error("handshake failed: {detail}")]
+    Handshake { detail: String },
+}
+
+/// The input to a probe is unusable (bad URI, unreadable CA file, ...). Unlike [`Failure`] this
+/// is the caller's mistake, reported before any packet is sent (CLI exit code 2).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {reason}")]
+pub struct ConfigError {
+    /// The option or spec field at fault, e.g. `--ca-file` or `sip.server`.
+    pub field: String,
+    pub reason: String,
+}
+
+impl ConfigError {
+    pub fn new(field: impl Into<String>, reason: impl std::fmt::Display) -> Self {
+        Self {
+            field: field.into(),
+            reason: reason.to_string(),
+        }
+    }
+}
+
+/// Serialises points in time as RFC 3339 strings (UTC, whole seconds).
+pub mod timestamp {
+    use serde::Serializer;
+    use std::time::SystemTime;
+
+    pub fn serialize<S: Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&humantime::format_rfc3339_seconds(*t))
+    }
+
+    pub mod option {
+        use super::*;
+
+        pub fn serialize<S: Serializer>(t: &Option<SystemTime>, s: S) -> Result<S::Ok, S::Error> {
+            match t {
+                Some(t) => s.collect_str(&humantime::format_rfc3339_seconds(*t)),
+                None => s.serialize_none(),
+            }
+        }
+    }
+}
+
+/// Serialises durations as fractional seconds, the unit Prometheus and blackbox_exporter use.
+pub mod secs {
+    use serde::Serializer;
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_f64(d.as_secs_f64())
+    }
+
+    pub mod option {
+        use super::*;
+
+        pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+            match d {
+                Some(d) => s.serialize_some(&d.as_secs_f64()),
+                None => s.serialize_none(),
+            }
+        }
+    }
+}
+
+/// What every probe outcome offers its readers: the CLI table, JSON output and, later, metrics.
+pub trait Outcome: Serialize {
+    /// `None` when the probe succeeded.
+    fn failure(&self) -> Option<&Failure>;
+
+    /// Label and value pairs for the human-readable table, in reading order (e.g.
+    /// `("final response", "200 OK")`, `("rtt", "1.2 ms")`). Never a credential.
+    fn facts(&self) -> Vec<(&'static str, String)>;
+}

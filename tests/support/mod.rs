@@ -1,0 +1,124 @@
+//! Shared test harness: real peers (Kamailio, coturn, nginx) started on free loopback ports,
+//! stopped when their guard is dropped. Each peer has its own module; this one holds the process
+//! and port plumbing they share.
+//!
+//! Every test binary compiles this module but uses only part of it.
+#![allow(dead_code)]
+
+pub mod coturn;
+pub mod kamailio;
+pub mod nginx;
+
+use std::io::Read;
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A loopback port that is free for both UDP and TCP right now. The peer binds it a moment
+/// later; the window for another process to take it is small and accepted.
+pub fn free_port() -> u16 {
+    loop {
+        let tcp = TcpListener::bind("127.0.0.1:0").expect("bind a TCP port on loopback");
+        let port = tcp.local_addr().unwrap().port();
+        if UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+/// The path of a program the README's test command installs; panics with that advice if missing.
+pub fn require_program(name: &str) -> PathBuf {
+    for dir in ["/usr/sbin", "/usr/bin", "/usr/local/sbin", "/usr/local/bin", "/sbin", "/bin"] {
+        let path = Path::new(dir).join(name);
+        if path.exists() {
+            return path;
+        }
+    }
+    panic!("{name} is not installed: run scripts/test, which installs the test peers");
+}
+
+/// A running peer process. Dropping it stops the process and everything it forked.
+pub struct Daemon {
+    name: String,
+    child: Child,
+    log: PathBuf,
+}
+
+impl Daemon {
+    /// Starts `command` in its own process group with output going to `log`. If the test
+    /// process dies without dropping the guard, the kernel sends the daemon SIGTERM.
+    pub fn spawn(name: &str, mut command: Command, log: &Path) -> Daemon {
+        let out = std::fs::File::create(log).expect("create daemon log");
+        let err = out.try_clone().unwrap();
+        command.stdin(Stdio::null()).stdout(out).stderr(err).process_group(0);
+        // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+        unsafe {
+            command.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+                Ok(())
+            });
+        }
+        let child = command
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        Daemon {
+            name: name.to_owned(),
+            child,
+            log: log.to_owned(),
+        }
+    }
+
+    /// Waits until `addr` accepts TCP connections, or panics with the daemon's log.
+    pub fn wait_for_tcp(&mut self, addr: SocketAddr) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("{} exited with {status} before listening:\n{}", self.name, self.log_text());
+            }
+            if TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("{} did not listen on {addr} within 15 s:\n{}", self.name, self.log_text());
+    }
+
+    /// What the daemon printed so far, for failure messages.
+    pub fn log_text(&self) -> String {
+        let mut text = String::new();
+        if let Ok(mut f) = std::fs::File::open(&self.log) {
+            let _ = f.read_to_string(&mut text);
+        }
+        text
+    }
+
+    /// Stops the daemon now (e.g. to simulate an outage); dropping afterwards is harmless.
+    pub fn stop(&mut self) {
+        let pgid = self.child.id() as libc::pid_t;
+        // SAFETY: signalling our own child's process group.
+        unsafe { libc::kill(-pgid, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // SAFETY: as above; forked workers that ignored SIGTERM go too.
+        unsafe { libc::kill(-pgid, libc::SIGKILL) };
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The directory with the peers' configuration templates (`tests/peers/`).
+pub fn peers_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers")
+}
