@@ -33,6 +33,15 @@ pub enum Failure {
         #[serde(rename = "afterSeconds", serialize_with = "secs::serialize")]
         after: Duration,
     },
+    /// A SIP OPTIONS answer came, but later than the threshold: Asterisk chan_sip's `LAGGED`
+    /// (seeds 000/002).
+    #[error("answered after {}, slower than the {} threshold (LAGGED)", humantime::format_duration(*rtt), humantime::format_duration(*threshold))]
+    Lagged {
+        #[serde(rename = "rttSeconds", serialize_with = "secs::serialize")]
+        rtt: Duration,
+        #[serde(rename = "thresholdSeconds", serialize_with = "secs::serialize")]
+        threshold: Duration,
+    },
     /// The TLS handshake failed or the certificate was not acceptable.
     #[error("TLS: {detail}")]
     Tls { detail: TlsFailure },
@@ -71,6 +80,7 @@ impl Failure {
             Failure::ConnectRefused { .. } => "ConnectRefused",
             Failure::Network { .. } => "Network",
             Failure::Timeout { .. } => "Timeout",
+            Failure::Lagged { .. } => "Lagged",
             Failure::Tls { .. } => "Tls",
             Failure::AuthRejected { .. } => "AuthRejected",
             Failure::Forbidden => "Forbidden",
