@@ -18,7 +18,12 @@ fn dns() -> Dns {
     Dns::system().expect("system resolver configuration")
 }
 
-fn register_config(kamailio: &Kamailio, transport: &str, user: &str, password: &str) -> RegisterConfig {
+fn register_config(
+    kamailio: &Kamailio,
+    transport: &str,
+    user: &str,
+    password: &str,
+) -> RegisterConfig {
     RegisterConfig {
         server: kamailio.uri(transport),
         username: user.into(),
@@ -32,7 +37,9 @@ fn register_config(kamailio: &Kamailio, transport: &str, user: &str, password: &
 }
 
 async fn register(cfg: &RegisterConfig) -> RegisterOutcome {
-    sip::register(&dns(), cfg).await.expect("valid configuration")
+    sip::register(&dns(), cfg)
+        .await
+        .expect("valid configuration")
 }
 
 fn options_config(server: String, threshold: Duration) -> OptionsConfig {
@@ -45,22 +52,36 @@ fn options_config(server: String, threshold: Duration) -> OptionsConfig {
 }
 
 async fn options(cfg: &OptionsConfig) -> OptionsOutcome {
-    sip::options(&dns(), cfg).await.expect("valid configuration")
+    sip::options(&dns(), cfg)
+        .await
+        .expect("valid configuration")
 }
 
 async fn registers_over(transport: &str, expected: Transport) {
     let kamailio = Kamailio::start();
     let cfg = register_config(&kamailio, transport, "alice", "alice-secret");
     let outcome = register(&cfg).await;
-    assert_eq!(outcome.failure, None, "{outcome:#?}\n{}", kamailio.daemon.log_text());
+    assert_eq!(
+        outcome.failure,
+        None,
+        "{outcome:#?}\n{}",
+        kamailio.daemon.log_text()
+    );
     let target = outcome.target.as_ref().unwrap();
     assert_eq!(target.transport, expected);
-    let port = if expected == Transport::Tls { kamailio.tls_port } else { kamailio.port };
+    let port = if expected == Transport::Tls {
+        kamailio.tls_port
+    } else {
+        kamailio.port
+    };
     assert_eq!(target.address, ([127, 0, 0, 1], port).into());
     assert_eq!(outcome.response.as_ref().unwrap().code, 200);
     assert_eq!(outcome.auth_algorithm, Some(DigestAlgorithm::Md5));
     assert_eq!(outcome.granted_expires, Some(sip::DEFAULT_EXPIRES));
-    assert!(outcome.server.as_deref().unwrap().contains("kamailio"), "{outcome:?}");
+    assert!(
+        outcome.server.as_deref().unwrap().contains("kamailio"),
+        "{outcome:?}"
+    );
     assert_eq!(outcome.unregistered, Some(true));
     let first = outcome.first_response.unwrap();
     let last = outcome.final_response.unwrap();
@@ -97,7 +118,10 @@ async fn without_unregister_the_binding_stays_with_the_granted_expiry() {
     let bindings = kamailio.bindings("bob");
     assert_eq!(bindings.len(), 1, "{bindings:?}");
     let local_port = bindings[0].rsplit(':').next().unwrap();
-    assert!(bindings[0].starts_with("sip:bob@127.0.0.1:"), "{bindings:?}");
+    assert!(
+        bindings[0].starts_with("sip:bob@127.0.0.1:"),
+        "{bindings:?}"
+    );
     assert!(local_port.starts_with(|c: char| c.is_ascii_digit()));
 }
 
@@ -106,7 +130,11 @@ async fn a_wrong_password_is_rejected_after_the_answer() {
     let kamailio = Kamailio::start();
     let cfg = register_config(&kamailio, "udp", "alice", "wrong");
     let outcome = register(&cfg).await;
-    assert_eq!(outcome.failure, Some(Failure::AuthRejected { code: 401 }), "{outcome:#?}");
+    assert_eq!(
+        outcome.failure,
+        Some(Failure::AuthRejected { code: 401 }),
+        "{outcome:#?}"
+    );
     assert_eq!(outcome.unregistered, None);
     assert!(kamailio.bindings("alice").is_empty());
 }
@@ -116,7 +144,11 @@ async fn an_unknown_user_is_rejected() {
     let kamailio = Kamailio::start();
     let cfg = register_config(&kamailio, "tcp", "mallory", "guess");
     let outcome = register(&cfg).await;
-    assert_eq!(outcome.failure, Some(Failure::AuthRejected { code: 401 }), "{outcome:#?}");
+    assert_eq!(
+        outcome.failure,
+        Some(Failure::AuthRejected { code: 401 }),
+        "{outcome:#?}"
+    );
 }
 
 #[tokio::test]
@@ -134,7 +166,12 @@ async fn sha_256_challenges_are_answered() {
     let kamailio = Kamailio::builder().sha256().start();
     let cfg = register_config(&kamailio, "tcp", "alice", "alice-secret");
     let outcome = register(&cfg).await;
-    assert_eq!(outcome.failure, None, "{outcome:#?}\n{}", kamailio.daemon.log_text());
+    assert_eq!(
+        outcome.failure,
+        None,
+        "{outcome:#?}\n{}",
+        kamailio.daemon.log_text()
+    );
     assert_eq!(outcome.auth_algorithm, Some(DigestAlgorithm::Sha256));
     assert_eq!(outcome.unregistered, Some(true));
     let wrong = register(&register_config(&kamailio, "tcp", "alice", "wrong")).await;
@@ -156,12 +193,19 @@ async fn an_interval_too_brief_is_retried_with_min_expires() {
 async fn options_is_reachable_with_a_measured_rtt() {
     let kamailio = Kamailio::start();
     for transport in ["udp", "tcp"] {
-        let outcome = options(&options_config(kamailio.uri(transport), sip::DEFAULT_LAGGED_THRESHOLD)).await;
+        let outcome = options(&options_config(
+            kamailio.uri(transport),
+            sip::DEFAULT_LAGGED_THRESHOLD,
+        ))
+        .await;
         assert_eq!(outcome.failure, None, "{outcome:#?}");
         assert_eq!(outcome.state, QualifyState::Reachable);
         assert_eq!(outcome.response.as_ref().unwrap().code, 200);
         let rtt = outcome.rtt.unwrap();
-        assert!(rtt > Duration::ZERO && rtt < Duration::from_millis(500), "{rtt:?}");
+        assert!(
+            rtt > Duration::ZERO && rtt < Duration::from_millis(500),
+            "{rtt:?}"
+        );
         assert!(outcome.facts().iter().any(|(k, _)| *k == "rtt"));
     }
     let mut tls = options_config(kamailio.uri("tls"), sip::DEFAULT_LAGGED_THRESHOLD);
@@ -173,7 +217,11 @@ async fn options_is_reachable_with_a_measured_rtt() {
 #[tokio::test]
 async fn tls_without_the_test_ca_fails_with_unknown_issuer() {
     let kamailio = Kamailio::start();
-    let outcome = options(&options_config(kamailio.uri("tls"), sip::DEFAULT_LAGGED_THRESHOLD)).await;
+    let outcome = options(&options_config(
+        kamailio.uri("tls"),
+        sip::DEFAULT_LAGGED_THRESHOLD,
+    ))
+    .await;
     assert_eq!(
         outcome.failure,
         Some(Failure::Tls {
@@ -189,8 +237,17 @@ async fn a_late_answer_is_lagged_and_a_later_one_unreachable() {
     let kamailio = Kamailio::start();
     // The registrar answers sip:lagged@ after 300 ms.
     let lagged_uri = format!("sip:lagged@127.0.0.1:{}", kamailio.port);
-    let outcome = options(&options_config(lagged_uri.clone(), Duration::from_millis(200))).await;
-    assert_eq!(outcome.state, QualifyState::Lagged, "{outcome:#?} {}", kamailio.daemon.log_text());
+    let outcome = options(&options_config(
+        lagged_uri.clone(),
+        Duration::from_millis(200),
+    ))
+    .await;
+    assert_eq!(
+        outcome.state,
+        QualifyState::Lagged,
+        "{outcome:#?} {}",
+        kamailio.daemon.log_text()
+    );
     let rtt = outcome.rtt.unwrap();
     assert!(rtt >= Duration::from_millis(300), "{rtt:?}");
     assert_eq!(
@@ -231,27 +288,71 @@ async fn a_closed_port_is_refused() {
     }
 }
 
+/// A name server that answers every query with NXDOMAIN (RFC 1035 §4.1.1, RCODE 3), so the
+/// test does not depend on the machine's resolver or the internet.
+async fn nxdomain_server() -> std::net::SocketAddr {
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let addr = socket.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut buf = [0u8; 512];
+        while let Ok((n, from)) = socket.recv_from(&mut buf).await {
+            let query = &buf[..n];
+            // Header: same ID, QR + RD + RA, RCODE 3; the question echoed, nothing else.
+            let mut question_end = 12;
+            while question_end < n && query[question_end] != 0 {
+                question_end += usize::from(query[question_end]) + 1;
+            }
+            question_end = (question_end + 5).min(n);
+            let mut answer = vec![query[0], query[1], 0x81, 0x83, 0, 1, 0, 0, 0, 0, 0, 0];
+            answer.extend_from_slice(&query[12..question_end]);
+            let _ = socket.send_to(&answer, from).await;
+        }
+    });
+    addr
+}
+
 #[tokio::test]
-async fn a_name_that_does_not_exist_is_a_dns_failure() {
-    let started = Instant::now();
-    let outcome = options(&options_config(
+async fn a_name_that_does_not_exist_is_nxdomain() {
+    let dns = Dns::with_nameserver(nxdomain_server().await);
+    let cfg = options_config(
         "sip:no-such-host.invalid".into(),
         sip::DEFAULT_LAGGED_THRESHOLD,
-    ))
-    .await;
-    match &outcome.failure {
-        Some(Failure::DnsFailure { kind, .. }) => {
-            // NXDOMAIN where a resolver answers; a machine without any resolver cannot tell,
-            // and says so.
-            assert!(
-                matches!(kind, DnsErrorKind::NxDomain | DnsErrorKind::ResolverFailed),
-                "{outcome:#?}"
-            );
-        }
-        Some(Failure::Timeout { .. }) => {}
-        other => panic!("expected a DNS failure, got {other:?}"),
-    }
-    assert_eq!(outcome.target, None);
+    );
+    let outcome = sip::options(&dns, &cfg).await.unwrap();
+    assert_eq!(
+        outcome.failure,
+        Some(Failure::DnsFailure {
+            name: "no-such-host.invalid".into(),
+            kind: DnsErrorKind::NxDomain
+        }),
+        "{outcome:#?}"
+    );
+    assert_eq!(
+        (outcome.target, outcome.state),
+        (None, QualifyState::Unreachable)
+    );
+}
+
+#[tokio::test]
+async fn the_system_resolver_reports_a_dot_invalid_name_as_a_dns_failure() {
+    let started = Instant::now();
+    let cfg = options_config(
+        "sip:no-such-host.invalid".into(),
+        sip::DEFAULT_LAGGED_THRESHOLD,
+    );
+    let outcome = options(&cfg).await;
+    // NXDOMAIN wherever a resolver answers (RFC 6761 §6.4); a machine without a reachable
+    // resolver can only say that the resolver failed.
+    assert!(
+        matches!(
+            &outcome.failure,
+            Some(Failure::DnsFailure {
+                kind: DnsErrorKind::NxDomain | DnsErrorKind::ResolverFailed,
+                ..
+            })
+        ),
+        "{outcome:#?}"
+    );
     assert!(started.elapsed() <= TIMEOUT + Duration::from_millis(500));
 }
 
@@ -265,7 +366,10 @@ async fn the_password_appears_nowhere_in_the_output() {
     let bad = register(&register_config(&kamailio, "udp", "alice", "wrong-secret")).await;
     for outcome in [&good, &bad] {
         let json = serde_json::to_string(outcome).unwrap();
-        assert!(!json.contains(password) && !json.contains("wrong-secret"), "{json}");
+        assert!(
+            !json.contains(password) && !json.contains("wrong-secret"),
+            "{json}"
+        );
         let debug = format!("{outcome:?}");
         assert!(!debug.contains(password) && !debug.contains("wrong-secret"));
         let facts = format!("{:?}", outcome.facts());

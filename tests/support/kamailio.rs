@@ -4,9 +4,9 @@
 
 use super::{Daemon, free_port, peers_dir, require_program};
 use std::net::{SocketAddr, UdpSocket};
-use std::time::{Duration, Instant};
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::{Duration, Instant};
 
 /// How to start Kamailio.
 #[derive(Default)]
@@ -141,10 +141,10 @@ fn contacts_of(dump: &str, user: &str) -> Vec<String> {
         if let Some(aor) = line.strip_prefix("AoR:") {
             let aor = aor.trim();
             in_aor = aor == user || aor.starts_with(&format!("{user}@"));
-        } else if let Some(address) = line.strip_prefix("Address:") {
-            if in_aor {
-                contacts.push(address.trim().to_owned());
-            }
+        } else if let Some(address) = line.strip_prefix("Address:")
+            && in_aor
+        {
+            contacts.push(address.trim().to_owned());
         }
     }
     contacts

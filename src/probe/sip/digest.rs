@@ -292,7 +292,10 @@ mod tests {
             "6629fae49393a05397450978507c4ef1"
         );
         let header = answer.header(&challenge);
-        assert!(header.contains("qop=auth, nc=00000001, cnonce=\"0a4f113b\""), "{header}");
+        assert!(
+            header.contains("qop=auth, nc=00000001, cnonce=\"0a4f113b\""),
+            "{header}"
+        );
         assert!(header.contains("opaque=\"5ccc069c403ebaf9f0171e9517f40e41\""));
         assert!(!header.contains("Circle"));
     }

@@ -76,11 +76,15 @@ impl Dialogue {
             .into(),
         );
         headers.push(rsip::headers::MaxForwards::new("70").into());
-        headers.push(rsip::headers::From::new(format!("<{}>;tag={}", spec.from, self.from_tag)).into());
+        headers.push(
+            rsip::headers::From::new(format!("<{}>;tag={}", spec.from, self.from_tag)).into(),
+        );
         headers.push(rsip::headers::To::new(format!("<{}>", spec.to)).into());
         headers.push(rsip::headers::CallId::new(self.call_id.clone()).into());
         headers.push(rsip::typed::CSeq::from((self.cseq, spec.method)).into());
-        headers.push(rsip::headers::UserAgent::new(concat!("voipcheck/", env!("CARGO_PKG_VERSION"))).into());
+        headers.push(
+            rsip::headers::UserAgent::new(concat!("voipcheck/", env!("CARGO_PKG_VERSION"))).into(),
+        );
         for header in spec.extra {
             headers.push(header);
         }
@@ -250,7 +254,10 @@ mod tests {
         let first = options(&mut d);
         let second = options(&mut d);
         let text = String::from_utf8(first.bytes.clone()).unwrap();
-        assert!(text.starts_with("OPTIONS sip:example.com SIP/2.0\r\n"), "{text}");
+        assert!(
+            text.starts_with("OPTIONS sip:example.com SIP/2.0\r\n"),
+            "{text}"
+        );
         assert!(text.contains(&format!(
             "Via: SIP/2.0/UDP 192.0.2.5:40000;branch={};rport\r\n",
             first.branch

@@ -53,7 +53,10 @@ pub struct OptionsOutcome {
     /// Server (or User-Agent) header of the response.
     pub server: Option<String>,
     /// From sending the request to the final response.
-    #[serde(rename = "rttSeconds", serialize_with = "crate::probe::secs::option::serialize")]
+    #[serde(
+        rename = "rttSeconds",
+        serialize_with = "crate::probe::secs::option::serialize"
+    )]
     pub rtt: Option<Duration>,
     /// From sending the request to the first response, provisional or final.
     #[serde(
@@ -97,14 +100,13 @@ pub async fn options(dns: &Dns, cfg: &OptionsConfig) -> Result<OptionsOutcome, C
     let mut dialogue = Dialogue::new(conn.local_addr(), conn.transport());
     let request_uri = server.request_uri();
     let from = format!("sip:voipcheck@{}", conn.local_addr().ip());
-    let request = dialogue
-        .request(RequestSpec {
-            method: rsip::Method::Options,
-            request_uri: &request_uri,
-            from: &from,
-            to: &request_uri,
-            extra: vec![rsip::headers::Accept::new("application/sdp").into()],
-        });
+    let request = dialogue.request(RequestSpec {
+        method: rsip::Method::Options,
+        request_uri: &request_uri,
+        from: &from,
+        to: &request_uri,
+        extra: vec![rsip::headers::Accept::new("application/sdp").into()],
+    });
     // chan_sip gives up on a qualify after twice maxms.
     let wait = (threshold * 2).min(cfg.timeout);
     let answer_deadline = deadline.min(Instant::now() + wait);
@@ -151,10 +153,7 @@ impl Outcome for OptionsOutcome {
                     .map_or_else(|| "-".into(), ToString::to_string),
             ),
             ("rtt", millis(self.rtt)),
-            (
-                "lagged threshold",
-                millis(Some(self.lagged_threshold)),
-            ),
+            ("lagged threshold", millis(Some(self.lagged_threshold))),
         ];
         if let Some(server) = &self.server {
             facts.push(("server", server.clone()));

@@ -78,7 +78,10 @@ pub struct RegisterOutcome {
     )]
     pub final_response: Option<Duration>,
     /// The whole probe, DNS and un-registering included.
-    #[serde(rename = "totalSeconds", serialize_with = "crate::probe::secs::serialize")]
+    #[serde(
+        rename = "totalSeconds",
+        serialize_with = "crate::probe::secs::serialize"
+    )]
     pub total: Duration,
     pub failure: Option<Failure>,
 }
@@ -87,7 +90,10 @@ pub struct RegisterOutcome {
 pub async fn register(dns: &Dns, cfg: &RegisterConfig) -> Result<RegisterOutcome, ConfigError> {
     let server = uri::parse(&cfg.server)?;
     if cfg.username.is_empty() || cfg.username.contains(['@', ':', ' ', '<', '>', '"']) {
-        return Err(ConfigError::new("username", "must be a plain SIP user name"));
+        return Err(ConfigError::new(
+            "username",
+            "must be a plain SIP user name",
+        ));
     }
     let started = Instant::now();
     let deadline = started + cfg.timeout;
@@ -279,15 +285,13 @@ impl<'a> Registration<'a> {
                 rsip::headers::Authorization::new(value).into()
             });
         }
-        let request = self
-            .dialogue
-            .request(RequestSpec {
-                method: rsip::Method::Register,
-                request_uri: &self.request_uri,
-                from: &self.aor,
-                to: &self.aor,
-                extra,
-            });
+        let request = self.dialogue.request(RequestSpec {
+            method: rsip::Method::Register,
+            request_uri: &self.request_uri,
+            from: &self.aor,
+            to: &self.aor,
+            extra,
+        });
         transaction::run(&mut self.conn, &request, self.deadline, self.cfg.timeout).await
     }
 
@@ -386,8 +390,14 @@ impl Outcome for RegisterOutcome {
     fn facts(&self) -> Vec<(&'static str, String)> {
         let or_dash = |v: Option<String>| v.unwrap_or_else(|| "-".into());
         let mut facts = vec![
-            ("target", or_dash(self.target.as_ref().map(ToString::to_string))),
-            ("response", or_dash(self.response.as_ref().map(ToString::to_string))),
+            (
+                "target",
+                or_dash(self.target.as_ref().map(ToString::to_string)),
+            ),
+            (
+                "response",
+                or_dash(self.response.as_ref().map(ToString::to_string)),
+            ),
             ("auth", or_dash(self.auth_algorithm.map(|a| a.to_string()))),
             (
                 "granted expiry",
@@ -395,7 +405,10 @@ impl Outcome for RegisterOutcome {
             ),
             (
                 "unregistered",
-                or_dash(self.unregistered.map(|u| if u { "yes" } else { "no" }.into())),
+                or_dash(
+                    self.unregistered
+                        .map(|u| if u { "yes" } else { "no" }.into()),
+                ),
             ),
             ("first response", millis(self.first_response)),
             ("final response", millis(self.final_response)),

@@ -88,7 +88,11 @@ pub(super) async fn resolve<R: Records>(
 }
 
 fn default_transport(secure: bool) -> Transport {
-    if secure { Transport::Tls } else { Transport::Udp }
+    if secure {
+        Transport::Tls
+    } else {
+        Transport::Udp
+    }
 }
 
 /// The transports a URI may use, in the order their SRV records are tried.
@@ -138,7 +142,9 @@ fn naptr_services(naptrs: &[Naptr], secure: bool) -> Vec<(Transport, String)> {
                 "SIPS+D2T" => Transport::Tls,
                 _ => return None,
             };
-            supported(secure).contains(&transport).then_some((n, transport))
+            supported(secure)
+                .contains(&transport)
+                .then_some((n, transport))
         })
         .collect();
     usable.sort_by_key(|(n, _)| (n.order, n.preference));

@@ -6,7 +6,7 @@ use super::resolve;
 use super::transport::{Connection, Dial, Transport};
 use super::uri::ServerUri;
 use crate::probe::dns::Dns;
-use crate::probe::{ConfigError, Failure, tls};
+use crate::probe::{ConfigError, DnsErrorKind, Failure, tls};
 use std::path::Path;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -28,13 +28,18 @@ pub(super) async fn open(
 ) -> Result<Opened, ConfigError> {
     let timed_out = || Failure::Timeout { after: timeout };
     let mut pick = |total: u32| rand::random_range(0..=total);
-    let target = match tokio::time::timeout_at(deadline, resolve::resolve(dns, server, &mut pick))
-        .await
-    {
-        Ok(Ok(target)) => target,
-        Ok(Err(failure)) => return Ok(failed(None, failure)),
-        Err(_) => return Ok(failed(None, timed_out())),
-    };
+    let target =
+        match tokio::time::timeout_at(deadline, resolve::resolve(dns, server, &mut pick)).await {
+            Ok(Ok(target)) => target,
+            Ok(Err(failure)) => return Ok(failed(failure)),
+            // A resolver that does not answer in time is a DNS problem, not a slow SIP server.
+            Err(_) => {
+                return Ok(failed(Failure::DnsFailure {
+                    name: server.host.clone(),
+                    kind: DnsErrorKind::ResolverFailed,
+                }));
+            }
+        };
     let dial = match target.transport {
         Transport::Udp => Dial::Udp,
         Transport::Tcp => Dial::Tcp,
@@ -52,9 +57,9 @@ pub(super) async fn open(
     })
 }
 
-fn failed(target: Option<Target>, failure: Failure) -> Opened {
+fn failed(failure: Failure) -> Opened {
     Opened {
-        target,
+        target: None,
         connection: Err(failure),
     }
 }

@@ -79,6 +79,11 @@ pub(super) async fn run(
                 continue;
             }
         }
+        if !(100..=699).contains(&reply.code) {
+            return Err(Failure::Protocol {
+                detail: format!("status code {} outside 100-699", reply.code),
+            });
+        }
         let first = *first_response.get_or_insert(received_at - sent_at);
         if reply.code < 200 {
             if !reliable {

@@ -241,14 +241,24 @@ async fn next_framed<R: AsyncRead + Unpin>(
             .take_while(|b| **b == b'\r' || **b == b'\n')
             .count();
         pending.drain(..blank);
-        if let Some(length) = framed_length(pending)? {
-            if pending.len() >= length {
-                return Ok(pending.drain(..length).collect());
-            }
+        // Every SIP message starts with `SIP/2.0` or a method name: anything else is not SIP,
+        // and waiting for a header end in it would only run into the timeout.
+        if pending.first().is_some_and(|b| !b.is_ascii_uppercase()) {
+            return Err(Failure::Protocol {
+                detail: "the peer sent something that is not SIP".into(),
+            });
         }
-        let n = reader.read(&mut chunk).await.map_err(|e| Failure::Network {
-            detail: format!("reading the response: {e}"),
-        })?;
+        if let Some(length) = framed_length(pending)?
+            && pending.len() >= length
+        {
+            return Ok(pending.drain(..length).collect());
+        }
+        let n = reader
+            .read(&mut chunk)
+            .await
+            .map_err(|e| Failure::Network {
+                detail: format!("reading the response: {e}"),
+            })?;
         if n == 0 {
             return Err(if pending.is_empty() {
                 Failure::Network {
@@ -350,13 +360,15 @@ mod tests {
         assert!(matches!(headers_cut[0], Err(Failure::Protocol { .. })));
         let no_length = frames(b"SIP/2.0 200 OK\r\nVia: x\r\n\r\n").await;
         assert!(matches!(no_length[0], Err(Failure::Protocol { .. })));
+        let binary = frames(b"\x16\x03\x01").await;
+        assert!(matches!(binary[0], Err(Failure::Protocol { .. })));
     }
 
     #[tokio::test]
     async fn refuses_messages_over_the_limit_before_reading_them() {
         let huge = format!("SIP/2.0 200 OK\r\nContent-Length: {}\r\n\r\n", 1 << 20);
         assert_eq!(frames(huge.as_bytes()).await[0], Err(too_large()));
-        let endless_headers = vec![b'a'; MAX_MESSAGE + 10];
+        let endless_headers = vec![b'A'; MAX_MESSAGE + 10];
         assert_eq!(frames(&endless_headers).await[0], Err(too_large()));
     }
 }

@@ -153,7 +153,10 @@ mod tests {
 
         let uri = parse("sip:[2001:db8::1]:5070;transport=tls").unwrap();
         assert_eq!(uri.host, "2001:db8::1");
-        assert_eq!((uri.port, uri.transport), (Some(5070), Some(Transport::Tls)));
+        assert_eq!(
+            (uri.port, uri.transport),
+            (Some(5070), Some(Transport::Tls))
+        );
         assert_eq!(uri.domain_uri(), "sip:[2001:db8::1]:5070;transport=tls");
 
         let uri = parse("sip:lagged@example.com").unwrap();
