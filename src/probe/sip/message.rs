@@ -150,6 +150,19 @@ fn reason_phrase(bytes: &[u8]) -> String {
     parts.nth(2).unwrap_or_default().trim().to_owned()
 }
 
+/// The `branch` parameter of a Via value. Read by hand because rsip 0.4's typed Via cannot
+/// parse an IPv6 sent-by (`SIP/2.0/UDP [::1]:5060;branch=...`).
+fn via_branch(via: &str) -> Option<&str> {
+    // Only the topmost Via counts; one header line may hold several, comma-separated.
+    let top = via.split(',').next().unwrap_or_default();
+    top.split(';').skip(1).find_map(|param| {
+        let (name, value) = param.split_once('=')?;
+        name.trim()
+            .eq_ignore_ascii_case("branch")
+            .then_some(value.trim())
+    })
+}
+
 fn expand_compact_headers(headers: &mut Headers) {
     for header in headers.iter_mut() {
         let Header::Other(name, value) = header else {
@@ -176,16 +189,13 @@ impl Reply {
         let via = self
             .message
             .via_header()
-            .and_then(|via| via.typed())
-            .map_err(|e| format!("response without a valid Via: {e}"))?;
+            .map_err(|e| format!("response without Via: {e}"))?;
         let cseq = self
             .message
             .cseq_header()
             .and_then(|cseq| cseq.typed())
             .map_err(|e| format!("response without a valid CSeq: {e}"))?;
-        let branch_matches = via
-            .branch()
-            .is_some_and(|b| b.to_string() == request.branch);
+        let branch_matches = via_branch(via.value()) == Some(request.branch.as_str());
         Ok(branch_matches && cseq.seq == request.cseq && cseq.method == request.method)
     }
 
@@ -295,6 +305,23 @@ mod tests {
         assert_eq!(reply.server().as_deref(), Some("test-peer"));
         let other = options(&mut d);
         assert_eq!(reply.answers(&other), Ok(false));
+    }
+
+    #[test]
+    fn the_branch_is_read_from_ipv4_and_ipv6_vias() {
+        assert_eq!(
+            via_branch("SIP/2.0/UDP [::1]:5060;rport=5;branch=z9hG4bKabc"),
+            Some("z9hG4bKabc")
+        );
+        assert_eq!(
+            via_branch("SIP/2.0/TCP 192.0.2.1;BRANCH=z9hG4bKx , SIP/2.0/UDP h;branch=other"),
+            Some("z9hG4bKx")
+        );
+        assert_eq!(via_branch("SIP/2.0/UDP 192.0.2.1;rport"), None);
+        assert_eq!(
+            via_branch("SIP/2.0/UDP 192.0.2.1;rport, SIP/2.0/UDP h;branch=z9hG4bKlower"),
+            None
+        );
     }
 
     #[test]

@@ -196,7 +196,8 @@ impl<'a> Registration<'a> {
             });
             outcome.server = reply.server();
             let next = match reply.code {
-                200..=299 => {
+                // issue 2: success only on a final 200 OK
+                200 => {
                     outcome.granted_expires = self.granted_expires(&exchange);
                     Next::Done(Ok(()))
                 }
