@@ -1,0 +1,179 @@
+//! Kamailio as the test registrar (tests/peers/kamailio.cfg): digest auth with static accounts,
+//! in-memory bindings, UDP and TCP on one loopback port and TLS on another, with a certificate
+//! for 127.0.0.1/localhost issued at start by a throwaway test CA.
+
+use super::{Daemon, free_port, peers_dir, require_program};
+use std::net::{SocketAddr, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// How to start Kamailio.
+#[derive(Default)]
+pub struct KamailioBuilder {
+    sha256: bool,
+}
+
+impl KamailioBuilder {
+    /// Challenge with `algorithm=SHA-256` instead of MD5.
+    pub fn sha256(mut self) -> Self {
+        self.sha256 = true;
+        self
+    }
+
+    pub fn start(self) -> Kamailio {
+        let program = require_program("kamailio");
+        let dir = tempfile::tempdir().expect("temp dir for kamailio");
+        let port = free_port();
+        let tls_port = free_port();
+        let (ca_file, cert, key) = write_certificates(dir.path());
+        let ctl = dir.path().join("ctl.sock");
+        let mut command = Command::new(program);
+        command
+            .arg("-DD")
+            .arg("-E")
+            .args(["-f".as_ref(), peers_dir().join("kamailio.cfg").as_os_str()])
+            .args(["-l", &format!("udp:127.0.0.1:{port}")])
+            .args(["-l", &format!("tcp:127.0.0.1:{port}")])
+            .args(["-l", &format!("tls:127.0.0.1:{tls_port}")])
+            .args(["-m", "32", "-M", "4"])
+            .args(["-Y".as_ref(), dir.path().as_os_str()])
+            .args(["-P".as_ref(), dir.path().join("kamailio.pid").as_os_str()])
+            .args(["-w".as_ref(), dir.path().as_os_str()])
+            .args(["-A", &format!("CTL_SOCKET=\"unix:{}\"", ctl.display())])
+            .args(["-A", "WITH_TLS"])
+            .args(["-A", &format!("TLS_CERT=\"{}\"", cert.display())])
+            .args(["-A", &format!("TLS_KEY=\"{}\"", key.display())]);
+        if self.sha256 {
+            command.args(["-A", "WITH_SHA256"]);
+        }
+        let mut daemon = Daemon::spawn("kamailio", command, &dir.path().join("kamailio.log"));
+        daemon.wait_for_tcp(SocketAddr::from(([127, 0, 0, 1], port)));
+        daemon.wait_for_tcp(SocketAddr::from(([127, 0, 0, 1], tls_port)));
+        warm_up_udp(&daemon, port);
+        Kamailio {
+            daemon,
+            port,
+            tls_port,
+            ca_file,
+            ctl,
+            _dir: dir,
+        }
+    }
+}
+
+/// A running Kamailio; stopped when dropped.
+pub struct Kamailio {
+    pub daemon: Daemon,
+    /// UDP and TCP.
+    pub port: u16,
+    pub tls_port: u16,
+    /// The test CA that issued the TLS certificate (PEM).
+    pub ca_file: PathBuf,
+    ctl: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Kamailio {
+    pub fn builder() -> KamailioBuilder {
+        KamailioBuilder::default()
+    }
+
+    pub fn start() -> Kamailio {
+        Self::builder().start()
+    }
+
+    /// The registrar URI for `transport` (`udp`, `tcp` or `tls`).
+    pub fn uri(&self, transport: &str) -> String {
+        let port = if transport == "tls" {
+            self.tls_port
+        } else {
+            self.port
+        };
+        format!("sip:127.0.0.1:{port};transport={transport}")
+    }
+
+    /// The Contacts Kamailio holds for `user` right now, from `kamcmd ul.dump`.
+    pub fn bindings(&self, user: &str) -> Vec<String> {
+        let output = Command::new(require_program("kamcmd"))
+            .args(["-s", &format!("unix:{}", self.ctl.display()), "ul.dump"])
+            .output()
+            .expect("run kamcmd");
+        assert!(output.status.success(), "kamcmd failed: {output:?}");
+        contacts_of(&String::from_utf8_lossy(&output.stdout), user)
+    }
+}
+
+/// Waits until the UDP workers answer. A freshly started Kamailio takes a few hundred ms over
+/// its first UDP requests, which would distort the RTT tests; each worker gets a request here.
+fn warm_up_udp(daemon: &Daemon, port: u16) {
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket.connect(("127.0.0.1", port)).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let local = socket.local_addr().unwrap();
+    let mut answered = 0;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut buf = [0u8; 65536];
+    while answered < 4 {
+        assert!(
+            Instant::now() < deadline,
+            "kamailio does not answer OPTIONS over UDP:\n{}",
+            daemon.log_text()
+        );
+        let request = format!(
+            "OPTIONS sip:127.0.0.1:{port} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bKwarm{answered}\r\nFrom: <sip:warmup@{local}>;tag=w\r\nTo: <sip:127.0.0.1:{port}>\r\nCall-ID: warmup-{answered}\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+        );
+        let _ = socket.send(request.as_bytes());
+        if socket.recv(&mut buf).is_ok() {
+            answered += 1;
+        }
+    }
+}
+
+/// Reads the contacts of AoR `user` from ul.dump's text output (`AoR: alice@127.0.0.1` blocks
+/// with `Address: sip:...` lines).
+fn contacts_of(dump: &str, user: &str) -> Vec<String> {
+    let mut contacts = Vec::new();
+    let mut in_aor = false;
+    for line in dump.lines().map(str::trim) {
+        if let Some(aor) = line.strip_prefix("AoR:") {
+            let aor = aor.trim();
+            in_aor = aor == user || aor.starts_with(&format!("{user}@"));
+        } else if let Some(address) = line.strip_prefix("Address:")
+            && in_aor
+        {
+            contacts.push(address.trim().to_owned());
+        }
+    }
+    contacts
+}
+
+/// A test CA and a server certificate for 127.0.0.1 and localhost, as PEM files in `dir`:
+/// (CA file, certificate, key).
+fn write_certificates(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "voipcheck test CA");
+    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).unwrap();
+
+    let key = rcgen::KeyPair::generate().unwrap();
+    let params =
+        rcgen::CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+            .unwrap();
+    let cert = params.signed_by(&key, &ca).unwrap();
+
+    let paths = (
+        dir.join("ca.pem"),
+        dir.join("server.pem"),
+        dir.join("server.key"),
+    );
+    std::fs::write(&paths.0, ca.pem()).unwrap();
+    std::fs::write(&paths.1, cert.pem()).unwrap();
+    std::fs::write(&paths.2, key.serialize_pem()).unwrap();
+    (paths.0, paths.1, paths.2)
+}

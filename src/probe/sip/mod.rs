@@ -1,1 +1,60 @@
-//! SIP probes.
+//! SIP probes (issue 2, DESIGN.md §3): REGISTER with digest authentication (`SipRegistered`)
+//! and an OPTIONS qualify with Asterisk chan_sip's semantics (`SipReachable`).
+//!
+//! The pieces, bottom up: [`uri`] reads the configured server URI, [`resolve`] turns it into a
+//! transport and socket address (RFC 3263), [`transport`] carries messages over UDP, TCP or TLS
+//! with bounded reads, [`message`] builds requests and reads responses with rsip,
+//! [`transaction`] runs one RFC 3261 client transaction (retransmission, response matching),
+//! [`digest`] answers challenges, and [`register`] and [`options`] are the two probes.
+
+mod digest;
+mod message;
+mod options;
+mod register;
+mod resolve;
+mod session;
+mod transaction;
+mod transport;
+mod uri;
+
+pub use digest::DigestAlgorithm;
+pub use options::{DEFAULT_LAGGED_THRESHOLD, OptionsConfig, OptionsOutcome, QualifyState, options};
+pub use register::{DEFAULT_EXPIRES, RegisterConfig, RegisterOutcome, register};
+pub use transport::Transport;
+
+use serde::Serialize;
+use std::net::SocketAddr;
+
+/// Where a probe sent its requests: the outcome of RFC 3263 resolution.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Target {
+    pub transport: Transport,
+    pub address: SocketAddr,
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.transport, self.address)
+    }
+}
+
+/// A final SIP response as the peer sent it: the code and the reason phrase of its status line.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StatusLine {
+    pub code: u16,
+    pub reason: String,
+}
+
+impl std::fmt::Display for StatusLine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.code, self.reason)
+    }
+}
+
+/// Formats an optional duration for the human table.
+fn millis(d: Option<std::time::Duration>) -> String {
+    d.map(|d| format!("{:.1} ms", d.as_secs_f64() * 1000.0))
+        .unwrap_or_else(|| "-".into())
+}

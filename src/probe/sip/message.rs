@@ -1,0 +1,335 @@
+//! SIP requests built, and responses read, with rsip.
+//!
+//! rsip parses the message; two things it does not give are filled in here: the reason phrase
+//! as sent (rsip replaces it with its own name for known codes) and the compact header forms of
+//! RFC 3261 §7.3.3 (`v`, `i`, `f`, `t`, `m`, `l`), which it keeps as unknown headers.
+
+use super::transport::Transport;
+use rsip::prelude::*;
+use rsip::{Header, Headers};
+use std::net::SocketAddr;
+
+/// Identifies what the probe sends in one call (RFC 3261 §8.1.1): Call-ID and From tag stay the
+/// same for all requests of a probe run; the CSeq number grows per request.
+pub(super) struct Dialogue {
+    call_id: String,
+    from_tag: String,
+    local: SocketAddr,
+    transport: Transport,
+    cseq: u32,
+}
+
+/// One request ready to send, with what its response must carry to match it (§17.1.3).
+pub(super) struct Outgoing {
+    pub bytes: Vec<u8>,
+    pub branch: String,
+    pub cseq: u32,
+    pub method: rsip::Method,
+}
+
+/// The parts of a request that differ between REGISTER and OPTIONS.
+pub(super) struct RequestSpec<'a> {
+    pub method: rsip::Method,
+    pub request_uri: &'a str,
+    pub from: &'a str,
+    pub to: &'a str,
+    pub extra: Vec<Header>,
+}
+
+/// Random text for branch, tag, Call-ID and cnonce: 16 hex digits from 64 random bits.
+pub(super) fn random_token() -> String {
+    format!("{:016x}", rand::random::<u64>())
+}
+
+impl Dialogue {
+    pub fn new(local: SocketAddr, transport: Transport) -> Self {
+        Dialogue {
+            call_id: random_token() + &random_token(),
+            from_tag: random_token(),
+            local,
+            transport,
+            cseq: 0,
+        }
+    }
+
+    /// `user@host:port` of our own address, for Contact.
+    pub fn contact_uri(&self, user: &str) -> String {
+        format!(
+            "sip:{user}@{};transport={}",
+            self.local,
+            self.transport.param()
+        )
+    }
+
+    /// Builds the next request: a new branch and the next CSeq number.
+    pub fn request(&mut self, spec: RequestSpec) -> Outgoing {
+        self.cseq += 1;
+        // The magic cookie marks an RFC 3261 branch (§8.1.1.7).
+        let branch = format!("z9hG4bK{}", random_token());
+        let mut headers = Headers::default();
+        // rport asks the server to answer to the port it saw (RFC 3581), which is what NAT needs.
+        headers.push(
+            rsip::headers::Via::new(format!(
+                "SIP/2.0/{} {};branch={branch};rport",
+                self.transport, self.local
+            ))
+            .into(),
+        );
+        headers.push(rsip::headers::MaxForwards::new("70").into());
+        headers.push(
+            rsip::headers::From::new(format!("<{}>;tag={}", spec.from, self.from_tag)).into(),
+        );
+        headers.push(rsip::headers::To::new(format!("<{}>", spec.to)).into());
+        headers.push(rsip::headers::CallId::new(self.call_id.clone()).into());
+        headers.push(rsip::typed::CSeq::from((self.cseq, spec.method)).into());
+        headers.push(
+            rsip::headers::UserAgent::new(concat!("voipcheck/", env!("CARGO_PKG_VERSION"))).into(),
+        );
+        for header in spec.extra {
+            headers.push(header);
+        }
+        headers.push(rsip::headers::ContentLength::new("0").into());
+        // The request line is written here rather than through rsip::Request, whose Uri cannot
+        // hold an IPv6 reference.
+        let text = format!(
+            "{} {} SIP/2.0\r\n{headers}\r\n",
+            spec.method, spec.request_uri
+        );
+        Outgoing {
+            bytes: text.into_bytes(),
+            branch,
+            cseq: self.cseq,
+            method: spec.method,
+        }
+    }
+}
+
+/// A response as the transaction layer hands it on.
+#[derive(Debug)]
+pub(super) struct Reply {
+    pub code: u16,
+    pub reason: String,
+    pub message: rsip::Response,
+}
+
+/// What arrived, as far as the transaction is concerned.
+pub(super) enum Incoming {
+    Response(Reply),
+    /// A request from the server (e.g. a keep-alive OPTIONS on our connection): not an answer.
+    Request,
+}
+
+/// Parses one received message.
+pub(super) fn parse(bytes: &[u8]) -> Result<Incoming, String> {
+    let message = rsip::SipMessage::try_from(bytes).map_err(|e| {
+        let mut detail = e.to_string();
+        // rsip quotes the unparsed input; a hostile peer's bytes are not worth more than a hint.
+        detail.truncate(detail.floor_char_boundary(120));
+        format!("unparsable SIP message ({} bytes): {detail}", bytes.len())
+    })?;
+    let mut response = match message {
+        rsip::SipMessage::Request(_) => return Ok(Incoming::Request),
+        rsip::SipMessage::Response(response) => response,
+    };
+    expand_compact_headers(&mut response.headers);
+    Ok(Incoming::Response(Reply {
+        code: response.status_code.code(),
+        reason: reason_phrase(bytes),
+        message: response,
+    }))
+}
+
+/// The reason phrase of the status line `SIP/2.0 200 OK` (text after the code).
+fn reason_phrase(bytes: &[u8]) -> String {
+    let line_end = bytes
+        .windows(2)
+        .position(|w| w == b"\r\n")
+        .unwrap_or(bytes.len());
+    let line = String::from_utf8_lossy(&bytes[..line_end]);
+    let mut parts = line.splitn(3, ' ');
+    parts.nth(2).unwrap_or_default().trim().to_owned()
+}
+
+/// The `branch` parameter of a Via value. Read by hand because rsip 0.4's typed Via cannot
+/// parse an IPv6 sent-by (`SIP/2.0/UDP [::1]:5060;branch=...`).
+fn via_branch(via: &str) -> Option<&str> {
+    // Only the topmost Via counts; one header line may hold several, comma-separated.
+    let top = via.split(',').next().unwrap_or_default();
+    top.split(';').skip(1).find_map(|param| {
+        let (name, value) = param.split_once('=')?;
+        name.trim()
+            .eq_ignore_ascii_case("branch")
+            .then_some(value.trim())
+    })
+}
+
+fn expand_compact_headers(headers: &mut Headers) {
+    for header in headers.iter_mut() {
+        let Header::Other(name, value) = header else {
+            continue;
+        };
+        let value = std::mem::take(value);
+        let expanded: Header = match name.to_ascii_lowercase().as_str() {
+            "v" => rsip::headers::Via::new(value).into(),
+            "i" => rsip::headers::CallId::new(value).into(),
+            "f" => rsip::headers::From::new(value).into(),
+            "t" => rsip::headers::To::new(value).into(),
+            "m" => rsip::headers::Contact::new(value).into(),
+            "l" => rsip::headers::ContentLength::new(value).into(),
+            _ => Header::Other(std::mem::take(name), value),
+        };
+        *header = expanded;
+    }
+}
+
+impl Reply {
+    /// Whether this answers `request`: the top Via's branch and the CSeq (number and method)
+    /// are the request's (RFC 3261 §17.1.3). `Err` when the response lacks what it takes to tell.
+    pub fn answers(&self, request: &Outgoing) -> Result<bool, String> {
+        let via = self
+            .message
+            .via_header()
+            .map_err(|e| format!("response without Via: {e}"))?;
+        let cseq = self
+            .message
+            .cseq_header()
+            .and_then(|cseq| cseq.typed())
+            .map_err(|e| format!("response without a valid CSeq: {e}"))?;
+        let branch_matches = via_branch(via.value()) == Some(request.branch.as_str());
+        Ok(branch_matches && cseq.seq == request.cseq && cseq.method == request.method)
+    }
+
+    /// RFC 3261 §8.2.6.2: a final response carries a To tag. A missing one means the peer is
+    /// not a conforming UAS or proxy.
+    pub fn check_to_tag(&self) -> Result<(), String> {
+        let to = self
+            .message
+            .to_header()
+            .and_then(|to| to.typed())
+            .map_err(|e| format!("{} response without a valid To: {e}", self.code))?;
+        let has_tag = to
+            .params
+            .iter()
+            .any(|p| matches!(p, rsip::Param::Tag(tag) if !tag.to_string().is_empty()));
+        if has_tag {
+            Ok(())
+        } else {
+            Err(format!("{} response without a To tag", self.code))
+        }
+    }
+
+    /// The Server header, or User-Agent where a UA answered (RFC 3261 §20.35, §20.41).
+    pub fn server(&self) -> Option<String> {
+        self.message.headers.iter().find_map(|h| match h {
+            Header::Server(s) => Some(s.value().to_owned()),
+            Header::UserAgent(ua) => Some(ua.value().to_owned()),
+            _ => None,
+        })
+    }
+
+    /// Values of every header named `name` (case-insensitive), for headers rsip's typed
+    /// accessors do not cover (several challenges, several Contacts).
+    pub fn header_values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = String> + 'a {
+        self.message.headers.iter().filter_map(move |h| {
+            let text = h.to_string();
+            let (n, v) = text.split_once(':')?;
+            n.trim()
+                .eq_ignore_ascii_case(name)
+                .then(|| v.trim().to_owned())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dialogue() -> Dialogue {
+        Dialogue::new("192.0.2.5:40000".parse().unwrap(), Transport::Udp)
+    }
+
+    fn options(d: &mut Dialogue) -> Outgoing {
+        d.request(RequestSpec {
+            method: rsip::Method::Options,
+            request_uri: "sip:example.com",
+            from: "sip:voipcheck@192.0.2.5",
+            to: "sip:example.com",
+            extra: Vec::new(),
+        })
+    }
+
+    #[test]
+    fn a_request_has_the_headers_rfc_3261_requires() {
+        let mut d = dialogue();
+        let first = options(&mut d);
+        let second = options(&mut d);
+        let text = String::from_utf8(first.bytes.clone()).unwrap();
+        assert!(
+            text.starts_with("OPTIONS sip:example.com SIP/2.0\r\n"),
+            "{text}"
+        );
+        assert!(text.contains(&format!(
+            "Via: SIP/2.0/UDP 192.0.2.5:40000;branch={};rport\r\n",
+            first.branch
+        )));
+        assert!(first.branch.starts_with("z9hG4bK"));
+        assert!(text.contains("CSeq: 1 OPTIONS\r\n"));
+        assert!(text.contains("Max-Forwards: 70\r\n"));
+        assert!(text.ends_with("Content-Length: 0\r\n\r\n"), "{text}");
+        assert_ne!(first.branch, second.branch);
+        assert_eq!(second.cseq, 2);
+        let request = rsip::Request::try_from(first.bytes.as_slice()).unwrap();
+        let from = request.from_header().unwrap().typed().unwrap();
+        assert!(from.params.iter().any(|p| matches!(p, rsip::Param::Tag(_))));
+    }
+
+    fn reply_to(request: &Outgoing, extra: &str) -> Reply {
+        let text = format!(
+            "SIP/2.0 200 Fine Thanks\r\nv: SIP/2.0/UDP 192.0.2.5:40000;branch={};rport=40000\r\nt: <sip:example.com>;tag=abc\r\nf: <sip:x@y>;tag=1\r\ni: c\r\nCSeq: {} OPTIONS\r\n{extra}l: 0\r\n\r\n",
+            request.branch, request.cseq
+        );
+        match parse(text.as_bytes()).unwrap() {
+            Incoming::Response(reply) => reply,
+            Incoming::Request => panic!("parsed as a request"),
+        }
+    }
+
+    #[test]
+    fn reads_reason_phrase_and_compact_headers_and_matches_the_request() {
+        let mut d = dialogue();
+        let request = options(&mut d);
+        let reply = reply_to(&request, "Server: test-peer\r\n");
+        assert_eq!((reply.code, reply.reason.as_str()), (200, "Fine Thanks"));
+        assert_eq!(reply.answers(&request), Ok(true));
+        assert_eq!(reply.check_to_tag(), Ok(()));
+        assert_eq!(reply.server().as_deref(), Some("test-peer"));
+        let other = options(&mut d);
+        assert_eq!(reply.answers(&other), Ok(false));
+    }
+
+    #[test]
+    fn the_branch_is_read_from_ipv4_and_ipv6_vias() {
+        assert_eq!(
+            via_branch("SIP/2.0/UDP [::1]:5060;rport=5;branch=z9hG4bKabc"),
+            Some("z9hG4bKabc")
+        );
+        assert_eq!(
+            via_branch("SIP/2.0/TCP 192.0.2.1;BRANCH=z9hG4bKx , SIP/2.0/UDP h;branch=other"),
+            Some("z9hG4bKx")
+        );
+        assert_eq!(via_branch("SIP/2.0/UDP 192.0.2.1;rport"), None);
+        assert_eq!(
+            via_branch("SIP/2.0/UDP 192.0.2.1;rport, SIP/2.0/UDP h;branch=z9hG4bKlower"),
+            None
+        );
+    }
+
+    #[test]
+    fn garbage_is_an_error_and_a_request_is_not_a_response() {
+        assert!(parse(b"\x00\xffgarbage\r\n\r\n").is_err());
+        assert!(matches!(
+            parse(b"OPTIONS sip:x SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bKx\r\nContent-Length: 0\r\n\r\n"),
+            Ok(Incoming::Request)
+        ));
+    }
+}

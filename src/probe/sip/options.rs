@@ -1,0 +1,163 @@
+//! The OPTIONS qualify (DESIGN.md §3, `SipReachable`), judged as Asterisk chan_sip's `qualify`
+//! judges a peer (seeds 000/002 name its states): answered within `maxms` is reachable, answered
+//! later is LAGGED, no answer within twice `maxms` is UNREACHABLE. Any final response counts as
+//! an answer, as in chan_sip: a 404 still proves the server is alive.
+
+use super::message::{Dialogue, RequestSpec};
+use super::{StatusLine, Target, millis, session, transaction, uri};
+use crate::probe::dns::Dns;
+use crate::probe::{ConfigError, Failure, Outcome};
+use rsip::prelude::*;
+use serde::Serialize;
+use std::path::PathBuf;
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// chan_sip's default `qualify` threshold (`maxms`).
+pub const DEFAULT_LAGGED_THRESHOLD: Duration = Duration::from_secs(2);
+
+/// What to qualify.
+#[derive(Debug, Clone)]
+pub struct OptionsConfig {
+    /// `sip:`/`sips:` URI, optionally with a user (`sip:lagged@pbx`), `;transport=udp|tcp|tls`
+    /// and a port; without a port RFC 3263 chooses.
+    pub server: String,
+    /// chan_sip's `maxms`: slower answers are LAGGED ([`DEFAULT_LAGGED_THRESHOLD`]).
+    pub lagged_threshold: Duration,
+    /// Bounds the whole probe, DNS included. The wait for the answer is at most twice the
+    /// threshold, so a timeout above that only leaves room for DNS and connecting.
+    pub timeout: Duration,
+    /// Extra trust anchors (PEM) for TLS, e.g. a private PBX CA.
+    pub ca_file: Option<PathBuf>,
+}
+
+/// chan_sip's peer states.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum QualifyState {
+    /// Answered within the threshold.
+    Reachable,
+    /// Answered, but later than the threshold.
+    Lagged,
+    /// No answer within twice the threshold (or no way to send one).
+    Unreachable,
+}
+
+/// The result of one qualify.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OptionsOutcome {
+    pub target: Option<Target>,
+    pub state: QualifyState,
+    /// The final response, whatever its code.
+    pub response: Option<StatusLine>,
+    /// Server (or User-Agent) header of the response.
+    pub server: Option<String>,
+    /// From sending the request to the final response.
+    #[serde(
+        rename = "rttSeconds",
+        serialize_with = "crate::probe::secs::option::serialize"
+    )]
+    pub rtt: Option<Duration>,
+    /// From sending the request to the first response, provisional or final.
+    #[serde(
+        rename = "firstResponseSeconds",
+        serialize_with = "crate::probe::secs::option::serialize"
+    )]
+    pub first_response: Option<Duration>,
+    #[serde(
+        rename = "laggedThresholdSeconds",
+        serialize_with = "crate::probe::secs::serialize"
+    )]
+    pub lagged_threshold: Duration,
+    /// `Lagged` for a late answer, `Timeout` for none; transport and DNS failures as they came.
+    pub failure: Option<Failure>,
+}
+
+/// Sends one OPTIONS to `cfg.server` and classifies the answer. `Err` only for bad input.
+pub async fn options(dns: &Dns, cfg: &OptionsConfig) -> Result<OptionsOutcome, ConfigError> {
+    let server = uri::parse(&cfg.server)?;
+    let threshold = cfg.lagged_threshold;
+    let deadline = Instant::now() + cfg.timeout;
+    let mut outcome = OptionsOutcome {
+        target: None,
+        state: QualifyState::Unreachable,
+        response: None,
+        server: None,
+        rtt: None,
+        first_response: None,
+        lagged_threshold: threshold,
+        failure: None,
+    };
+    let opened = session::open(dns, &server, cfg.ca_file.as_deref(), deadline, cfg.timeout).await?;
+    outcome.target = opened.target;
+    let mut conn = match opened.connection {
+        Ok(conn) => conn,
+        Err(failure) => {
+            outcome.failure = Some(failure);
+            return Ok(outcome);
+        }
+    };
+    let mut dialogue = Dialogue::new(conn.local_addr(), conn.transport());
+    let request_uri = server.request_uri();
+    let from = format!("sip:voipcheck@{}", conn.local_addr().ip());
+    let request = dialogue.request(RequestSpec {
+        method: rsip::Method::Options,
+        request_uri: &request_uri,
+        from: &from,
+        to: &request_uri,
+        extra: vec![rsip::headers::Accept::new("application/sdp").into()],
+    });
+    // chan_sip gives up on a qualify after twice maxms.
+    let wait = (threshold * 2).min(cfg.timeout);
+    let answer_deadline = deadline.min(Instant::now() + wait);
+    match transaction::run(&mut conn, &request, answer_deadline, wait).await {
+        Ok(exchange) => {
+            let rtt = exchange.final_response;
+            outcome.response = Some(StatusLine {
+                code: exchange.reply.code,
+                reason: exchange.reply.reason.clone(),
+            });
+            outcome.server = exchange.reply.server();
+            outcome.rtt = Some(rtt);
+            outcome.first_response = Some(exchange.first_response);
+            if rtt <= threshold {
+                outcome.state = QualifyState::Reachable;
+            } else {
+                outcome.state = QualifyState::Lagged;
+                outcome.failure = Some(Failure::Lagged { rtt, threshold });
+            }
+        }
+        Err(failure) => outcome.failure = Some(failure),
+    }
+    Ok(outcome)
+}
+
+impl Outcome for OptionsOutcome {
+    fn failure(&self) -> Option<&Failure> {
+        self.failure.as_ref()
+    }
+
+    fn facts(&self) -> Vec<(&'static str, String)> {
+        let mut facts = vec![
+            (
+                "target",
+                self.target
+                    .as_ref()
+                    .map_or_else(|| "-".into(), ToString::to_string),
+            ),
+            ("state", format!("{:?}", self.state)),
+            (
+                "response",
+                self.response
+                    .as_ref()
+                    .map_or_else(|| "-".into(), ToString::to_string),
+            ),
+            ("rtt", millis(self.rtt)),
+            ("lagged threshold", millis(Some(self.lagged_threshold))),
+        ];
+        if let Some(server) = &self.server {
+            facts.push(("server", server.clone()));
+        }
+        facts
+    }
+}
