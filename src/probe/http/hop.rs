@@ -38,13 +38,13 @@ pub(super) struct Received {
     _connection: JoinSet<()>,
 }
 
-/// Sends `GET url` on a new connection and waits for the response head. `tls` supplies the client
-/// configuration for an `https` URL; `peer` is set as soon as a connection is attempted.
+/// Sends `GET url` on a new connection and waits for the response head; `tls` is used for an
+/// `https` URL. `peer` is set as soon as a connection is attempted.
 pub(super) async fn request(
     dns: &Dns,
     url: &Url,
     auth: Option<&BasicAuth>,
-    tls: impl FnOnce() -> Result<Arc<ClientConfig>, Failure>,
+    tls: &Arc<ClientConfig>,
     phases: &mut HttpPhases,
     peer: &mut Option<SocketAddr>,
 ) -> Result<Received, Failure> {
@@ -65,7 +65,7 @@ pub(super) async fn request(
         let server_name = tls::server_name(host).map_err(|e| Failure::Protocol {
             detail: e.to_string(),
         })?;
-        let stream = TlsConnector::from(tls()?)
+        let stream = TlsConnector::from(tls.clone())
             .connect(server_name, tcp)
             .await
             .map_err(|e| tls::handshake_failure(&e, host))?;

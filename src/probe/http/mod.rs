@@ -24,7 +24,7 @@ mod outcome;
 pub use outcome::{HttpOutcome, HttpPhases};
 
 use super::dns::Dns;
-use super::{ConfigError, Failure, TlsFailure, tls};
+use super::{ConfigError, Failure, tls};
 use auth::{BasicAuth, redacted};
 use hyper::StatusCode;
 use hyper::header::{LOCATION, SERVER};
@@ -104,17 +104,14 @@ impl fmt::Debug for HttpConfig {
 /// sent. Everything the network does ends up in the outcome.
 pub async fn probe(dns: &Dns, cfg: &HttpConfig) -> Result<HttpOutcome, ConfigError> {
     check_target(&cfg.url).map_err(|reason| ConfigError::new("url", reason))?;
-    // Loading the system roots takes milliseconds; plain-HTTP probes only pay it on a redirect
-    // to HTTPS. A CA file is loaded up front so that a bad one is a configuration error.
-    let mut tls_config = match (&cfg.ca_file, cfg.url.scheme()) {
-        (None, "http") => None,
-        (ca_file, _) => Some(tls::client_config(ca_file.as_deref(), &[b"http/1.1"])?),
-    };
+    // Also for plain HTTP: a redirect may lead to HTTPS, and a bad CA file is a configuration
+    // error whatever the scheme.
+    let tls_config = tls::client_config(cfg.ca_file.as_deref(), &[b"http/1.1"])?;
 
     let mut outcome = HttpOutcome::new(redacted(&cfg.url).to_string());
     let started = Instant::now();
     let deadline = tokio::time::Instant::from_std(started + cfg.timeout);
-    let result = tokio::time::timeout_at(deadline, run(dns, cfg, &mut tls_config, &mut outcome));
+    let result = tokio::time::timeout_at(deadline, run(dns, cfg, &tls_config, &mut outcome));
     let failure = match result.await {
         Ok(Ok(())) => None,
         Ok(Err(failure)) => Some(failure),
@@ -130,7 +127,7 @@ pub async fn probe(dns: &Dns, cfg: &HttpConfig) -> Result<HttpOutcome, ConfigErr
 async fn run(
     dns: &Dns,
     cfg: &HttpConfig,
-    tls_config: &mut Option<Arc<ClientConfig>>,
+    tls_config: &Arc<ClientConfig>,
     outcome: &mut HttpOutcome,
 ) -> Result<(), Failure> {
     let mut url = cfg.url.clone();
@@ -141,20 +138,15 @@ async fn run(
         let auth = credentials
             .as_ref()
             .filter(|_| url.origin() == cfg.url.origin());
-        let tls = || match tls_config {
-            Some(config) => Ok(config.clone()),
-            None => {
-                let config =
-                    tls::client_config(None, &[b"http/1.1"]).map_err(|e| Failure::Tls {
-                        detail: TlsFailure::Handshake {
-                            detail: e.to_string(),
-                        },
-                    })?;
-                Ok(tls_config.insert(config).clone())
-            }
-        };
-        let mut received =
-            hop::request(dns, &url, auth, tls, &mut outcome.phases, &mut outcome.peer).await?;
+        let mut received = hop::request(
+            dns,
+            &url,
+            auth,
+            tls_config,
+            &mut outcome.phases,
+            &mut outcome.peer,
+        )
+        .await?;
         let head = &received.response;
         outcome.status = Some(head.status().as_u16());
         outcome.http_version = Some(hop::version_name(head.version()));
