@@ -1,7 +1,7 @@
 //! The HTTP probe against hostile or broken peers: tiny TCP servers inside the test that answer
 //! with garbage, silence, a drip, an endless head or body, or a body shorter than announced.
 //! Each must end in one exact failure class within the probe timeout (plus scheduling margin),
-//! without a panic.
+//! without a panic. Redirect edge cases that nginx cannot stage are here too.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -32,16 +32,17 @@ where
     addr
 }
 
-/// Reads the request head (up to 64 KiB), as a server would before answering.
-async fn read_request(stream: &mut TcpStream) {
+/// Reads the request head (up to 64 KiB), as a server would before answering, and returns it.
+async fn read_request(stream: &mut TcpStream) -> String {
     let mut head = Vec::new();
     let mut buf = [0u8; 4096];
     while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 64 * 1024 {
         match stream.read(&mut buf).await {
-            Ok(0) | Err(_) => return,
+            Ok(0) | Err(_) => break,
             Ok(n) => head.extend_from_slice(&buf[..n]),
         }
     }
+    String::from_utf8_lossy(&head).into_owned()
 }
 
 /// Runs the probe against `addr` and returns the outcome and how long it took.
@@ -274,4 +275,79 @@ async fn silent_tls_peer_times_out_in_the_handshake() {
     let (outcome, elapsed) = probe("https", addr).await;
     assert_timed_out(&outcome, elapsed);
     assert_eq!(outcome.phases.tls, None);
+}
+
+#[tokio::test]
+async fn failed_hop_after_a_redirect_reports_no_stale_response() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let addr = peer(move |mut s| async move {
+        read_request(&mut s).await;
+        let answer = format!(
+            "HTTP/1.1 302 Found\r\nServer: first\r\nLocation: http://{closed}/\r\nContent-Length: 0\r\n\r\n"
+        );
+        let _ = s.write_all(answer.as_bytes()).await;
+    })
+    .await;
+    let (outcome, _) = probe("http", addr).await;
+    assert_eq!(
+        outcome.failure,
+        Some(Failure::ConnectRefused {
+            peer: closed.to_string()
+        })
+    );
+    assert_eq!(outcome.redirects, 1);
+    assert_eq!(outcome.final_url, format!("http://{closed}/"));
+    assert_eq!((outcome.status, outcome.server), (None, None));
+}
+
+#[tokio::test]
+async fn credentials_are_not_sent_to_another_origin() {
+    let (heads, mut seen) = tokio::sync::mpsc::unbounded_channel::<(&str, String)>();
+    let other_heads = heads.clone();
+    let other = peer(move |mut s| {
+        let heads = other_heads.clone();
+        async move {
+            let _ = heads.send(("other", read_request(&mut s).await));
+            let _ = s
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+                .await;
+        }
+    })
+    .await;
+    let first = peer(move |mut s| {
+        let heads = heads.clone();
+        async move {
+            let _ = heads.send(("first", read_request(&mut s).await));
+            let answer = format!(
+                "HTTP/1.1 307 Temporary Redirect\r\nLocation: http://{other}/next\r\nContent-Length: 0\r\n\r\n"
+            );
+            let _ = s.write_all(answer.as_bytes()).await;
+        }
+    })
+    .await;
+    let url = url::Url::parse(&format!("http://monitor:s3cret@{first}/")).unwrap();
+    let cfg = HttpConfig {
+        timeout: TIMEOUT,
+        ..HttpConfig::new(url)
+    };
+    let dns = Dns::with_nameserver(([127, 0, 0, 1], 9).into());
+    let outcome = http::probe(&dns, &cfg).await.unwrap();
+    assert_eq!(outcome.failure, None, "{outcome:?}");
+    assert_eq!(outcome.final_url, format!("http://{other}/next"));
+
+    let (name, head) = seen.recv().await.unwrap();
+    assert_eq!(name, "first");
+    assert!(
+        head.contains("authorization: Basic bW9uaXRvcjpzM2NyZXQ=\r\n"),
+        "{head}"
+    );
+    let (name, head) = seen.recv().await.unwrap();
+    assert_eq!(name, "other");
+    assert!(
+        !head.to_ascii_lowercase().contains("authorization"),
+        "{head}"
+    );
 }

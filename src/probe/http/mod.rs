@@ -43,6 +43,9 @@ pub const DEFAULT_MAX_REDIRECTS: u8 = 10;
 /// Default limit of body bytes read.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
 
+/// The `Server` header is reported up to this many characters.
+const SERVER_MAX_CHARS: usize = 200;
+
 /// What to fetch and what to expect. `Debug` shows the URL without userinfo.
 #[derive(Clone)]
 pub struct HttpConfig {
@@ -133,7 +136,7 @@ async fn run(
     let mut url = cfg.url.clone();
     let credentials = BasicAuth::from_url(&cfg.url);
     loop {
-        outcome.final_url = redacted(&url).to_string();
+        outcome.start_hop(redacted(&url).to_string());
         // Only the configured origin gets the credentials, as curl and browsers do.
         let auth = credentials
             .as_ref()
@@ -150,7 +153,10 @@ async fn run(
         let head = &received.response;
         outcome.status = Some(head.status().as_u16());
         outcome.http_version = Some(hop::version_name(head.version()));
-        outcome.server = head.headers().get(SERVER).map(|v| hop::header_text(v, 200));
+        outcome.server = head
+            .headers()
+            .get(SERVER)
+            .map(|v| hop::header_text(v, SERVER_MAX_CHARS));
         outcome.cert_not_after = received.cert_not_after;
 
         if cfg.follow_redirects

@@ -102,6 +102,16 @@ impl HttpOutcome {
             failure: None,
         }
     }
+
+    /// A new request to `url`: what the previous hop's response said no longer describes the
+    /// final one (e.g. when this hop's connection fails).
+    pub(super) fn start_hop(&mut self, url: String) {
+        self.final_url = url;
+        self.status = None;
+        self.http_version = None;
+        self.server = None;
+        self.cert_not_after = None;
+    }
 }
 
 impl Outcome for HttpOutcome {
