@@ -6,7 +6,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{CertificateError, ClientConfig, RootCertStore};
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// A client configuration trusting the system's roots plus, optionally, the CAs in `ca_file`
@@ -15,10 +15,7 @@ pub fn client_config(
     ca_file: Option<&Path>,
     alpn: &[&[u8]],
 ) -> Result<Arc<ClientConfig>, ConfigError> {
-    let mut roots = RootCertStore::empty();
-    // Unreadable system certificates are skipped: a private CA file may be all that is needed.
-    let native = rustls_native_certs::load_native_certs();
-    roots.add_parsable_certificates(native.certs);
+    let mut roots = system_roots().clone();
     if let Some(path) = ca_file {
         let certs = CertificateDer::pem_file_iter(path)
             .and_then(|iter| iter.collect::<Result<Vec<_>, _>>())
@@ -43,6 +40,18 @@ pub fn client_config(
         .with_no_client_auth();
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     Ok(Arc::new(config))
+}
+
+/// The system's trust anchors, loaded once per process: reading and parsing them costs ~3 ms,
+/// more than a whole HTTPS probe on loopback (Go's `x509.SystemCertPool` caches them likewise).
+/// Unreadable system certificates are skipped: a private CA file may be all that is needed.
+fn system_roots() -> &'static RootCertStore {
+    static ROOTS: OnceLock<RootCertStore> = OnceLock::new();
+    ROOTS.get_or_init(|| {
+        let mut roots = RootCertStore::empty();
+        roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
+        roots
+    })
 }
 
 /// The name to verify the certificate against: a DNS name or an IP literal.

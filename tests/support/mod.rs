@@ -5,6 +5,7 @@
 //! Every test binary compiles this module but uses only part of it.
 #![allow(dead_code)]
 
+pub mod certs;
 pub mod coturn;
 pub mod kamailio;
 pub mod nginx;

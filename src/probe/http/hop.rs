@@ -1,0 +1,224 @@
+//! One request/response exchange on a fresh connection: resolve, connect, TLS, request, response
+//! head, and (for the final hop) the body. Each phase's time is added to [`HttpPhases`].
+
+use super::auth::BasicAuth;
+use super::outcome::HttpPhases;
+use crate::probe::dns::Dns;
+use crate::probe::{Failure, tls};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper::body::Incoming;
+use hyper::header::{ACCEPT, AUTHORIZATION, CONNECTION, HOST, HeaderValue, USER_AGENT};
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use rustls::ClientConfig;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+use tokio::task::JoinSet;
+use tokio_rustls::TlsConnector;
+use url::{Position, Url};
+
+/// Largest response head (status line and headers) accepted. Real servers send a few KiB; the
+/// limit keeps a hostile one from making us buffer hyper's default of ~400 KiB.
+const MAX_HEADER_BYTES: usize = 64 * 1024;
+
+const USER_AGENT_VALUE: &str = concat!("voipcheck/", env!("CARGO_PKG_VERSION"));
+
+/// A response whose head has arrived; the body is still on the connection.
+pub(super) struct Received {
+    pub response: Response<Incoming>,
+    pub peer: SocketAddr,
+    /// Leaf certificate expiry, for HTTPS.
+    pub cert_not_after: Option<SystemTime>,
+    /// Drives the connection while the body is read; dropping it aborts the connection task, so
+    /// nothing outlives the probe (a slow-dripping peer included).
+    _connection: JoinSet<()>,
+}
+
+/// Sends `GET url` on a new connection and waits for the response head; `tls` is used for an
+/// `https` URL. `peer` is set as soon as a connection is attempted.
+pub(super) async fn request(
+    dns: &Dns,
+    url: &Url,
+    auth: Option<&BasicAuth>,
+    tls: &Arc<ClientConfig>,
+    phases: &mut HttpPhases,
+    peer: &mut Option<SocketAddr>,
+) -> Result<Received, Failure> {
+    let host = url.host_str().unwrap_or_default();
+    let port = url.port_or_known_default().unwrap_or(80);
+
+    let started = Instant::now();
+    let addresses = dns.lookup_ip(host).await?;
+    HttpPhases::add(&mut phases.resolve, started.elapsed());
+
+    let started = Instant::now();
+    let (tcp, peer) = connect(&addresses, port, peer).await?;
+    HttpPhases::add(&mut phases.connect, started.elapsed());
+
+    let request = build_request(url, auth);
+    let started = Instant::now();
+    let (head, connection, cert_not_after) = if url.scheme() == "https" {
+        let server_name = tls::server_name(host).map_err(|e| Failure::Protocol {
+            detail: e.to_string(),
+        })?;
+        let stream = TlsConnector::from(tls.clone())
+            .connect(server_name, tcp)
+            .await
+            .map_err(|e| tls::handshake_failure(&e, host))?;
+        HttpPhases::add(&mut phases.tls, started.elapsed());
+        let not_after = tls::leaf_not_after(stream.get_ref().1);
+        let started = Instant::now();
+        let (head, connection) = exchange(stream, request, peer).await?;
+        HttpPhases::add(&mut phases.processing, started.elapsed());
+        (head, connection, not_after)
+    } else {
+        let (head, connection) = exchange(tcp, request, peer).await?;
+        HttpPhases::add(&mut phases.processing, started.elapsed());
+        (head, connection, None)
+    };
+    Ok(Received {
+        response: head,
+        peer,
+        cert_not_after,
+        _connection: connection,
+    })
+}
+
+/// Tries each address in turn (as resolved), keeping the last error. `attempted` always names
+/// the latest address tried, also when the deadline cuts the attempt short.
+async fn connect(
+    addresses: &[std::net::IpAddr],
+    port: u16,
+    attempted: &mut Option<SocketAddr>,
+) -> Result<(TcpStream, SocketAddr), Failure> {
+    let mut last = None;
+    for ip in addresses {
+        let addr = SocketAddr::new(*ip, port);
+        *attempted = Some(addr);
+        match TcpStream::connect(addr).await {
+            Ok(stream) => {
+                // Small request, latency matters more than packet count.
+                let _ = stream.set_nodelay(true);
+                return Ok((stream, addr));
+            }
+            Err(e) => last = Some(Failure::from_io(&e, addr)),
+        }
+    }
+    Err(last.unwrap_or(Failure::Network {
+        detail: "no address to connect to".into(),
+    }))
+}
+
+/// GET in origin form with an explicit Host header (hyper's connection-level client adds none)
+/// and `Connection: close`: each hop uses its own connection.
+fn build_request(url: &Url, auth: Option<&BasicAuth>) -> Request<Empty<Bytes>> {
+    let target = &url[Position::BeforePath..Position::AfterQuery];
+    let authority = &url[Position::BeforeHost..Position::AfterPort];
+    let mut request = Request::get(target)
+        .header(HOST, authority)
+        .header(USER_AGENT, USER_AGENT_VALUE)
+        .header(ACCEPT, "*/*")
+        .header(CONNECTION, "close")
+        .body(Empty::new())
+        .expect("a path, query and host taken from a parsed URL are a valid request");
+    if let Some(auth) = auth {
+        request
+            .headers_mut()
+            .insert(AUTHORIZATION, auth.header_value());
+    }
+    request
+}
+
+/// HTTP/1.1 over `stream` with hyper's connection-level client: sends `request`, returns the
+/// response head and the task driving the connection.
+async fn exchange<S>(
+    stream: S,
+    request: Request<Empty<Bytes>>,
+    peer: SocketAddr,
+) -> Result<(Response<Incoming>, JoinSet<()>), Failure>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sender, connection) = hyper::client::conn::http1::Builder::new()
+        .max_header_size(MAX_HEADER_BYTES)
+        .handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| hyper_failure(&e, peer))?;
+    let mut driver = JoinSet::new();
+    // Errors of the connection reach us through the response or body futures.
+    driver.spawn(async move {
+        let _ = connection.await;
+    });
+    let response = sender
+        .send_request(request)
+        .await
+        .map_err(|e| hyper_failure(&e, peer))?;
+    Ok((response, driver))
+}
+
+/// Reads the body up to `limit` bytes; `true` when the body was longer and reading stopped.
+pub(super) async fn read_body(
+    received: &mut Received,
+    limit: usize,
+) -> Result<(Vec<u8>, bool), Failure> {
+    let body = received.response.body_mut();
+    let mut data = Vec::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| hyper_failure(&e, received.peer))?;
+        let Ok(chunk) = frame.into_data() else {
+            continue; // trailers
+        };
+        let room = limit - data.len();
+        if chunk.len() > room {
+            data.extend_from_slice(&chunk[..room]);
+            return Ok((data, true));
+        }
+        data.extend_from_slice(&chunk);
+    }
+    Ok((data, false))
+}
+
+/// Classifies a hyper error: malformed or oversized responses and a body cut short are protocol
+/// errors of the peer; socket errors keep their socket class.
+fn hyper_failure(err: &hyper::Error, peer: SocketAddr) -> Failure {
+    // Includes a head over MAX_HEADER_BYTES or with over 100 headers ("message head is too
+    // large").
+    if err.is_parse() {
+        return Failure::Protocol {
+            detail: format!("not a valid HTTP/1 response: {err}"),
+        };
+    }
+    if err.is_incomplete_message() {
+        return Failure::Protocol {
+            detail: "connection closed before a complete response head".into(),
+        };
+    }
+    let io = std::error::Error::source(err).and_then(|s| s.downcast_ref::<std::io::Error>());
+    match io {
+        Some(io) if io.kind() == std::io::ErrorKind::UnexpectedEof => Failure::Protocol {
+            detail: "connection closed before the body was complete (shorter than announced)"
+                .into(),
+        },
+        Some(io) => Failure::from_io(io, peer),
+        None => Failure::Protocol {
+            detail: err.to_string(),
+        },
+    }
+}
+
+/// `HTTP/1.1`, `HTTP/1.0`, ...
+pub(super) fn version_name(version: hyper::Version) -> String {
+    format!("{version:?}")
+}
+
+/// A header value as text for the outcome: lossy UTF-8, at most `max` characters.
+pub(super) fn header_text(value: &HeaderValue, max: usize) -> String {
+    String::from_utf8_lossy(value.as_bytes())
+        .chars()
+        .take(max)
+        .collect()
+}
