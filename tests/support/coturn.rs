@@ -106,10 +106,10 @@ fn wait_for_udp(daemon: &Daemon, listener: SocketAddr) {
     let mut buffer = [0u8; 1024];
     while Instant::now() < deadline {
         let _ = socket.send_to(&request, listener);
-        if let Ok((_, from)) = socket.recv_from(&mut buffer) {
-            if from == listener {
-                return;
-            }
+        if let Ok((_, from)) = socket.recv_from(&mut buffer)
+            && from == listener
+        {
+            return;
         }
     }
     panic!(
