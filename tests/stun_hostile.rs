@@ -18,11 +18,11 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
-use voipcheck::probe::Failure;
 use voipcheck::probe::dns::Dns;
 use voipcheck::probe::stun::{
     MappedVia, NatBindingMethod, ServerAnswer, StunConfig, StunOutcome, StunTransport, probe,
 };
+use voipcheck::probe::{DnsErrorKind, Failure};
 
 const TIMEOUT: Duration = Duration::from_secs(1);
 /// What a quick failure may take on loopback, and how late a timeout may come.
@@ -488,4 +488,29 @@ async fn tcp_skips_other_transactions() {
     .await;
     let (outcome, _) = run(peer.addr, StunTransport::Tcp).await;
     assert_eq!(outcome.failure, None, "{outcome:#?}");
+}
+
+/// The name server does not answer (nothing listens on its port): a DNS failure by the
+/// probe's timeout at the latest, not a STUN Timeout (the STUN server was never asked).
+#[tokio::test]
+async fn unresolvable_server_name_fails_within_the_timeout() {
+    let nameserver = SocketAddr::from(([127, 0, 0, 1], support::free_port()));
+    let cfg = StunConfig {
+        servers: vec!["stun.voipcheck.test:3478".to_owned()],
+        transport: StunTransport::Udp,
+        timeout: TIMEOUT,
+        nat_binding: None,
+    };
+    let start = Instant::now();
+    let outcome = probe(&Dns::with_nameserver(nameserver), &cfg).await;
+    let took = start.elapsed();
+    assert_eq!(
+        outcome.failure,
+        Some(Failure::DnsFailure {
+            name: "stun.voipcheck.test".to_owned(),
+            kind: DnsErrorKind::ResolverFailed
+        })
+    );
+    assert!(took < TIMEOUT + MARGIN, "took {took:?}");
+    assert_eq!(outcome.servers[0].address, None);
 }

@@ -12,16 +12,12 @@ use stun_rs::attributes::stun::{
 use stun_rs::methods::BINDING;
 use stun_rs::{
     MESSAGE_HEADER_SIZE, MessageClass, MessageDecoderBuilder, MessageEncoderBuilder, MessageHeader,
-    StunAttribute, StunMessage, StunMessageBuilder, TransactionId,
+    StunAttribute, StunAttributeType, StunMessage, StunMessageBuilder, TransactionId,
 };
 
 /// The largest message accepted, over UDP and TCP. A Binding response carries a handful of
 /// address attributes and perhaps SOFTWARE; 2 KiB is generous and bounds every read.
 pub(super) const MAX_MESSAGE: usize = 2048;
-
-/// STUN attribute RESPONSE-PORT (RFC 5780 §7.5), for recognising it in a 420's
-/// UNKNOWN-ATTRIBUTES list.
-const RESPONSE_PORT_TYPE: u16 = 0x0027;
 
 /// Which attribute carried the mapped address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -110,7 +106,8 @@ pub(super) enum Response {
 impl Response {
     /// A 420 Unknown Attribute naming RESPONSE-PORT: the server lacks RFC 5780 §7.5.
     pub fn lacks_response_port(&self) -> bool {
-        matches!(self, Response::Error { code: 420, unknown } if unknown.contains(&RESPONSE_PORT_TYPE))
+        let response_port = ResponsePort::get_type().as_u16();
+        matches!(self, Response::Error { code: 420, unknown } if unknown.contains(&response_port))
     }
 }
 
@@ -361,7 +358,7 @@ mod tests {
             .with_attribute(ErrorCode::new(
                 stun_rs::ErrorCode::new(420, "Unknown Attribute").unwrap(),
             ))
-            .with_attribute(UnknownAttributes::from(&[RESPONSE_PORT_TYPE][..]))
+            .with_attribute(UnknownAttributes::from(&[0x0027][..]))
             .build();
         let Judged::Answer(answer) = judge(&encode(&msg), &txid) else {
             panic!("not an answer");
@@ -371,7 +368,7 @@ mod tests {
             answer,
             Response::Error {
                 code: 420,
-                unknown: vec![RESPONSE_PORT_TYPE]
+                unknown: vec![0x0027]
             }
         );
     }

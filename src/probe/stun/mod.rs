@@ -42,7 +42,8 @@ pub struct StunConfig {
     /// are the ones that expire between the phones' keep-alives.
     pub transport: StunTransport,
     /// Bounds each server's Binding (name resolution included) and each transaction of the
-    /// NAT measurements. With `nat_binding`, the probe takes up to `T` plus a few timeouts.
+    /// NAT measurements. With `nat_binding` set to `T`, the probe takes up to `T + 4 x timeout`
+    /// (the Bindings, then up to three transactions besides the idle wait).
     pub timeout: Duration,
     /// The idle interval `T` (the phones' keep-alive, seeds 000/001: 60 s) after which the NAT
     /// binding must still exist; also enables the RFC 5780 behaviour tests. `None`: neither.
@@ -185,7 +186,8 @@ impl StunOutcome {
 }
 
 /// Runs the probe: all servers in parallel, then the NAT measurements (if asked for) against
-/// the first server that answered. Never panics; every outcome is typed.
+/// the first server that answered. Whatever the peers do, the outcome is typed and bounded in
+/// time.
 pub async fn probe(dns: &Dns, cfg: &StunConfig) -> StunOutcome {
     let start = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
@@ -202,7 +204,8 @@ pub async fn probe(dns: &Dns, cfg: &StunConfig) -> StunOutcome {
     }
     let mut results: Vec<Option<ServerResult>> = vec![None; cfg.servers.len()];
     while let Some(joined) = tasks.join_next().await {
-        let (index, result) = joined.expect("a server probe does not panic");
+        // Tasks are never aborted, so an error here is a panic inside one: a bug, re-raised.
+        let (index, result) = joined.expect("a server probe panicked");
         results[index] = Some(result);
     }
     let servers: Vec<ServerResult> = results.into_iter().flatten().collect();
@@ -244,9 +247,12 @@ async fn probe_server(
     transport: StunTransport,
     deadline: &Deadline,
 ) -> ServerResult {
-    let (address, answer) = match bind(dns, &server, transport, deadline).await {
-        Ok((address, binding)) => (Some(address), ServerAnswer::Binding(binding)),
-        Err((address, failure)) => (address, ServerAnswer::Failure(failure)),
+    let (address, answer) = match resolve(dns, &server, deadline).await {
+        Err(failure) => (None, ServerAnswer::Failure(failure)),
+        Ok(address) => match exchange(address, transport, deadline).await {
+            Ok(binding) => (Some(address), ServerAnswer::Binding(binding)),
+            Err(failure) => (Some(address), ServerAnswer::Failure(failure)),
+        },
     };
     ServerResult {
         server,
@@ -255,30 +261,22 @@ async fn probe_server(
     }
 }
 
-type Resolved<T> = Result<(SocketAddr, T), (Option<SocketAddr>, Failure)>;
-
-/// Resolves the server and does one Binding transaction with it.
-async fn bind(
-    dns: &Dns,
-    server: &str,
-    transport: StunTransport,
-    deadline: &Deadline,
-) -> Resolved<Binding> {
+/// The address to ask: the first address the server's name resolves to.
+async fn resolve(dns: &Dns, server: &str, deadline: &Deadline) -> Result<SocketAddr, Failure> {
+    let no_such = |name: &str, kind| Failure::DnsFailure {
+        name: name.to_owned(),
+        kind,
+    };
     // validate() rejects such an entry; one that reaches here cannot name a host.
-    let (host, port) = parse_server(server).map_err(|_| {
-        let kind = DnsErrorKind::NxDomain;
-        let name = server.to_owned();
-        (None, Failure::DnsFailure { name, kind })
-    })?;
+    let (host, port) = parse_server(server).map_err(|_| no_such(server, DnsErrorKind::NxDomain))?;
+    // A resolver still busy at the deadline is a DNS failure: the server was never asked.
     let ips = timeout_at(deadline.at, dns.lookup_ip(host))
         .await
-        .map_err(|_| (None, deadline.expired()))?
-        .map_err(|f| (None, f))?;
-    let address = SocketAddr::new(ips[0], port);
-    exchange(address, transport, deadline)
-        .await
-        .map(|binding| (address, binding))
-        .map_err(|f| (Some(address), f))
+        .map_err(|_| no_such(host, DnsErrorKind::ResolverFailed))??;
+    let ip = ips
+        .first()
+        .ok_or_else(|| no_such(host, DnsErrorKind::NoRecords))?;
+    Ok(SocketAddr::new(*ip, port))
 }
 
 async fn exchange(
