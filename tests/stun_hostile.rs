@@ -285,7 +285,7 @@ async fn udp_silence_times_out_after_rfc_8489_retransmissions() {
         let gap = pair[1] - pair[0];
         let want = Duration::from_millis(want);
         assert!(
-            gap >= want && gap < want + Duration::from_millis(100),
+            gap >= want && gap < want + Duration::from_millis(200),
             "gap {gap:?}, want {want:?}"
         );
     }
