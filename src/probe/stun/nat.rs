@@ -132,6 +132,8 @@ pub(super) async fn binding_lifetime(
     };
     let on_b = tokio::select! {
         on_a = transport::receive(&a, server, &probe.txid) => {
+            // Any answer to the second socket's request on the first socket proves the
+            // mapping alive, whatever the answer says.
             on_a?;
             return Ok(result(true, NatBindingMethod::ResponsePort, None));
         }
