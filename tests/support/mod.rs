@@ -30,14 +30,7 @@ pub fn free_port() -> u16 {
 
 /// The path of a program the README's test command installs; panics with that advice if missing.
 pub fn require_program(name: &str) -> PathBuf {
-    for dir in [
-        "/usr/sbin",
-        "/usr/bin",
-        "/usr/local/sbin",
-        "/usr/local/bin",
-        "/sbin",
-        "/bin",
-    ] {
+    for dir in ["/usr/sbin", "/usr/bin", "/usr/local/sbin", "/usr/local/bin", "/sbin", "/bin"] {
         let path = Path::new(dir).join(name);
         if path.exists() {
             return path;
@@ -59,11 +52,7 @@ impl Daemon {
     pub fn spawn(name: &str, mut command: Command, log: &Path) -> Daemon {
         let out = std::fs::File::create(log).expect("create daemon log");
         let err = out.try_clone().unwrap();
-        command
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .process_group(0);
+        command.stdin(Stdio::null()).stdout(out).stderr(err).process_group(0);
         // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
         unsafe {
             command.pre_exec(|| {
@@ -86,22 +75,14 @@ impl Daemon {
         let deadline = Instant::now() + Duration::from_secs(15);
         while Instant::now() < deadline {
             if let Ok(Some(status)) = self.child.try_wait() {
-                panic!(
-                    "{} exited with {status} before listening:\n{}",
-                    self.name,
-                    self.log_text()
-                );
+                panic!("{} exited with {status} before listening:\n{}", self.name, self.log_text());
             }
             if TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_ok() {
                 return;
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        panic!(
-            "{} did not listen on {addr} within 15 s:\n{}",
-            self.name,
-            self.log_text()
-        );
+        panic!("{} did not listen on {addr} within 15 s:\n{}", self.name, self.log_text());
     }
 
     /// What the daemon printed so far, for failure messages.
