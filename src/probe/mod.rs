@@ -66,6 +66,10 @@ pub enum Failure {
     /// STUN servers disagree about our public address (seed 004: two public IPs).
     #[error("STUN servers report different public addresses: {addresses}")]
     AddressMismatch { addresses: String },
+    /// A STUN server answered a Binding request with an error response (RFC 8489 §6.3.4), e.g.
+    /// 400 Bad Request, 401 Unauthorized (the server wants credentials), 420 Unknown Attribute.
+    #[error("STUN error response {code}")]
+    StunError { code: u16 },
     /// The peer answered with something that is not valid for the protocol.
     #[error("protocol error: {detail}")]
     Protocol { detail: String },
@@ -89,6 +93,7 @@ impl Failure {
             Failure::HttpStatus { .. } => "HttpStatus",
             Failure::BodyMismatch { .. } => "BodyMismatch",
             Failure::AddressMismatch { .. } => "AddressMismatch",
+            Failure::StunError { .. } => "StunError",
             Failure::Protocol { .. } => "Protocol",
         }
     }

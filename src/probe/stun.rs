@@ -1,1 +1,0 @@
-//! STUN probe.
