@@ -1,1 +1,46 @@
-fn main() {}
+//! The `voipcheck` command line: parses arguments, builds a configuration and runs one mode.
+
+mod cli;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+/// Synthetic checks for telephony services: SIP registration and qualify, STUN, web reachability.
+///
+/// Exit status: 0 the probe succeeded, 1 the probe ran and failed, 2 usage or configuration error.
+#[derive(Parser)]
+#[command(name = "voipcheck", version, about, long_about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run one probe now and print what it saw (the tool for a call with a customer).
+    Probe(cli::probe::ProbeArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("voipcheck: cannot start the async runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match cli.command {
+        Command::Probe(args) => runtime.block_on(cli::probe::run(args)),
+    }
+}

@@ -53,7 +53,9 @@ fn assert_loopback_mapping(outcome: &StunOutcome, index: usize) {
 #[tokio::test]
 async fn udp_binding_maps_to_the_loopback_source() {
     let coturn = Coturn::start();
-    let outcome = probe(&dns(), &config(vec![coturn.server()], StunTransport::Udp)).await;
+    let outcome = probe(&dns(), &config(vec![coturn.server()], StunTransport::Udp))
+        .await
+        .expect("valid configuration");
     assert_eq!(outcome.failure, None, "{outcome:#?}");
     assert_eq!(outcome.servers[0].address, Some(coturn.addr));
     assert_loopback_mapping(&outcome, 0);
@@ -69,7 +71,9 @@ async fn udp_binding_maps_to_the_loopback_source() {
 #[tokio::test]
 async fn tcp_binding_maps_to_the_loopback_source() {
     let coturn = Coturn::start();
-    let outcome = probe(&dns(), &config(vec![coturn.server()], StunTransport::Tcp)).await;
+    let outcome = probe(&dns(), &config(vec![coturn.server()], StunTransport::Tcp))
+        .await
+        .expect("valid configuration");
     assert_eq!(outcome.failure, None, "{outcome:#?}");
     assert_loopback_mapping(&outcome, 0);
     eprintln!("TCP loopback coturn: {:?}", outcome.facts());
@@ -82,7 +86,8 @@ async fn two_servers_that_agree_are_no_mismatch() {
         &dns(),
         &config(vec![one.server(), two.server()], StunTransport::Udp),
     )
-    .await;
+    .await
+    .expect("valid configuration");
     assert_eq!(outcome.failure, None, "{outcome:#?}");
     assert_loopback_mapping(&outcome, 0);
     assert_loopback_mapping(&outcome, 1);
@@ -99,7 +104,7 @@ async fn one_silent_server_of_two_is_reported_but_not_a_failure() {
     stopped.stop();
     let mut cfg = config(vec![stopped.server(), running.server()], StunTransport::Udp);
     cfg.timeout = Duration::from_secs(1);
-    let outcome = probe(&dns(), &cfg).await;
+    let outcome = probe(&dns(), &cfg).await.expect("valid configuration");
     assert_eq!(outcome.failure, None, "{outcome:#?}");
     assert!(matches!(
         outcome.servers[0].answer,
@@ -120,7 +125,8 @@ async fn closed_port_is_refused_at_once() {
             &dns(),
             &config(vec![format!("127.0.0.1:{port}")], transport),
         )
-        .await;
+        .await
+        .expect("valid configuration");
         assert!(
             matches!(outcome.failure, Some(Failure::ConnectRefused { .. })),
             "{transport:?}: {outcome:#?}"
@@ -138,7 +144,7 @@ async fn nat_binding_survives_a_short_idle_on_loopback_via_response_port() {
     let coturn = Coturn::start_rfc5780();
     let mut cfg = config(vec![coturn.server()], StunTransport::Udp);
     cfg.nat_binding = Some(Duration::from_secs(1));
-    let outcome = probe(&dns(), &cfg).await;
+    let outcome = probe(&dns(), &cfg).await.expect("valid configuration");
     assert_eq!(outcome.failure, None, "{outcome:#?}\n{}", coturn.log_text());
     assert_eq!(binding(&outcome, 0).other_address, coturn.other);
 
@@ -244,7 +250,9 @@ fn nat_config(nat: &ToyNat, idle: Duration) -> StunConfig {
 async fn behind_a_nat_the_binding_survives_an_idle_shorter_than_its_lifetime() {
     let coturn = Coturn::start_rfc5780();
     let nat = ToyNat::start(coturn.addr, Duration::from_millis(1500)).await;
-    let outcome = probe(&dns(), &nat_config(&nat, Duration::from_millis(300))).await;
+    let outcome = probe(&dns(), &nat_config(&nat, Duration::from_millis(300)))
+        .await
+        .expect("valid configuration");
     assert_eq!(outcome.failure, None, "{outcome:#?}");
     let b = binding(&outcome, 0);
     assert_ne!(
@@ -264,7 +272,9 @@ async fn behind_a_nat_the_binding_survives_an_idle_shorter_than_its_lifetime() {
 async fn behind_a_nat_the_binding_expires_after_an_idle_longer_than_its_lifetime() {
     let coturn = Coturn::start_rfc5780();
     let nat = ToyNat::start(coturn.addr, Duration::from_millis(400)).await;
-    let outcome = probe(&dns(), &nat_config(&nat, Duration::from_secs(1))).await;
+    let outcome = probe(&dns(), &nat_config(&nat, Duration::from_secs(1)))
+        .await
+        .expect("valid configuration");
     assert_eq!(outcome.failure, None, "{outcome:#?}");
     let result = outcome.nat_binding.as_ref().unwrap();
     assert!(!result.survived, "{result:#?}");
@@ -283,7 +293,9 @@ async fn behind_a_nat_the_binding_expires_after_an_idle_longer_than_its_lifetime
 async fn without_response_port_the_same_socket_fallback_sees_the_new_mapping() {
     let coturn = Coturn::start();
     let nat = ToyNat::start(coturn.addr, Duration::from_millis(400)).await;
-    let outcome = probe(&dns(), &nat_config(&nat, Duration::from_secs(1))).await;
+    let outcome = probe(&dns(), &nat_config(&nat, Duration::from_secs(1)))
+        .await
+        .expect("valid configuration");
     assert_eq!(outcome.failure, None, "{outcome:#?}");
     let result = outcome.nat_binding.as_ref().unwrap();
     assert_eq!(result.method, NatBindingMethod::SameSocket);
@@ -291,7 +303,9 @@ async fn without_response_port_the_same_socket_fallback_sees_the_new_mapping() {
     assert_ne!(result.mapped_after, Some(result.mapped_before));
     assert_eq!(outcome.nat_behaviour, None, "one IP: no OTHER-ADDRESS");
 
-    let survived = probe(&dns(), &nat_config(&nat, Duration::from_millis(100))).await;
+    let survived = probe(&dns(), &nat_config(&nat, Duration::from_millis(100)))
+        .await
+        .expect("valid configuration");
     let result = survived.nat_binding.as_ref().unwrap();
     assert_eq!(result.method, NatBindingMethod::SameSocket);
     assert!(result.survived, "{result:#?}");

@@ -163,7 +163,9 @@ async fn run(server: SocketAddr, transport: StunTransport) -> (StunOutcome, Dura
         nat_binding: None,
     };
     let start = Instant::now();
-    let outcome = probe(&Dns::with_nameserver("127.0.0.1:9".parse().unwrap()), &cfg).await;
+    let outcome = probe(&Dns::with_nameserver("127.0.0.1:9".parse().unwrap()), &cfg)
+        .await
+        .expect("valid configuration");
     (outcome, start.elapsed())
 }
 
@@ -268,7 +270,9 @@ async fn udp_silence_times_out_after_rfc_8489_retransmissions() {
         nat_binding: None,
     };
     let start = Instant::now();
-    let outcome = probe(&Dns::with_nameserver("127.0.0.1:9".parse().unwrap()), &cfg).await;
+    let outcome = probe(&Dns::with_nameserver("127.0.0.1:9".parse().unwrap()), &cfg)
+        .await
+        .expect("valid configuration");
     let took = start.elapsed();
     assert_eq!(
         outcome.failure,
@@ -355,7 +359,9 @@ async fn nat_binding_falls_back_on_420_unknown_attribute() {
         timeout: TIMEOUT,
         nat_binding: Some(Duration::from_millis(100)),
     };
-    let outcome = probe(&Dns::with_nameserver("127.0.0.1:9".parse().unwrap()), &cfg).await;
+    let outcome = probe(&Dns::with_nameserver("127.0.0.1:9".parse().unwrap()), &cfg)
+        .await
+        .expect("valid configuration");
     assert_eq!(outcome.failure, None, "{outcome:#?}");
     let nat = outcome.nat_binding.unwrap();
     assert_eq!(nat.method, NatBindingMethod::SameSocket);
@@ -380,7 +386,9 @@ async fn nat_binding_against_a_server_that_falls_silent_is_a_timeout() {
         nat_binding: Some(Duration::from_millis(100)),
     };
     let start = Instant::now();
-    let outcome = probe(&Dns::with_nameserver("127.0.0.1:9".parse().unwrap()), &cfg).await;
+    let outcome = probe(&Dns::with_nameserver("127.0.0.1:9".parse().unwrap()), &cfg)
+        .await
+        .expect("valid configuration");
     let took = start.elapsed();
     assert_eq!(outcome.failure, Some(Failure::Timeout { after: TIMEOUT }));
     assert!(matches!(
@@ -502,7 +510,9 @@ async fn unresolvable_server_name_fails_within_the_timeout() {
         nat_binding: None,
     };
     let start = Instant::now();
-    let outcome = probe(&Dns::with_nameserver(nameserver), &cfg).await;
+    let outcome = probe(&Dns::with_nameserver(nameserver), &cfg)
+        .await
+        .expect("valid configuration");
     let took = start.elapsed();
     assert_eq!(
         outcome.failure,

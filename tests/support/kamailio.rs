@@ -2,9 +2,10 @@
 //! in-memory bindings, UDP and TCP on one loopback port and TLS on another, with a certificate
 //! for 127.0.0.1/localhost issued at start by a throwaway test CA.
 
+use super::certs::TestCa;
 use super::{Daemon, free_port, peers_dir, require_program};
 use std::net::{SocketAddr, UdpSocket};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -26,7 +27,10 @@ impl KamailioBuilder {
         let dir = tempfile::tempdir().expect("temp dir for kamailio");
         let port = free_port();
         let tls_port = free_port();
-        let (ca_file, cert, key) = write_certificates(dir.path());
+        let ca = TestCa::new();
+        let now = std::time::SystemTime::now();
+        let day = Duration::from_secs(86_400);
+        let (cert, key) = ca.issue(&["localhost", "127.0.0.1"], now - day, now + 30 * day);
         let ctl = dir.path().join("ctl.sock");
         let mut command = Command::new(program);
         command
@@ -55,7 +59,8 @@ impl KamailioBuilder {
             daemon,
             port,
             tls_port,
-            ca_file,
+            ca_file: ca.cert_path().to_owned(),
+            _ca: ca,
             ctl,
             _dir: dir,
         }
@@ -70,6 +75,7 @@ pub struct Kamailio {
     pub tls_port: u16,
     /// The test CA that issued the TLS certificate (PEM).
     pub ca_file: PathBuf,
+    _ca: TestCa,
     ctl: PathBuf,
     _dir: tempfile::TempDir,
 }
@@ -148,32 +154,4 @@ fn contacts_of(dump: &str, user: &str) -> Vec<String> {
         }
     }
     contacts
-}
-
-/// A test CA and a server certificate for 127.0.0.1 and localhost, as PEM files in `dir`:
-/// (CA file, certificate, key).
-fn write_certificates(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
-    let ca_key = rcgen::KeyPair::generate().unwrap();
-    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "voipcheck test CA");
-    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).unwrap();
-
-    let key = rcgen::KeyPair::generate().unwrap();
-    let params =
-        rcgen::CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
-            .unwrap();
-    let cert = params.signed_by(&key, &ca).unwrap();
-
-    let paths = (
-        dir.join("ca.pem"),
-        dir.join("server.pem"),
-        dir.join("server.key"),
-    );
-    std::fs::write(&paths.0, ca.pem()).unwrap();
-    std::fs::write(&paths.1, cert.pem()).unwrap();
-    std::fs::write(&paths.2, key.serialize_pem()).unwrap();
-    (paths.0, paths.1, paths.2)
 }

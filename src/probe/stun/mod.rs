@@ -187,8 +187,13 @@ impl StunOutcome {
 
 /// Runs the probe: all servers in parallel, then the NAT measurements (if asked for) against
 /// the first server that answered. Whatever the peers do, the outcome is typed and bounded in
-/// time.
-pub async fn probe(dns: &Dns, cfg: &StunConfig) -> StunOutcome {
+/// time; only an unusable configuration (see [`StunConfig::validate`]) is an error.
+pub async fn probe(dns: &Dns, cfg: &StunConfig) -> Result<StunOutcome, ConfigError> {
+    cfg.validate()?;
+    Ok(run(dns, cfg).await)
+}
+
+async fn run(dns: &Dns, cfg: &StunConfig) -> StunOutcome {
     let start = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
     for (index, server) in cfg.servers.iter().enumerate() {

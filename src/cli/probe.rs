@@ -1,0 +1,239 @@
+//! `voipcheck probe …`: one probe now, a readable table or JSON, and an exit status a script
+//! can use (0 success, 1 probe failed, 2 usage or configuration error).
+
+use super::output::{OutputFormat, print_outcome};
+use clap::{Args, Subcommand};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+use voipcheck::probe::dns::Dns;
+use voipcheck::probe::{ConfigError, http, sip, stun};
+use voipcheck::secret::Secret;
+
+/// The environment variable read for the SIP password when `--password-file` is not given.
+/// A password is never accepted on the command line, where `ps` and shell history would show it.
+pub const PASSWORD_ENV: &str = "VOIPCHECK_SIP_PASSWORD";
+
+#[derive(Args)]
+pub struct ProbeArgs {
+    #[command(subcommand)]
+    kind: ProbeKind,
+
+    /// Give up after this long (e.g. 500ms, 10s); every network wait is bounded by it.
+    #[arg(long, global = true, default_value = "10s", value_parser = humantime::parse_duration)]
+    timeout: Duration,
+
+    /// How to print the result.
+    #[arg(long, global = true, value_enum, default_value_t = OutputFormat::Table)]
+    output: OutputFormat,
+}
+
+#[derive(Subcommand)]
+enum ProbeKind {
+    /// REGISTER with digest authentication until a final 200 OK ("is the line registered?").
+    ///
+    /// The password is read from --password-file or from the VOIPCHECK_SIP_PASSWORD environment
+    /// variable, never from the command line, and is never printed.
+    #[command(after_help = "Examples:\n  \
+        VOIPCHECK_SIP_PASSWORD=… voipcheck probe sip-register sip:pbx.example.com --username 100\n  \
+        voipcheck probe sip-register 'sip:sip.example.com;transport=tls' --username monitor --password-file /run/secrets/sip")]
+    SipRegister {
+        /// The registrar: sip: or sips: URI, optionally with ;transport=udp|tcp|tls. Without a
+        /// port the server is found by DNS as RFC 3263 describes (NAPTR, SRV, A/AAAA).
+        server: String,
+        /// The account's user name (also used for authentication).
+        #[arg(long)]
+        username: String,
+        /// The domain of the address of record, when it differs from the server's host.
+        #[arg(long)]
+        domain: Option<String>,
+        /// A file holding the password (a trailing newline is ignored).
+        #[arg(long)]
+        password_file: Option<PathBuf>,
+        /// Requested registration lifetime in seconds.
+        #[arg(long, default_value_t = sip::DEFAULT_EXPIRES)]
+        expires: u32,
+        /// Keep the registration instead of removing it (Expires: 0) after success.
+        #[arg(long)]
+        keep_registration: bool,
+        /// Extra trusted CA certificates (PEM) for TLS, in addition to the system's.
+        #[arg(long)]
+        ca_file: Option<PathBuf>,
+    },
+    /// Send OPTIONS and classify the answer as Asterisk's qualify does: REACHABLE, LAGGED
+    /// (answered later than the threshold) or UNREACHABLE (no answer within twice the threshold).
+    #[command(after_help = "Examples:\n  \
+        voipcheck probe sip-options sip:127.0.0.1:5060\n  \
+        voipcheck probe sip-options 'sip:sip.example.com;transport=tcp' --lagged-threshold 500ms")]
+    SipOptions {
+        /// The SIP server: sip: or sips: URI (see sip-register).
+        server: String,
+        /// Asterisk's qualify maxms: answers slower than this are LAGGED.
+        #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+        lagged_threshold: Duration,
+        /// Extra trusted CA certificates (PEM) for TLS, in addition to the system's.
+        #[arg(long)]
+        ca_file: Option<PathBuf>,
+    },
+    /// STUN Binding: the public address seen by one or more STUN servers, and optionally whether
+    /// the NAT keeps a binding alive across the phones' keep-alive interval.
+    #[command(after_help = "Examples:\n  \
+        voipcheck probe stun stun.sipgate.net:3478 stun.l.google.com:19302\n  \
+        voipcheck probe stun stun.example.com --nat-binding 60s --timeout 5s")]
+    Stun {
+        /// STUN servers as host[:port] (port 3478 when omitted). Several servers that report
+        /// different public addresses fail with AddressMismatch.
+        #[arg(required = true)]
+        servers: Vec<String>,
+        /// Use TCP instead of UDP.
+        #[arg(long)]
+        tcp: bool,
+        /// Also test whether a NAT binding survives this idle time (the phones' keep-alive,
+        /// e.g. 60s); the probe then takes that long plus the timeout.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        nat_binding: Option<Duration>,
+    },
+    /// GET a URL with per-phase timings (resolve, connect, tls, processing, transfer), the TLS
+    /// certificate's expiry, status and optional body check.
+    #[command(after_help = "Examples:\n  \
+        voipcheck probe http https://maxmuster.starface-cloud.com/ --body-contains STARFACE\n  \
+        voipcheck probe http https://push.example.com/health --expect-status 200 --expect-status 204")]
+    Http {
+        /// The URL (http or https). Credentials in it are sent as Basic auth and never printed.
+        url: url::Url,
+        /// An acceptable status code (repeatable); any 2xx when none is given.
+        #[arg(long = "expect-status")]
+        expect_status: Vec<u16>,
+        /// Fail unless the body contains this text.
+        #[arg(long)]
+        body_contains: Option<String>,
+        /// Fail unless the body matches this regular expression.
+        #[arg(long)]
+        body_regex: Option<regex::Regex>,
+        /// Report a redirect as it is instead of following it.
+        #[arg(long)]
+        no_follow_redirects: bool,
+        /// How many redirects to follow at most.
+        #[arg(long, default_value_t = http::DEFAULT_MAX_REDIRECTS)]
+        max_redirects: u8,
+        /// Read at most this many bytes of the body.
+        #[arg(long, default_value_t = http::DEFAULT_MAX_BODY_BYTES)]
+        max_body_bytes: usize,
+        /// Extra trusted CA certificates (PEM), in addition to the system's.
+        #[arg(long)]
+        ca_file: Option<PathBuf>,
+    },
+}
+
+/// Runs the probe the arguments name and prints its outcome.
+pub async fn run(args: ProbeArgs) -> ExitCode {
+    match run_probe(args).await {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("voipcheck: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn run_probe(args: ProbeArgs) -> Result<ExitCode, ConfigError> {
+    let dns = Dns::system()?;
+    let timeout = args.timeout;
+    let format = args.output;
+    let code = match args.kind {
+        ProbeKind::SipRegister {
+            server,
+            username,
+            domain,
+            password_file,
+            expires,
+            keep_registration,
+            ca_file,
+        } => {
+            let config = sip::RegisterConfig {
+                server,
+                username,
+                domain,
+                password: read_password(password_file.as_deref())?,
+                expires,
+                unregister: !keep_registration,
+                timeout,
+                ca_file,
+            };
+            print_outcome("sip-register", &sip::register(&dns, &config).await?, format)
+        }
+        ProbeKind::SipOptions {
+            server,
+            lagged_threshold,
+            ca_file,
+        } => {
+            let config = sip::OptionsConfig {
+                server,
+                lagged_threshold,
+                timeout,
+                ca_file,
+            };
+            print_outcome("sip-options", &sip::options(&dns, &config).await?, format)
+        }
+        ProbeKind::Stun {
+            servers,
+            tcp,
+            nat_binding,
+        } => {
+            let config = stun::StunConfig {
+                servers,
+                transport: if tcp {
+                    stun::StunTransport::Tcp
+                } else {
+                    stun::StunTransport::Udp
+                },
+                timeout,
+                nat_binding,
+            };
+            print_outcome("stun", &stun::probe(&dns, &config).await?, format)
+        }
+        ProbeKind::Http {
+            url,
+            expect_status,
+            body_contains,
+            body_regex,
+            no_follow_redirects,
+            max_redirects,
+            max_body_bytes,
+            ca_file,
+        } => {
+            let config = http::HttpConfig {
+                url,
+                expect_status,
+                body_contains,
+                body_regex,
+                follow_redirects: !no_follow_redirects,
+                max_redirects,
+                ca_file,
+                timeout,
+                max_body_bytes,
+            };
+            print_outcome("http", &http::probe(&dns, &config).await?, format)
+        }
+    };
+    Ok(code)
+}
+
+/// The SIP password from `--password-file`, else from [`PASSWORD_ENV`].
+fn read_password(file: Option<&Path>) -> Result<Secret, ConfigError> {
+    let value = match file {
+        Some(path) => std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::new("--password-file", format!("{}: {e}", path.display())))?,
+        None => std::env::var(PASSWORD_ENV).map_err(|_| {
+            ConfigError::new(
+                "password",
+                format!("give --password-file or set {PASSWORD_ENV}"),
+            )
+        })?,
+    };
+    let value = value.trim_end_matches(['\r', '\n']);
+    if value.is_empty() {
+        return Err(ConfigError::new("password", "the password is empty"));
+    }
+    Ok(Secret::new(value))
+}
