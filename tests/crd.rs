@@ -37,7 +37,10 @@ fn the_yaml_reads_back_as_the_same_crd() {
 #[test]
 fn names_scope_and_status_subresource() {
     let crd = crd();
-    assert_eq!(crd.metadata.name.as_deref(), Some("voipchecks.voipcheck.io"));
+    assert_eq!(
+        crd.metadata.name.as_deref(),
+        Some("voipchecks.voipcheck.io")
+    );
     assert_eq!(crd.spec.group, "voipcheck.io");
     assert_eq!(crd.spec.scope, "Namespaced");
     assert_eq!(crd.spec.names.kind, "VoipCheck");
@@ -60,7 +63,13 @@ fn printer_columns_read_the_conditions() {
         .unwrap();
     let shown: Vec<(&str, &str, i32)> = columns
         .iter()
-        .map(|c| (c.name.as_str(), c.json_path.as_str(), c.priority.unwrap_or(0)))
+        .map(|c| {
+            (
+                c.name.as_str(),
+                c.json_path.as_str(),
+                c.priority.unwrap_or(0),
+            )
+        })
         .collect();
     let condition = |t: ConditionType, field: &str| {
         format!(".status.conditions[?(@.type==\"{}\")].{field}", t.as_str())
@@ -100,7 +109,10 @@ fn schema() -> Value {
 
 /// Every CEL rule with the schema node it sits on.
 fn rules(node: &Value, out: &mut Vec<(String, Value)>) {
-    if let Some(validations) = node.get("x-kubernetes-validations").and_then(Value::as_array) {
+    if let Some(validations) = node
+        .get("x-kubernetes-validations")
+        .and_then(Value::as_array)
+    {
         for v in validations {
             out.push((v["rule"].as_str().unwrap().to_owned(), node.clone()));
         }
@@ -116,7 +128,11 @@ fn rules(node: &Value, out: &mut Vec<(String, Value)>) {
 fn cel_rules_compile_and_stay_within_the_cost_budget() {
     let schema = schema();
     let compiled = compile_schema(&schema);
-    assert!(!compiled.has_errors(), "{:?}", compiled.compilation_errors());
+    assert!(
+        !compiled.has_errors(),
+        "{:?}",
+        compiled.compilation_errors()
+    );
     let mut found = Vec::new();
     rules(&schema, &mut found);
     let texts: Vec<&str> = found.iter().map(|(rule, _)| rule.as_str()).collect();
@@ -185,7 +201,11 @@ fn cel_accepts_a_full_check_with_defaults_filled_in() {
 
 #[test]
 fn cel_refuses_what_no_single_field_can() {
-    let no_probe = [("/sip", Value::Null), ("/stun", Value::Null), ("/http", json!([]))];
+    let no_probe = [
+        ("/sip", Value::Null),
+        ("/stun", Value::Null),
+        ("/http", json!([])),
+    ];
     let cases: Vec<(&str, Value, &str)> = vec![
         ("no probe", with(&no_probe), "at least one probe"),
         (
@@ -198,9 +218,21 @@ fn cel_refuses_what_no_single_field_can() {
             with(&[("/timeout", json!("45s"))]),
             "timeout must be shorter than interval",
         ),
-        ("interval 1s", with(&[("/interval", json!("1s"))]), "between 5s and 24h"),
-        ("interval 2d", with(&[("/interval", json!("48h"))]), "between 5s and 24h"),
-        ("timeout 50ms", with(&[("/timeout", json!("50ms"))]), "between 100ms and 5m"),
+        (
+            "interval 1s",
+            with(&[("/interval", json!("1s"))]),
+            "between 5s and 24h",
+        ),
+        (
+            "interval 2d",
+            with(&[("/interval", json!("48h"))]),
+            "between 5s and 24h",
+        ),
+        (
+            "timeout 50ms",
+            with(&[("/timeout", json!("50ms"))]),
+            "between 100ms and 5m",
+        ),
         (
             "timeout under twice the lagged threshold",
             with(&[("/sip/options", json!({ "laggedThreshold": "6s" }))]),
@@ -241,10 +273,17 @@ fn cel_refuses_what_no_single_field_can() {
         ),
         (
             "control with both",
-            with(&[("/control", json!({ "url": "https://example.org/", "stunServer": "stun.example.org" }))]),
+            with(&[(
+                "/control",
+                json!({ "url": "https://example.org/", "stunServer": "stun.example.org" }),
+            )]),
             "exactly one of url and stunServer",
         ),
-        ("control with neither", with(&[("/control", json!({}))]), "exactly one"),
+        (
+            "control with neither",
+            with(&[("/control", json!({}))]),
+            "exactly one",
+        ),
     ];
     for (case, object, message) in cases {
         let errors = cel_errors(&object);

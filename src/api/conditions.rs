@@ -285,7 +285,10 @@ mod tests {
     #[test]
     fn names_are_the_variant_names_and_parse_back() {
         assert_eq!(Reason::NotAcceptableHere.as_str(), "NotAcceptableHere");
-        assert_eq!(ConditionType::HotlineReportable.to_string(), "HotlineReportable");
+        assert_eq!(
+            ConditionType::HotlineReportable.to_string(),
+            "HotlineReportable"
+        );
         for reason in Reason::ALL {
             assert_eq!(reason.as_str().parse::<Reason>(), Ok(*reason));
             assert_eq!(

@@ -94,7 +94,7 @@ impl fmt::Display for GoDuration {
         ];
         let (size, unit) = units
             .into_iter()
-            .find(|(size, _)| nanos % size == 0)
+            .find(|(size, _)| nanos.is_multiple_of(*size))
             .expect("every duration is a whole number of nanoseconds");
         write!(f, "{}{unit}", nanos / size)
     }
@@ -187,7 +187,10 @@ mod tests {
             let written = GoDuration(d).to_string();
             assert_eq!(written, text);
             assert_eq!(written.parse::<GoDuration>(), Ok(GoDuration(d)));
-            assert!(SYNTAX.is_match(&written), "{written} misses the schema pattern");
+            assert!(
+                SYNTAX.is_match(&written),
+                "{written} misses the schema pattern"
+            );
         }
     }
 

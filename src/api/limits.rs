@@ -80,7 +80,10 @@ pub const KEEPALIVE_INTERVAL: DurationRange =
 pub const FAILURE_THRESHOLD: IntRange = IntRange { min: 1, max: 100 };
 pub const SUCCESS_THRESHOLD: IntRange = IntRange { min: 1, max: 100 };
 /// Registration interval in seconds; 60 is Asterisk's default `minexpiry`.
-pub const EXPIRES: IntRange = IntRange { min: 60, max: 86400 };
+pub const EXPIRES: IntRange = IntRange {
+    min: 60,
+    max: 86400,
+};
 /// Final SIP responses that are not success (RFC 3261 §21.3 to §21.6).
 pub const SIP_ERROR_CODE: IntRange = IntRange { min: 300, max: 699 };
 pub const HTTP_STATUS: IntRange = IntRange { min: 100, max: 599 };

@@ -14,9 +14,9 @@ mod validate;
 pub use conditions::{ConditionStatus, ConditionType, Reason, UnknownName};
 pub use duration::{GoDuration, ParseDurationError};
 pub use spec::{
-    ControlProbe, HttpCheck, NatBinding, Report, SecretKeyRef, SipCheck, SipErrorCodes,
-    SipOptions, SipRegister, StunCheck, StunTransport, Target, TargetKind, VoipCheck,
-    VoipCheckSpec,
+    BASIC_AUTH_KEYS, ControlProbe, HttpCheck, NatBinding, Report, SecretKeyRef, SecretKeyUse,
+    SecretRef, SipCheck, SipErrorCodes, SipOptions, SipRegister, StunCheck, StunTransport, Target,
+    TargetKind, VoipCheck, VoipCheckSpec,
 };
 pub use status::{Incident, LastRun, ProbeResult, VoipCheckStatus};
 pub use validate::{InvalidSpec, SpecError, compile_body_regex, parse_http_url, validate};

@@ -16,6 +16,8 @@ use serde::{Deserialize, Serialize};
 
 /// A synthetic check of one telephony service: the SIP, HTTP and STUN probes to run against it,
 /// and how their results turn into conditions and hotline reports.
+// Each printcolumn(...) repeats `type_ = "string"`, which clippy takes for a duplicated attribute.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Debug, Clone, PartialEq)]
 #[kube(
     group = "voipcheck.io",
@@ -25,16 +27,63 @@ use serde::{Deserialize, Serialize};
     shortname = "vc",
     category = "voipcheck",
     status = "VoipCheckStatus",
+    derive = "PartialEq",
     doc = "VoipCheck probes one telephony service (a STARFACE Cloud instance, a Connect SIP trunk, a push server, a portal) and reports whether a failure is an outage the provider's hotline accepts.",
-    printcolumn(name = "Target", type_ = "string", json_path = ".spec.target.kind", description = "What kind of service is checked"),
-    printcolumn(name = "Service", type_ = "string", json_path = ".spec.target.name", description = "The service's name", priority = 1),
-    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status", description = "Every probe passes"),
-    printcolumn(name = "Reportable", type_ = "string", json_path = ".status.conditions[?(@.type==\"HotlineReportable\")].status", description = "A provider outage the hotline accepts"),
-    printcolumn(name = "SIP", type_ = "string", json_path = ".status.conditions[?(@.type==\"SipRegistered\")].reason", description = "SIP registration"),
-    printcolumn(name = "Qualify", type_ = "string", json_path = ".status.conditions[?(@.type==\"SipReachable\")].reason", description = "SIP OPTIONS qualify", priority = 1),
-    printcolumn(name = "Web", type_ = "string", json_path = ".status.conditions[?(@.type==\"WebReachable\")].reason", description = "HTTP(S) probes"),
-    printcolumn(name = "STUN", type_ = "string", json_path = ".status.conditions[?(@.type==\"StunReachable\")].reason", description = "STUN probes"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Target",
+        type_ = "string",
+        json_path = ".spec.target.kind",
+        description = "What kind of service is checked"
+    ),
+    printcolumn(
+        name = "Service",
+        type_ = "string",
+        json_path = ".spec.target.name",
+        description = "The service's name",
+        priority = 1
+    ),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status",
+        description = "Every probe passes"
+    ),
+    printcolumn(
+        name = "Reportable",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"HotlineReportable\")].status",
+        description = "A provider outage the hotline accepts"
+    ),
+    printcolumn(
+        name = "SIP",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"SipRegistered\")].reason",
+        description = "SIP registration"
+    ),
+    printcolumn(
+        name = "Qualify",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"SipReachable\")].reason",
+        description = "SIP OPTIONS qualify",
+        priority = 1
+    ),
+    printcolumn(
+        name = "Web",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"WebReachable\")].reason",
+        description = "HTTP(S) probes"
+    ),
+    printcolumn(
+        name = "STUN",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"StunReachable\")].reason",
+        description = "STUN probes"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[x_kube(validation = Rule::new("has(self.sip) || (has(self.http) && size(self.http) > 0) || has(self.stun)")
     .message("configure at least one probe: sip, http or stun"))]
@@ -118,7 +167,9 @@ pub struct Target {
 }
 
 /// What kind of service a check watches.
-#[derive(JsonSchema, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(
+    JsonSchema, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash,
+)]
 pub enum TargetKind {
     Cloud,
     ConnectTrunk,
@@ -144,6 +195,15 @@ pub struct SecretKeyRef {
     /// Key within the Secret's data.
     #[schemars(length(min = 1, max = limits::MAX_NAME_LENGTH), pattern(patterns::SECRET_KEY))]
     pub key: String,
+}
+
+/// A Secret in the VoipCheck's own namespace.
+#[derive(KubeSchema, Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Hash)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretRef {
+    /// Name of the Secret.
+    #[schemars(length(min = 1, max = limits::MAX_NAME_LENGTH), pattern(patterns::SECRET_NAME))]
+    pub name: String,
 }
 
 /// SIP probes against one server.
@@ -281,6 +341,10 @@ pub struct HttpCheck {
     /// A Secret key holding PEM CA certificates to trust in addition to the system's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_secret_ref: Option<SecretKeyRef>,
+    /// A Secret of type kubernetes.io/basic-auth (keys username and password) to log in with
+    /// HTTP Basic authentication, e.g. to a portal behind a login.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub basic_auth_secret_ref: Option<SecretRef>,
 }
 
 /// STUN probes.
@@ -358,6 +422,57 @@ pub struct Report {
     #[schemars(length(max = limits::MAX_REPORT_FIELD_LENGTH))]
     pub contact: Option<String>,
 }
+
+/// One Secret key a check reads, and the spec field that references it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretKeyUse<'a> {
+    /// The referencing field, e.g. `spec.sip.register.credentialsSecretRef`.
+    pub field: String,
+    pub name: &'a str,
+    pub key: &'a str,
+}
+
+impl VoipCheckSpec {
+    /// Every Secret key the probes need, in field order: what the controller fetches (and
+    /// watches), and what it names in a `CredentialsMissing` condition when one is absent.
+    pub fn secret_keys(&self) -> Vec<SecretKeyUse<'_>> {
+        fn key_ref<'a>(field: String, r: &'a SecretKeyRef) -> SecretKeyUse<'a> {
+            SecretKeyUse {
+                field,
+                name: &r.name,
+                key: &r.key,
+            }
+        }
+        let mut uses = Vec::new();
+        if let Some(sip) = &self.sip {
+            if let Some(register) = &sip.register {
+                let field = "spec.sip.register.credentialsSecretRef".to_owned();
+                uses.push(key_ref(field, &register.credentials_secret_ref));
+            }
+            if let Some(ca) = &sip.ca_secret_ref {
+                uses.push(key_ref("spec.sip.caSecretRef".to_owned(), ca));
+            }
+        }
+        for (i, http) in self.http.iter().enumerate() {
+            if let Some(ca) = &http.ca_secret_ref {
+                uses.push(key_ref(format!("spec.http[{i}].caSecretRef"), ca));
+            }
+            if let Some(auth) = &http.basic_auth_secret_ref {
+                for key in BASIC_AUTH_KEYS {
+                    uses.push(SecretKeyUse {
+                        field: format!("spec.http[{i}].basicAuthSecretRef"),
+                        name: &auth.name,
+                        key,
+                    });
+                }
+            }
+        }
+        uses
+    }
+}
+
+/// The keys of a Secret of type `kubernetes.io/basic-auth`.
+pub const BASIC_AUTH_KEYS: [&str; 2] = ["username", "password"];
 
 /// Default values, as the schema's `default`s and serde's.
 mod defaults {

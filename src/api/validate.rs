@@ -42,7 +42,11 @@ impl fmt::Display for InvalidSpec {
 /// Checks `spec`; `Err` lists every problem, not just the first.
 pub fn validate(spec: &VoipCheckSpec) -> Result<(), InvalidSpec> {
     let mut c = Checker::default();
-    c.length("spec.target.name", &spec.target.name, limits::MAX_NAME_LENGTH);
+    c.length(
+        "spec.target.name",
+        &spec.target.name,
+        limits::MAX_NAME_LENGTH,
+    );
     c.duration("spec.interval", spec.interval, limits::INTERVAL);
     c.duration("spec.timeout", spec.timeout, limits::TIMEOUT);
     if spec.timeout >= spec.interval {
@@ -59,10 +63,7 @@ pub fn validate(spec: &VoipCheckSpec) -> Result<(), InvalidSpec> {
         limits::SUCCESS_THRESHOLD,
     );
     if spec.sip.is_none() && spec.http.is_empty() && spec.stun.is_none() {
-        c.fail(
-            "spec",
-            "configure at least one probe: sip, http or stun",
-        );
+        c.fail("spec", "configure at least one probe: sip, http or stun");
     }
     if let Some(sip) = &spec.sip {
         c.sip(sip, spec);
@@ -174,14 +175,18 @@ impl Checker {
         }
     }
 
-    fn secret_ref(&mut self, field: &str, secret: &SecretKeyRef) {
+    fn secret_name(&mut self, field: &str, name: &str) {
         self.shaped(
-            &format!("{field}.name"),
-            &secret.name,
+            field,
+            name,
             limits::MAX_NAME_LENGTH,
             &pattern::SECRET_NAME,
             "must be a Secret name (lower-case letters, digits, '-' and '.')",
         );
+    }
+
+    fn secret_ref(&mut self, field: &str, secret: &SecretKeyRef) {
+        self.secret_name(&format!("{field}.name"), &secret.name);
         self.shaped(
             &format!("{field}.key"),
             &secret.key,
@@ -303,7 +308,11 @@ impl Checker {
             if let Err(reason) = parse_http_url(&probe.url) {
                 self.fail(field("url"), reason);
             }
-            self.codes(&field("expectStatus"), &probe.expect_status, limits::HTTP_STATUS);
+            self.codes(
+                &field("expectStatus"),
+                &probe.expect_status,
+                limits::HTTP_STATUS,
+            );
             if let Some(text) = &probe.body_contains {
                 self.length(&field("bodyContains"), text, limits::MAX_BODY_MATCH_LENGTH);
             }
@@ -315,6 +324,9 @@ impl Checker {
             }
             if let Some(ca) = &probe.ca_secret_ref {
                 self.secret_ref(&field("caSecretRef"), ca);
+            }
+            if let Some(auth) = &probe.basic_auth_secret_ref {
+                self.secret_name(&field("basicAuthSecretRef.name"), &auth.name);
             }
         }
     }
@@ -411,7 +423,7 @@ fn check_sip_uri(text: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::spec::{NatBinding, SipErrorCodes};
+    use crate::api::spec::{NatBinding, SecretRef, SipErrorCodes};
 
     /// A spec using every probe, valid as it stands.
     fn full() -> VoipCheckSpec {
@@ -448,7 +460,10 @@ mod tests {
         let sip = spec.sip.unwrap();
         assert_eq!(sip.register.as_ref().unwrap().expires, 300);
         assert!(sip.register.unwrap().unregister);
-        assert_eq!(sip.options.unwrap().lagged_threshold, GoDuration::from_secs(2));
+        assert_eq!(
+            sip.options.unwrap().lagged_threshold,
+            GoDuration::from_secs(2)
+        );
         assert_eq!(sip.error_codes.unwrap().codes, vec![404, 480, 500, 503]);
         assert!(spec.http[0].follow_redirects);
     }
@@ -456,6 +471,7 @@ mod tests {
     type Edit = fn(&mut VoipCheckSpec);
 
     /// One row per rule: what is changed, which field is blamed, what the reason says.
+    #[rustfmt::skip]
     const CASES: &[(&str, Edit, &str, &str)] = &[
         ("no probe at all", |s| { s.sip = None; s.http.clear(); s.stun = None; }, "spec", "at least one probe"),
         ("empty target name", |s| s.target.name.clear(), "spec.target.name", "must not be empty"),
@@ -492,6 +508,7 @@ mod tests {
         ("probe name with capitals", |s| s.http[0].name = "WebUI".into(), "spec.http[0].name", "lower-case"),
         ("duplicate probe name", |s| { let twin = s.http[0].clone(); s.http.push(twin); }, "spec.http[1].name", "duplicate probe name"),
         ("ftp URL", |s| s.http[0].url = "ftp://example.org/".into(), "spec.http[0].url", "http:// or https://"),
+        ("basic-auth Secret name with a slash", |s| s.http[0].basic_auth_secret_ref = Some(SecretRef { name: "a/b".into() }), "spec.http[0].basicAuthSecretRef.name", "Secret name"),
         ("URL with credentials", |s| s.http[0].url = "https://admin:hunter2@example.org/".into(), "spec.http[0].url", "without user:password"),
         ("URL with a bad port", |s| s.http[0].url = "https://example.org:99999/".into(), "spec.http[0].url", "is not a URL"),
         ("status 600", |s| s.http[0].expect_status = vec![600], "spec.http[0].expectStatus[0]", "between 100 and 599"),
@@ -536,6 +553,42 @@ mod tests {
                 "{case}: expected `{field}: …{reason}…`, got {errors:?}"
             );
         }
+    }
+
+    #[test]
+    fn secret_keys_lists_every_reference_with_its_field() {
+        let mut spec = full();
+        spec.http[0].basic_auth_secret_ref = Some(SecretRef {
+            name: "portal-login".into(),
+        });
+        let uses: Vec<(String, &str, &str)> = spec
+            .secret_keys()
+            .into_iter()
+            .map(|u| (u.field, u.name, u.key))
+            .collect();
+        let expected = [
+            (
+                "spec.sip.register.credentialsSecretRef",
+                "maxmuster-sip",
+                "password",
+            ),
+            ("spec.sip.caSecretRef", "pbx-ca", "ca.crt"),
+            (
+                "spec.http[0].basicAuthSecretRef",
+                "portal-login",
+                "username",
+            ),
+            (
+                "spec.http[0].basicAuthSecretRef",
+                "portal-login",
+                "password",
+            ),
+        ];
+        let expected: Vec<(String, &str, &str)> = expected
+            .into_iter()
+            .map(|(field, name, key)| (field.to_owned(), name, key))
+            .collect();
+        assert_eq!(uses, expected);
     }
 
     #[test]
