@@ -9,7 +9,6 @@ use super::duration::GoDuration;
 use super::limits;
 use super::patterns;
 use super::status::VoipCheckStatus;
-
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};

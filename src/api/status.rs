@@ -96,3 +96,32 @@ impl Incident {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::jiff::Timestamp;
+
+    #[test]
+    fn incident_copies_target_and_report_from_the_spec() {
+        let spec: VoipCheckSpec = serde_json::from_value(serde_json::json!({
+            "target": { "kind": "ConnectTrunk", "name": "4972100000000" },
+            "sip": { "server": "sip:connect.example.net", "options": {} },
+            "report": { "serverLicense": "ABC-123", "contact": "NOC" }
+        }))
+        .unwrap();
+        let since = Time(Timestamp::from_second(1_700_000_000).unwrap());
+        let incident = Incident::new(&spec, since.clone(), "503 in 9 of 20 runs".into());
+        assert_eq!(
+            serde_json::to_value(&incident).unwrap(),
+            serde_json::json!({
+                "service": "ConnectTrunk",
+                "name": "4972100000000",
+                "serverLicense": "ABC-123",
+                "contact": "NOC",
+                "since": "2023-11-14T22:13:20Z",
+                "evidence": "503 in 9 of 20 runs"
+            })
+        );
+    }
+}
