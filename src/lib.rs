@@ -3,5 +3,6 @@
 //! The layout follows `DESIGN.md` §2: `probe` holds the protocol probes and knows nothing of
 //! Kubernetes; everything above it decides what a probe outcome means.
 
+pub mod api;
 pub mod probe;
 pub mod secret;

@@ -1,0 +1,640 @@
+//! Checks a spec completely, without a cluster.
+//!
+//! The API server enforces the CRD schema (patterns, ranges, CEL rules) before an object is
+//! stored, but a file read by `voipcheck run -f` meets no API server, and some things no schema
+//! can say (does the URL parse, does the regex compile, is the port in range). So [`validate`]
+//! checks everything: the schema's rules again, from the same [`limits`] and [`patterns`], and
+//! what only code can. The controller turns an error into `Ready=False` reason `InvalidSpec`.
+//!
+//! Messages name the field and what is wrong, never the value: a value may be a password pasted
+//! into the wrong field.
+
+use super::duration::GoDuration;
+use super::limits::{self, DurationRange, IntRange};
+use super::patterns::compiled as pattern;
+use super::spec::{ControlProbe, HttpCheck, SecretKeyRef, SipCheck, StunCheck, VoipCheckSpec};
+use crate::probe::ConfigError;
+use regex::Regex;
+use std::collections::HashSet;
+use std::fmt;
+use std::net::Ipv6Addr;
+use url::Url;
+
+/// One problem: `field` is the path (`spec.sip.server`), `reason` says what is wrong.
+pub type SpecError = ConfigError;
+
+/// Every problem found in a spec, in field order.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct InvalidSpec(pub Vec<SpecError>);
+
+impl fmt::Display for InvalidSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, error) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("; ")?;
+            }
+            write!(f, "{error}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Checks `spec`; `Err` lists every problem, not just the first.
+pub fn validate(spec: &VoipCheckSpec) -> Result<(), InvalidSpec> {
+    let mut c = Checker::default();
+    c.length(
+        "spec.target.name",
+        &spec.target.name,
+        limits::MAX_NAME_LENGTH,
+    );
+    c.duration("spec.interval", spec.interval, limits::INTERVAL);
+    c.duration("spec.timeout", spec.timeout, limits::TIMEOUT);
+    if spec.timeout >= spec.interval {
+        c.fail("spec.timeout", "must be shorter than interval");
+    }
+    c.int(
+        "spec.failureThreshold",
+        spec.failure_threshold,
+        limits::FAILURE_THRESHOLD,
+    );
+    c.int(
+        "spec.successThreshold",
+        spec.success_threshold,
+        limits::SUCCESS_THRESHOLD,
+    );
+    if spec.sip.is_none() && spec.http.is_empty() && spec.stun.is_none() {
+        c.fail("spec", "configure at least one probe: sip, http or stun");
+    }
+    if let Some(sip) = &spec.sip {
+        c.sip(sip, spec);
+    }
+    c.http(&spec.http);
+    if let Some(stun) = &spec.stun {
+        c.stun(stun);
+    }
+    if let Some(control) = &spec.control {
+        c.control(control);
+    }
+    if let Some(report) = &spec.report {
+        let fields = [
+            ("spec.report.cloudName", &report.cloud_name),
+            ("spec.report.serverLicense", &report.server_license),
+            ("spec.report.contact", &report.contact),
+        ];
+        for (field, value) in fields {
+            if let Some(value) = value {
+                c.max_length(field, value, limits::MAX_REPORT_FIELD_LENGTH);
+            }
+        }
+    }
+    c.finish()
+}
+
+/// Parses an HTTP probe's (or the control probe's) URL: `http`/`https` with a host and without
+/// credentials.
+pub fn parse_http_url(text: &str) -> Result<Url, String> {
+    const SHAPE: &str = "must be an http:// or https:// URL without user:password";
+    if !pattern::HTTP_URL.is_match(text) {
+        return Err(SHAPE.into());
+    }
+    let url = Url::parse(text).map_err(|e| format!("is not a URL: {e}"))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none_or(str::is_empty) {
+        return Err(SHAPE.into());
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(SHAPE.into());
+    }
+    Ok(url)
+}
+
+/// Compiles an HTTP probe's `bodyRegex`, with a bound on the compiled size (the pattern comes
+/// from the resource author, the operator's memory is shared by all checks).
+pub fn compile_body_regex(text: &str) -> Result<Regex, String> {
+    const MAX_COMPILED_BYTES: usize = 1 << 20;
+    regex::RegexBuilder::new(text)
+        .size_limit(MAX_COMPILED_BYTES)
+        .build()
+        .map_err(|e| match e {
+            regex::Error::CompiledTooBig(_) => "is too complex (compiles to over 1 MiB)".into(),
+            other => format!("is not a valid regular expression: {other}"),
+        })
+}
+
+/// Collects errors while walking the spec.
+#[derive(Default)]
+struct Checker {
+    errors: Vec<SpecError>,
+}
+
+impl Checker {
+    fn finish(self) -> Result<(), InvalidSpec> {
+        if self.errors.is_empty() {
+            Ok(())
+        } else {
+            Err(InvalidSpec(self.errors))
+        }
+    }
+
+    fn fail(&mut self, field: impl Into<String>, reason: impl fmt::Display) {
+        self.errors.push(SpecError::new(field, reason));
+    }
+
+    fn duration(&mut self, field: &str, value: GoDuration, range: DurationRange) {
+        if !range.contains(value) {
+            self.fail(field, range.requirement());
+        }
+    }
+
+    fn int(&mut self, field: &str, value: i32, range: IntRange) {
+        if !range.contains(value) {
+            self.fail(field, range.requirement());
+        }
+    }
+
+    /// Non-empty and at most `max` bytes.
+    fn length(&mut self, field: &str, value: &str, max: u32) {
+        if value.is_empty() {
+            self.fail(field, "must not be empty");
+        } else {
+            self.max_length(field, value, max);
+        }
+    }
+
+    fn max_length(&mut self, field: &str, value: &str, max: u32) {
+        if value.len() > max as usize {
+            self.fail(field, format!("must be at most {max} characters"));
+        }
+    }
+
+    /// Non-empty, at most `max` bytes, matching `pattern`; `expected` says what that means.
+    fn shaped(&mut self, field: &str, value: &str, max: u32, pattern: &Regex, expected: &str) {
+        let before = self.errors.len();
+        self.length(field, value, max);
+        if self.errors.len() == before && !pattern.is_match(value) {
+            self.fail(field, expected);
+        }
+    }
+
+    fn secret_name(&mut self, field: &str, name: &str) {
+        self.shaped(
+            field,
+            name,
+            limits::MAX_NAME_LENGTH,
+            &pattern::SECRET_NAME,
+            "must be a Secret name (lower-case letters, digits, '-' and '.')",
+        );
+    }
+
+    fn secret_ref(&mut self, field: &str, secret: &SecretKeyRef) {
+        self.secret_name(&format!("{field}.name"), &secret.name);
+        self.shaped(
+            &format!("{field}.key"),
+            &secret.key,
+            limits::MAX_NAME_LENGTH,
+            &pattern::SECRET_KEY,
+            "must be a Secret key (letters, digits, '-', '_' and '.')",
+        );
+    }
+
+    /// Distinct values, each within `range`.
+    fn codes(&mut self, field: &str, codes: &[i32], range: IntRange) {
+        if codes.len() > limits::MAX_STATUS_CODES as usize {
+            let max = limits::MAX_STATUS_CODES;
+            self.fail(field, format!("must list at most {max} codes"));
+        }
+        let mut seen = HashSet::new();
+        for (i, &code) in codes.iter().enumerate() {
+            self.int(&format!("{field}[{i}]"), code, range);
+            if !seen.insert(code) {
+                self.fail(format!("{field}[{i}]"), "duplicate code");
+            }
+        }
+    }
+
+    fn sip(&mut self, sip: &SipCheck, spec: &VoipCheckSpec) {
+        if let Err(reason) = check_sip_uri(&sip.server) {
+            self.fail("spec.sip.server", reason);
+        }
+        if sip.register.is_none() && sip.options.is_none() {
+            self.fail("spec.sip", "needs register, options or both");
+        }
+        if let Some(register) = &sip.register {
+            self.shaped(
+                "spec.sip.register.username",
+                &register.username,
+                limits::MAX_USERNAME_LENGTH,
+                &pattern::SIP_USER,
+                "must not contain whitespace, '@', ':' or ';'",
+            );
+            if let Some(domain) = &register.domain {
+                self.shaped(
+                    "spec.sip.register.domain",
+                    domain,
+                    limits::MAX_NAME_LENGTH,
+                    &pattern::HOST,
+                    "must be a host name",
+                );
+            }
+            self.secret_ref(
+                "spec.sip.register.credentialsSecretRef",
+                &register.credentials_secret_ref,
+            );
+            self.int(
+                "spec.sip.register.expires",
+                register.expires,
+                limits::EXPIRES,
+            );
+        }
+        if let Some(options) = &sip.options {
+            let field = "spec.sip.options.laggedThreshold";
+            self.duration(field, options.lagged_threshold, limits::LAGGED_THRESHOLD);
+            if options.lagged_threshold.get() * 2 > spec.timeout.get() {
+                self.fail(
+                    "spec.timeout",
+                    "must be at least twice sip.options.laggedThreshold: \
+                     no answer within twice the threshold is UNREACHABLE",
+                );
+            }
+        }
+        if let Some(error_codes) = &sip.error_codes {
+            if error_codes.codes.is_empty() {
+                self.fail("spec.sip.errorCodes.codes", "must list at least one code");
+            }
+            self.codes(
+                "spec.sip.errorCodes.codes",
+                &error_codes.codes,
+                limits::SIP_ERROR_CODE,
+            );
+            let field = "spec.sip.errorCodes.window";
+            self.duration(field, error_codes.window, limits::ERROR_WINDOW);
+            if error_codes.window < spec.interval {
+                self.fail(field, "must be at least one interval");
+            }
+            self.int(
+                "spec.sip.errorCodes.thresholdPercent",
+                error_codes.threshold_percent,
+                limits::PERCENT,
+            );
+            self.int(
+                "spec.sip.errorCodes.minResponses",
+                error_codes.min_responses,
+                limits::MIN_RESPONSES,
+            );
+        }
+        if let Some(ca) = &sip.ca_secret_ref {
+            self.secret_ref("spec.sip.caSecretRef", ca);
+        }
+    }
+
+    fn http(&mut self, probes: &[HttpCheck]) {
+        if probes.len() > limits::MAX_HTTP_PROBES as usize {
+            let max = limits::MAX_HTTP_PROBES;
+            self.fail("spec.http", format!("must list at most {max} probes"));
+        }
+        let mut names = HashSet::new();
+        for (i, probe) in probes.iter().enumerate() {
+            let field = |name: &str| format!("spec.http[{i}].{name}");
+            self.shaped(
+                &field("name"),
+                &probe.name,
+                limits::MAX_PROBE_NAME_LENGTH,
+                &pattern::PROBE_NAME,
+                "must be lower-case letters, digits and '-', starting and ending with a letter or digit",
+            );
+            if !names.insert(probe.name.as_str()) {
+                self.fail(field("name"), "duplicate probe name");
+            }
+            self.max_length(&field("url"), &probe.url, limits::MAX_URI_LENGTH);
+            if let Err(reason) = parse_http_url(&probe.url) {
+                self.fail(field("url"), reason);
+            }
+            self.codes(
+                &field("expectStatus"),
+                &probe.expect_status,
+                limits::HTTP_STATUS,
+            );
+            if let Some(text) = &probe.body_contains {
+                self.length(&field("bodyContains"), text, limits::MAX_BODY_MATCH_LENGTH);
+            }
+            if let Some(text) = &probe.body_regex {
+                self.length(&field("bodyRegex"), text, limits::MAX_BODY_MATCH_LENGTH);
+                if let Err(reason) = compile_body_regex(text) {
+                    self.fail(field("bodyRegex"), reason);
+                }
+            }
+            if let Some(ca) = &probe.ca_secret_ref {
+                self.secret_ref(&field("caSecretRef"), ca);
+            }
+            if let Some(auth) = &probe.basic_auth_secret_ref {
+                self.secret_name(&field("basicAuthSecretRef.name"), &auth.name);
+            }
+        }
+    }
+
+    fn stun(&mut self, stun: &StunCheck) {
+        let max = limits::MAX_STUN_SERVERS;
+        if stun.servers.is_empty() || stun.servers.len() > max as usize {
+            self.fail("spec.stun.servers", format!("must list 1 to {max} servers"));
+        }
+        for (i, server) in stun.servers.iter().enumerate() {
+            if let Err(reason) = check_host_port(server) {
+                self.fail(format!("spec.stun.servers[{i}]"), reason);
+            }
+        }
+        if let Some(nat) = &stun.nat_binding {
+            self.duration(
+                "spec.stun.natBinding.keepaliveInterval",
+                nat.keepalive_interval,
+                limits::KEEPALIVE_INTERVAL,
+            );
+        }
+    }
+
+    fn control(&mut self, control: &ControlProbe) {
+        match (&control.url, &control.stun_server) {
+            (Some(url), None) => {
+                if let Err(reason) = parse_http_url(url) {
+                    self.fail("spec.control.url", reason);
+                }
+            }
+            (None, Some(server)) => {
+                if let Err(reason) = check_host_port(server) {
+                    self.fail("spec.control.stunServer", reason);
+                }
+            }
+            _ => self.fail("spec.control", "set exactly one of url and stunServer"),
+        }
+    }
+}
+
+/// `host`, `host:port` or `[ipv6]:port` with a port from 1 to 65535.
+fn check_host_port(text: &str) -> Result<(), String> {
+    const SHAPE: &str = "must be host or host:port ([IPv6]:port for IPv6)";
+    if text.len() > limits::MAX_NAME_LENGTH as usize || !pattern::HOST_PORT.is_match(text) {
+        return Err(SHAPE.into());
+    }
+    check_authority(text)
+}
+
+/// The parts of `host[:port]` the pattern cannot check: the port's range and the IPv6 literal.
+fn check_authority(authority: &str) -> Result<(), String> {
+    let (host, port) = match authority.rsplit_once(':') {
+        Some((host, port)) if !port.contains(']') => (host, Some(port)),
+        _ => (authority, None),
+    };
+    if let Some(v6) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        v6.parse::<Ipv6Addr>()
+            .map_err(|_| "has an invalid IPv6 address".to_owned())?;
+    }
+    match port.map(str::parse::<u16>) {
+        None | Some(Ok(1..)) => Ok(()),
+        Some(_) => Err("has a port outside 1 to 65535".into()),
+    }
+}
+
+/// A `sip:`/`sips:` URI the probes can use: the pattern, then port, IPv6 literal and transport.
+fn check_sip_uri(text: &str) -> Result<(), String> {
+    const SHAPE: &str = "must be a sip: or sips: URI like sip:pbx.example.com;transport=tls \
+                         (no password, no headers)";
+    if text.len() > limits::MAX_URI_LENGTH as usize || !pattern::SIP_URI.is_match(text) {
+        return Err(SHAPE.into());
+    }
+    let (scheme, rest) = text.split_once(':').expect("the pattern requires a scheme");
+    let mut parts = rest.split(';');
+    let address = parts.next().unwrap_or_default();
+    let authority = address.rsplit_once('@').map_or(address, |(_, host)| host);
+    check_authority(authority)?;
+    for param in parts {
+        let Some((name, value)) = param.split_once('=') else {
+            continue;
+        };
+        if !name.eq_ignore_ascii_case("transport") {
+            continue;
+        }
+        match value.to_ascii_lowercase().as_str() {
+            "udp" if scheme == "sips" => return Err("sips: requires TLS, not transport=udp".into()),
+            "udp" | "tcp" | "tls" => {}
+            _ => return Err("transport must be udp, tcp or tls".into()),
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::spec::{NatBinding, SecretRef, SipErrorCodes};
+
+    /// A spec using every probe, valid as it stands.
+    fn full() -> VoipCheckSpec {
+        serde_json::from_value(serde_json::json!({
+            "target": { "kind": "Cloud", "name": "maxmuster.starface-cloud.com" },
+            "sip": {
+                "server": "sip:maxmuster.starface-cloud.com;transport=tls",
+                "register": {
+                    "username": "monitor",
+                    "credentialsSecretRef": { "name": "maxmuster-sip", "key": "password" }
+                },
+                "options": {},
+                "errorCodes": {},
+                "caSecretRef": { "name": "pbx-ca", "key": "ca.crt" }
+            },
+            "http": [
+                { "name": "web-ui", "url": "https://maxmuster.starface-cloud.com/",
+                  "expectStatus": [200], "bodyContains": "STARFACE", "bodyRegex": "STAR(FACE)?" }
+            ],
+            "stun": { "servers": ["stun.sipgate.net:3478", "[2001:db8::1]"], "natBinding": {} },
+            "control": { "url": "https://example.org/" },
+            "report": { "serverLicense": "ABC-123", "contact": "NOC +49 721 000" }
+        }))
+        .expect("the base spec deserializes")
+    }
+
+    #[test]
+    fn the_full_spec_is_valid_and_defaults_apply() {
+        let spec = full();
+        assert_eq!(validate(&spec), Ok(()));
+        assert_eq!(spec.interval, GoDuration::from_secs(30));
+        assert_eq!(spec.timeout, GoDuration::from_secs(10));
+        assert_eq!((spec.failure_threshold, spec.success_threshold), (3, 1));
+        let sip = spec.sip.unwrap();
+        assert_eq!(sip.register.as_ref().unwrap().expires, 300);
+        assert!(sip.register.unwrap().unregister);
+        assert_eq!(
+            sip.options.unwrap().lagged_threshold,
+            GoDuration::from_secs(2)
+        );
+        assert_eq!(sip.error_codes.unwrap().codes, vec![404, 480, 500, 503]);
+        assert!(spec.http[0].follow_redirects);
+    }
+
+    type Edit = fn(&mut VoipCheckSpec);
+
+    /// One row per rule: what is changed, which field is blamed, what the reason says.
+    #[rustfmt::skip]
+    const CASES: &[(&str, Edit, &str, &str)] = &[
+        ("no probe at all", |s| { s.sip = None; s.http.clear(); s.stun = None; }, "spec", "at least one probe"),
+        ("empty target name", |s| s.target.name.clear(), "spec.target.name", "must not be empty"),
+        ("interval below 5s", |s| s.interval = GoDuration::from_secs(4), "spec.interval", "between 5s and 24h"),
+        ("interval above a day", |s| s.interval = GoDuration::from_secs(90_000), "spec.interval", "between 5s and 24h"),
+        ("timeout below 100ms", |s| s.timeout = GoDuration::from_millis(50), "spec.timeout", "between 100ms and 5m"),
+        ("timeout not shorter than interval", |s| { s.interval = GoDuration::from_secs(10); }, "spec.timeout", "shorter than interval"),
+        ("failureThreshold zero", |s| s.failure_threshold = 0, "spec.failureThreshold", "between 1 and 100"),
+        ("successThreshold negative", |s| s.success_threshold = -1, "spec.successThreshold", "between 1 and 100"),
+        ("http URL as SIP server", |s| sip(s).server = "https://pbx.example.com".into(), "spec.sip.server", "sip: or sips: URI"),
+        ("SIP server without host", |s| sip(s).server = "sip:".into(), "spec.sip.server", "sip: or sips: URI"),
+        ("SIP server with password", |s| sip(s).server = "sip:monitor:hunter2@pbx.example.com".into(), "spec.sip.server", "no password"),
+        ("SIP port 0", |s| sip(s).server = "sip:pbx.example.com:0".into(), "spec.sip.server", "port outside 1 to 65535"),
+        ("SIP port 70000", |s| sip(s).server = "sip:pbx.example.com:70000".into(), "spec.sip.server", "port outside 1 to 65535"),
+        ("SIP bad IPv6", |s| sip(s).server = "sip:[2001:db8:::1]".into(), "spec.sip.server", "invalid IPv6"),
+        ("sips over UDP", |s| sip(s).server = "sips:pbx.example.com;transport=UDP".into(), "spec.sip.server", "sips: requires TLS"),
+        ("SIP over SCTP", |s| sip(s).server = "sip:pbx.example.com;transport=sctp".into(), "spec.sip.server", "udp, tcp or tls"),
+        ("sip with neither register nor options", |s| { sip(s).register = None; sip(s).options = None; }, "spec.sip", "register, options or both"),
+        ("username with @", |s| sip(s).register.as_mut().unwrap().username = "monitor@pbx".into(), "spec.sip.register.username", "'@'"),
+        ("domain with a scheme", |s| sip(s).register.as_mut().unwrap().domain = Some("sip:pbx".into()), "spec.sip.register.domain", "host name"),
+        ("Secret name with capitals", |s| sip(s).register.as_mut().unwrap().credentials_secret_ref.name = "Maxmuster".into(), "spec.sip.register.credentialsSecretRef.name", "Secret name"),
+        ("Secret key empty", |s| sip(s).register.as_mut().unwrap().credentials_secret_ref.key.clear(), "spec.sip.register.credentialsSecretRef.key", "must not be empty"),
+        ("expires below Asterisk's minexpiry", |s| sip(s).register.as_mut().unwrap().expires = 30, "spec.sip.register.expires", "between 60 and 86400"),
+        ("lagged threshold above 30s", |s| sip(s).options.as_mut().unwrap().lagged_threshold = GoDuration::from_secs(31), "spec.sip.options.laggedThreshold", "between 100ms and 30s"),
+        ("timeout shorter than twice lagged", |s| sip(s).options.as_mut().unwrap().lagged_threshold = GoDuration::from_secs(6), "spec.timeout", "twice sip.options.laggedThreshold"),
+        ("no error codes", |s| error_codes(s).codes.clear(), "spec.sip.errorCodes.codes", "at least one code"),
+        ("2xx as error code", |s| error_codes(s).codes = vec![200], "spec.sip.errorCodes.codes[0]", "between 300 and 699"),
+        ("duplicate error code", |s| error_codes(s).codes = vec![503, 503], "spec.sip.errorCodes.codes[1]", "duplicate"),
+        ("window shorter than interval", |s| { s.interval = GoDuration::from_secs(120); error_codes(s).window = GoDuration::from_secs(60); }, "spec.sip.errorCodes.window", "at least one interval"),
+        ("window above a day", |s| error_codes(s).window = GoDuration::from_secs(90_000), "spec.sip.errorCodes.window", "between 1m and 24h"),
+        ("threshold 0 percent", |s| error_codes(s).threshold_percent = 0, "spec.sip.errorCodes.thresholdPercent", "between 1 and 100"),
+        ("minResponses 0", |s| error_codes(s).min_responses = 0, "spec.sip.errorCodes.minResponses", "between 1 and 10000"),
+        ("CA Secret key with a slash", |s| sip(s).ca_secret_ref.as_mut().unwrap().key = "ca/crt".into(), "spec.sip.caSecretRef.key", "Secret key"),
+        ("probe name with capitals", |s| s.http[0].name = "WebUI".into(), "spec.http[0].name", "lower-case"),
+        ("duplicate probe name", |s| { let twin = s.http[0].clone(); s.http.push(twin); }, "spec.http[1].name", "duplicate probe name"),
+        ("ftp URL", |s| s.http[0].url = "ftp://example.org/".into(), "spec.http[0].url", "http:// or https://"),
+        ("basic-auth Secret name with a slash", |s| s.http[0].basic_auth_secret_ref = Some(SecretRef { name: "a/b".into() }), "spec.http[0].basicAuthSecretRef.name", "Secret name"),
+        ("URL with credentials", |s| s.http[0].url = "https://admin:hunter2@example.org/".into(), "spec.http[0].url", "without user:password"),
+        ("URL with a bad port", |s| s.http[0].url = "https://example.org:99999/".into(), "spec.http[0].url", "is not a URL"),
+        ("status 600", |s| s.http[0].expect_status = vec![600], "spec.http[0].expectStatus[0]", "between 100 and 599"),
+        ("regex that does not compile", |s| s.http[0].body_regex = Some("STAR(FACE".into()), "spec.http[0].bodyRegex", "not a valid regular expression"),
+        ("regex too big", |s| s.http[0].body_regex = Some("\\w{1000}\\w{1000}".into()), "spec.http[0].bodyRegex", "too complex"),
+        ("empty bodyContains", |s| s.http[0].body_contains = Some(String::new()), "spec.http[0].bodyContains", "must not be empty"),
+        ("seventeen HTTP probes", |s| { s.http = (0..17).map(|i| { let mut p = s.http[0].clone(); p.name = format!("p{i}"); p }).collect(); }, "spec.http", "at most 16"),
+        ("no STUN server", |s| stun(s).servers.clear(), "spec.stun.servers", "1 to 8"),
+        ("STUN server as URL", |s| stun(s).servers[0] = "stun:stun.sipgate.net".into(), "spec.stun.servers[0]", "host or host:port"),
+        ("STUN port 0", |s| stun(s).servers[0] = "stun.sipgate.net:0".into(), "spec.stun.servers[0]", "port outside"),
+        ("keep-alive above 2h", |s| stun(s).nat_binding = Some(NatBinding { keepalive_interval: GoDuration::from_secs(7201) }), "spec.stun.natBinding.keepaliveInterval", "between 1s and 2h"),
+        ("control with both", |s| s.control.as_mut().unwrap().stun_server = Some("stun.example.org".into()), "spec.control", "exactly one"),
+        ("control with neither", |s| s.control.as_mut().unwrap().url = None, "spec.control", "exactly one"),
+        ("control URL without host", |s| s.control.as_mut().unwrap().url = Some("https:///path".into()), "spec.control.url", "http:// or https://"),
+        ("report field too long", |s| s.report.as_mut().unwrap().contact = Some("x".repeat(257)), "spec.report.contact", "at most 256"),
+    ];
+
+    fn sip(spec: &mut VoipCheckSpec) -> &mut SipCheck {
+        spec.sip.as_mut().unwrap()
+    }
+
+    fn error_codes(spec: &mut VoipCheckSpec) -> &mut SipErrorCodes {
+        sip(spec).error_codes.as_mut().unwrap()
+    }
+
+    fn stun(spec: &mut VoipCheckSpec) -> &mut StunCheck {
+        spec.stun.as_mut().unwrap()
+    }
+
+    #[test]
+    fn each_rule_names_the_field_and_the_reason() {
+        for (case, edit, field, reason) in CASES {
+            let mut spec = full();
+            edit(&mut spec);
+            let Err(InvalidSpec(errors)) = validate(&spec) else {
+                panic!("{case}: accepted");
+            };
+            assert!(
+                errors
+                    .iter()
+                    .any(|e| e.field == *field && e.reason.contains(reason)),
+                "{case}: expected `{field}: …{reason}…`, got {errors:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn secret_keys_lists_every_reference_with_its_field() {
+        let mut spec = full();
+        spec.http[0].basic_auth_secret_ref = Some(SecretRef {
+            name: "portal-login".into(),
+        });
+        let uses: Vec<(String, &str, &str)> = spec
+            .secret_keys()
+            .into_iter()
+            .map(|u| (u.field, u.name, u.key))
+            .collect();
+        let expected = [
+            (
+                "spec.sip.register.credentialsSecretRef",
+                "maxmuster-sip",
+                "password",
+            ),
+            ("spec.sip.caSecretRef", "pbx-ca", "ca.crt"),
+            (
+                "spec.http[0].basicAuthSecretRef",
+                "portal-login",
+                "username",
+            ),
+            (
+                "spec.http[0].basicAuthSecretRef",
+                "portal-login",
+                "password",
+            ),
+        ];
+        let expected: Vec<(String, &str, &str)> = expected
+            .into_iter()
+            .map(|(field, name, key)| (field.to_owned(), name, key))
+            .collect();
+        assert_eq!(uses, expected);
+    }
+
+    #[test]
+    fn accepts_what_the_probes_accept() {
+        let servers = [
+            "sip:pbx.example.com",
+            "sips:pbx.example.com:5061",
+            "sip:lagged@192.0.2.10:5080;transport=tcp",
+            "sip:[2001:db8::1]:5070;transport=TLS",
+            "sips:pbx.example.com;transport=tcp;lr",
+        ];
+        for server in servers {
+            let mut spec = full();
+            sip(&mut spec).server = server.into();
+            assert_eq!(validate(&spec), Ok(()), "{server}");
+        }
+        for server in ["stun.example.org", "192.0.2.1:3478", "[2001:db8::1]:19302"] {
+            let mut spec = full();
+            stun(&mut spec).servers = vec![server.into()];
+            assert_eq!(validate(&spec), Ok(()), "{server}");
+        }
+    }
+
+    #[test]
+    fn reports_every_problem_at_once() {
+        let mut spec = full();
+        spec.failure_threshold = 0;
+        spec.http[0].url = "ftp://x/".into();
+        stun(&mut spec).servers.clear();
+        let errors = validate(&spec).unwrap_err();
+        assert_eq!(errors.0.len(), 3, "{errors}");
+        assert_eq!(
+            errors.to_string(),
+            "spec.failureThreshold: must be between 1 and 100; \
+             spec.http[0].url: must be an http:// or https:// URL without user:password; \
+             spec.stun.servers: must list 1 to 8 servers"
+        );
+    }
+
+    #[test]
+    fn errors_never_repeat_a_value_that_may_be_a_password() {
+        let mut spec = full();
+        spec.http[0].url = "https://admin:hunter2@example.org/".into();
+        sip(&mut spec).server = "sip:monitor:hunter2@pbx.example.com".into();
+        spec.control.as_mut().unwrap().url = Some("http://u:hunter2@[::1".into());
+        let message = validate(&spec).unwrap_err().to_string();
+        assert!(!message.contains("hunter2"), "{message}");
+    }
+}
