@@ -3,6 +3,7 @@
 mod cli;
 
 use clap::{Parser, Subcommand};
+use std::future::Future;
 use std::process::ExitCode;
 
 /// Synthetic checks for telephony services: SIP registration and qualify, STUN, web reachability.
@@ -18,7 +19,9 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run one probe now and print what it saw (the tool for a call with a customer).
-    Probe(cli::probe::ProbeArgs),
+    Probe(Box<cli::probe::ProbeArgs>),
+    /// Print the VoipCheck CustomResourceDefinition (YAML), e.g. `voipcheck crd | kubectl apply -f -`.
+    Crd,
 }
 
 fn main() -> ExitCode {
@@ -30,17 +33,25 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let runtime = match tokio::runtime::Builder::new_current_thread()
+    match cli.command {
+        Command::Probe(args) => block_on(cli::probe::run(*args)),
+        Command::Crd => {
+            print!("{}", voipcheck::api::crd_yaml());
+            ExitCode::SUCCESS
+        }
+    }
+}
+
+/// Runs an async mode on a single-threaded runtime: one probe needs no more.
+fn block_on(mode: impl Future<Output = ExitCode>) -> ExitCode {
+    match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {
-        Ok(runtime) => runtime,
+        Ok(runtime) => runtime.block_on(mode),
         Err(e) => {
             eprintln!("voipcheck: cannot start the async runtime: {e}");
-            return ExitCode::from(2);
+            ExitCode::from(2)
         }
-    };
-    match cli.command {
-        Command::Probe(args) => runtime.block_on(cli::probe::run(args)),
     }
 }

@@ -221,3 +221,17 @@ fn https_with_the_test_ca_reports_certificate_expiry() {
         text(&out)
     );
 }
+
+#[test]
+fn crd_command_prints_the_committed_crd() {
+    let out = voipcheck(&["crd"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let committed = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("crds/voipcheck.yaml"),
+    )
+    .unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stdout) == committed,
+        "crds/voipcheck.yaml differs from `voipcheck crd`: run `voipcheck crd > crds/voipcheck.yaml`"
+    );
+}
