@@ -4,5 +4,10 @@
 //! Kubernetes; everything above it decides what a probe outcome means.
 
 pub mod api;
+pub mod check;
+pub mod metrics;
 pub mod probe;
+pub mod schedule;
 pub mod secret;
+pub mod status;
+pub mod verdict;
