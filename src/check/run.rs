@@ -50,7 +50,14 @@ pub enum ProbeOutcome {
 impl ProbeRun {
     /// `None` when the probe succeeded.
     pub fn failure(&self) -> Option<&Failure> {
-        todo!("SKELETON")
+        use crate::probe::Outcome;
+        match &self.outcome {
+            ProbeOutcome::SipRegister(outcome) => outcome.failure(),
+            ProbeOutcome::SipOptions(outcome) => outcome.failure(),
+            ProbeOutcome::Http(outcome) => outcome.failure(),
+            ProbeOutcome::Stun(outcome) => outcome.failure(),
+            ProbeOutcome::Cancelled(failure) => Some(failure),
+        }
     }
 }
 
