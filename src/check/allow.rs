@@ -34,7 +34,10 @@ enum Pattern {
 /// Ranges refused unless allowed explicitly: link-local, where every major cloud serves its
 /// instance metadata (169.254.169.254, and AWS's IPv6 endpoint fd00:ec2::254).
 const REFUSED_NETS: [IpNet; 3] = [
-    IpNet::V4(ipnet::Ipv4Net::new_assert(Ipv4Addr::new(169, 254, 0, 0), 16)),
+    IpNet::V4(ipnet::Ipv4Net::new_assert(
+        Ipv4Addr::new(169, 254, 0, 0),
+        16,
+    )),
     IpNet::V6(ipnet::Ipv6Net::new_assert(
         Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 0),
         10,
@@ -119,7 +122,9 @@ fn parse_pattern(text: &str) -> Result<Pattern, String> {
 /// Lower-case, without IPv6 brackets, zone index (`%eth0`) and the root's trailing dot.
 fn normalise(host: &str) -> String {
     let host = host.trim_start_matches('[').trim_end_matches(']');
-    let host = host.split_once('%').map_or(host, |(address, _zone)| address);
+    let host = host
+        .split_once('%')
+        .map_or(host, |(address, _zone)| address);
     host.strip_suffix('.').unwrap_or(host).to_ascii_lowercase()
 }
 
@@ -130,7 +135,9 @@ fn is_host_name(name: &str) -> bool {
         && name.split('.').all(|label| {
             !label.is_empty()
                 && label.len() <= 63
-                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
                 && !label.starts_with('-')
                 && !label.ends_with('-')
         })
@@ -214,7 +221,16 @@ mod tests {
 
     #[test]
     fn bad_patterns_are_config_errors() {
-        for bad in ["", "*", "*.", "a..b", "-a.example", "10.0.0.0/33", "http://x", "a b"] {
+        for bad in [
+            "",
+            "*",
+            "*.",
+            "a..b",
+            "-a.example",
+            "10.0.0.0/33",
+            "http://x",
+            "a b",
+        ] {
             let err = AllowList::parse(&[bad.to_owned()]).unwrap_err();
             assert_eq!(err.field, "--allow-target", "{bad:?}");
         }
