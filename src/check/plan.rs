@@ -114,7 +114,7 @@ pub fn plan(
         if let Some(register) = &sip.register {
             let r = &register.credentials_secret_ref;
             let field = "spec.sip.register.credentialsSecretRef";
-            probes.push(PlannedProbe::SipRegister(sip::RegisterConfig {
+            let config = sip::RegisterConfig {
                 server: sip.server.clone(),
                 username: register.username.clone(),
                 domain: register.domain.clone(),
@@ -123,15 +123,19 @@ pub fn plan(
                 unregister: register.unregister,
                 timeout,
                 ca: ca.clone(),
-            }));
+            };
+            config.validate().map_err(|e| refused("spec.sip", e))?;
+            probes.push(PlannedProbe::SipRegister(config));
         }
         if let Some(options) = &sip.options {
-            probes.push(PlannedProbe::SipOptions(sip::OptionsConfig {
+            let config = sip::OptionsConfig {
                 server: sip.server.clone(),
                 lagged_threshold: options.lagged_threshold.get(),
                 timeout,
                 ca,
-            }));
+            };
+            config.validate().map_err(|e| refused("spec.sip", e))?;
+            probes.push(PlannedProbe::SipOptions(config));
         }
     }
     for (i, check) in spec.http.iter().enumerate() {
@@ -165,7 +169,7 @@ pub fn plan(
         });
     }
     if let Some(stun_check) = &spec.stun {
-        probes.push(PlannedProbe::Stun(stun::StunConfig {
+        let config = stun::StunConfig {
             servers: stun_check.servers.clone(),
             transport: match stun_check.transport {
                 StunTransport::Udp => stun::StunTransport::Udp,
@@ -176,7 +180,9 @@ pub fn plan(
                 .nat_binding
                 .as_ref()
                 .map(|n| n.keepalive_interval.get()),
-        }));
+        };
+        config.validate().map_err(|e| refused("spec.stun", e))?;
+        probes.push(PlannedProbe::Stun(config));
     }
     let control = match &spec.control {
         Some(control) => Some(match (&control.url, &control.stun_server) {
@@ -188,12 +194,16 @@ pub fn plan(
                     config,
                 }
             }
-            (None, Some(server)) => PlannedProbe::Stun(stun::StunConfig {
-                servers: vec![server.clone()],
-                transport: stun::StunTransport::Udp,
-                timeout,
-                nat_binding: None,
-            }),
+            (None, Some(server)) => {
+                let config = stun::StunConfig {
+                    servers: vec![server.clone()],
+                    transport: stun::StunTransport::Udp,
+                    timeout,
+                    nat_binding: None,
+                };
+                config.validate().map_err(|e| refused("spec.control", e))?;
+                PlannedProbe::Stun(config)
+            }
             (None, None) => unreachable!("validate() demands exactly one of url and stunServer"),
         }),
         None => None,
@@ -304,6 +314,12 @@ fn url_host(text: &str, field: &str) -> Result<String, PlanError> {
 
 fn parsed_url(text: &str, field: impl Into<String>) -> Result<Url, PlanError> {
     api::parse_http_url(text).map_err(|why| invalid(SpecError::new(field, why)))
+}
+
+/// A probe configuration the probe itself would refuse: checked here, so that a run never
+/// meets a [`crate::probe::ConfigError`] (see [`super::run`]).
+fn refused(field: &str, error: crate::probe::ConfigError) -> PlanError {
+    invalid(SpecError::new(field, error))
 }
 
 fn invalid(error: SpecError) -> PlanError {

@@ -73,6 +73,14 @@ pub struct OptionsOutcome {
     pub failure: Option<Failure>,
 }
 
+impl OptionsConfig {
+    /// Checks the server URI before anything is sent (what [`options`] refuses with a
+    /// [`ConfigError`], short of an unreadable CA file).
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        uri::parse(&self.server).map(drop)
+    }
+}
+
 /// Sends one OPTIONS to `cfg.server` and classifies the answer. `Err` only for bad input.
 pub async fn options(dns: &Dns, cfg: &OptionsConfig) -> Result<OptionsOutcome, ConfigError> {
     let server = uri::parse(&cfg.server)?;

@@ -86,15 +86,25 @@ pub struct RegisterOutcome {
     pub failure: Option<Failure>,
 }
 
+impl RegisterConfig {
+    /// Checks the server URI and user name before anything is sent (what [`register`] refuses
+    /// with a [`ConfigError`], short of an unreadable CA file).
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        uri::parse(&self.server)?;
+        if self.username.is_empty() || self.username.contains(['@', ':', ' ', '<', '>', '"']) {
+            return Err(ConfigError::new(
+                "username",
+                "must be a plain SIP user name",
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// Registers per `cfg`. `Err` only for bad input (an unusable URI or CA file).
 pub async fn register(dns: &Dns, cfg: &RegisterConfig) -> Result<RegisterOutcome, ConfigError> {
+    cfg.validate()?;
     let server = uri::parse(&cfg.server)?;
-    if cfg.username.is_empty() || cfg.username.contains(['@', ':', ' ', '<', '>', '"']) {
-        return Err(ConfigError::new(
-            "username",
-            "must be a plain SIP user name",
-        ));
-    }
     let started = Instant::now();
     let deadline = started + cfg.timeout;
     let mut outcome = RegisterOutcome {
