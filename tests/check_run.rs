@@ -95,7 +95,13 @@ async fn every_probe_of_a_realistic_check_succeeds_concurrently() {
     let names: Vec<&str> = report.probes.iter().map(|p| p.name.as_str()).collect();
     assert_eq!(
         names,
-        ["sip-register", "sip-options", "http:web-ui", "http:private", "stun"]
+        [
+            "sip-register",
+            "sip-options",
+            "http:web-ui",
+            "http:private",
+            "stun"
+        ]
     );
     let kinds: Vec<ProbeKind> = report.probes.iter().map(|p| p.kind).collect();
     use ProbeKind::*;
@@ -122,7 +128,10 @@ async fn every_probe_of_a_realistic_check_succeeds_concurrently() {
     let longest = report.probes.iter().map(|p| p.duration).max().unwrap();
     let sum: Duration = report.probes.iter().map(|p| p.duration).sum();
     assert!(elapsed >= Duration::from_secs(1), "{elapsed:?}");
-    assert!(elapsed < longest + Duration::from_millis(500), "{elapsed:?} vs {longest:?}");
+    assert!(
+        elapsed < longest + Duration::from_millis(500),
+        "{elapsed:?} vs {longest:?}"
+    );
     assert!(elapsed < sum, "{elapsed:?} vs sum {sum:?}");
 }
 
