@@ -14,6 +14,26 @@
 //! the status codes, which are 0 for "no final response", as blackbox_exporter's
 //! `probe_http_status_code` is.
 //!
+//! | metric (prefix `voipcheck_`) | type | labels besides `location` |
+//! |---|---|---|
+//! | `probe_success` | gauge 0/1 | namespace, name, probe |
+//! | `probe_duration_seconds` | histogram | namespace, name, probe |
+//! | `sip_responses_total` | counter | namespace, name, probe, method, code |
+//! | `sip_last_status_code` | gauge (0: none) | namespace, name, probe |
+//! | `sip_registration_status` | gauge 0 unregistered, 1 registered, 2 rejected | namespace, name, probe |
+//! | `sip_rtt_seconds` | gauge | namespace, name, probe |
+//! | `http_status_code` | gauge (0: none) | namespace, name, probe |
+//! | `http_phase_duration_seconds` | gauge | namespace, name, probe, phase |
+//! | `tls_cert_expiry_timestamp_seconds` | gauge | namespace, name, probe |
+//! | `stun_rtt_seconds` | gauge | namespace, name, probe |
+//! | `stun_public_address` | gauge 0/1 | namespace, name, probe |
+//! | `nat_binding_lifetime_seconds` | gauge (idle time survived; 0: expired) | namespace, name, probe |
+//! | `condition` | gauge, always 1 | namespace, name, type, status, reason |
+//! | `hotline_reportable` | gauge 0/1 | namespace, name |
+//! | `reconcile_total`, `reconcile_errors_total` | counters | -, category |
+//! | `schedule_lag_seconds` | histogram | - |
+//! | `checks` | gauge | - |
+//!
 //! The `prometheus` crate cannot delete series by a partial label match, so the series each
 //! check has written are recorded here; [`Metrics::remove_check`], probes gone from a check and
 //! stale condition triples are removed from that record.
@@ -303,7 +323,7 @@ impl Writer<'_> {
         self.gauge(
             Family::SipRegistrationStatus,
             &[],
-            Some(status as u8 as f64),
+            Some(f64::from(status as u8)),
         );
         self.gauge(Family::SipRtt, &[], secs(outcome.first_response));
     }
@@ -372,7 +392,7 @@ impl Writer<'_> {
         use crate::check::ProbeKind;
         let facts: &[Family] = match run.kind {
             ProbeKind::SipRegister => {
-                let unregistered = RegistrationStatus::Unregistered as u8 as f64;
+                let unregistered = f64::from(RegistrationStatus::Unregistered as u8);
                 self.gauge(Family::SipRegistrationStatus, &[], Some(unregistered));
                 self.gauge(Family::SipLastStatusCode, &[], Some(0.0));
                 &[Family::SipRtt]

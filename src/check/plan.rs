@@ -719,6 +719,17 @@ mod tests {
     }
 
     #[test]
+    fn configurations_the_probe_would_refuse_are_invalid_specs() {
+        // The schema's user pattern allows '<', the SIP probe does not: plan() asks the probe.
+        let bad = spec(json!({ "sip": { "register": { "username": "a<b" } } }));
+        let err = try_plan(&bad, &secrets(), &[]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "spec.sip: username: must be a plain SIP user name"
+        );
+    }
+
+    #[test]
     fn missing_secrets_and_keys_name_field_and_secret() {
         let cases = [
             (
