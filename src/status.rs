@@ -150,3 +150,334 @@ fn bounded(message: &str) -> String {
     }
     format!("{}{ellipsis}", &message[..end])
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::ConditionStatus::{False, True};
+    use crate::api::TargetKind::Cloud;
+    use crate::check::ProbeKind;
+    use crate::probe::Failure;
+    use crate::verdict::fixtures::*;
+    use crate::verdict::{Policy, not_runnable};
+
+    fn spec() -> VoipCheckSpec {
+        serde_json::from_value(serde_json::json!({
+            "target": { "kind": "Cloud", "name": "maxmuster.starface-cloud.com" },
+            "sip": { "server": "sip:maxmuster.starface-cloud.com", "options": {} },
+            "report": { "cloudName": "maxmuster", "contact": "NOC +49 721 000" }
+        }))
+        .unwrap()
+    }
+
+    /// Runs a check and writes each verdict as the next status, as the status writer does.
+    struct Written {
+        check: Check,
+        status: Option<VoipCheckStatus>,
+        generation: Option<i64>,
+    }
+
+    impl Written {
+        fn new(policy: Policy) -> Self {
+            Written {
+                check: Check::new(policy),
+                status: None,
+                generation: Some(1),
+            }
+        }
+
+        fn run(&mut self, build: impl Fn(Run) -> Run) -> Vec<Transition> {
+            let now = self.check.now();
+            let (report, verdict) = self.check.run_report(build);
+            self.write(&verdict, Some(&report), now)
+        }
+
+        fn write(
+            &mut self,
+            verdict: &Verdict,
+            run: Option<&RunReport>,
+            now: SystemTime,
+        ) -> Vec<Transition> {
+            let (status, transitions) = next_status(
+                self.status.as_ref(),
+                &spec(),
+                verdict,
+                run,
+                self.generation,
+                now,
+            );
+            self.status = Some(status);
+            transitions
+        }
+
+        fn condition(&self, type_: ConditionType) -> &Condition {
+            let status = self.status.as_ref().expect("written");
+            status
+                .conditions
+                .iter()
+                .find(|c| c.type_ == type_.as_str())
+                .unwrap_or_else(|| panic!("no {type_}"))
+        }
+
+        fn status(&self) -> &VoipCheckStatus {
+            self.status.as_ref().expect("written")
+        }
+    }
+
+    fn kube_time(t: SystemTime) -> Time {
+        time(t)
+    }
+
+    #[test]
+    fn first_status_has_every_condition_with_generation_and_transitions_from_none() {
+        let mut written = Written::new(Policy::test(Cloud));
+        let transitions = written.run(|r| r.registered().web_ok("web-ui"));
+        let types: Vec<&str> = written
+            .status()
+            .conditions
+            .iter()
+            .map(|c| c.type_.as_str())
+            .collect();
+        assert_eq!(
+            types,
+            [
+                "Ready",
+                "SipRegistered",
+                "WebReachable",
+                "HotlineReportable"
+            ]
+        );
+        let ready = written.condition(ConditionType::Ready);
+        assert_eq!(
+            (ready.status.as_str(), ready.reason.as_str()),
+            ("True", "Healthy")
+        );
+        assert_eq!(ready.last_transition_time, kube_time(at(0)));
+        assert_eq!(ready.observed_generation, Some(1));
+        assert_eq!(written.status().observed_generation, Some(1));
+        assert_eq!(transitions.len(), 4);
+        assert!(transitions.iter().all(|t| t.from.is_none()));
+        assert_eq!(
+            transitions[1],
+            Transition {
+                type_: ConditionType::SipRegistered,
+                from: None,
+                to: (True, Reason::Registered),
+                message: "sip-register: 200 OK after 23.0 ms".into(),
+            }
+        );
+    }
+
+    #[test]
+    fn last_transition_time_stays_while_the_status_stays() {
+        let mut written = Written::new(Policy::test(Cloud));
+        written.run(|r| r.register_fails(timeout()));
+        let transitions = written.run(|r| r.register_fails(Failure::AuthRejected { code: 401 }));
+        let registered = written.condition(ConditionType::SipRegistered);
+        assert_eq!(registered.reason, "AuthRejected");
+        assert_eq!(
+            registered.last_transition_time,
+            kube_time(at(0)),
+            "same status, new reason: Kubernetes keeps lastTransitionTime"
+        );
+        let types: Vec<ConditionType> = transitions.iter().map(|t| t.type_).collect();
+        assert_eq!(
+            types,
+            [
+                ConditionType::SipRegistered,
+                ConditionType::HotlineReportable
+            ],
+            "a new reason is news: Timeout -> AuthRejected, ProviderOutage -> ConfigurationProblem"
+        );
+        assert_eq!(transitions[0].from, Some((False, Reason::Timeout)));
+        assert_eq!(transitions[0].to, (False, Reason::AuthRejected));
+    }
+
+    #[test]
+    fn last_transition_time_moves_when_the_status_changes() {
+        let mut written = Written::new(Policy::test(Cloud));
+        written.run(|r| r.registered());
+        written.run(|r| r.registered());
+        let transitions = written.run(|r| r.register_fails(timeout()));
+        let registered = written.condition(ConditionType::SipRegistered);
+        assert_eq!(registered.last_transition_time, kube_time(at(60)));
+        let ready = written.condition(ConditionType::Ready);
+        assert_eq!(ready.last_transition_time, kube_time(at(60)));
+        let changed: Vec<_> = transitions
+            .iter()
+            .map(|t| (t.type_, t.from, t.to))
+            .collect();
+        assert_eq!(
+            changed,
+            [
+                (
+                    ConditionType::Ready,
+                    Some((True, Reason::Healthy)),
+                    (False, Reason::ProbesFailing)
+                ),
+                (
+                    ConditionType::SipRegistered,
+                    Some((True, Reason::Registered)),
+                    (False, Reason::Timeout)
+                ),
+                (
+                    ConditionType::HotlineReportable,
+                    Some((False, Reason::Healthy)),
+                    (True, Reason::ProviderOutage)
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_message_change_alone_is_no_transition() {
+        let mut written = Written::new(Policy::test(Cloud).failure_threshold(3));
+        written.run(|r| r.registered());
+        let transitions = written.run(|r| r.register_fails(timeout()));
+        assert_eq!(
+            written.condition(ConditionType::SipRegistered).message,
+            "sip-register: no answer within 10s (1 of 3 failed runs before False)"
+        );
+        assert_eq!(transitions, []);
+    }
+
+    #[test]
+    fn observed_generation_follows_the_spec_generation() {
+        let mut written = Written::new(Policy::test(Cloud));
+        written.run(|r| r.registered());
+        written.generation = Some(7);
+        written.run(|r| r.registered());
+        assert_eq!(written.status().observed_generation, Some(7));
+        assert!(
+            written
+                .status()
+                .conditions
+                .iter()
+                .all(|c| c.observed_generation == Some(7))
+        );
+    }
+
+    #[test]
+    fn last_run_lists_each_probe_and_the_control_with_its_reason() {
+        let mut written = Written::new(Policy::test(Cloud));
+        written.run(|r| {
+            r.registered()
+                .lagged(Duration::from_secs(3))
+                .cancelled("http:web-ui", ProbeKind::Http)
+                .control_ok()
+        });
+        let last_run = written.status().last_run.clone().unwrap();
+        assert_eq!(last_run.time, kube_time(at(0)));
+        let probes: Vec<_> = last_run
+            .probes
+            .iter()
+            .map(|p| {
+                (
+                    p.name.as_str(),
+                    p.success,
+                    p.reason.as_str(),
+                    p.duration_seconds,
+                )
+            })
+            .collect();
+        assert_eq!(
+            probes,
+            [
+                ("sip-register", true, "Registered", 0.023),
+                ("sip-options", false, "Lagged", 0.023),
+                ("http:web-ui", false, "Timeout", 0.023),
+                ("control", true, "Reachable", 0.023),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_check_that_cannot_run_keeps_the_last_run_and_drops_probe_conditions() {
+        let mut written = Written::new(Policy::test(Cloud));
+        written.run(|r| r.registered());
+        let last_run = written.status().last_run.clone();
+        let error = crate::check::PlanError::CredentialsMissing {
+            field: "spec.sip.register.credentialsSecretRef".into(),
+            secret: "maxmuster-sip".into(),
+            key: None,
+        };
+        let transitions = written.write(&not_runnable(&error), None, at(45));
+        assert_eq!(written.status().last_run, last_run);
+        let types: Vec<&str> = written
+            .status()
+            .conditions
+            .iter()
+            .map(|c| c.type_.as_str())
+            .collect();
+        assert_eq!(types, ["Ready", "HotlineReportable"]);
+        let ready = written.condition(ConditionType::Ready);
+        assert_eq!(ready.reason, "CredentialsMissing");
+        assert_eq!(
+            ready.message,
+            "spec.sip.register.credentialsSecretRef: Secret maxmuster-sip not found"
+        );
+        assert_eq!(ready.last_transition_time, kube_time(at(45)));
+        assert_eq!(transitions.len(), 2);
+    }
+
+    #[test]
+    fn incident_while_reportable_with_the_spec_report() {
+        let mut written = Written::new(Policy::test(Cloud).failure_threshold(2));
+        written.run(|r| r.register_fails(timeout()));
+        assert_eq!(written.status().incident, None);
+        written.run(|r| r.register_fails(timeout()));
+        let incident = serde_json::to_value(written.status().incident.as_ref().unwrap()).unwrap();
+        assert_eq!(
+            incident,
+            serde_json::json!({
+                "service": "Cloud",
+                "name": "maxmuster.starface-cloud.com",
+                "cloudName": "maxmuster",
+                "contact": "NOC +49 721 000",
+                "since": "2023-11-14T22:13:20Z",
+                "evidence": "sip-register: no answer within 10s (2 runs)"
+            })
+        );
+        written.run(|r| r.registered());
+        assert_eq!(written.status().incident, None, "gone after recovery");
+    }
+
+    #[test]
+    fn long_messages_are_cut_at_a_character_boundary() {
+        let long = "ä".repeat(MAX_MESSAGE_BYTES);
+        let cut = bounded(&long);
+        assert!(cut.len() <= MAX_MESSAGE_BYTES, "{}", cut.len());
+        assert!(cut.ends_with("ä…"));
+        assert_eq!(bounded("short"), "short");
+    }
+
+    #[test]
+    fn a_reason_this_version_does_not_know_is_a_transition_from_none() {
+        let mut written = Written::new(Policy::test(Cloud));
+        written.run(|r| r.registered());
+        let mut previous = written.status().clone();
+        previous.conditions[1].reason = "SomethingNewer".into();
+        written.status = Some(previous);
+        let transitions = written.run(|r| r.registered());
+        assert_eq!(transitions.len(), 1);
+        assert_eq!(transitions[0].type_, ConditionType::SipRegistered);
+        assert_eq!(transitions[0].from, None);
+        assert_eq!(
+            written
+                .condition(ConditionType::SipRegistered)
+                .last_transition_time,
+            kube_time(at(0)),
+            "the status did not change"
+        );
+    }
+
+    #[test]
+    fn status_reads_back_equal_after_a_json_round_trip() {
+        let mut written = Written::new(Policy::test(Cloud));
+        written.check.pause(Duration::from_millis(987));
+        written.run(|r| r.registered().web_ok("web-ui"));
+        let json = serde_json::to_string(written.status()).unwrap();
+        let read: VoipCheckStatus = serde_json::from_str(&json).unwrap();
+        assert_eq!(&read, written.status());
+    }
+}

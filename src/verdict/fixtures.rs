@@ -475,11 +475,16 @@ impl Check {
 
     /// Evaluates one run, built from an empty run at the next start time.
     pub fn run(&mut self, build: impl Fn(Run) -> Run) -> Verdict {
+        self.run_report(build).1
+    }
+
+    /// As [`Check::run`], also returning the run's report.
+    pub fn run_report(&mut self, build: impl Fn(Run) -> Run) -> (RunReport, Verdict) {
         let report = build(Run::at(self.next)).build();
         let (history, verdict) = evaluate(&self.policy, &self.history, &report, self.next);
         self.history = history;
         self.next += INTERVAL;
-        verdict
+        (report, verdict)
     }
 
     /// `n` runs alike; the last verdict.

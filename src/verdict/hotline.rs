@@ -24,11 +24,12 @@ use super::{ConditionValue, Conditions, IncidentEvidence, failing, listing};
 use crate::api::{ConditionStatus, ConditionType, Reason, TargetKind};
 use std::time::SystemTime;
 
-/// The condition, and the incident while it is True.
+/// The condition, and the incident while it is True; `at` is when this run started.
 pub(super) fn decide(
     target: TargetKind,
     conditions: &Conditions,
     control: Option<&Observation>,
+    at: SystemTime,
 ) -> (ConditionValue, Option<IncidentEvidence>) {
     let failing = failing(conditions);
     let blamed = |blame: Blame| -> Vec<(ConditionType, &Tracked)> {
@@ -83,7 +84,7 @@ pub(super) fn decide(
                 .iter()
                 .filter_map(|(_, t)| t.since)
                 .min()
-                .unwrap_or(SystemTime::UNIX_EPOCH),
+                .unwrap_or(at),
             evidence: evidence(&provider),
         };
         return (

@@ -4,13 +4,13 @@
 //!
 //! A run is read in three steps:
 //! 1. each probe run becomes an observation of its condition: reason, message, and on failure
-//!    where the cause lies (provider, configuration, this location) — [`probe`], [`web`],
-//!    [`nat`], [`error_rate`];
+//!    where the cause lies (provider, configuration, this location) — `probe`, `web`,
+//!    `nat`, `error_rate`;
 //! 2. thresholds turn observations into condition statuses: `failureThreshold` consecutive
 //!    failed runs before False, `successThreshold` passed runs before True again —
-//!    [`threshold`];
+//!    `threshold`;
 //! 3. `Ready` and `HotlineReportable` summarise the conditions, the control probe deciding
-//!    whether failures can be trusted — [`ready`], [`hotline`].
+//!    whether failures can be trusted — `ready`, `hotline`.
 
 mod error_rate;
 mod format;
@@ -198,7 +198,7 @@ pub fn evaluate(
 
     let control = report.control.as_ref().map(probe::observe);
     let ready = ready::decide(policy.target, &conditions, control.as_ref());
-    let (reportable, incident) = hotline::decide(policy.target, &conditions, control.as_ref());
+    let (reportable, incident) = hotline::decide(policy.target, &conditions, control.as_ref(), at);
     let verdict = Verdict {
         conditions: std::iter::once(ready)
             .chain(conditions.iter().map(|(type_, t)| {

@@ -665,24 +665,12 @@ fn pending_until_a_condition_has_a_status() {
 #[test]
 fn a_false_condition_shows_even_while_others_are_pending() {
     let mut check = Check::new(Policy::test(Cloud).failure_threshold(2));
-    check.run(|r| r.registered().web_fails("web-ui", timeout()));
-    let v = check.run(|r| r.register_fails(timeout()).web_fails("web-ui", timeout()));
-    assert_eq!(v.of(SipRegistered), (True, Reason::Registered));
-    let v = check.run(|r| {
-        r.cancelled("sip-register", ProbeKind::SipRegister)
-            .web_fails("web-ui", timeout())
-    });
-    assert_eq!(v.of(Ready), (False, Reason::ServiceNotResponding));
-    let mut check = Check::new(Policy::test(Cloud).failure_threshold(2));
-    check.run(|r| r.register_fails(timeout()).web_fails("web-ui", timeout()));
-    check.run(|r| r.register_fails(timeout()).web_fails("web-ui", timeout()));
-    let v = check.run(|r| {
-        r.register_fails(timeout())
-            .web_fails("web-ui", timeout())
-            .stun_fails(timeout())
-    });
+    check.runs(2, |r| r.register_fails(timeout()));
+    let v = check.run(|r| r.register_fails(timeout()).stun_fails(timeout()));
+    assert_eq!(v.of(SipRegistered), (False, Reason::Timeout));
     assert_eq!(v.of(StunReachable), (Unknown, Reason::Pending));
-    assert_eq!(v.of(Ready), (False, Reason::ServiceNotResponding));
+    assert_eq!(v.of(Ready), (False, Reason::ProbesFailing));
+    assert_eq!(v.message(Ready), "failing: SipRegistered (Timeout)");
 }
 
 #[test]

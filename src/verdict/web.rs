@@ -13,14 +13,17 @@ use std::time::{Duration, SystemTime};
 /// pages work today.
 pub(super) fn observe_all(runs: &[&ProbeRun], warning: Duration, now: SystemTime) -> Observation {
     let observed: Vec<Observation> = runs.iter().map(|run| observe(run)).collect();
-    let failing: Vec<&Observation> = observed.iter().filter(|o| !o.is_pass()).collect();
-    if let Some(first) = failing.first() {
-        let lead = failing
+    let failing: Vec<(&Observation, Blame)> = observed
+        .iter()
+        .filter_map(|o| o.fault.map(|blame| (o, blame)))
+        .collect();
+    if let Some(&first) = failing.first() {
+        let (lead, blame) = failing
             .iter()
-            .find(|o| o.fault == Some(Blame::Provider))
+            .copied()
+            .find(|(_, blame)| *blame == Blame::Provider)
             .unwrap_or(first);
-        let detail = join(failing.iter().map(|o| o.detail.as_str()));
-        let blame = lead.fault.expect("a failing observation has a blame");
+        let detail = join(failing.iter().map(|(o, _)| o.detail.as_str()));
         return Observation::failed(lead.reason, blame, detail);
     }
     let expiring: Vec<Option<SystemTime>> =
