@@ -74,18 +74,29 @@ pub(super) fn decide(
         );
     }
     if !provider.is_empty() && target.is_provider_service() {
-        let control = match control {
-            Some(_) => "the control probe passes",
-            None => "no control probe configured",
-        };
-        let message = format!("provider-side failure of {}; {control}", listing(&provider));
+        // A failing control probe returned above: one that is there passes.
+        let control_passes = control.is_some();
+        let message = format!(
+            "provider-side failure of {}; {}",
+            listing(&provider),
+            match control_passes {
+                true => "the control probe passes",
+                false => "no control probe configured",
+            }
+        );
+        // The hotline asks whether the service fails from elsewhere too (seed 002); a passing
+        // control probe is this location's answer.
+        let mut evidence = evidence(&provider);
+        if control_passes {
+            evidence.push_str("; control probe passes");
+        }
         let incident = IncidentEvidence {
             since: provider
                 .iter()
                 .filter_map(|(_, t)| t.since)
                 .min()
                 .unwrap_or(at),
-            evidence: evidence(&provider),
+            evidence,
         };
         return (
             ConditionValue::new(

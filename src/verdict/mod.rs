@@ -141,10 +141,7 @@ pub fn evaluate(
     now: SystemTime,
 ) -> (History, Verdict) {
     let at = report.started;
-    let thresholds = Thresholds {
-        failure: policy.failure_threshold,
-        success: policy.success_threshold,
-    };
+    let thresholds = Thresholds::new(policy.failure_threshold, policy.success_threshold);
     let mut conditions = Conditions::new();
     let mut fold = |type_: ConditionType, seen: probe::Observation, th: Thresholds| {
         let tracked = Tracked::step(history.conditions.get(&type_), seen, th, at);

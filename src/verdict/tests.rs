@@ -387,6 +387,10 @@ fn control_probe_passing_lets_a_provider_outage_be_reported() {
         v.message(HotlineReportable),
         "provider-side failure of SipRegistered (Timeout); the control probe passes"
     );
+    assert_eq!(
+        v.incident.unwrap().evidence,
+        "sip-register: no answer within 10s; control probe passes"
+    );
 }
 
 #[test]
@@ -726,6 +730,19 @@ fn a_failure_during_recovery_keeps_the_condition_false() {
     let v = check.run(|r| r.register_fails(refused()));
     assert_eq!(v.of(SipRegistered), (False, Reason::TransportError));
     assert!(v.is_reportable());
+}
+
+#[test]
+fn zero_thresholds_count_as_one() {
+    let mut check = Check::new(
+        Policy::test(Cloud)
+            .failure_threshold(0)
+            .success_threshold(0),
+    );
+    let v = check.run(|r| r.register_fails(timeout()));
+    assert_eq!(v.of(SipRegistered), (False, Reason::Timeout));
+    let v = check.run(|r| r.registered());
+    assert_eq!(v.of(SipRegistered), (True, Reason::Registered));
 }
 
 #[test]

@@ -6,14 +6,22 @@ use super::probe::{Blame, Observation};
 use crate::api::{ConditionStatus, Reason};
 use std::time::SystemTime;
 
-/// Consecutive runs needed to change a condition's status; 0 counts as 1.
+/// Consecutive runs needed to change a condition's status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct Thresholds {
-    pub failure: u32,
-    pub success: u32,
+    failure: u32,
+    success: u32,
 }
 
 impl Thresholds {
+    /// 0 counts as 1: a run always counts.
+    pub fn new(failure: u32, success: u32) -> Self {
+        Thresholds {
+            failure: failure.max(1),
+            success: success.max(1),
+        }
+    }
+
     /// Every run decides on its own (for conditions that already smooth over a window).
     pub const NONE: Thresholds = Thresholds {
         failure: 1,
@@ -73,7 +81,7 @@ impl Tracked {
             None => {
                 next.successes = next.successes.saturating_add(1);
                 next.failures = 0;
-                if next.status == ConditionStatus::False && next.successes < th.success.max(1) {
+                if next.status == ConditionStatus::False && next.successes < th.success {
                     next.message = format!(
                         "{} (recovering: {} of {} successful runs)",
                         next.detail, next.successes, th.success
@@ -87,7 +95,7 @@ impl Tracked {
                 next.failures = next.failures.saturating_add(1);
                 next.successes = 0;
                 next.since.get_or_insert(at);
-                if next.status == ConditionStatus::False || next.failures >= th.failure.max(1) {
+                if next.status == ConditionStatus::False || next.failures >= th.failure {
                     next.decide(ConditionStatus::False, seen);
                 } else {
                     next.message = format!(
