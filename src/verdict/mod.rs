@@ -189,8 +189,12 @@ pub fn evaluate(
     }
     if let Some(why) = unmeasured {
         let type_ = ConditionType::NatBindingStable;
-        let kept = history.conditions.get(&type_).cloned();
-        conditions.insert(type_, kept.unwrap_or_else(|| Tracked::pending(why)));
+        // A measured status stays; a pending one says why the latest run measured nothing.
+        let tracked = match history.conditions.get(&type_) {
+            Some(measured) if measured.status != ConditionStatus::Unknown => measured.clone(),
+            _ => Tracked::pending(why),
+        };
+        conditions.insert(type_, tracked);
     }
 
     let control = report.control.as_ref().map(probe::observe);
