@@ -12,19 +12,20 @@ use support::nginx::{self, Nginx};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use voipcheck::api::{ConditionStatus, ConditionType, Reason, VoipCheckSpec};
 use voipcheck::check::{
-    self, AllowList, CheckId, ProbeKind, ProbeOutcome, ProbeRun, RunReport, StaticSecrets,
+    self, AllowList, CheckId, Plan, PlanError, ProbeKind, ProbeOutcome, ProbeRun, RunReport,
+    StaticSecrets,
 };
 use voipcheck::metrics::{Health, Metrics, ReconcileResult};
 use voipcheck::probe::Failure;
 use voipcheck::probe::dns::Dns;
 use voipcheck::secret::Secret;
-use voipcheck::verdict::{ConditionValue, Verdict};
+use voipcheck::verdict::{ConditionValue, History, Verdict, evaluate, not_runnable};
 
 const SIP_PASSWORD: &str = "alice-secret";
 
 /// One run of a check with every kind of SIP and HTTP probe against the real peers; the web
 /// page behind Basic auth gets its credentials from a Secret, so they sit in the plan's URL.
-async fn real_run(kamailio: &Kamailio, nginx: &Nginx, id: &CheckId) -> RunReport {
+async fn real_run(kamailio: &Kamailio, nginx: &Nginx, id: &CheckId) -> (Plan, RunReport) {
     let spec: VoipCheckSpec = serde_json::from_value(json!({
         "target": { "kind": "Cloud", "name": "lab" },
         "interval": "10s",
@@ -78,7 +79,7 @@ async fn real_run(kamailio: &Kamailio, nginx: &Nginx, id: &CheckId) -> RunReport
         .map(|p| p.name.as_str())
         .collect();
     assert_eq!(failing, ["http:down"], "{report:?}");
-    report
+    (plan, report)
 }
 
 fn condition(type_: ConditionType, status: ConditionStatus, reason: Reason) -> ConditionValue {
@@ -167,9 +168,22 @@ async fn real_runs_give_lint_free_metrics_without_credentials() {
     let nginx = Nginx::start();
     let metrics = Metrics::new("lab-1");
     let id = CheckId::new("telephony", "cloud");
-    let report = real_run(&kamailio, &nginx, &id).await;
+    let (plan, report) = real_run(&kamailio, &nginx, &id).await;
     metrics.record_run(&id, &report);
-    metrics.record_verdict(&id, &verdict(false));
+    let (_, verdict) = evaluate(
+        &plan.policy,
+        &History::default(),
+        &report,
+        SystemTime::now(),
+    );
+    metrics.record_verdict(&id, &verdict);
+    // A check that cannot run has conditions too.
+    let broken = CheckId::new("telephony", "broken");
+    let error = PlanError::TargetNotAllowed {
+        field: "spec.sip.server".into(),
+        host: "169.254.169.254".into(),
+    };
+    metrics.record_verdict(&broken, &not_runnable(&error));
     metrics.record_reconcile(ReconcileResult::Ok);
     metrics.record_reconcile(ReconcileResult::Error("kube_api"));
     metrics.observe_schedule_lag(Duration::from_micros(300));
@@ -242,15 +256,38 @@ async fn real_runs_give_lint_free_metrics_without_credentials() {
             "{phase} missing"
         );
     }
-    let ready = [
+    // One series per condition of the real verdict, each with its current triple.
+    for c in &verdict.conditions {
+        let labels = [
+            ("location", "lab-1"),
+            ("name", "cloud"),
+            ("namespace", "telephony"),
+            ("reason", c.reason.as_str()),
+            ("status", c.status.as_str()),
+            ("type", c.type_.as_str()),
+        ];
+        assert_eq!(
+            value(&text, "voipcheck_condition", &labels),
+            Some(1.0),
+            "{c:?}"
+        );
+    }
+    let conditions = series_with(&text, "voipcheck_condition{");
+    let of_cloud = conditions
+        .iter()
+        .filter(|l| l.contains("name=\"cloud\""))
+        .count();
+    assert_eq!(of_cloud, verdict.conditions.len(), "{conditions:#?}");
+    let broken = [
         ("location", "lab-1"),
-        ("name", "cloud"),
+        ("name", "broken"),
         ("namespace", "telephony"),
-        ("reason", "ProbesFailing"),
+        ("reason", "TargetNotAllowed"),
         ("status", "False"),
         ("type", "Ready"),
     ];
-    assert_eq!(value(&text, "voipcheck_condition", &ready), Some(1.0));
+    assert_eq!(value(&text, "voipcheck_condition", &broken), Some(1.0));
+    // One failed run of three (failureThreshold) is not yet an outage.
     let check = [
         ("location", "lab-1"),
         ("name", "cloud"),
@@ -258,7 +295,7 @@ async fn real_runs_give_lint_free_metrics_without_credentials() {
     ];
     assert_eq!(
         value(&text, "voipcheck_hotline_reportable", &check),
-        Some(1.0)
+        Some(0.0)
     );
     let location = [("location", "lab-1")];
     assert_eq!(
@@ -299,7 +336,7 @@ async fn a_deleted_check_leaves_no_series_and_stale_conditions_go() {
     let kept = CheckId::new("telephony", "kept");
     let deleted = CheckId::new("telephony", "deleted");
     for id in [&kept, &deleted] {
-        let report = real_run(&kamailio, &nginx, id).await;
+        let (_, report) = real_run(&kamailio, &nginx, id).await;
         metrics.record_run(id, &report);
         metrics.record_verdict(id, &verdict(true));
     }
