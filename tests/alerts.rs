@@ -72,7 +72,9 @@ fn unit_test_files() -> Vec<PathBuf> {
 #[test]
 fn promtool_accepts_the_rules() {
     let promtool = support::require_program("promtool");
-    let out = run(Command::new(promtool).args(["check", "rules"]).arg(repo(RULES)));
+    let out = run(Command::new(promtool)
+        .args(["check", "rules"])
+        .arg(repo(RULES)));
     assert!(
         out.contains(&format!("{} rules found", alerts().len())),
         "{out}"
