@@ -2,15 +2,19 @@
 //! rules` accepts the rules, `promtool test rules` runs the unit tests in alerts/tests/, every
 //! alert has a test where it fires and one where it does not, the rules name only condition
 //! types and reasons the code writes, the chart ships the same file, and `amtool` accepts the
-//! Alertmanager example and routes the page to the pager and everything else to tickets.
+//! Alertmanager example and routes the page to the pager and everything else to tickets, and a
+//! real Alertmanager holds back a paging check's tickets.
 
 mod support;
 
 use regex::Regex;
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::{Duration, Instant};
 use voipcheck::api::{ConditionType, Reason};
 
 const RULES: &str = "alerts/voipcheck.rules.yaml";
@@ -215,5 +219,107 @@ fn the_page_goes_to_the_pager_and_the_rest_to_tickets() {
             .arg(format!("severity={}", text(&alert["labels"], "severity")))
             .args(["namespace=telephony", "name=cloud", "location=fra"]));
         assert_eq!(out.trim(), receiver, "{name}");
+    }
+}
+
+/// One HTTP/1.0 exchange with the Alertmanager API; the JSON body of the answer.
+fn alertmanager_api(port: u16, method: &str, path: &str, body: Option<&Value>) -> Value {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let body = body.map(Value::to_string).unwrap_or_default();
+    write!(
+        stream,
+        "{method} {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    assert!(
+        response.starts_with("HTTP/1.0 200"),
+        "{method} {path}: {response}"
+    );
+    let (_, body) = response.split_once("\r\n\r\n").unwrap();
+    serde_json::from_str(body).unwrap_or(Value::Null)
+}
+
+/// The example's inhibit rule, in a running Alertmanager: a check that pages has its tickets
+/// suppressed; another check's ticket, and the same check's ticket from another location, are
+/// not.
+#[test]
+fn while_a_check_pages_its_tickets_are_held_back() {
+    let binary = support::require_program("prometheus-alertmanager");
+    let dir = tempfile::tempdir().unwrap();
+    let port = support::free_port();
+    let mut command = Command::new(binary);
+    command
+        .arg(format!("--config.file={}", repo(ALERTMANAGER).display()))
+        .arg(format!("--storage.path={}", dir.path().display()))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .arg("--cluster.listen-address=")
+        .arg("--log.level=warn");
+    let mut daemon = support::Daemon::spawn(
+        "alertmanager",
+        command,
+        &dir.path().join("alertmanager.log"),
+    );
+    daemon.wait_for_tcp(SocketAddr::from(([127, 0, 0, 1], port)));
+
+    let alert = |name: &str, check: &str, location: &str, severity: &str| {
+        serde_json::json!({
+            "labels": {
+                "alertname": name, "severity": severity,
+                "namespace": "telephony", "name": check, "location": location,
+            },
+            "annotations": { "summary": format!("{name} {check} {location}") },
+        })
+    };
+    let alerts = Value::Array(vec![
+        alert(PAGE, "cloud", "fra", "critical"),
+        alert("VoipCheckSipRegistrationLost", "cloud", "fra", "warning"),
+        alert("VoipCheckWebUnreachable", "cloud", "fra", "warning"),
+        alert("VoipCheckSipRegistrationLost", "cloud", "muc", "warning"),
+        alert("VoipCheckSipRegistrationLost", "trunk", "fra", "warning"),
+    ]);
+    alertmanager_api(port, "POST", "/api/v2/alerts", Some(&alerts));
+
+    let expected: BTreeMap<(String, String, String), &str> = [
+        ((PAGE, "cloud", "fra"), "active"),
+        (
+            ("VoipCheckSipRegistrationLost", "cloud", "fra"),
+            "suppressed",
+        ),
+        (("VoipCheckWebUnreachable", "cloud", "fra"), "suppressed"),
+        (("VoipCheckSipRegistrationLost", "cloud", "muc"), "active"),
+        (("VoipCheckSipRegistrationLost", "trunk", "fra"), "active"),
+    ]
+    .into_iter()
+    .map(|((a, n, l), state)| ((a.to_owned(), n.to_owned(), l.to_owned()), state))
+    .collect();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let listed = alertmanager_api(port, "GET", "/api/v2/alerts", None);
+        let states: BTreeMap<(String, String, String), &str> = listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| {
+                let labels = &a["labels"];
+                let key = ["alertname", "name", "location"].map(|k| text(labels, k).to_owned());
+                (key.into(), a["status"]["state"].as_str().unwrap())
+            })
+            .collect();
+        if states == expected {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "alert states {states:#?}, expected {expected:#?}\n{}",
+            daemon.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(200));
     }
 }
