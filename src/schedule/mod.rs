@@ -194,7 +194,10 @@ impl Scheduler {
 
 impl Drop for Scheduler {
     fn drop(&mut self) {
-        let checks = self.checks.get_mut().unwrap_or_else(PoisonError::into_inner);
+        let checks = self
+            .checks
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner);
         for handle in checks.values() {
             handle.task.abort();
         }

@@ -51,7 +51,11 @@ mod tests {
         let id = CheckId::new("telephony", "maxmuster-cloud");
         let offset_now = offset(&id, interval);
         assert!(offset_now < interval);
-        assert_eq!(offset(&id.clone(), interval), offset_now, "same id, same slot");
+        assert_eq!(
+            offset(&id.clone(), interval),
+            offset_now,
+            "same id, same slot"
+        );
         assert_ne!(
             offset(&CheckId::new("telephony", "maxmuster-connect"), interval),
             offset_now
@@ -83,7 +87,14 @@ mod tests {
         let origin = Instant::now();
         let offset = Duration::from_secs(7);
         let interval = Duration::from_secs(30);
-        let due = |after: u64| first_due(origin, origin + Duration::from_secs(after), offset, interval);
+        let due = |after: u64| {
+            first_due(
+                origin,
+                origin + Duration::from_secs(after),
+                offset,
+                interval,
+            )
+        };
         assert_eq!(due(0), origin + Duration::from_secs(7));
         assert_eq!(due(7), origin + Duration::from_secs(7));
         assert_eq!(due(8), origin + Duration::from_secs(37));

@@ -84,7 +84,11 @@ pub(super) async fn drive(
     loop {
         let next = match check.entry.plan.clone() {
             Ok(plan) => check.on_timer(plan, &mut entries, &mut stopping).await,
-            Err(error) => check.not_runnable(&error, &mut entries, &mut stopping).await,
+            Err(error) => {
+                check
+                    .not_runnable(&error, &mut entries, &mut stopping)
+                    .await
+            }
         };
         if let Next::Stop = next {
             return;
@@ -217,7 +221,10 @@ impl Check {
         let Ok(slot) = self.shared.updates.reserve().await else {
             return false;
         };
-        let registered = self.registered.lock().unwrap_or_else(PoisonError::into_inner);
+        let registered = self
+            .registered
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         if !*registered {
             return false;
         }

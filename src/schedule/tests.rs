@@ -264,7 +264,10 @@ async fn a_run_longer_than_the_interval_delays_the_next_and_the_lag_is_measured(
     let (count, sum) = lag(&harness.metrics);
     assert!(count >= 3);
     let expected: f64 = 15.0 + 20.0;
-    assert!(sum >= expected, "lag sum {sum}, expected at least {expected}");
+    assert!(
+        sum >= expected,
+        "lag sum {sum}, expected at least {expected}"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -334,7 +337,10 @@ async fn an_unchanged_entry_keeps_its_timer_and_a_new_interval_moves_to_its_grid
     tokio::time::sleep(Duration::from_secs(31)).await;
     let first = harness.recorder.starts_of(&id)[0];
     let updates = harness.drain();
-    assert!(!updates[0].transitions.is_empty(), "first run: conditions appear");
+    assert!(
+        !updates[0].transitions.is_empty(),
+        "first run: conditions appear"
+    );
 
     // Re-upserting the same entry (a re-reconcile) changes nothing.
     for _ in 0..5 {
