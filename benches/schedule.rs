@@ -18,11 +18,10 @@ use support::kamailio::Kamailio;
 use support::nginx::Nginx;
 use tokio::sync::mpsc;
 use voipcheck::api::VoipCheckSpec;
-use voipcheck::check::{self, AllowList, CheckId};
+use voipcheck::check::{self, AllowList, CheckId, StaticSecrets};
 use voipcheck::metrics::Metrics;
 use voipcheck::probe::dns::Dns;
 use voipcheck::schedule::{CheckEntry, Scheduler};
-use voipcheck::standalone::FileSecrets;
 
 /// Probes per check run: SIP OPTIONS, STUN, HTTP.
 const PROBES_PER_RUN: u64 = 3;
@@ -157,7 +156,7 @@ fn main() {
             settings.max_concurrent,
             updates,
         );
-        let (secrets, allow) = (FileSecrets::default(), AllowList::default());
+        let (secrets, allow) = (StaticSecrets::new(), AllowList::default());
         let cpu_before = cpu_time();
         let started = Instant::now();
         for i in 0..settings.checks {

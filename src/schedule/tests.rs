@@ -253,7 +253,10 @@ async fn slots_survive_a_restart() {
     second.scheduler.upsert(entry("cloud", 30));
     tokio::time::sleep(Duration::from_secs(31)).await;
     let again = second.recorder.runs()[0].start - second.origin();
-    assert!(again.abs_diff(run) <= TIMER_RESOLUTION, "{run:?} before, {again:?} after");
+    assert!(
+        again.abs_diff(run) <= TIMER_RESOLUTION,
+        "{run:?} before, {again:?} after"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -294,7 +297,10 @@ async fn on_time_runs_have_no_lag() {
     tokio::time::sleep(Duration::from_secs(21)).await;
     let (count, sum) = lag(&harness.metrics);
     assert!(count >= 80, "{count} runs");
-    assert!(sum <= count as f64 * TIMER_RESOLUTION.as_secs_f64(), "lag sum {sum}");
+    assert!(
+        sum <= count as f64 * TIMER_RESOLUTION.as_secs_f64(),
+        "lag sum {sum}"
+    );
 }
 
 #[tokio::test(start_paused = true)]

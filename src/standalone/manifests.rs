@@ -7,12 +7,11 @@
 //! plan's question, answered per check: see [`super`].
 
 use crate::api::VoipCheck;
-use crate::check::{CheckId, SecretLookup, SecretSource};
-use crate::secret::Secret;
+use crate::check::{CheckId, StaticSecrets};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use serde_saphyr::Spanned;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -33,26 +32,9 @@ pub struct FileCheck {
 pub struct Manifests {
     /// In file order.
     pub checks: Vec<FileCheck>,
-    pub secrets: FileSecrets,
-}
-
-/// The Secrets of a file, by namespace and name. Values are kept as [`Secret`], so printing the
-/// manifests shows no credential.
-#[derive(Debug, Clone, Default)]
-pub struct FileSecrets {
-    secrets: HashMap<(String, String), BTreeMap<String, Secret>>,
-}
-
-impl SecretSource for FileSecrets {
-    fn lookup(&self, namespace: &str, name: &str, key: &str) -> SecretLookup {
-        match self.secrets.get(&(namespace.to_owned(), name.to_owned())) {
-            None => SecretLookup::SecretMissing,
-            Some(data) => match data.get(key) {
-                Some(value) => SecretLookup::Found(value.clone()),
-                None => SecretLookup::KeyMissing,
-            },
-        }
-    }
+    /// The file's Secrets. Their values print as `Secret(<redacted>)`, so printing the
+    /// manifests shows no credential.
+    pub secrets: StaticSecrets,
 }
 
 /// A document of a file: "checks.yaml document 2 (line 14)".
@@ -136,11 +118,10 @@ pub fn parse(file: &Path, text: &str) -> Result<Manifests, LoadError> {
                 if let Some(other) = seen_secrets.get(&id) {
                     return Err(duplicate(place, "Secret", &id, other));
                 }
-                let data = secret_data(&place, secret)?;
                 manifests
                     .secrets
-                    .secrets
-                    .insert((id.namespace.clone(), id.name.clone()), data);
+                    .insert_k8s(&secret, DEFAULT_NAMESPACE)
+                    .map_err(|e| document_error(place.clone(), &e.field, e.reason))?;
                 seen_secrets.insert(id, place);
             }
             (None, _) if !value.is_object() => {
@@ -197,25 +178,6 @@ fn duplicate(place: Place, kind: &str, id: &CheckId, first: &Place) -> LoadError
     document_error(place, "metadata.name", message)
 }
 
-/// `data` (base64, decoded by the API type) and `stringData`, which wins as the API server
-/// merges it. Values must be text: they are passwords and PEM certificates.
-fn secret_data(
-    place: &Place,
-    secret: k8s_openapi::api::core::v1::Secret,
-) -> Result<BTreeMap<String, Secret>, LoadError> {
-    let mut values = BTreeMap::new();
-    for (key, bytes) in secret.data.unwrap_or_default() {
-        let text = String::from_utf8(bytes.0).map_err(|_| {
-            document_error(place.clone(), &format!("data.{key}"), "is not UTF-8 text")
-        })?;
-        values.insert(key, Secret::new(text));
-    }
-    for (key, text) in secret.string_data.unwrap_or_default() {
-        values.insert(key, Secret::new(text));
-    }
-    Ok(values)
-}
-
 fn document_error(place: Place, field: &str, message: impl Into<String>) -> LoadError {
     LoadError::Document {
         place,
@@ -249,6 +211,7 @@ fn document_at_line(text: &str, line: u64) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::check::{SecretLookup, SecretSource};
 
     const CHECK: &str = "apiVersion: voipcheck.io/v1alpha1
 kind: VoipCheck
@@ -362,14 +325,10 @@ stringData:
     }
 
     #[test]
-    fn secret_values_must_be_text_and_base64() {
+    fn secret_data_must_be_base64() {
         let bad = SECRET.replace("YWxpY2Utc2VjcmV0", "not base64!");
         let (_, _, field, _) = document_error(&bad);
         assert_eq!(field, "data.password");
-        let binary = SECRET.replace("YWxpY2Utc2VjcmV0", "/w==");
-        let (_, _, field, message) = document_error(&binary);
-        assert_eq!(field, "data.password");
-        assert!(!message.contains("/w=="));
     }
 
     #[test]

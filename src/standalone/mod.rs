@@ -11,12 +11,10 @@
 mod manifests;
 mod print;
 
-pub use manifests::{
-    DEFAULT_NAMESPACE, FileCheck, FileSecrets, LoadError, Manifests, Place, load, parse,
-};
+pub use manifests::{DEFAULT_NAMESPACE, FileCheck, LoadError, Manifests, Place, load, parse};
 pub use print::Format;
 
-use crate::check::{self, AllowList, CheckId, Plan, PlanError};
+use crate::check::{self, AllowList, CheckId, Plan, PlanError, StaticSecrets};
 use crate::metrics::{self, Health, Metrics};
 use crate::probe::ConfigError;
 use crate::probe::dns::Dns;
@@ -156,7 +154,7 @@ pub async fn once(file: &Path, format: Format, max_concurrent: usize) -> Result<
 /// The plan of one check of the file; an error is logged with the check's place.
 fn plan(
     file_check: &FileCheck,
-    secrets: &FileSecrets,
+    secrets: &StaticSecrets,
     allow: &AllowList,
 ) -> Result<Plan, PlanError> {
     let plan = check::plan(&file_check.id, &file_check.check.spec, secrets, allow);
