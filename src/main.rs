@@ -4,6 +4,7 @@ mod cli;
 
 use clap::{Parser, Subcommand};
 use std::future::Future;
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 /// Synthetic checks for telephony services: SIP registration and qualify, STUN, web reachability.
@@ -49,6 +50,7 @@ fn init_logging(default_level: &str, json: bool) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     if json {
         logs.json().init();

@@ -237,7 +237,10 @@ fn an_outage_of_the_registrar_turns_reportable_and_recovers() {
         settled,
     );
     voipcheck.wait_for(
-        &["default/lab HotlineReportable", "False LocalNetworkProblem"],
+        &[
+            "default/lab HotlineReportable",
+            "False Healthy→LocalNetworkProblem",
+        ],
         settled,
     );
     let metrics = scrape(metrics_port);

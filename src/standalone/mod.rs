@@ -25,6 +25,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::SystemTime;
+use tokio::net::TcpListener;
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::task::{JoinHandle, JoinSet};
@@ -63,6 +64,11 @@ pub async fn run(options: Options) -> Result<(), RunError> {
     let manifests = load(&options.file)?;
     let mut signals = Signals::install().map_err(RunError::Signals)?;
     let dns = Dns::system()?;
+    // Bound before anything runs, so a port in use is an error at start, not later.
+    let listener = match options.metrics_addr {
+        Some(addr) => Some((addr, bind(addr).await?)),
+        None => None,
+    };
     let metrics = Metrics::new(&options.location);
     let health = Health::default();
     let (updates, received) = mpsc::channel(UPDATE_BUFFER);
@@ -77,8 +83,8 @@ pub async fn run(options: Options) -> Result<(), RunError> {
     );
 
     let (stop_server, server_stop) = oneshot::channel::<()>();
-    let mut server = options.metrics_addr.map(|addr| {
-        let serve = metrics::serve(addr, metrics.clone(), health.clone(), async {
+    let mut server = listener.map(|(addr, listener)| {
+        let serve = metrics::serve_on(listener, metrics.clone(), health.clone(), async {
             let _ = server_stop.await;
         });
         (addr, tokio::spawn(serve))
@@ -228,6 +234,15 @@ async fn print_transitions(mut updates: mpsc::Receiver<StatusUpdate>, format: Fo
 /// and their metrics, so write errors are ignored.
 fn write_line(line: &str) {
     let _ = writeln!(std::io::stdout().lock(), "{line}");
+}
+
+async fn bind(addr: SocketAddr) -> Result<TcpListener, RunError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|error| RunError::Serve {
+            addr,
+            message: error.to_string(),
+        })
 }
 
 /// Resolves when the metrics server has stopped by itself (it only does on an error); never

@@ -9,7 +9,9 @@ use std::time::SystemTime;
 /// How lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Format {
-    /// `2026-11-24T05:00:00Z default/lab SipRegistered True→False Timeout: no answer within 2s`
+    /// `2026-11-24T05:00:00Z default/lab SipRegistered True→False Timeout: no answer within 2s`;
+    /// a new reason with the same status reads `False Healthy→LocalNetworkProblem`, a condition
+    /// seen for the first time `True Registered`.
     #[default]
     Text,
     /// One JSON object per line.
@@ -71,10 +73,13 @@ pub fn transition(
     match format {
         Format::Text => {
             let change = match transition.from {
-                Some((from, _)) => format!("{from}→{status}"),
-                None => status.to_string(),
+                Some((from, from_reason)) if from == status => {
+                    format!("{status} {from_reason}→{reason}")
+                }
+                Some((from, _)) => format!("{from}→{status} {reason}"),
+                None => format!("{status} {reason}"),
             };
-            let mut line = format!("{time} {id} {} {change} {reason}", transition.type_);
+            let mut line = format!("{time} {id} {} {change}", transition.type_);
             if !transition.message.is_empty() {
                 line.push_str(": ");
                 line.push_str(&transition.message);
@@ -171,6 +176,17 @@ mod tests {
         assert_eq!(
             super::transition(Format::Text, &id, &first, time),
             "2026-11-24T05:00:00Z default/lab SipRegistered True Registered"
+        );
+        let reason_only = Transition {
+            type_: ConditionType::HotlineReportable,
+            from: Some((ConditionStatus::False, Reason::Healthy)),
+            to: (ConditionStatus::False, Reason::LocalNetworkProblem),
+            message: "stun failing".into(),
+        };
+        assert_eq!(
+            super::transition(Format::Text, &id, &reason_only, time),
+            "2026-11-24T05:00:00Z default/lab HotlineReportable False Healthy→LocalNetworkProblem: \
+             stun failing"
         );
     }
 
