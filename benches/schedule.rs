@@ -185,7 +185,10 @@ fn main() {
         let cpu = cpu_time() - cpu_before;
         let (runs, failed) = counter.await.unwrap();
         let probes = runs * PROBES_PER_RUN;
+        let peak_before_scrape = peak_rss_mib();
+        let scrape_started = Instant::now();
         let text = metrics.encode();
+        let scrape_took = scrape_started.elapsed();
         let lag = |q| histogram_quantile(&text, "voipcheck_schedule_lag_seconds", q) * 1000.0;
 
         println!(
@@ -212,6 +215,13 @@ fn main() {
         );
         println!(
             "peak RSS (MiB)               {:>10.1}   (target <= 200 MiB at 10,000 checks)",
+            peak_before_scrape
+        );
+        println!(
+            "one /metrics encode          {:>10.1} MiB text, {} lines, {:.2} s; peak RSS after it {:.1} MiB",
+            text.len() as f64 / (1024.0 * 1024.0),
+            text.lines().count(),
+            scrape_took.as_secs_f64(),
             peak_rss_mib()
         );
     });

@@ -69,7 +69,7 @@ struct Shared {
 
 /// One check's task and how to reach it.
 struct CheckHandle {
-    entries: watch::Sender<CheckEntry>,
+    entries: watch::Sender<Arc<CheckEntry>>,
     /// Cleared by [`Scheduler::remove`]; the task records metrics and sends updates only while
     /// it is set, and under its lock, so no series or status reappears after a removal.
     registered: Arc<Mutex<bool>>,
@@ -135,11 +135,11 @@ impl Scheduler {
         let mut checks = self.checks.lock().unwrap_or_else(PoisonError::into_inner);
         match checks.get(&entry.id) {
             Some(handle) if !handle.task.is_finished() => {
-                handle.entries.send_replace(entry);
+                handle.entries.send_replace(Arc::new(entry));
             }
             _ => {
                 let id = entry.id.clone();
-                let (entries, receiver) = watch::channel(entry);
+                let (entries, receiver) = watch::channel(Arc::new(entry));
                 let registered = Arc::new(Mutex::new(true));
                 let task = tokio::spawn(task::drive(
                     Arc::clone(&self.shared),

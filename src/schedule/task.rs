@@ -61,7 +61,8 @@ enum Next {
 struct Check {
     shared: Arc<Shared>,
     registered: Arc<Mutex<bool>>,
-    entry: CheckEntry,
+    /// Shared with the scheduler's channel: a check's entry (and plan) is held once.
+    entry: Arc<CheckEntry>,
     history: History,
     previous: Option<VoipCheckStatus>,
 }
@@ -69,11 +70,11 @@ struct Check {
 /// The task of one check; ends on shutdown, on removal (abort) or when the writer is gone.
 pub(super) async fn drive(
     shared: Arc<Shared>,
-    mut entries: watch::Receiver<CheckEntry>,
+    mut entries: watch::Receiver<Arc<CheckEntry>>,
     registered: Arc<Mutex<bool>>,
     mut stopping: watch::Receiver<bool>,
 ) {
-    let entry = entries.borrow_and_update().clone();
+    let entry = Arc::clone(&entries.borrow_and_update());
     let mut check = Check {
         shared,
         registered,
@@ -82,12 +83,14 @@ pub(super) async fn drive(
         history: History::default(),
     };
     loop {
-        let next = match check.entry.plan.clone() {
-            Ok(plan) => check.on_timer(plan, &mut entries, &mut stopping).await,
+        let next = match &check.entry.plan {
+            Ok(plan) => {
+                let interval = plan.interval;
+                check.on_timer(interval, &mut entries, &mut stopping).await
+            }
             Err(error) => {
-                check
-                    .not_runnable(&error, &mut entries, &mut stopping)
-                    .await
+                let error = error.clone();
+                Box::pin(check.not_runnable(&error, &mut entries, &mut stopping)).await
             }
         };
         if let Next::Stop = next {
@@ -97,15 +100,16 @@ pub(super) async fn drive(
 }
 
 impl Check {
-    /// Runs `plan` on its slots until the entry changes in a way that needs a restart.
+    /// Runs the entry's plan on the slots of `interval` until the entry changes in a way that
+    /// needs a restart.
     async fn on_timer(
         &mut self,
-        mut plan: Plan,
-        entries: &mut watch::Receiver<CheckEntry>,
+        interval: Duration,
+        entries: &mut watch::Receiver<Arc<CheckEntry>>,
         stopping: &mut watch::Receiver<bool>,
     ) -> Next {
         // interval_at panics on zero; a validated spec has at least 5 s.
-        let interval = plan.interval.max(Duration::from_millis(1));
+        let interval = interval.max(Duration::from_millis(1));
         let offset = slots::offset(&self.entry.id, interval);
         let first = slots::first_due(self.shared.origin, Instant::now(), offset, interval);
         let mut ticks = time::interval_at(first, interval);
@@ -121,15 +125,11 @@ impl Check {
                     if changed.is_err() {
                         return Next::Stop;
                     }
-                    let new = entries.borrow_and_update().clone();
+                    let new = Arc::clone(&entries.borrow_and_update());
                     match Change::between(&self.entry, &new) {
                         Change::Same => {}
-                        Change::Plan => {
-                            if let Ok(new_plan) = &new.plan {
-                                plan = new_plan.clone();
-                            }
-                            self.entry = new;
-                        }
+                        // The next run reads the new plan from the entry.
+                        Change::Plan => self.entry = new,
                         Change::Restart => {
                             self.entry = new;
                             return Next::Restart;
@@ -137,7 +137,15 @@ impl Check {
                     }
                 }
                 due = ticks.tick() => {
-                    if !self.run(due, &plan, stopping).await {
+                    let entry = Arc::clone(&self.entry);
+                    // A plan error arrives as a Change::Restart above; should one slip through,
+                    // the restart publishes it.
+                    let Ok(plan) = &entry.plan else {
+                        return Next::Restart;
+                    };
+                    // Boxed: a run's state is large and lives for milliseconds, while 10,000
+                    // idle checks would each carry its size in their task.
+                    if !Box::pin(self.run(due, plan, stopping)).await {
                         return Next::Stop;
                     }
                 }
@@ -149,7 +157,7 @@ impl Check {
     async fn not_runnable(
         &mut self,
         error: &PlanError,
-        entries: &mut watch::Receiver<CheckEntry>,
+        entries: &mut watch::Receiver<Arc<CheckEntry>>,
         stopping: &mut watch::Receiver<bool>,
     ) -> Next {
         let verdict = verdict::not_runnable(error);
@@ -164,7 +172,7 @@ impl Check {
                     if changed.is_err() {
                         return Next::Stop;
                     }
-                    let new = entries.borrow_and_update().clone();
+                    let new = Arc::clone(&entries.borrow_and_update());
                     if Change::between(&self.entry, &new) != Change::Same {
                         self.entry = new;
                         return Next::Restart;

@@ -476,3 +476,17 @@ fn changes_are_classified_by_spec_generation_and_plan() {
     assert_eq!(Change::between(&broken, &other_error), Change::Restart);
     assert_eq!(Change::between(&old, &entry("cloud", 10)), Change::Restart);
 }
+
+/// 10,000 idle checks each hold their task's future: the run's state is boxed while it runs,
+/// so an idle task stays small (DESIGN.md §7 allows 200 MB for everything at 10,000 checks).
+#[tokio::test]
+async fn an_idle_check_task_is_small() {
+    let harness = Harness::new(1);
+    let (_entries, receiver) = watch::channel(Arc::new(entry("cloud", 30)));
+    let (_stopping, stopping) = watch::channel(false);
+    let registered = Arc::new(Mutex::new(true));
+    let shared = Arc::clone(&harness.scheduler.shared);
+    let task = task::drive(shared, receiver, registered, stopping);
+    let size = std::mem::size_of_val(&task);
+    assert!(size <= 2048, "an idle check's task takes {size} bytes");
+}
