@@ -419,13 +419,15 @@ fn once_runs_every_probe_now_and_exits_with_the_result() {
     let nginx = Nginx::start();
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("checks.yaml");
-    let run = |text: &str| {
+    let run_with = |text: &str, args: &[&str]| {
         std::fs::write(&file, text).unwrap();
         Command::new(env!("CARGO_BIN_EXE_voipcheck"))
             .args(["run", "--once", "-f", file.to_str().unwrap()])
+            .args(args)
             .output()
             .unwrap()
     };
+    let run = |text: &str| run_with(text, &[]);
     let output = run(&http_check("web", nginx.http_url("/").as_str()));
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert_eq!(output.status.code(), Some(0), "{stdout}");
@@ -435,4 +437,12 @@ fn once_runs_every_probe_now_and_exits_with_the_result() {
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert_eq!(output.status.code(), Some(1), "{stdout}");
     assert!(stdout.contains("default/web http:web FAILED"), "{stdout}");
+
+    let failing = http_check("web", nginx.http_url("/status/503").as_str());
+    let output = run_with(&failing, &["--log-format", "json"]);
+    assert_eq!(output.status.code(), Some(1));
+    let line: serde_json::Value = serde_json::from_slice(&output.stdout).expect("one JSON line");
+    assert_eq!(line["probe"], "http:web");
+    assert_eq!(line["success"], false);
+    assert_eq!(line["failure"], "HttpStatus");
 }
