@@ -6,6 +6,11 @@
 //!
 //!   cargo bench --bench schedule -- --checks 10000 --seconds 65
 //!
+//! Then, as DESIGN.md §7 asks, CPU per HTTP probe next to the peer tool: `--http-probes K`
+//! sequential probes of the same nginx page by voipcheck's HTTP probe (this process's CPU) and
+//! by Debian's prometheus-blackbox-exporter (its process's CPU, from /proc, serving `/probe`
+//! as Prometheus would scrape it). 0 skips the comparison.
+//!
 //! Figures, not a pass/fail test: DESIGN.md's targets are printed next to them.
 
 #[path = "../tests/support/mod.rs"]
@@ -30,16 +35,18 @@ struct Settings {
     checks: usize,
     seconds: u64,
     max_concurrent: usize,
+    http_probes: u32,
 }
 
 impl Settings {
-    /// `--checks N`, `--seconds S`, `--max-concurrent M`; anything else (cargo's `--bench`) is
+    /// `--checks N`, `--seconds S`, `--max-concurrent M`, `--http-probes K`; anything else (cargo's `--bench`) is
     /// ignored.
     fn from_args() -> Settings {
         let mut settings = Settings {
             checks: 1000,
             seconds: 65,
             max_concurrent: 200,
+            http_probes: 2000,
         };
         let args: Vec<String> = std::env::args().collect();
         for pair in args.windows(2) {
@@ -52,6 +59,7 @@ impl Settings {
                 "--checks" => settings.checks = value(),
                 "--seconds" => settings.seconds = value() as u64,
                 "--max-concurrent" => settings.max_concurrent = value(),
+                "--http-probes" => settings.http_probes = value() as u32,
                 _ => {}
             }
         }
@@ -135,6 +143,70 @@ fn histogram_quantile(text: &str, metric: &str, q: f64) -> f64 {
         lower = (le, count);
     }
     f64::NAN
+}
+
+/// CPU time (user + system) of process `pid`, from /proc/<pid>/stat (clock ticks of 10 ms).
+fn process_cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("the peer's stat");
+    // Fields after the command name (which is in parentheses and may hold spaces).
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    // SAFETY: sysconf has no preconditions.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    Duration::from_millis(ticks * 1000 / per_second)
+}
+
+/// CPU seconds per 1,000 HTTP probes of `url`: voipcheck's probe, then blackbox_exporter's.
+async fn compare_http_cpu(url: &url::Url, probes: u32) -> (f64, f64) {
+    use voipcheck::probe::{Outcome, http};
+    let dns = Dns::system().expect("system resolver");
+    let mut config = http::HttpConfig::new(url.clone());
+    config.timeout = Duration::from_secs(5);
+    let before = cpu_time();
+    for _ in 0..probes {
+        let outcome = http::probe(&dns, &config).await.expect("a valid config");
+        assert!(outcome.failure().is_none(), "{:?}", outcome.failure());
+    }
+    let ours = (cpu_time() - before).as_secs_f64();
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("blackbox.yml");
+    std::fs::write(
+        &config,
+        "modules:\n  http_2xx:\n    prober: http\n    timeout: 5s\n",
+    )
+    .unwrap();
+    let port = support::free_port();
+    let mut command =
+        std::process::Command::new(support::require_program("prometheus-blackbox-exporter"));
+    command
+        .arg(format!("--config.file={}", config.display()))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .arg("--log.level=error");
+    let log = dir.path().join("blackbox.log");
+    let mut blackbox = support::Daemon::spawn("blackbox_exporter", command, &log);
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    blackbox.wait_for_tcp(addr);
+    let pid = blackbox.id();
+    let request =
+        format!("GET /probe?module=http_2xx&target={url} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n");
+    let before = process_cpu_time(pid);
+    for _ in 0..probes {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(addr).unwrap();
+        stream.write_all(request.as_bytes()).unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).unwrap();
+        assert!(response.contains("probe_success 1"), "{response}");
+    }
+    let theirs = (process_cpu_time(pid) - before).as_secs_f64();
+    let per_thousand = |cpu: f64| cpu * 1000.0 / f64::from(probes.max(1));
+    (per_thousand(ours), per_thousand(theirs))
 }
 
 fn main() {
@@ -224,5 +296,12 @@ fn main() {
             scrape_took.as_secs_f64(),
             peak_rss_mib()
         );
+        if settings.http_probes > 0 {
+            let (ours, theirs) = compare_http_cpu(&nginx.http_url("/"), settings.http_probes).await;
+            println!(
+                "CPU s per 1,000 HTTP probes  {ours:>10.3}   blackbox_exporter {theirs:.3}   ({} sequential probes of the same page each)",
+                settings.http_probes
+            );
+        }
     });
 }
