@@ -445,4 +445,10 @@ fn once_runs_every_probe_now_and_exits_with_the_result() {
     assert_eq!(line["probe"], "http:web");
     assert_eq!(line["success"], false);
     assert_eq!(line["failure"], "HttpStatus");
+
+    // The operator's default allow-list holds here too: no cloud metadata endpoint.
+    let output = run(&http_check("metadata", "http://169.254.169.254/latest/"));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("default/metadata NOT RUNNABLE"), "{stdout}");
 }

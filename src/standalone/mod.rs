@@ -7,6 +7,9 @@
 //! stderr and runs as in the operator: `Ready=False` with `InvalidSpec` or `CredentialsMissing`,
 //! printed as a transition, while the file's other checks run. SIGHUP re-reads the file;
 //! SIGTERM and SIGINT let the runs in flight finish and exit.
+//!
+//! Targets follow the operator's default allow-list (no `--allow-target`): everything except
+//! link-local and cloud metadata addresses, in the spec and after name resolution alike.
 
 mod manifests;
 mod print;
@@ -63,7 +66,8 @@ pub enum RunError {
 pub async fn run(options: Options) -> Result<(), RunError> {
     let manifests = load(&options.file)?;
     let mut signals = Signals::install().map_err(RunError::Signals)?;
-    let dns = Dns::system()?;
+    let allow = AllowList::default();
+    let dns = resolver(&allow)?;
     // Bound before anything runs, so a port in use is an error at start, not later.
     let listener = match options.metrics_addr {
         Some(addr) => Some((addr, bind(addr).await?)),
@@ -74,7 +78,6 @@ pub async fn run(options: Options) -> Result<(), RunError> {
     let (updates, received) = mpsc::channel(UPDATE_BUFFER);
     let printer = tokio::spawn(print_transitions(received, options.format));
     let scheduler = Scheduler::new(dns, metrics.clone(), options.max_concurrent, updates);
-    let allow = AllowList::default();
     let mut running = apply(&scheduler, &manifests, &allow, &BTreeSet::new());
     tracing::info!(
         file = %options.file.display(),
@@ -116,8 +119,8 @@ pub async fn run(options: Options) -> Result<(), RunError> {
 /// every check could run and every probe passed.
 pub async fn once(file: &Path, format: Format, max_concurrent: usize) -> Result<bool, RunError> {
     let manifests = load(file)?;
-    let dns = Dns::system()?;
     let allow = AllowList::default();
+    let dns = resolver(&allow)?;
     let permits = Arc::new(Semaphore::new(max_concurrent.max(1)));
     let mut runs = JoinSet::new();
     let mut all_passed = true;
@@ -155,6 +158,12 @@ pub async fn once(file: &Path, format: Format, max_concurrent: usize) -> Result<
         }
     }
     Ok(all_passed)
+}
+
+/// The system's resolver, handing out only addresses `allow` accepts.
+fn resolver(allow: &AllowList) -> Result<Dns, ConfigError> {
+    let allow = allow.clone();
+    Ok(Dns::system()?.restricted(move |ip| allow.allows_ip(ip)))
 }
 
 /// The plan of one check of the file; an error is logged with the check's place.
