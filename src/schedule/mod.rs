@@ -94,7 +94,9 @@ impl Runner for Probes {
 }
 
 impl Scheduler {
-    /// `max_concurrent` bounds the probes in flight across all checks.
+    /// `max_concurrent` bounds the check runs in flight across all checks (each run probes its
+    /// SIP, HTTP, STUN and control targets concurrently); a run waiting for a permit is late,
+    /// and its wait shows as schedule lag.
     pub fn new(
         dns: Dns,
         metrics: Metrics,
