@@ -9,5 +9,6 @@ pub mod metrics;
 pub mod probe;
 pub mod schedule;
 pub mod secret;
+pub mod standalone;
 pub mod status;
 pub mod verdict;

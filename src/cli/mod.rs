@@ -3,3 +3,4 @@
 
 pub mod output;
 pub mod probe;
+pub mod run;
