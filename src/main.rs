@@ -22,23 +22,24 @@ enum Command {
     Probe(Box<cli::probe::ProbeArgs>),
     /// Print the VoipCheck CustomResourceDefinition (YAML), e.g. `voipcheck crd | kubectl apply -f -`.
     Crd,
+    /// Run the in-cluster controller: watch VoipChecks, probe on schedule, write status and
+    /// Events, serve /metrics, /healthz and /readyz.
+    Operator(Box<cli::operator::OperatorArgs>),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    match &cli.command {
+        Command::Operator(args) => cli::logging::init(args.log_format, "info"),
+        _ => cli::logging::init(cli::logging::LogFormat::Text, "warn"),
+    }
     match cli.command {
         Command::Probe(args) => block_on(cli::probe::run(*args)),
         Command::Crd => {
             print!("{}", voipcheck::api::crd_yaml());
             ExitCode::SUCCESS
         }
+        Command::Operator(args) => cli::operator::run(*args),
     }
 }
 
