@@ -645,3 +645,176 @@ async fn a_failed_status_write_is_counted_and_the_writer_goes_on() {
         "{metrics}"
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// The whole operator: watches per namespace, the Lease, readiness and the shutdown order.
+
+/// A small stand-in for the API server behind the mock client: empty VoipCheck and Secret
+/// lists, watches that stay open, and one Lease kept in memory (GET, create, merge PATCH).
+/// Records every request as `METHOD path`.
+async fn fake_api_server(
+    mut handle: Handle<Request<Body>, Response<Body>>,
+    log: Arc<std::sync::Mutex<Vec<String>>>,
+    lease: Arc<std::sync::Mutex<Option<Value>>>,
+) {
+    let mut open_watches = Vec::new();
+    while let Some((request, respond)) = handle.next_request().await {
+        let method = request.method().clone();
+        let uri = request.uri().to_string();
+        let path = uri.split('?').next().unwrap().to_owned();
+        log.lock().unwrap().push(format!("{method} {path}"));
+        let bytes = request.into_body().collect_bytes().await.unwrap();
+        let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        let reply = |status: StatusCode, body: Value| {
+            Response::builder()
+                .status(status)
+                .body(Body::from(serde_json::to_vec(&body).unwrap()))
+                .unwrap()
+        };
+        if uri.contains("watch=true") {
+            open_watches.push(respond); // never answered: an idle watch
+        } else if path.ends_with("/voipchecks") {
+            respond.send_response(reply(
+                StatusCode::OK,
+                json!({ "apiVersion": "voipcheck.io/v1alpha1", "kind": "VoipCheckList", "metadata": { "resourceVersion": "1" }, "items": [] }),
+            ));
+        } else if path.ends_with("/secrets") {
+            respond.send_response(reply(
+                StatusCode::OK,
+                json!({ "apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadataList", "metadata": { "resourceVersion": "1" }, "items": [] }),
+            ));
+        } else if path.contains("/leases") {
+            let mut lease = lease.lock().unwrap();
+            let answer = match (method, lease.as_mut()) {
+                (Method::GET, None) => reply(
+                    StatusCode::NOT_FOUND,
+                    json!({ "apiVersion": "v1", "kind": "Status", "status": "Failure", "reason": "NotFound", "code": 404 }),
+                ),
+                (Method::GET, Some(object)) => reply(StatusCode::OK, object.clone()),
+                (Method::POST, _) => {
+                    let mut object = body.clone();
+                    object["metadata"]["namespace"] = json!("ops");
+                    object["metadata"]["resourceVersion"] = json!("1");
+                    *lease = Some(object.clone());
+                    reply(StatusCode::CREATED, object)
+                }
+                (Method::PATCH, Some(object)) => {
+                    let spec = object["spec"].as_object().cloned().unwrap_or_default();
+                    let mut spec = Value::Object(spec);
+                    for (key, value) in body["spec"].as_object().unwrap() {
+                        if value.is_null() {
+                            spec.as_object_mut().unwrap().remove(key);
+                        } else {
+                            spec[key] = value.clone();
+                        }
+                    }
+                    object["spec"] = spec;
+                    reply(StatusCode::OK, object.clone())
+                }
+                (method, _) => panic!("unexpected {method} {uri}"),
+            };
+            respond.send_response(answer);
+        } else {
+            panic!("unexpected {method} {uri}");
+        }
+    }
+}
+
+/// `GET path` on the metrics endpoint; the status code.
+async fn http_status(port: u16, path: &str) -> Option<u16> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .ok()?;
+    stream
+        .write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await
+        .ok()?;
+    let mut head = [0u8; 12];
+    stream.read_exact(&mut head).await.ok()?;
+    std::str::from_utf8(&head[9..12]).ok()?.parse().ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_operator_watches_its_namespaces_leads_and_releases_the_lease_on_shutdown() {
+    let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let client = Client::new(service, "default");
+    let log = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let lease = Arc::new(std::sync::Mutex::new(None));
+    tokio::spawn(fake_api_server(handle, log.clone(), lease.clone()));
+
+    let port = support::free_port();
+    let config = voipcheck::operator::OperatorConfig {
+        namespaces: vec!["team-a".into(), "team-b".into()],
+        allow: AllowList::parse(&[]).unwrap(),
+        metrics_addr: ([127, 0, 0, 1], port).into(),
+        location: "test".into(),
+        max_concurrent_probes: 4,
+        lease: voipcheck::operator::leader::LeaseConfig {
+            name: "voipcheck-operator".into(),
+            namespace: "ops".into(),
+            identity: "test-0".into(),
+        },
+    };
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let operator = tokio::spawn(voipcheck::operator::run(client, config, async {
+        let _ = stopped.await;
+    }));
+
+    // Ready once both namespaces' caches synced and the Lease was read; it then leads.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while http_status(port, "/readyz").await != Some(200) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never ready: {:?}",
+            log.lock().unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(http_status(port, "/healthz").await, Some(200));
+    while lease
+        .lock()
+        .unwrap()
+        .as_ref()
+        .and_then(|l| l["spec"]["holderIdentity"].as_str().map(str::to_owned))
+        != Some("test-0".into())
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never leader: {:?}",
+            lease.lock().unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let requests = log.lock().unwrap().clone();
+    for wanted in [
+        "GET /apis/voipcheck.io/v1alpha1/namespaces/team-a/voipchecks",
+        "GET /apis/voipcheck.io/v1alpha1/namespaces/team-b/voipchecks",
+        "GET /api/v1/namespaces/team-a/secrets",
+        "GET /api/v1/namespaces/team-b/secrets",
+        "POST /apis/coordination.k8s.io/v1/namespaces/ops/leases",
+    ] {
+        assert!(
+            requests.iter().any(|r| r == wanted),
+            "no {wanted} in {requests:#?}"
+        );
+    }
+    assert!(
+        !requests
+            .iter()
+            .any(|r| r.contains("/voipchecks") && !r.contains("/namespaces/team-")),
+        "a watch outside the given namespaces: {requests:#?}"
+    );
+
+    // SIGTERM's path: everything stops in order and the Lease is given back.
+    stop.send(()).unwrap();
+    tokio::time::timeout(WAIT, operator)
+        .await
+        .expect("the operator stops")
+        .unwrap()
+        .expect("a clean shutdown");
+    let lease = lease.lock().unwrap().clone().unwrap();
+    assert!(lease["spec"].get("holderIdentity").is_none(), "{lease}");
+}
