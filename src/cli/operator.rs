@@ -112,9 +112,9 @@ pub fn run(args: OperatorArgs) -> ExitCode {
     })
 }
 
+/// Logs a configuration error (in the chosen log format) and exits with status 2.
 fn usage_error(message: &str) -> ExitCode {
-    tracing::error!("{message}");
-    eprintln!("voipcheck operator: {message}");
+    tracing::error!("voipcheck operator: {message}");
     ExitCode::from(2)
 }
 
