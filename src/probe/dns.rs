@@ -80,29 +80,42 @@ impl Dns {
 
     /// SRV records of `name` (e.g. `_sip._udp.example.com`); an empty list when there are none.
     pub async fn lookup_srv(&self, name: &str) -> Result<Vec<Srv>, Failure> {
-        let lookup = match self.resolver.lookup(name, RecordType::SRV).await {
-            Ok(lookup) => lookup,
-            Err(e) if e.is_no_records_found() && !e.is_nx_domain() => return Ok(Vec::new()),
-            Err(e) => return Err(failure(name, &e)),
-        };
-        Ok(lookup
-            .answers()
-            .iter()
-            .filter_map(|record| match &record.data {
-                RData::SRV(srv) => Some(Srv {
-                    priority: srv.priority,
-                    weight: srv.weight,
-                    port: srv.port,
-                    target: srv.target.to_utf8(),
-                }),
-                _ => None,
-            })
-            .collect())
+        self.records(name, RecordType::SRV, |data| match data {
+            RData::SRV(srv) => Some(Srv {
+                priority: srv.priority,
+                weight: srv.weight,
+                port: srv.port,
+                target: srv.target.to_utf8(),
+            }),
+            _ => None,
+        })
+        .await
     }
 
     /// NAPTR records of `name`; an empty list when there are none.
     pub async fn lookup_naptr(&self, name: &str) -> Result<Vec<Naptr>, Failure> {
-        let lookup = match self.resolver.lookup(name, RecordType::NAPTR).await {
+        self.records(name, RecordType::NAPTR, |data| match data {
+            RData::NAPTR(naptr) => Some(Naptr {
+                order: naptr.order,
+                preference: naptr.preference,
+                flags: String::from_utf8_lossy(&naptr.flags).to_ascii_uppercase(),
+                services: String::from_utf8_lossy(&naptr.services).to_ascii_uppercase(),
+                replacement: naptr.replacement.to_utf8(),
+            }),
+            _ => None,
+        })
+        .await
+    }
+
+    /// The records of one type, converted by `convert`. "No records" is an empty list, since
+    /// RFC 3263 then falls back to the next step; a name that does not exist is a failure.
+    async fn records<T>(
+        &self,
+        name: &str,
+        record_type: RecordType,
+        convert: impl Fn(&RData) -> Option<T>,
+    ) -> Result<Vec<T>, Failure> {
+        let lookup = match self.resolver.lookup(name, record_type).await {
             Ok(lookup) => lookup,
             Err(e) if e.is_no_records_found() && !e.is_nx_domain() => return Ok(Vec::new()),
             Err(e) => return Err(failure(name, &e)),
@@ -110,16 +123,7 @@ impl Dns {
         Ok(lookup
             .answers()
             .iter()
-            .filter_map(|record| match &record.data {
-                RData::NAPTR(naptr) => Some(Naptr {
-                    order: naptr.order,
-                    preference: naptr.preference,
-                    flags: String::from_utf8_lossy(&naptr.flags).to_ascii_uppercase(),
-                    services: String::from_utf8_lossy(&naptr.services).to_ascii_uppercase(),
-                    replacement: naptr.replacement.to_utf8(),
-                }),
-                _ => None,
-            })
+            .filter_map(|record| convert(&record.data))
             .collect())
     }
 }

@@ -1,0 +1,527 @@
+//! Test fixtures: policies, runs and a check that is run again and again, written so a test
+//! reads as the case it covers (`Check::new(Policy::test(Cloud)).run(|r| r.register_fails(timeout()))`).
+//! The outcomes are the probes' real outcome structs, filled in as the probes fill them.
+
+use super::{ErrorCodePolicy, History, Policy, Verdict, evaluate};
+use crate::api::{ConditionStatus, ConditionType, Reason, TargetKind};
+use crate::check::{ProbeKind, ProbeOutcome, ProbeRun, RunReport};
+use crate::probe::http::{HttpOutcome, HttpPhases};
+use crate::probe::sip::{OptionsOutcome, QualifyState, RegisterOutcome, StatusLine};
+use crate::probe::stun::{
+    Binding, MappedVia, NatBindingMethod, NatBindingResult, ServerAnswer, ServerResult,
+    StunOutcome, StunTransport, address_mismatch, classify,
+};
+use crate::probe::{DnsErrorKind, Failure, TlsFailure};
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// The interval between the runs of a [`Check`].
+pub const INTERVAL: Duration = Duration::from_secs(30);
+/// The probes' timeout in these fixtures.
+pub const TIMEOUT: Duration = Duration::from_secs(10);
+
+/// `secs` after a fixed start (2023-11-14T22:13:20Z).
+pub fn at(secs: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_secs(1_700_000_000 + secs)
+}
+
+// --- failures, as the probes return them ---
+
+pub fn timeout() -> Failure {
+    Failure::Timeout { after: TIMEOUT }
+}
+
+pub fn refused() -> Failure {
+    Failure::ConnectRefused {
+        peer: "192.0.2.10:5060".into(),
+    }
+}
+
+pub fn nxdomain() -> Failure {
+    Failure::DnsFailure {
+        name: "pbx.example.net".into(),
+        kind: DnsErrorKind::NxDomain,
+    }
+}
+
+pub fn resolver_failed() -> Failure {
+    Failure::DnsFailure {
+        name: "pbx.example.net".into(),
+        kind: DnsErrorKind::ResolverFailed,
+    }
+}
+
+pub fn sip_status(code: u16) -> Failure {
+    Failure::SipStatus { code }
+}
+
+pub fn http_status(code: u16) -> Failure {
+    Failure::HttpStatus { code }
+}
+
+pub fn cert_expired() -> Failure {
+    Failure::Tls {
+        detail: TlsFailure::Expired { not_after: None },
+    }
+}
+
+/// One instance of every failure class, for properties over all of them.
+pub fn every_failure() -> Vec<Failure> {
+    vec![
+        nxdomain(),
+        resolver_failed(),
+        Failure::DnsFailure {
+            name: "pbx.example.net".into(),
+            kind: DnsErrorKind::NoRecords,
+        },
+        refused(),
+        Failure::Network {
+            detail: "network unreachable".into(),
+        },
+        timeout(),
+        Failure::Lagged {
+            rtt: Duration::from_millis(2_500),
+            threshold: Duration::from_secs(2),
+        },
+        cert_expired(),
+        Failure::AuthRejected { code: 401 },
+        Failure::Forbidden,
+        Failure::NotAcceptableHere,
+        sip_status(503),
+        http_status(503),
+        Failure::BodyMismatch {
+            detail: "no STARFACE".into(),
+        },
+        Failure::AddressMismatch {
+            addresses: "87.128.1.9, 212.227.1.7".into(),
+        },
+        Failure::StunError { code: 401 },
+        Failure::Protocol {
+            detail: "garbage".into(),
+        },
+    ]
+}
+
+// --- policies ---
+
+impl Policy {
+    /// Thresholds of 1 (every run decides), no error-code window, no NAT measurement, a
+    /// 14-day certificate warning.
+    pub fn test(target: TargetKind) -> Self {
+        Policy {
+            target,
+            failure_threshold: 1,
+            success_threshold: 1,
+            error_codes: None,
+            keepalive: None,
+            cert_expiry_warning: Duration::from_secs(14 * 86_400),
+        }
+    }
+
+    pub fn failure_threshold(mut self, runs: u32) -> Self {
+        self.failure_threshold = runs;
+        self
+    }
+
+    pub fn success_threshold(mut self, runs: u32) -> Self {
+        self.success_threshold = runs;
+        self
+    }
+
+    /// Seed 002's codes 404/480/500/503 over `window`, False above 20% of at least 10.
+    pub fn error_codes(mut self, window: Duration) -> Self {
+        self.error_codes = Some(ErrorCodePolicy {
+            codes: vec![404, 480, 500, 503],
+            window,
+            threshold_percent: 20,
+            min_responses: 10,
+        });
+        self
+    }
+
+    pub fn keepalive(mut self, interval: Duration) -> Self {
+        self.keepalive = Some(interval);
+        self
+    }
+}
+
+// --- runs ---
+
+/// A run being built: each method adds one probe's result.
+pub struct Run(RunReport);
+
+impl Run {
+    pub fn at(started: SystemTime) -> Self {
+        Run(RunReport {
+            started,
+            probes: Vec::new(),
+            control: None,
+        })
+    }
+
+    pub fn build(self) -> RunReport {
+        self.0
+    }
+
+    fn probe(mut self, name: &str, kind: ProbeKind, outcome: ProbeOutcome) -> Self {
+        self.0.probes.push(probe_run(name, kind, outcome));
+        self
+    }
+
+    /// REGISTER answered 200 OK.
+    pub fn registered(self) -> Self {
+        self.register_outcome(None)
+    }
+
+    /// REGISTER failed; a failure that is a final response (401, 403, 488, other codes) carries
+    /// that response, as the probe fills it in.
+    pub fn register_fails(self, failure: Failure) -> Self {
+        self.register_outcome(Some(failure))
+    }
+
+    fn register_outcome(self, failure: Option<Failure>) -> Self {
+        let code = match &failure {
+            None => Some(200),
+            Some(f) => final_code(f),
+        };
+        let answered = code.map(|_| Duration::from_millis(23));
+        let outcome = RegisterOutcome {
+            target: None,
+            response: code.map(status_line),
+            server: None,
+            auth_algorithm: None,
+            granted_expires: failure.is_none().then_some(300),
+            unregistered: None,
+            first_response: answered,
+            final_response: answered,
+            total: answered.unwrap_or(TIMEOUT),
+            failure,
+        };
+        self.probe(
+            "sip-register",
+            ProbeKind::SipRegister,
+            ProbeOutcome::SipRegister(outcome),
+        )
+    }
+
+    /// OPTIONS answered 200 OK within the threshold.
+    pub fn qualified(self) -> Self {
+        self.options_answer(200)
+    }
+
+    /// OPTIONS answered with `code` within the threshold: chan_sip counts any answer as
+    /// reachable; the code still counts for `SipErrorRate`.
+    pub fn options_answer(self, code: u16) -> Self {
+        self.options_outcome(QualifyState::Reachable, Some(code), None)
+    }
+
+    /// OPTIONS answered 200 OK after `rtt`, above the 2 s threshold.
+    pub fn lagged(self, rtt: Duration) -> Self {
+        let threshold = Duration::from_secs(2);
+        let failure = Failure::Lagged { rtt, threshold };
+        self.options_outcome(QualifyState::Lagged, Some(200), Some(failure))
+    }
+
+    pub fn options_fails(self, failure: Failure) -> Self {
+        self.options_outcome(QualifyState::Unreachable, None, Some(failure))
+    }
+
+    fn options_outcome(
+        self,
+        state: QualifyState,
+        code: Option<u16>,
+        failure: Option<Failure>,
+    ) -> Self {
+        let rtt = match &failure {
+            Some(Failure::Lagged { rtt, .. }) => Some(*rtt),
+            _ => code.map(|_| Duration::from_millis(12)),
+        };
+        let outcome = OptionsOutcome {
+            target: None,
+            state,
+            response: code.map(status_line),
+            server: None,
+            rtt,
+            first_response: rtt,
+            lagged_threshold: Duration::from_secs(2),
+            failure,
+        };
+        self.probe(
+            "sip-options",
+            ProbeKind::SipOptions,
+            ProbeOutcome::SipOptions(outcome),
+        )
+    }
+
+    /// `http:<name>` answered 200.
+    pub fn web_ok(self, name: &str) -> Self {
+        self.web(name, http_outcome(name, None, None))
+    }
+
+    /// `http:<name>` answered 200 over HTTPS with a leaf certificate valid until `not_after`.
+    pub fn web_cert(self, name: &str, not_after: SystemTime) -> Self {
+        self.web(name, http_outcome(name, None, Some(not_after)))
+    }
+
+    pub fn web_fails(self, name: &str, failure: Failure) -> Self {
+        self.web(name, http_outcome(name, Some(failure), None))
+    }
+
+    fn web(self, name: &str, outcome: HttpOutcome) -> Self {
+        self.probe(
+            &format!("http:{name}"),
+            ProbeKind::Http,
+            ProbeOutcome::Http(outcome),
+        )
+    }
+
+    /// One STUN server mapped a public address.
+    pub fn stun_public(self) -> Self {
+        self.stun_mapped(&["212.227.1.7"])
+    }
+
+    /// One server per address, each mapping that address; disagreeing public addresses are an
+    /// `AddressMismatch`, as the probe computes it.
+    pub fn stun_mapped(self, addresses: &[&str]) -> Self {
+        let ips: Vec<IpAddr> = addresses.iter().map(|a| a.parse().unwrap()).collect();
+        let servers = ips
+            .iter()
+            .enumerate()
+            .map(|(i, ip)| ServerResult {
+                server: format!("stun{i}.example.net"),
+                address: Some(stun_server(i)),
+                answer: ServerAnswer::Binding(Binding {
+                    local: "192.168.1.10:40000".parse().unwrap(),
+                    mapped: SocketAddr::new(*ip, 40000),
+                    mapped_via: MappedVia::XorMappedAddress,
+                    class: classify(*ip),
+                    rtt: Duration::from_millis(20),
+                    retransmits: 0,
+                    software: None,
+                    other_address: None,
+                }),
+            })
+            .collect();
+        self.stun(servers, address_mismatch(&ips))
+    }
+
+    /// No server answered.
+    pub fn stun_fails(self, failure: Failure) -> Self {
+        let server = ServerResult {
+            server: "stun0.example.net".into(),
+            address: Some(stun_server(0)),
+            answer: ServerAnswer::Failure(failure.clone()),
+        };
+        self.stun(vec![server], Some(failure))
+    }
+
+    fn stun(self, servers: Vec<ServerResult>, failure: Option<Failure>) -> Self {
+        let outcome = StunOutcome {
+            transport: StunTransport::Udp,
+            servers,
+            nat_binding: None,
+            nat_behaviour: None,
+            failure,
+            duration: Duration::from_millis(20),
+        };
+        self.probe("stun", ProbeKind::Stun, ProbeOutcome::Stun(outcome))
+    }
+
+    /// The STUN probe (added before) measured the NAT binding after `idle`.
+    pub fn nat_binding(mut self, idle: Duration, survived: bool) -> Self {
+        let outcome = self.stun_outcome();
+        let mapped_before = match &outcome.servers[0].answer {
+            ServerAnswer::Binding(b) => b.mapped,
+            ServerAnswer::Failure(_) => panic!("nat_binding needs a STUN server that answered"),
+        };
+        outcome.nat_binding = Some(NatBindingResult {
+            server: stun_server(0),
+            idle,
+            survived,
+            method: NatBindingMethod::ResponsePort,
+            mapped_before,
+            mapped_after: None,
+        });
+        self
+    }
+
+    /// The STUN probe (added before) could not make the NAT measurement.
+    pub fn nat_not_measured(mut self, failure: Failure) -> Self {
+        self.stun_outcome().failure = Some(failure);
+        self
+    }
+
+    fn stun_outcome(&mut self) -> &mut StunOutcome {
+        self.0
+            .probes
+            .iter_mut()
+            .find_map(|run| match &mut run.outcome {
+                ProbeOutcome::Stun(outcome) => Some(outcome),
+                _ => None,
+            })
+            .expect("add a STUN probe first")
+    }
+
+    /// The probe of `kind` outlived the timeout and was cancelled.
+    pub fn cancelled(self, name: &str, kind: ProbeKind) -> Self {
+        self.probe(name, kind, ProbeOutcome::Cancelled(timeout()))
+    }
+
+    /// The control probe (an independent URL) answered.
+    pub fn control_ok(mut self) -> Self {
+        self.0.control = Some(control_run(None));
+        self
+    }
+
+    pub fn control_fails(mut self, failure: Failure) -> Self {
+        self.0.control = Some(control_run(Some(failure)));
+        self
+    }
+}
+
+fn probe_run(name: &str, kind: ProbeKind, outcome: ProbeOutcome) -> ProbeRun {
+    ProbeRun {
+        name: name.to_owned(),
+        kind,
+        outcome,
+        duration: Duration::from_micros(23_456),
+    }
+}
+
+fn control_run(failure: Option<Failure>) -> ProbeRun {
+    let outcome = http_outcome("control", failure, None);
+    probe_run("control", ProbeKind::Http, ProbeOutcome::Http(outcome))
+}
+
+fn http_outcome(
+    name: &str,
+    failure: Option<Failure>,
+    cert_not_after: Option<SystemTime>,
+) -> HttpOutcome {
+    let status = match &failure {
+        None => Some(200),
+        Some(Failure::HttpStatus { code }) => Some(*code),
+        Some(Failure::BodyMismatch { .. }) => Some(200),
+        Some(_) => None,
+    };
+    let url = format!("https://{name}.example.net/");
+    HttpOutcome {
+        final_url: url.clone(),
+        url,
+        peer: None,
+        redirects: 0,
+        status,
+        http_version: status.map(|_| "HTTP/1.1".to_owned()),
+        server: None,
+        phases: HttpPhases::default(),
+        duration: Duration::from_micros(45_123),
+        cert_not_after,
+        body_bytes: 0,
+        body_truncated: false,
+        failure,
+    }
+}
+
+fn stun_server(i: usize) -> SocketAddr {
+    SocketAddr::new([198, 51, 100, 1 + i as u8].into(), 3478)
+}
+
+/// The final response a SIP failure stands for, if it is one.
+fn final_code(failure: &Failure) -> Option<u16> {
+    match failure {
+        Failure::AuthRejected { code } | Failure::SipStatus { code } => Some(*code),
+        Failure::Forbidden => Some(403),
+        Failure::NotAcceptableHere => Some(488),
+        _ => None,
+    }
+}
+
+fn status_line(code: u16) -> StatusLine {
+    let reason = match code {
+        200 => "OK",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        408 => "Request Timeout",
+        480 => "Temporarily Unavailable",
+        488 => "Not Acceptable Here",
+        500 => "Server Internal Error",
+        503 => "Service Unavailable",
+        _ => "Other",
+    };
+    StatusLine {
+        code,
+        reason: reason.to_owned(),
+    }
+}
+
+// --- a check, run again and again ---
+
+/// One check's policy and history; each `run` happens [`INTERVAL`] after the previous one.
+pub struct Check {
+    pub policy: Policy,
+    pub history: History,
+    next: SystemTime,
+}
+
+impl Check {
+    pub fn new(policy: Policy) -> Self {
+        Check {
+            policy,
+            history: History::default(),
+            next: at(0),
+        }
+    }
+
+    /// Evaluates one run, built from an empty run at the next start time.
+    pub fn run(&mut self, build: impl Fn(Run) -> Run) -> Verdict {
+        self.run_report(build).1
+    }
+
+    /// As [`Check::run`], also returning the run's report.
+    pub fn run_report(&mut self, build: impl Fn(Run) -> Run) -> (RunReport, Verdict) {
+        let report = build(Run::at(self.next)).build();
+        let (history, verdict) = evaluate(&self.policy, &self.history, &report, self.next);
+        self.history = history;
+        self.next += INTERVAL;
+        (report, verdict)
+    }
+
+    /// `n` runs alike; the last verdict.
+    pub fn runs(&mut self, n: usize, build: impl Fn(Run) -> Run) -> Verdict {
+        (1..n).for_each(|_| {
+            self.run(&build);
+        });
+        self.run(build)
+    }
+
+    /// When the next run starts.
+    pub fn now(&self) -> SystemTime {
+        self.next
+    }
+
+    /// Lets time pass without runs (e.g. the operator was down).
+    pub fn pause(&mut self, idle: Duration) {
+        self.next += idle;
+    }
+}
+
+/// Reading a verdict in tests.
+pub trait Reads {
+    /// Status and reason of a condition; panics when the verdict lacks it.
+    fn of(&self, type_: ConditionType) -> (ConditionStatus, Reason);
+    fn message(&self, type_: ConditionType) -> &str;
+}
+
+impl Reads for Verdict {
+    fn of(&self, type_: ConditionType) -> (ConditionStatus, Reason) {
+        let c = self
+            .condition(type_)
+            .unwrap_or_else(|| panic!("no {type_} in {self:#?}"));
+        (c.status, c.reason)
+    }
+
+    fn message(&self, type_: ConditionType) -> &str {
+        &self.condition(type_).expect("condition present").message
+    }
+}

@@ -1,0 +1,266 @@
+//! What the probe results mean: pure functions from a check's history and its latest run to
+//! conditions and the hotline verdict (DESIGN.md §3). No I/O, no clocks: `now` is an argument,
+//! so every row of the hotline table is a plain test case.
+//!
+//! A run is read in three steps:
+//! 1. each probe run becomes an observation of its condition: reason, message, and on failure
+//!    where the cause lies (provider, configuration, this location) — `probe`, `web`,
+//!    `nat`, `error_rate`;
+//! 2. thresholds turn observations into condition statuses: `failureThreshold` consecutive
+//!    failed runs before False, `successThreshold` passed runs before True again —
+//!    `threshold`;
+//! 3. `Ready` and `HotlineReportable` summarise the conditions, the control probe deciding
+//!    whether failures can be trusted — `ready`, `hotline`.
+
+mod error_rate;
+mod format;
+mod hotline;
+mod nat;
+mod probe;
+mod ready;
+mod threshold;
+mod web;
+
+#[cfg(test)]
+pub(crate) mod fixtures;
+#[cfg(test)]
+mod tests;
+
+pub use probe::probe_reason;
+
+use crate::api::TargetKind;
+use crate::api::{ConditionStatus, ConditionType, Reason};
+use crate::check::{PlanError, ProbeKind, RunReport};
+use error_rate::ResponseWindow;
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime};
+use threshold::{Thresholds, Tracked};
+
+/// The parts of a spec the verdict depends on.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Policy {
+    pub target: TargetKind,
+    /// Consecutive failed runs before a condition turns False.
+    pub failure_threshold: u32,
+    /// Consecutive successful runs before a False condition turns True again.
+    pub success_threshold: u32,
+    pub error_codes: Option<ErrorCodePolicy>,
+    /// The phones' keep-alive interval, when the NAT binding is measured.
+    pub keepalive: Option<Duration>,
+    /// A certificate expiring sooner than this makes `WebReachable` report
+    /// `TlsCertificateExpiring` (still True: the page works today).
+    pub cert_expiry_warning: Duration,
+}
+
+/// `SipErrorRate`: Connect error codes seen "very often" (seed 002).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ErrorCodePolicy {
+    pub codes: Vec<u16>,
+    pub window: Duration,
+    pub threshold_percent: u8,
+    pub min_responses: u32,
+}
+
+/// What the verdict remembers between runs of one check.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct History {
+    /// Every probe condition of the latest run, with its counters and failure start.
+    conditions: Conditions,
+    /// Final SIP responses within the `SipErrorRate` window.
+    responses: ResponseWindow,
+}
+
+/// The probe conditions (all but `Ready` and `HotlineReportable`), in `ConditionType` order.
+type Conditions = BTreeMap<ConditionType, Tracked>;
+
+/// One condition as the verdict decides it; lastTransitionTime and observedGeneration are added
+/// when the status is written (see `crate::status`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConditionValue {
+    pub type_: ConditionType,
+    pub status: ConditionStatus,
+    pub reason: Reason,
+    pub message: String,
+}
+
+impl ConditionValue {
+    pub fn new(
+        type_: ConditionType,
+        status: ConditionStatus,
+        reason: Reason,
+        message: String,
+    ) -> Self {
+        ConditionValue {
+            type_,
+            status,
+            reason,
+            message,
+        }
+    }
+}
+
+/// The conditions after a run, and the incident while `HotlineReportable` is True.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Verdict {
+    pub conditions: Vec<ConditionValue>,
+    pub incident: Option<IncidentEvidence>,
+}
+
+impl Verdict {
+    /// The condition of that type, if the verdict includes it.
+    pub fn condition(&self, type_: ConditionType) -> Option<&ConditionValue> {
+        self.conditions.iter().find(|c| c.type_ == type_)
+    }
+
+    /// Whether `HotlineReportable` is True.
+    pub fn is_reportable(&self) -> bool {
+        self.condition(ConditionType::HotlineReportable)
+            .is_some_and(|c| c.status == ConditionStatus::True)
+    }
+}
+
+/// What an outage report needs beyond the spec (DESIGN.md §3, seed 002).
+#[derive(Debug, Clone, PartialEq)]
+pub struct IncidentEvidence {
+    pub since: SystemTime,
+    /// Codes, timings and failing probes in one short line.
+    pub evidence: String,
+}
+
+/// Folds one run into the history and decides all conditions.
+///
+/// The conditions are `Ready`, one per configured probe family (SIP REGISTER, SIP OPTIONS, the
+/// error-code window when `policy.error_codes` is set, HTTP, STUN, and the NAT binding when
+/// `policy.keepalive` is set or the run measured it), and `HotlineReportable`, in
+/// `ConditionType` order with `Ready` first. Which probes are configured is read from the
+/// report: every planned probe is in it (one cancelled at the timeout as `Cancelled`).
+pub fn evaluate(
+    policy: &Policy,
+    history: &History,
+    report: &RunReport,
+    now: SystemTime,
+) -> (History, Verdict) {
+    let at = report.started;
+    let thresholds = Thresholds::new(policy.failure_threshold, policy.success_threshold);
+    let mut conditions = Conditions::new();
+    let mut fold = |type_: ConditionType, seen: probe::Observation, th: Thresholds| {
+        let tracked = Tracked::step(history.conditions.get(&type_), seen, th, at);
+        conditions.insert(type_, tracked);
+    };
+    let first = |kind: ProbeKind| report.probes.iter().find(|run| run.kind == kind);
+
+    for kind in [ProbeKind::SipRegister, ProbeKind::SipOptions] {
+        if let Some(run) = first(kind) {
+            fold(probe::condition_of(kind), probe::observe(run), thresholds);
+        }
+    }
+    let mut responses = ResponseWindow::default();
+    if let Some(codes) = &policy.error_codes {
+        responses = history.responses.clone();
+        responses.record(report, codes.window, now);
+        // The window with its minimum of responses already smooths over single runs.
+        fold(
+            ConditionType::SipErrorRate,
+            responses.observe(codes),
+            Thresholds::NONE,
+        );
+    }
+    let web: Vec<_> = report
+        .probes
+        .iter()
+        .filter(|run| run.kind == ProbeKind::Http)
+        .collect();
+    if !web.is_empty() {
+        let seen = web::observe_all(&web, policy.cert_expiry_warning, now);
+        fold(ConditionType::WebReachable, seen, thresholds);
+    }
+    let mut unmeasured = None;
+    if let Some(run) = first(ProbeKind::Stun) {
+        fold(
+            ConditionType::StunReachable,
+            probe::observe(run),
+            thresholds,
+        );
+        match nat::observe(run, policy.keepalive) {
+            Ok(seen) => fold(ConditionType::NatBindingStable, seen, thresholds),
+            Err(why) if policy.keepalive.is_some() => unmeasured = Some(why),
+            Err(_) => {}
+        }
+    }
+    if let Some(why) = unmeasured {
+        let type_ = ConditionType::NatBindingStable;
+        // A measured status stays; a pending one says why the latest run measured nothing.
+        let tracked = match history.conditions.get(&type_) {
+            Some(measured) if measured.status != ConditionStatus::Unknown => measured.clone(),
+            _ => Tracked::pending(why),
+        };
+        conditions.insert(type_, tracked);
+    }
+
+    let control = report.control.as_ref().map(probe::observe);
+    let ready = ready::decide(policy.target, &conditions, control.as_ref());
+    let (reportable, incident) = hotline::decide(policy.target, &conditions, control.as_ref(), at);
+    let verdict = Verdict {
+        conditions: std::iter::once(ready)
+            .chain(conditions.iter().map(|(type_, t)| {
+                ConditionValue::new(*type_, t.status, t.reason, t.message.clone())
+            }))
+            .chain(std::iter::once(reportable))
+            .collect(),
+        incident,
+    };
+    (
+        History {
+            conditions,
+            responses,
+        },
+        verdict,
+    )
+}
+
+/// The verdict for a check that cannot run: `Ready=False` with `CredentialsMissing`,
+/// `InvalidSpec` or `TargetNotAllowed` and the error's message (which names the field, never a
+/// value). Nothing was probed, so there is nothing to report: `HotlineReportable=False` with
+/// `ConfigurationProblem`.
+pub fn not_runnable(error: &PlanError) -> Verdict {
+    let reason = match error {
+        PlanError::CredentialsMissing { .. } => Reason::CredentialsMissing,
+        PlanError::InvalidSpec(_) => Reason::InvalidSpec,
+        PlanError::TargetNotAllowed { .. } => Reason::TargetNotAllowed,
+    };
+    Verdict {
+        conditions: vec![
+            ConditionValue::new(
+                ConditionType::Ready,
+                ConditionStatus::False,
+                reason,
+                error.to_string(),
+            ),
+            ConditionValue::new(
+                ConditionType::HotlineReportable,
+                ConditionStatus::False,
+                Reason::ConfigurationProblem,
+                format!("the check cannot run: {error}"),
+            ),
+        ],
+        incident: None,
+    }
+}
+
+/// The False conditions, in order.
+fn failing(conditions: &Conditions) -> Vec<(ConditionType, &Tracked)> {
+    conditions
+        .iter()
+        .filter(|(_, t)| t.status == ConditionStatus::False)
+        .map(|(type_, t)| (*type_, t))
+        .collect()
+}
+
+/// `SipRegistered (Timeout), WebReachable (HttpStatus)`.
+fn listing(conditions: &[(ConditionType, &Tracked)]) -> String {
+    conditions
+        .iter()
+        .map(|(type_, t)| format!("{type_} ({})", t.reason))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
