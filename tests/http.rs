@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use support::nginx::{self, Nginx};
 use voipcheck::probe::dns::Dns;
 use voipcheck::probe::http::{self, HttpConfig, HttpOutcome};
+use voipcheck::probe::tls::CaSource;
 use voipcheck::probe::{DnsErrorKind, Failure, Outcome, TlsFailure};
 
 /// The system resolver, or where the machine has none, one that asks a closed port (IP literals
@@ -82,7 +83,7 @@ async fn http_200_with_body_match_measures_every_phase() {
 async fn https_with_the_test_ca_reports_the_leaf_expiry() {
     let nginx = Nginx::start();
     let mut cfg = config(nginx.https_url("127.0.0.1", nginx.https_port, "/"));
-    cfg.ca_file = Some(nginx.ca.cert_path().to_owned());
+    cfg.ca = Some(CaSource::File(nginx.ca.cert_path().to_owned()));
     cfg.body_contains = Some("STARFACE".into());
     let outcome = run(&cfg).await;
     assert_success(&outcome, &nginx);
@@ -113,7 +114,7 @@ async fn https_with_the_test_ca_reports_the_leaf_expiry() {
 async fn https_by_name_resolves_localhost() {
     let nginx = Nginx::start();
     let mut cfg = config(nginx.https_url("localhost", nginx.https_port, "/"));
-    cfg.ca_file = Some(nginx.ca.cert_path().to_owned());
+    cfg.ca = Some(CaSource::File(nginx.ca.cert_path().to_owned()));
     let outcome = run(&cfg).await;
     assert_success(&outcome, &nginx);
     assert!(outcome.phases.resolve.is_some());
@@ -123,7 +124,7 @@ async fn https_by_name_resolves_localhost() {
 async fn tls_failure(nginx: &Nginx, port: u16, with_ca: bool) -> TlsFailure {
     let mut cfg = config(nginx.https_url("127.0.0.1", port, "/"));
     if with_ca {
-        cfg.ca_file = Some(nginx.ca.cert_path().to_owned());
+        cfg.ca = Some(CaSource::File(nginx.ca.cert_path().to_owned()));
     }
     let started = Instant::now();
     let outcome = run(&cfg).await;
@@ -262,7 +263,7 @@ async fn redirect_loop_stops_at_the_limit() {
 async fn redirect_to_https_sums_phases_over_hops() {
     let nginx = Nginx::start();
     let mut cfg = config(nginx.http_url("/to-https"));
-    cfg.ca_file = Some(nginx.ca.cert_path().to_owned());
+    cfg.ca = Some(CaSource::File(nginx.ca.cert_path().to_owned()));
     let outcome = run(&cfg).await;
     assert_success(&outcome, &nginx);
     assert_eq!(outcome.redirects, 1);
@@ -395,7 +396,7 @@ async fn unsupported_scheme_and_bad_ca_file_are_config_errors() {
     let cfg = config(url::Url::parse("ftp://127.0.0.1/").unwrap());
     assert_eq!(http::probe(&dns(), &cfg).await.unwrap_err().field, "url");
     let mut cfg = config(url::Url::parse("https://127.0.0.1/").unwrap());
-    cfg.ca_file = Some("/nonexistent/ca.pem".into());
+    cfg.ca = Some(CaSource::File("/nonexistent/ca.pem".into()));
     assert_eq!(
         http::probe(&dns(), &cfg).await.unwrap_err().field,
         "--ca-file"

@@ -9,6 +9,7 @@ use voipcheck::probe::sip::{
     self, DigestAlgorithm, OptionsConfig, OptionsOutcome, QualifyState, RegisterConfig,
     RegisterOutcome, Transport,
 };
+use voipcheck::probe::tls::CaSource;
 use voipcheck::probe::{DnsErrorKind, Failure, Outcome};
 use voipcheck::secret::Secret;
 
@@ -32,7 +33,7 @@ fn register_config(
         expires: sip::DEFAULT_EXPIRES,
         unregister: true,
         timeout: TIMEOUT,
-        ca_file: Some(kamailio.ca_file.clone()),
+        ca: Some(CaSource::File(kamailio.ca_file.clone())),
     }
 }
 
@@ -47,7 +48,7 @@ fn options_config(server: String, threshold: Duration) -> OptionsConfig {
         server,
         lagged_threshold: threshold,
         timeout: TIMEOUT,
-        ca_file: None,
+        ca: None,
     }
 }
 
@@ -209,7 +210,7 @@ async fn options_is_reachable_with_a_measured_rtt() {
         assert!(outcome.facts().iter().any(|(k, _)| *k == "rtt"));
     }
     let mut tls = options_config(kamailio.uri("tls"), sip::DEFAULT_LAGGED_THRESHOLD);
-    tls.ca_file = Some(kamailio.ca_file.clone());
+    tls.ca = Some(CaSource::File(kamailio.ca_file.clone()));
     let outcome = options(&tls).await;
     assert_eq!(outcome.state, QualifyState::Reachable, "{outcome:#?}");
 }

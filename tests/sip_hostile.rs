@@ -105,7 +105,7 @@ fn options_cfg(addr: SocketAddr, transport: &str) -> OptionsConfig {
         server: format!("sip:{addr};transport={transport}"),
         lagged_threshold: TIMEOUT,
         timeout: TIMEOUT,
-        ca_file: None,
+        ca: None,
     }
 }
 
@@ -118,7 +118,7 @@ fn register_cfg(addr: SocketAddr) -> RegisterConfig {
         expires: 300,
         unregister: false,
         timeout: TIMEOUT,
-        ca_file: None,
+        ca: None,
     }
 }
 

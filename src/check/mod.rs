@@ -4,10 +4,12 @@
 pub mod allow;
 pub mod plan;
 pub mod run;
+pub mod secrets;
 
 pub use allow::AllowList;
-pub use plan::{Plan, PlanError, PlannedProbe, SecretLookup, SecretSource, plan};
+pub use plan::{Plan, PlanError, PlannedProbe, plan};
 pub use run::{ProbeKind, ProbeOutcome, ProbeRun, RunReport, run};
+pub use secrets::{SecretLookup, SecretSource, StaticSecrets};
 
 use std::fmt;
 

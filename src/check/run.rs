@@ -1,12 +1,17 @@
 //! Running every probe of a plan once, concurrently, each bounded by the check's timeout.
 
-use super::plan::Plan;
-use crate::probe::Failure;
+use super::plan::{Plan, PlannedProbe};
 use crate::probe::dns::Dns;
 use crate::probe::http::HttpOutcome;
 use crate::probe::sip::{OptionsOutcome, RegisterOutcome};
+use crate::probe::stun::StunConfig;
 use crate::probe::stun::StunOutcome;
+use crate::probe::{ConfigError, Failure, http, sip, stun};
+use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tracing::Instrument;
 
 /// What one run of a check saw.
 #[derive(Debug, Clone)]
@@ -61,8 +66,189 @@ impl ProbeRun {
     }
 }
 
+/// How long a probe may run past its own bound before it is cancelled. Every probe bounds
+/// itself by its timeout; the grace covers its last bookkeeping (an un-REGISTER already sent,
+/// the outcome being built) and a busy runtime, so a probe is cancelled only when it really
+/// failed to stop.
+pub const GRACE: Duration = Duration::from_millis(250);
+
+/// How long `probe` may take with the check's `timeout`, before [`GRACE`]: the timeout, except
+/// for a STUN probe measuring the NAT binding, which idles for the keep-alive interval `T` on
+/// purpose and takes up to `T + 4 x timeout` (see [`crate::probe::stun::StunConfig::timeout`]).
+pub fn probe_bound(probe: &PlannedProbe, timeout: Duration) -> Duration {
+    match probe {
+        PlannedProbe::Stun(StunConfig {
+            nat_binding: Some(idle),
+            ..
+        }) => *idle + 4 * timeout,
+        _ => timeout,
+    }
+}
+
 /// Runs all probes of `plan` (and its control probe) concurrently.
+///
+/// Each probe runs as its own task, bounded by [`probe_bound`] plus [`GRACE`]; one that
+/// outlives that is cancelled and reported as [`ProbeOutcome::Cancelled`] with
+/// [`Failure::Timeout`]. Results come back in plan order. Dropping the returned future
+/// cancels every probe still running (the tasks live in a [`JoinSet`]).
+///
+/// A probe that refuses its configuration, or panics, is a bug in voipcheck: [`plan`]
+/// (super::plan()) puts every configuration through the probe's own check first. Such a
+/// probe is logged at error level and reported as `Cancelled` with [`Failure::Protocol`]
+/// whose detail says so, so the run still completes and the failure is visible in status;
+/// no failure class fits a bug better, and none is invented for it.
 pub async fn run(dns: &Dns, plan: &Plan) -> RunReport {
-    let _ = (dns, plan);
-    todo!("SKELETON")
+    let started = SystemTime::now();
+    let clock = Instant::now();
+    let slots: Vec<(String, &PlannedProbe)> = plan
+        .probes
+        .iter()
+        .map(|probe| (probe.name(), probe))
+        .chain(
+            plan.control
+                .iter()
+                .map(|probe| ("control".to_owned(), probe)),
+        )
+        .collect();
+    let mut tasks = JoinSet::new();
+    let mut slot_of = HashMap::new();
+    for (index, (name, probe)) in slots.iter().enumerate() {
+        let bound = probe_bound(probe, plan.timeout);
+        let task = run_probe(dns.clone(), (*probe).clone(), bound);
+        let handle = tasks
+            .spawn(task.instrument(tracing::debug_span!("probe", check = %plan.id, probe = %name)));
+        slot_of.insert(handle.id(), index);
+    }
+    let mut done: Vec<Option<(ProbeOutcome, Duration)>> = vec![None; slots.len()];
+    while let Some(joined) = tasks.join_next_with_id().await {
+        let (id, result) = match joined {
+            Ok((id, result)) => (id, result),
+            Err(error) => {
+                tracing::error!(check = %plan.id, %error, "a probe task failed");
+                (error.id(), (bug("the probe crashed"), clock.elapsed()))
+            }
+        };
+        done[slot_of[&id]] = Some(result);
+    }
+    let mut runs = slots.into_iter().zip(done).map(|((name, probe), result)| {
+        let (outcome, duration) = result.expect("every task reports once");
+        ProbeRun {
+            name,
+            kind: probe.kind(),
+            outcome,
+            duration,
+        }
+    });
+    let probes = runs.by_ref().take(plan.probes.len()).collect();
+    RunReport {
+        started,
+        probes,
+        control: runs.next(),
+    }
+}
+
+/// Runs one probe within `bound` (+ [`GRACE`]) and measures it.
+async fn run_probe(dns: Dns, probe: PlannedProbe, bound: Duration) -> (ProbeOutcome, Duration) {
+    let start = Instant::now();
+    let outcome = bounded(bound, async {
+        match &probe {
+            PlannedProbe::SipRegister(cfg) => sip::register(&dns, cfg)
+                .await
+                .map(ProbeOutcome::SipRegister),
+            PlannedProbe::SipOptions(cfg) => {
+                sip::options(&dns, cfg).await.map(ProbeOutcome::SipOptions)
+            }
+            PlannedProbe::Http { config, .. } => {
+                http::probe(&dns, config).await.map(ProbeOutcome::Http)
+            }
+            PlannedProbe::Stun(cfg) => stun::probe(&dns, cfg).await.map(ProbeOutcome::Stun),
+        }
+    })
+    .await;
+    (outcome, start.elapsed())
+}
+
+/// `probe` within `bound` + [`GRACE`], its errors mapped as [`run`] documents.
+async fn bounded(
+    bound: Duration,
+    probe: impl Future<Output = Result<ProbeOutcome, ConfigError>>,
+) -> ProbeOutcome {
+    match tokio::time::timeout(bound + GRACE, probe).await {
+        Ok(Ok(outcome)) => outcome,
+        Ok(Err(error)) => {
+            tracing::error!(%error, "a probe refused the configuration its plan gave it");
+            bug(&format!("the probe refused its configuration ({error})"))
+        }
+        Err(_elapsed) => ProbeOutcome::Cancelled(Failure::Timeout { after: bound }),
+    }
+}
+
+/// The outcome of a probe that could not run because of a bug in voipcheck.
+fn bug(what: &str) -> ProbeOutcome {
+    ProbeOutcome::Cancelled(Failure::Protocol {
+        detail: format!("{what}: a bug in voipcheck, please report it"),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn http_probe() -> PlannedProbe {
+        PlannedProbe::Http {
+            name: "web".into(),
+            config: http::HttpConfig::new("http://127.0.0.1:1/".parse().unwrap()),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_probe_that_outlives_its_bound_is_cancelled_as_timeout() {
+        let bound = Duration::from_millis(100);
+        let start = Instant::now();
+        let outcome = bounded(bound, std::future::pending()).await;
+        let elapsed = start.elapsed();
+        assert!(elapsed >= bound + GRACE, "{elapsed:?}");
+        assert!(elapsed < bound + GRACE * 2, "{elapsed:?}");
+        match outcome {
+            ProbeOutcome::Cancelled(Failure::Timeout { after }) => assert_eq!(after, bound),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_refused_configuration_is_reported_as_a_bug() {
+        let outcome = bounded(Duration::from_secs(1), async {
+            Err(ConfigError::new("server", "not a SIP URI"))
+        })
+        .await;
+        match outcome {
+            ProbeOutcome::Cancelled(Failure::Protocol { detail }) => {
+                assert_eq!(
+                    detail,
+                    "the probe refused its configuration (server: not a SIP URI): \
+                     a bug in voipcheck, please report it"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn nat_binding_measurement_gets_its_idle_time_on_top() {
+        let timeout = Duration::from_secs(2);
+        let stun = |nat_binding| {
+            PlannedProbe::Stun(StunConfig {
+                servers: vec!["stun.example.com".into()],
+                transport: stun::StunTransport::Udp,
+                timeout,
+                nat_binding,
+            })
+        };
+        assert_eq!(probe_bound(&stun(None), timeout), timeout);
+        assert_eq!(
+            probe_bound(&stun(Some(Duration::from_secs(60))), timeout),
+            Duration::from_secs(68)
+        );
+        assert_eq!(probe_bound(&http_probe(), timeout), timeout);
+    }
 }

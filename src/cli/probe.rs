@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 use voipcheck::probe::dns::Dns;
+use voipcheck::probe::tls::CaSource;
 use voipcheck::probe::{ConfigError, http, sip, stun};
 use voipcheck::secret::Secret;
 
@@ -158,7 +159,7 @@ async fn run_probe(args: ProbeArgs) -> Result<ExitCode, ConfigError> {
                 expires,
                 unregister: !keep_registration,
                 timeout,
-                ca_file,
+                ca: ca_file.map(CaSource::File),
             };
             print_outcome("sip-register", &sip::register(&dns, &config).await?, format)
         }
@@ -171,7 +172,7 @@ async fn run_probe(args: ProbeArgs) -> Result<ExitCode, ConfigError> {
                 server,
                 lagged_threshold,
                 timeout,
-                ca_file,
+                ca: ca_file.map(CaSource::File),
             };
             print_outcome("sip-options", &sip::options(&dns, &config).await?, format)
         }
@@ -209,7 +210,7 @@ async fn run_probe(args: ProbeArgs) -> Result<ExitCode, ConfigError> {
                 body_regex,
                 follow_redirects: !no_follow_redirects,
                 max_redirects,
-                ca_file,
+                ca: ca_file.map(CaSource::File),
                 timeout,
                 max_body_bytes,
             };

@@ -5,31 +5,79 @@ use super::{ConfigError, Failure, TlsFailure};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{CertificateError, ClientConfig, RootCertStore};
-use std::path::Path;
+use std::fmt;
+use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-/// A client configuration trusting the system's roots plus, optionally, the CAs in `ca_file`
+/// Extra trust anchors (PEM CA certificates) on top of the system's roots, e.g. a private PBX
+/// CA: a file for the CLI's `--ca-file`, or PEM text held in memory for a CA read from a
+/// Kubernetes Secret (`caSecretRef`), which the operator never writes to disk.
+#[derive(Clone, PartialEq, Eq)]
+pub enum CaSource {
+    /// A PEM file, read when the probe runs.
+    File(PathBuf),
+    /// PEM text; `origin` names where it came from (e.g. `spec.sip.caSecretRef`) for errors.
+    Pem { origin: String, pem: Arc<str> },
+}
+
+impl CaSource {
+    /// The certificates, or a [`ConfigError`] naming the source when there are none or they
+    /// do not parse.
+    pub fn certificates(&self) -> Result<Vec<CertificateDer<'static>>, ConfigError> {
+        let (field, what, certs) = match self {
+            CaSource::File(path) => (
+                "--ca-file",
+                path.display().to_string(),
+                CertificateDer::pem_file_iter(path)
+                    .and_then(|iter| iter.collect::<Result<Vec<_>, _>>()),
+            ),
+            CaSource::Pem { origin, pem } => (
+                origin.as_str(),
+                "PEM".to_owned(),
+                CertificateDer::pem_slice_iter(pem.as_bytes()).collect::<Result<Vec<_>, _>>(),
+            ),
+        };
+        let certs = certs.map_err(|e| ConfigError::new(field, format!("{what}: {e}")))?;
+        if certs.is_empty() {
+            return Err(ConfigError::new(
+                field,
+                format!("{what}: no PEM certificate found"),
+            ));
+        }
+        Ok(certs)
+    }
+
+    fn field(&self) -> &str {
+        match self {
+            CaSource::File(_) => "--ca-file",
+            CaSource::Pem { origin, .. } => origin,
+        }
+    }
+}
+
+/// Shows the file's path or the PEM's origin; the PEM itself is long and says nothing.
+impl fmt::Debug for CaSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CaSource::File(path) => f.debug_tuple("File").field(path).finish(),
+            CaSource::Pem { origin, .. } => f.debug_struct("Pem").field("origin", origin).finish(),
+        }
+    }
+}
+
+/// A client configuration trusting the system's roots plus, optionally, the CAs in `ca`
 /// (PEM), e.g. a private PBX CA. `alpn` lists the protocols to offer (HTTP offers `http/1.1`).
 pub fn client_config(
-    ca_file: Option<&Path>,
+    ca: Option<&CaSource>,
     alpn: &[&[u8]],
 ) -> Result<Arc<ClientConfig>, ConfigError> {
     let mut roots = system_roots().clone();
-    if let Some(path) = ca_file {
-        let certs = CertificateDer::pem_file_iter(path)
-            .and_then(|iter| iter.collect::<Result<Vec<_>, _>>())
-            .map_err(|e| ConfigError::new("--ca-file", format!("{}: {e}", path.display())))?;
-        if certs.is_empty() {
-            return Err(ConfigError::new(
-                "--ca-file",
-                format!("{}: no PEM certificate found", path.display()),
-            ));
-        }
-        for cert in certs {
+    if let Some(ca) = ca {
+        for cert in ca.certificates()? {
             roots
                 .add(cert)
-                .map_err(|e| ConfigError::new("--ca-file", format!("{}: {e}", path.display())))?;
+                .map_err(|e| ConfigError::new(ca.field(), e))?;
         }
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());

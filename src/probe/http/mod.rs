@@ -24,6 +24,7 @@ mod outcome;
 pub use outcome::{HttpOutcome, HttpPhases};
 
 use super::dns::Dns;
+use super::tls::CaSource;
 use super::{ConfigError, Failure, tls};
 use auth::{BasicAuth, redacted};
 use hyper::StatusCode;
@@ -31,7 +32,6 @@ use hyper::header::{LOCATION, SERVER};
 use regex::Regex;
 use rustls::ClientConfig;
 use std::fmt;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use url::Url;
@@ -62,7 +62,7 @@ pub struct HttpConfig {
     /// More redirects than this fail the probe (`Protocol`).
     pub max_redirects: u8,
     /// Additional trusted CA certificates (PEM), on top of the system's roots.
-    pub ca_file: Option<PathBuf>,
+    pub ca: Option<CaSource>,
     /// Deadline for the whole probe.
     pub timeout: Duration,
     /// Body bytes read at most (see the module documentation).
@@ -79,7 +79,7 @@ impl HttpConfig {
             body_regex: None,
             follow_redirects: true,
             max_redirects: DEFAULT_MAX_REDIRECTS,
-            ca_file: None,
+            ca: None,
             timeout: DEFAULT_TIMEOUT,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
         }
@@ -95,7 +95,7 @@ impl fmt::Debug for HttpConfig {
             .field("body_regex", &self.body_regex)
             .field("follow_redirects", &self.follow_redirects)
             .field("max_redirects", &self.max_redirects)
-            .field("ca_file", &self.ca_file)
+            .field("ca", &self.ca)
             .field("timeout", &self.timeout)
             .field("max_body_bytes", &self.max_body_bytes)
             .finish()
@@ -109,7 +109,7 @@ pub async fn probe(dns: &Dns, cfg: &HttpConfig) -> Result<HttpOutcome, ConfigErr
     check_target(&cfg.url).map_err(|reason| ConfigError::new("url", reason))?;
     // Also for plain HTTP: a redirect may lead to HTTPS, and a bad CA file is a configuration
     // error whatever the scheme.
-    let tls_config = tls::client_config(cfg.ca_file.as_deref(), &[b"http/1.1"])?;
+    let tls_config = tls::client_config(cfg.ca.as_ref(), &[b"http/1.1"])?;
 
     let mut outcome = HttpOutcome::new(redacted(&cfg.url).to_string());
     let started = Instant::now();

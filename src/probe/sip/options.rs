@@ -6,10 +6,10 @@
 use super::message::{Dialogue, RequestSpec};
 use super::{StatusLine, Target, millis, session, transaction, uri};
 use crate::probe::dns::Dns;
+use crate::probe::tls::CaSource;
 use crate::probe::{ConfigError, Failure, Outcome};
 use rsip::prelude::*;
 use serde::Serialize;
-use std::path::PathBuf;
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -28,7 +28,7 @@ pub struct OptionsConfig {
     /// threshold, so a timeout above that only leaves room for DNS and connecting.
     pub timeout: Duration,
     /// Extra trust anchors (PEM) for TLS, e.g. a private PBX CA.
-    pub ca_file: Option<PathBuf>,
+    pub ca: Option<CaSource>,
 }
 
 /// chan_sip's peer states.
@@ -73,6 +73,14 @@ pub struct OptionsOutcome {
     pub failure: Option<Failure>,
 }
 
+impl OptionsConfig {
+    /// Checks the server URI before anything is sent (what [`options`] refuses with a
+    /// [`ConfigError`], short of an unreadable CA file).
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        uri::parse(&self.server).map(drop)
+    }
+}
+
 /// Sends one OPTIONS to `cfg.server` and classifies the answer. `Err` only for bad input.
 pub async fn options(dns: &Dns, cfg: &OptionsConfig) -> Result<OptionsOutcome, ConfigError> {
     let server = uri::parse(&cfg.server)?;
@@ -88,7 +96,7 @@ pub async fn options(dns: &Dns, cfg: &OptionsConfig) -> Result<OptionsOutcome, C
         lagged_threshold: threshold,
         failure: None,
     };
-    let opened = session::open(dns, &server, cfg.ca_file.as_deref(), deadline, cfg.timeout).await?;
+    let opened = session::open(dns, &server, cfg.ca.as_ref(), deadline, cfg.timeout).await?;
     outcome.target = opened.target;
     let mut conn = match opened.connection {
         Ok(conn) => conn,

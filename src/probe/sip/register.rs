@@ -12,12 +12,12 @@ use super::transaction::{self, Exchange};
 use super::transport::Connection;
 use super::{StatusLine, Target, millis, session, uri};
 use crate::probe::dns::Dns;
+use crate::probe::tls::CaSource;
 use crate::probe::{ConfigError, Failure, Outcome};
 use crate::secret::Secret;
 use rsip::Header;
 use rsip::prelude::*;
 use serde::Serialize;
-use std::path::PathBuf;
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -45,7 +45,7 @@ pub struct RegisterConfig {
     /// Bounds the whole probe: DNS, connecting, registering and un-registering.
     pub timeout: Duration,
     /// Extra trust anchors (PEM) for TLS, e.g. a private PBX CA.
-    pub ca_file: Option<PathBuf>,
+    pub ca: Option<CaSource>,
 }
 
 /// The result of one registration attempt.
@@ -86,15 +86,25 @@ pub struct RegisterOutcome {
     pub failure: Option<Failure>,
 }
 
+impl RegisterConfig {
+    /// Checks the server URI and user name before anything is sent (what [`register`] refuses
+    /// with a [`ConfigError`], short of an unreadable CA file).
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        uri::parse(&self.server)?;
+        if self.username.is_empty() || self.username.contains(['@', ':', ' ', '<', '>', '"']) {
+            return Err(ConfigError::new(
+                "username",
+                "must be a plain SIP user name",
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// Registers per `cfg`. `Err` only for bad input (an unusable URI or CA file).
 pub async fn register(dns: &Dns, cfg: &RegisterConfig) -> Result<RegisterOutcome, ConfigError> {
+    cfg.validate()?;
     let server = uri::parse(&cfg.server)?;
-    if cfg.username.is_empty() || cfg.username.contains(['@', ':', ' ', '<', '>', '"']) {
-        return Err(ConfigError::new(
-            "username",
-            "must be a plain SIP user name",
-        ));
-    }
     let started = Instant::now();
     let deadline = started + cfg.timeout;
     let mut outcome = RegisterOutcome {
@@ -109,7 +119,7 @@ pub async fn register(dns: &Dns, cfg: &RegisterConfig) -> Result<RegisterOutcome
         total: Duration::ZERO,
         failure: None,
     };
-    let opened = session::open(dns, &server, cfg.ca_file.as_deref(), deadline, cfg.timeout).await?;
+    let opened = session::open(dns, &server, cfg.ca.as_ref(), deadline, cfg.timeout).await?;
     outcome.target = opened.target;
     match opened.connection {
         Ok(conn) => {

@@ -6,8 +6,8 @@ use super::resolve;
 use super::transport::{Connection, Dial, Transport};
 use super::uri::ServerUri;
 use crate::probe::dns::Dns;
+use crate::probe::tls::CaSource;
 use crate::probe::{ConfigError, DnsErrorKind, Failure, tls};
-use std::path::Path;
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -22,7 +22,7 @@ pub(super) struct Opened {
 pub(super) async fn open(
     dns: &Dns,
     server: &ServerUri,
-    ca_file: Option<&Path>,
+    ca: Option<&CaSource>,
     deadline: Instant,
     timeout: Duration,
 ) -> Result<Opened, ConfigError> {
@@ -44,7 +44,7 @@ pub(super) async fn open(
         Transport::Udp => Dial::Udp,
         Transport::Tcp => Dial::Tcp,
         Transport::Tls => Dial::Tls {
-            config: tls::client_config(ca_file, &[])?,
+            config: tls::client_config(ca, &[])?,
             name: tls::server_name(&server.host)?,
         },
     };

@@ -1,0 +1,525 @@
+//! Metrics from real probe runs: the exposition passes `promtool check metrics`, carries no
+//! credential, drops a deleted check's series, and is served with /healthz and /readyz.
+
+mod support;
+
+use serde_json::json;
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant, SystemTime};
+use support::kamailio::Kamailio;
+use support::nginx::{self, Nginx};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use voipcheck::api::{ConditionStatus, ConditionType, Reason, VoipCheckSpec};
+use voipcheck::check::{
+    self, AllowList, CheckId, Plan, PlanError, ProbeKind, ProbeOutcome, ProbeRun, RunReport,
+    StaticSecrets,
+};
+use voipcheck::metrics::{Health, Metrics, ReconcileResult};
+use voipcheck::probe::Failure;
+use voipcheck::probe::dns::Dns;
+use voipcheck::secret::Secret;
+use voipcheck::verdict::{ConditionValue, History, Verdict, evaluate, not_runnable};
+
+const SIP_PASSWORD: &str = "alice-secret";
+
+/// One run of a check with every kind of SIP and HTTP probe against the real peers; the web
+/// page behind Basic auth gets its credentials from a Secret, so they sit in the plan's URL.
+async fn real_run(kamailio: &Kamailio, nginx: &Nginx, id: &CheckId) -> (Plan, RunReport) {
+    let spec: VoipCheckSpec = serde_json::from_value(json!({
+        "target": { "kind": "Cloud", "name": "lab" },
+        "interval": "10s",
+        "timeout": "2s",
+        "sip": {
+            "server": kamailio.uri("udp"),
+            "register": {
+                "username": "alice",
+                "credentialsSecretRef": { "name": "sip", "key": "password" }
+            },
+            "options": { "laggedThreshold": "500ms" }
+        },
+        "http": [
+            {
+                "name": "web-ui",
+                "url": nginx.https_url("127.0.0.1", nginx.https_port, "/").as_str(),
+                "caSecretRef": { "name": "web-ca", "key": "ca.crt" }
+            },
+            {
+                "name": "private",
+                "url": nginx.http_url("/private").as_str(),
+                "basicAuthSecretRef": { "name": "login" }
+            },
+            { "name": "down", "url": nginx.http_url("/status/503").as_str() }
+        ],
+        "control": { "url": nginx.http_url("/").as_str() }
+    }))
+    .unwrap();
+    let mut secrets = StaticSecrets::new();
+    secrets.insert(&id.namespace, "sip", "password", Secret::new(SIP_PASSWORD));
+    let ca = std::fs::read_to_string(nginx.ca.cert_path()).unwrap();
+    secrets.insert(&id.namespace, "web-ca", "ca.crt", Secret::new(ca));
+    secrets.insert(
+        &id.namespace,
+        "login",
+        "username",
+        Secret::new(nginx::USERNAME),
+    );
+    secrets.insert(
+        &id.namespace,
+        "login",
+        "password",
+        Secret::new(nginx::PASSWORD),
+    );
+    let plan = check::plan(id, &spec, &secrets, &AllowList::default()).unwrap();
+    let report = check::run(&Dns::system().unwrap(), &plan).await;
+    let failing: Vec<&str> = report
+        .probes
+        .iter()
+        .filter(|p| p.failure().is_some())
+        .map(|p| p.name.as_str())
+        .collect();
+    assert_eq!(failing, ["http:down"], "{report:?}");
+    (plan, report)
+}
+
+fn condition(type_: ConditionType, status: ConditionStatus, reason: Reason) -> ConditionValue {
+    ConditionValue {
+        type_,
+        status,
+        reason,
+        message: "a message with 127.0.0.1 and codes: never a label".into(),
+    }
+}
+
+fn verdict(ready: bool) -> Verdict {
+    use ConditionStatus::{False, True};
+    Verdict {
+        conditions: vec![
+            if ready {
+                condition(ConditionType::Ready, True, Reason::Healthy)
+            } else {
+                condition(ConditionType::Ready, False, Reason::ProbesFailing)
+            },
+            condition(ConditionType::WebReachable, False, Reason::HttpStatus),
+            condition(
+                ConditionType::HotlineReportable,
+                True,
+                Reason::ProviderOutage,
+            ),
+        ],
+        incident: None,
+    }
+}
+
+/// The series (lines without comments) of `text` whose labels include `label`.
+fn series_with<'a>(text: &'a str, label: &str) -> Vec<&'a str> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && l.contains(label))
+        .collect()
+}
+
+/// The value of the series `name` with exactly `labels` (in any order), if present.
+fn value(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let mut wanted: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
+    wanted.sort();
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            let (series_name, rest) = series.split_once('{').unwrap_or((series, "}"));
+            let mut found: Vec<String> = rest
+                .strip_suffix('}')?
+                .split(',')
+                .filter(|l| !l.is_empty())
+                .map(str::to_owned)
+                .collect();
+            found.sort();
+            (series_name == name && found == wanted).then(|| value.parse().unwrap())
+        })
+}
+
+fn promtool_check(text: &str) {
+    let promtool = support::require_program("promtool");
+    let mut child = Command::new(promtool)
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "promtool check metrics failed:\n{}{}\n--- input ---\n{text}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_runs_give_lint_free_metrics_without_credentials() {
+    let kamailio = Kamailio::start();
+    let nginx = Nginx::start();
+    let metrics = Metrics::new("lab-1");
+    let id = CheckId::new("telephony", "cloud");
+    let (plan, report) = real_run(&kamailio, &nginx, &id).await;
+    metrics.record_run(&id, &report);
+    let (_, verdict) = evaluate(
+        &plan.policy,
+        &History::default(),
+        &report,
+        SystemTime::now(),
+    );
+    metrics.record_verdict(&id, &verdict);
+    // A check that cannot run has conditions too.
+    let broken = CheckId::new("telephony", "broken");
+    let error = PlanError::TargetNotAllowed {
+        field: "spec.sip.server".into(),
+        host: "169.254.169.254".into(),
+    };
+    metrics.record_verdict(&broken, &not_runnable(&error));
+    metrics.record_reconcile(ReconcileResult::Ok);
+    metrics.record_reconcile(ReconcileResult::Error("kube_api"));
+    metrics.observe_schedule_lag(Duration::from_micros(300));
+    metrics.set_checks(1);
+    let text = metrics.encode();
+    promtool_check(&text);
+
+    let probe = |name: &str, probe: &str| {
+        let labels = [
+            ("location", "lab-1"),
+            ("name", "cloud"),
+            ("namespace", "telephony"),
+            ("probe", probe),
+        ];
+        value(&text, name, &labels).unwrap_or_else(|| panic!("no {name} of {probe} in\n{text}"))
+    };
+    assert_eq!(probe("voipcheck_probe_success", "sip-register"), 1.0);
+    assert_eq!(probe("voipcheck_probe_success", "http:down"), 0.0);
+    assert_eq!(probe("voipcheck_probe_success", "control"), 1.0);
+    assert_eq!(
+        probe("voipcheck_probe_duration_seconds_count", "sip-options"),
+        1.0
+    );
+    assert_eq!(
+        probe("voipcheck_sip_registration_status", "sip-register"),
+        1.0
+    );
+    assert_eq!(
+        probe("voipcheck_sip_last_status_code", "sip-options"),
+        200.0
+    );
+    assert!(probe("voipcheck_sip_rtt_seconds", "sip-options") > 0.0);
+    assert_eq!(probe("voipcheck_http_status_code", "http:down"), 503.0);
+    assert_eq!(probe("voipcheck_http_status_code", "http:private"), 200.0);
+    let not_after = nginx
+        .valid_not_after
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap();
+    assert_eq!(
+        probe("voipcheck_tls_cert_expiry_timestamp_seconds", "http:web-ui"),
+        not_after.as_secs() as f64
+    );
+    assert_eq!(
+        series_with(&text, "voipcheck_tls_cert_expiry_timestamp_seconds{").len(),
+        1,
+        "only HTTPS has one"
+    );
+    let responses = [
+        ("code", "200"),
+        ("location", "lab-1"),
+        ("method", "REGISTER"),
+        ("name", "cloud"),
+        ("namespace", "telephony"),
+        ("probe", "sip-register"),
+    ];
+    assert_eq!(
+        value(&text, "voipcheck_sip_responses_total", &responses),
+        Some(1.0)
+    );
+    for phase in ["resolve", "connect", "tls", "processing", "transfer"] {
+        let labels = [
+            ("location", "lab-1"),
+            ("name", "cloud"),
+            ("namespace", "telephony"),
+            ("phase", phase),
+            ("probe", "http:web-ui"),
+        ];
+        assert!(
+            value(&text, "voipcheck_http_phase_duration_seconds", &labels).is_some(),
+            "{phase} missing"
+        );
+    }
+    // One series per condition of the real verdict, each with its current triple.
+    for c in &verdict.conditions {
+        let labels = [
+            ("location", "lab-1"),
+            ("name", "cloud"),
+            ("namespace", "telephony"),
+            ("reason", c.reason.as_str()),
+            ("status", c.status.as_str()),
+            ("type", c.type_.as_str()),
+        ];
+        assert_eq!(
+            value(&text, "voipcheck_condition", &labels),
+            Some(1.0),
+            "{c:?}"
+        );
+    }
+    let conditions = series_with(&text, "voipcheck_condition{");
+    let of_cloud = conditions
+        .iter()
+        .filter(|l| l.contains("name=\"cloud\""))
+        .count();
+    assert_eq!(of_cloud, verdict.conditions.len(), "{conditions:#?}");
+    let broken = [
+        ("location", "lab-1"),
+        ("name", "broken"),
+        ("namespace", "telephony"),
+        ("reason", "TargetNotAllowed"),
+        ("status", "False"),
+        ("type", "Ready"),
+    ];
+    assert_eq!(value(&text, "voipcheck_condition", &broken), Some(1.0));
+    // One failed run of three (failureThreshold) is not yet an outage.
+    let check = [
+        ("location", "lab-1"),
+        ("name", "cloud"),
+        ("namespace", "telephony"),
+    ];
+    assert_eq!(
+        value(&text, "voipcheck_hotline_reportable", &check),
+        Some(0.0)
+    );
+    let location = [("location", "lab-1")];
+    assert_eq!(
+        value(&text, "voipcheck_reconcile_total", &location),
+        Some(2.0)
+    );
+    let errors = [("category", "kube_api"), ("location", "lab-1")];
+    assert_eq!(
+        value(&text, "voipcheck_reconcile_errors_total", &errors),
+        Some(1.0)
+    );
+    assert_eq!(value(&text, "voipcheck_checks", &location), Some(1.0));
+    assert_eq!(
+        value(&text, "voipcheck_schedule_lag_seconds_count", &location),
+        Some(1.0)
+    );
+
+    for credential in [
+        SIP_PASSWORD,
+        nginx::PASSWORD,
+        nginx::PASSWORD_IN_URL,
+        nginx::USERNAME,
+        "127.0.0.1",
+        "a message",
+    ] {
+        assert!(
+            !text.contains(credential),
+            "{credential:?} in the metrics:\n{text}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_check_leaves_no_series_and_stale_conditions_go() {
+    let kamailio = Kamailio::start();
+    let nginx = Nginx::start();
+    let metrics = Metrics::new("lab-1");
+    let kept = CheckId::new("telephony", "kept");
+    let deleted = CheckId::new("telephony", "deleted");
+    for id in [&kept, &deleted] {
+        let (_, report) = real_run(&kamailio, &nginx, id).await;
+        metrics.record_run(id, &report);
+        metrics.record_verdict(id, &verdict(true));
+    }
+    metrics.record_verdict(&kept, &verdict(false));
+    let text = metrics.encode();
+    let ready = series_with(&text, "type=\"Ready\"");
+    assert_eq!(ready.len(), 2, "one Ready triple per check:\n{ready:#?}");
+    assert!(
+        ready
+            .iter()
+            .any(|l| l.contains("name=\"kept\"") && l.contains("ProbesFailing"))
+    );
+    assert!(!series_with(&text, "name=\"deleted\"").is_empty());
+
+    metrics.remove_check(&deleted);
+    let text = metrics.encode();
+    assert_eq!(series_with(&text, "name=\"deleted\""), Vec::<&str>::new());
+    assert!(series_with(&text, "name=\"kept\"").len() > 20, "{text}");
+    promtool_check(&text);
+}
+
+#[test]
+fn a_probe_gone_from_the_spec_and_a_cancelled_probe_leave_no_stale_facts() {
+    let metrics = Metrics::new("lab-1");
+    let id = CheckId::new("ns", "check");
+    let cancelled = |name: &str, kind| ProbeRun {
+        name: name.into(),
+        kind,
+        outcome: ProbeOutcome::Cancelled(Failure::Timeout {
+            after: Duration::from_secs(2),
+        }),
+        duration: Duration::from_millis(2250),
+    };
+    let report = |probes| RunReport {
+        started: SystemTime::now(),
+        probes,
+        control: None,
+    };
+    metrics.record_run(
+        &id,
+        &report(vec![
+            cancelled("sip-register", ProbeKind::SipRegister),
+            cancelled("stun", ProbeKind::Stun),
+        ]),
+    );
+    let text = metrics.encode();
+    let labels = |probe| {
+        [
+            ("location", "lab-1"),
+            ("name", "check"),
+            ("namespace", "ns"),
+            ("probe", probe),
+        ]
+    };
+    assert_eq!(
+        value(
+            &text,
+            "voipcheck_sip_registration_status",
+            &labels("sip-register")
+        ),
+        Some(0.0)
+    );
+    assert_eq!(
+        value(
+            &text,
+            "voipcheck_sip_last_status_code",
+            &labels("sip-register")
+        ),
+        Some(0.0)
+    );
+    assert_eq!(
+        value(&text, "voipcheck_probe_success", &labels("stun")),
+        Some(0.0)
+    );
+    assert_eq!(
+        value(&text, "voipcheck_stun_public_address", &labels("stun")),
+        Some(0.0)
+    );
+    assert!(!text.contains("voipcheck_stun_rtt_seconds{"), "{text}");
+    assert!(
+        !text.contains("voipcheck_nat_binding_lifetime_seconds{"),
+        "{text}"
+    );
+
+    metrics.record_run(
+        &id,
+        &report(vec![cancelled("sip-register", ProbeKind::SipRegister)]),
+    );
+    let text = metrics.encode();
+    assert_eq!(series_with(&text, "probe=\"stun\""), Vec::<&str>::new());
+    assert!(!series_with(&text, "probe=\"sip-register\"").is_empty());
+}
+
+/// Sends one raw HTTP/1.1 request and returns the status code and the whole response.
+async fn get(addr: std::net::SocketAddr, method: &str, path: &str) -> (u16, String) {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!("{method} {path} HTTP/1.1\r\nHost: test\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    tokio::time::timeout(Duration::from_secs(5), stream.read_to_string(&mut response))
+        .await
+        .expect("the server answers and closes")
+        .unwrap();
+    let code = response.split(' ').nth(1).unwrap().parse().unwrap();
+    (code, response)
+}
+
+#[tokio::test]
+async fn serve_answers_metrics_health_and_readiness() {
+    let metrics = Metrics::new("lab-1");
+    metrics.set_checks(3);
+    let health = Health::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(voipcheck::metrics::serve_on(
+        listener,
+        metrics.clone(),
+        health.clone(),
+        async {
+            let _ = stopped.await;
+        },
+    ));
+
+    let (code, response) = get(addr, "GET", "/metrics").await;
+    assert_eq!(code, 200);
+    assert!(
+        response.contains("content-type: text/plain; version=0.0.4"),
+        "{response}"
+    );
+    let body = response.split("\r\n\r\n").nth(1).unwrap();
+    assert_eq!(
+        value(body, "voipcheck_checks", &[("location", "lab-1")]),
+        Some(3.0)
+    );
+    assert_eq!(get(addr, "GET", "/healthz").await.0, 200);
+    assert_eq!(get(addr, "GET", "/readyz").await.0, 503);
+    health.set_ready(true);
+    assert_eq!(get(addr, "GET", "/readyz").await.0, 200);
+    assert_eq!(get(addr, "GET", "/").await.0, 404);
+    assert_eq!(get(addr, "GET", "/metrics/../secret").await.0, 404);
+    let (code, response) = get(addr, "POST", "/metrics").await;
+    assert_eq!(code, 405);
+    assert!(response.contains("allow: GET, HEAD"), "{response}");
+
+    // A client that never sends its request is cut off after the header timeout, and does
+    // not keep others from being served meanwhile.
+    let mut silent = tokio::net::TcpStream::connect(addr).await.unwrap();
+    assert_eq!(get(addr, "GET", "/healthz").await.0, 200);
+    let start = Instant::now();
+    let mut buf = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), silent.read_to_end(&mut buf))
+        .await
+        .expect("the server closes a silent connection")
+        .ok();
+    assert!(
+        start.elapsed() < Duration::from_secs(7),
+        "{:?}",
+        start.elapsed()
+    );
+
+    stop.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(6), server)
+        .await
+        .expect("serve returns after shutdown")
+        .unwrap()
+        .unwrap();
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "no longer listening"
+    );
+}
+
+#[tokio::test]
+async fn serve_reports_a_port_in_use() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap();
+    let result = voipcheck::metrics::serve(
+        addr,
+        Metrics::new("x"),
+        Health::default(),
+        std::future::pending(),
+    )
+    .await;
+    assert_eq!(result.unwrap_err().kind(), std::io::ErrorKind::AddrInUse);
+}
