@@ -8,127 +8,100 @@
 
 use super::error::Result;
 use crate::api::VoipCheckSpec;
-use crate::check::{SecretLookup, SecretSource};
-use crate::secret::Secret;
-use k8s_openapi::api::core::v1::Secret as KubeSecret;
+use crate::check::StaticSecrets;
+use k8s_openapi::api::core::v1::Secret;
 use kube::{Api, Client};
-use std::collections::BTreeMap;
+use std::collections::BTreeSet;
 
-/// The Secrets of one namespace as read for one reconcile; `None` for a Secret that does not
-/// exist.
-#[derive(Default)]
-pub struct FetchedSecrets {
-    namespace: String,
-    secrets: BTreeMap<String, Option<KubeSecret>>,
-}
-
-impl FetchedSecrets {
-    /// Secrets given directly (tests, and the plan step's own unit tests).
-    pub fn new(
-        namespace: impl Into<String>,
-        secrets: BTreeMap<String, Option<KubeSecret>>,
-    ) -> Self {
-        Self {
-            namespace: namespace.into(),
-            secrets,
-        }
-    }
-}
-
-/// Reads every Secret `spec` references in `namespace`, each once. A missing Secret is not an
-/// error here: the plan names it in a `CredentialsMissing` condition.
+/// Reads every Secret `spec` references in `namespace`, each once, into the plan's Secret
+/// source. A missing Secret is not an error here: it stays absent, and the plan names it in a
+/// `CredentialsMissing` condition.
 pub async fn fetch(
     client: &Client,
     namespace: &str,
     spec: &VoipCheckSpec,
-) -> Result<FetchedSecrets> {
-    let api: Api<KubeSecret> = Api::namespaced(client.clone(), namespace);
-    let mut secrets = BTreeMap::new();
-    for name in spec.secret_keys().into_iter().map(|u| u.name) {
-        if !secrets.contains_key(name) {
-            secrets.insert(name.to_owned(), api.get_opt(name).await?);
-        }
-    }
-    Ok(FetchedSecrets::new(namespace, secrets))
-}
-
-impl SecretSource for FetchedSecrets {
-    fn lookup(&self, namespace: &str, name: &str, key: &str) -> SecretLookup {
-        let secret = match self.secrets.get(name) {
-            Some(Some(secret)) if namespace == self.namespace => secret,
-            _ => return SecretLookup::SecretMissing,
-        };
-        let bytes = secret.data.as_ref().and_then(|data| data.get(key));
-        match bytes.map(|b| String::from_utf8(b.0.clone())) {
-            Some(Ok(value)) => SecretLookup::Found(Secret::new(value)),
-            Some(Err(_)) => {
-                // Passwords and PEM certificates are text; a binary value cannot be either.
-                tracing::warn!(
-                    namespace,
-                    secret = name,
-                    key,
-                    "Secret value is not UTF-8 text"
-                );
-                SecretLookup::KeyMissing
+) -> Result<StaticSecrets> {
+    let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    let names: BTreeSet<&str> = spec.secret_keys().into_iter().map(|u| u.name).collect();
+    let mut secrets = StaticSecrets::new();
+    for name in names {
+        if let Some(secret) = api.get_opt(name).await? {
+            // Only a Secret without a name is refused, and the API server never returns one.
+            if let Err(error) = secrets.insert_k8s(&secret, namespace) {
+                tracing::warn!(namespace, secret = name, %error, "Secret ignored");
             }
-            None => SecretLookup::KeyMissing,
         }
     }
+    Ok(secrets)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_openapi::ByteString;
+    use crate::check::{SecretLookup, SecretSource};
+    use http::{Request, Response};
+    use kube::client::Body;
+    use serde_json::json;
 
-    fn secret(key: &str, value: &[u8]) -> KubeSecret {
-        KubeSecret {
-            data: Some([(key.to_owned(), ByteString(value.to_vec()))].into()),
-            ..Default::default()
-        }
-    }
-
-    fn fetched() -> FetchedSecrets {
-        FetchedSecrets::new(
-            "telephony",
-            [
-                ("sip".to_owned(), Some(secret("password", b"hunter2"))),
-                ("binary".to_owned(), Some(secret("password", &[0xff, 0xfe]))),
-                ("gone".to_owned(), None),
+    /// Each referenced Secret is read once, however many fields use it, and a 404 leaves it
+    /// absent while the others are found.
+    #[tokio::test]
+    async fn reads_each_referenced_secret_once() {
+        let spec: VoipCheckSpec = serde_json::from_value(json!({
+            "target": { "kind": "Portal", "name": "portal" },
+            "sip": {
+                "server": "sip:pbx.example.com",
+                "register": {
+                    "username": "monitor",
+                    "credentialsSecretRef": { "name": "shared", "key": "password" }
+                }
+            },
+            "http": [
+                { "name": "a", "url": "https://a.example.com/", "basicAuthSecretRef": { "name": "shared" } },
+                { "name": "b", "url": "https://b.example.com/", "basicAuthSecretRef": { "name": "gone" } }
             ]
-            .into(),
-        )
-    }
-
-    #[test]
-    fn finds_a_key_and_names_what_is_missing() {
-        let secrets = fetched();
-        match secrets.lookup("telephony", "sip", "password") {
-            SecretLookup::Found(value) => assert_eq!(value.expose(), "hunter2"),
-            other => panic!("{other:?}"),
+        }))
+        .unwrap();
+        let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let client = Client::new(service, "default");
+        let fetching = tokio::spawn(async move { fetch(&client, "telephony", &spec).await });
+        let mut paths = Vec::new();
+        for _ in 0..2 {
+            let (request, respond) = handle.next_request().await.unwrap();
+            let path = request.uri().path().to_owned();
+            let (status, body) = if path.ends_with("/shared") {
+                (
+                    200,
+                    json!({
+                        "apiVersion": "v1", "kind": "Secret",
+                        "metadata": { "name": "shared", "namespace": "telephony" },
+                        "data": { "password": "aHVudGVyMg==" }
+                    }),
+                )
+            } else {
+                (
+                    404,
+                    json!({ "kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404 }),
+                )
+            };
+            paths.push(path);
+            let body = Body::from(serde_json::to_vec(&body).unwrap());
+            respond.send_response(Response::builder().status(status).body(body).unwrap());
         }
+        let secrets = fetching.await.unwrap().unwrap();
+        assert_eq!(
+            paths,
+            [
+                "/api/v1/namespaces/telephony/secrets/gone",
+                "/api/v1/namespaces/telephony/secrets/shared"
+            ]
+        );
         assert!(matches!(
-            secrets.lookup("telephony", "sip", "username"),
-            SecretLookup::KeyMissing
+            secrets.lookup("telephony", "shared", "password"),
+            SecretLookup::Found(s) if s.expose() == "hunter2"
         ));
         assert!(matches!(
             secrets.lookup("telephony", "gone", "password"),
-            SecretLookup::SecretMissing
-        ));
-        assert!(matches!(
-            secrets.lookup("telephony", "never-fetched", "password"),
-            SecretLookup::SecretMissing
-        ));
-        assert!(matches!(
-            secrets.lookup("telephony", "binary", "password"),
-            SecretLookup::KeyMissing
-        ));
-    }
-
-    #[test]
-    fn never_answers_for_another_namespace() {
-        assert!(matches!(
-            fetched().lookup("elsewhere", "sip", "password"),
             SecretLookup::SecretMissing
         ));
     }
