@@ -12,6 +12,7 @@ use kube::Resource;
 use kube::runtime::events::{Event, EventType};
 use kube::runtime::reflector::ObjectRef;
 use serde_json::{Value, json};
+use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 /// The field manager of every status write (server-side apply), so `kubectl get -o yaml
@@ -117,6 +118,14 @@ pub fn vanished<'a>(
         .filter(|id| !present(id))
         .cloned()
         .collect()
+}
+
+/// Which of the status writer's `lanes` writes check `id`: always the same one, so one check's
+/// updates stay in order while different checks are written concurrently.
+pub fn writer_lane(id: &CheckId, lanes: usize) -> usize {
+    let mut hasher = std::hash::DefaultHasher::new();
+    id.hash(&mut hasher);
+    (hasher.finish() % lanes.max(1) as u64) as usize
 }
 
 /// Cuts `text` to at most `max` bytes on a character boundary.
@@ -291,6 +300,17 @@ mod tests {
         let refs = referencing_checks(&checks, "telephony", "sip");
         assert_eq!(refs, vec![ObjectRef::new("a").within("telephony")]);
         assert!(referencing_checks(&checks, "telephony", "nothing").is_empty());
+    }
+
+    #[test]
+    fn a_check_always_gets_the_same_writer_lane_and_checks_spread() {
+        let id = CheckId::new("telephony", "cloud");
+        assert_eq!(writer_lane(&id, 16), writer_lane(&id.clone(), 16));
+        let used: std::collections::BTreeSet<usize> = (0..200)
+            .map(|i| writer_lane(&CheckId::new("ns", format!("check-{i}")), 16))
+            .collect();
+        assert_eq!(used.len(), 16);
+        assert_eq!(writer_lane(&id, 0), 0);
     }
 
     #[test]

@@ -11,15 +11,16 @@ use super::leader::Leadership;
 use crate::api::VoipCheck;
 use crate::metrics::{Metrics, ReconcileResult};
 use crate::schedule::StatusUpdate;
-use futures::StreamExt;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::events::{Recorder, Reporter};
 use kube::{Api, Client, Resource};
 use tokio::sync::{mpsc, watch};
 
-/// Status writes in flight at once. Updates of one check are an interval (>= 5 s) apart, so
-/// they do not overtake each other unless the writer is that far behind.
-const CONCURRENT_WRITES: usize = 16;
+/// Status writes in flight at once: one per lane. Each check always goes to the same lane
+/// ([`decide::writer_lane`]), so its updates and Events are applied in the order they were sent.
+const LANES: usize = 16;
+/// Updates queued per lane beyond the shared channel.
+const LANE_BUFFER: usize = 64;
 
 /// Applies status updates and publishes Events.
 pub struct StatusWriter {
@@ -50,13 +51,25 @@ impl StatusWriter {
 
     /// Writes every update until the channel closes (all senders dropped), so at shutdown the
     /// updates of the last runs are still written.
-    pub async fn run(self, updates: mpsc::Receiver<StatusUpdate>) {
-        let updates = futures::stream::unfold(updates, |mut rx| async move {
-            rx.recv().await.map(|update| (update, rx))
+    pub async fn run(self, mut updates: mpsc::Receiver<StatusUpdate>) {
+        let (lanes, lane_receivers): (Vec<_>, Vec<_>) =
+            (0..LANES).map(|_| mpsc::channel(LANE_BUFFER)).unzip();
+        let dispatch = async move {
+            while let Some(update) = updates.recv().await {
+                let lane = decide::writer_lane(&update.id, LANES);
+                if lanes[lane].send(update).await.is_err() {
+                    break;
+                }
+            }
+            // Dropping the lanes' senders lets each lane finish once drained.
+        };
+        let writer = &self;
+        let lanes = lane_receivers.into_iter().map(|mut lane| async move {
+            while let Some(update) = lane.recv().await {
+                writer.write(update).await;
+            }
         });
-        updates
-            .for_each_concurrent(CONCURRENT_WRITES, |update| self.write(update))
-            .await;
+        futures::join!(dispatch, futures::future::join_all(lanes));
         tracing::debug!("status writer drained");
     }
 
