@@ -430,9 +430,46 @@ async fn missing_secret_is_credentials_missing_with_an_event_and_recovers_when_i
         ("Normal", "Healthy")
     );
 
+    // The first write exactly: nothing ran, so no lastRun; the reason names field and Secret.
     loosen(&mut missing, start);
+    let cannot_run = format!("spec.sip.register.credentialsSecretRef: Secret {SECRET} not found");
+    assert_eq!(
+        missing,
+        json!({
+            "observedGeneration": GENERATION,
+            "conditions": [
+                {
+                    "type": "Ready", "status": "False", "reason": "CredentialsMissing",
+                    "message": cannot_run, "observedGeneration": GENERATION,
+                    "lastTransitionTime": "<time>"
+                },
+                {
+                    "type": "HotlineReportable", "status": "False", "reason": "ConfigurationProblem",
+                    "message": format!("the check cannot run: {cannot_run}"),
+                    "observedGeneration": GENERATION, "lastTransitionTime": "<time>"
+                }
+            ]
+        })
+    );
+    // After recovery: every condition anew, one Event per change, Normal all of them.
     loosen(&mut recovered, start);
-    assert!(recovered["lastRun"].is_object(), "{recovered}");
+    assert_eq!(
+        conditions(&recovered),
+        [
+            ("HotlineReportable", "False", "Healthy"),
+            ("Ready", "True", "Healthy"),
+            ("SipRegistered", "True", "Registered"),
+            ("WebReachable", "True", "Reachable"),
+        ]
+        .map(|(t, s, r)| (t.to_owned(), s.to_owned(), r.to_owned()))
+        .into(),
+        "{recovered:#}"
+    );
+    assert!(events.iter().all(|e| e.1 == "Normal"), "{events:?}");
+    assert_eq!(
+        events.iter().find(|e| e.0 == "Ready").unwrap().3,
+        "Ready True (was False CredentialsMissing): all probes pass"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -663,7 +700,7 @@ async fn a_failed_status_write_is_counted_and_the_writer_goes_on() {
 
 /// A small stand-in for the API server behind the mock client: empty VoipCheck and Secret
 /// lists, watches that stay open, and one Lease kept in memory (GET, create, merge PATCH).
-/// Records every request as `METHOD path`.
+/// Records every request as `METHOD uri`.
 async fn fake_api_server(
     mut handle: Handle<Request<Body>, Response<Body>>,
     log: Arc<std::sync::Mutex<Vec<String>>>,
@@ -674,7 +711,7 @@ async fn fake_api_server(
         let method = request.method().clone();
         let uri = request.uri().to_string();
         let path = uri.split('?').next().unwrap().to_owned();
-        log.lock().unwrap().push(format!("{method} {path}"));
+        log.lock().unwrap().push(format!("{method} {uri}"));
         let bytes = request.into_body().collect_bytes().await.unwrap();
         let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
         let reply = |status: StatusCode, body: Value| {
@@ -780,7 +817,9 @@ async fn the_operator_watches_its_namespaces_leads_and_releases_the_lease_on_shu
     while http_status(port, "/readyz").await != Some(200) {
         assert!(
             tokio::time::Instant::now() < deadline,
-            "never ready: {:?}",
+            "never ready (healthz {:?}, finished {}): {:?}",
+            http_status(port, "/healthz").await,
+            operator.is_finished(),
             log.lock().unwrap()
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -808,15 +847,14 @@ async fn the_operator_watches_its_namespaces_leads_and_releases_the_lease_on_shu
         "GET /api/v1/namespaces/team-b/secrets",
         "POST /apis/coordination.k8s.io/v1/namespaces/ops/leases",
     ] {
-        assert!(
-            requests.iter().any(|r| r == wanted),
-            "no {wanted} in {requests:#?}"
-        );
+        let found = requests.iter().any(|r| r.split('?').next() == Some(wanted));
+        assert!(found, "no {wanted} in {requests:#?}");
     }
     assert!(
         !requests
             .iter()
-            .any(|r| r.contains("/voipchecks") && !r.contains("/namespaces/team-")),
+            .any(|r| (r.contains("/voipchecks") || r.contains("/secrets"))
+                && !r.contains("/namespaces/team-")),
         "a watch outside the given namespaces: {requests:#?}"
     );
 

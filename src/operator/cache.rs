@@ -7,6 +7,7 @@ use crate::api::VoipCheck;
 use crate::check::CheckId;
 use kube::runtime::reflector::{ObjectRef, Store};
 use std::sync::Arc;
+use std::time::Duration;
 
 /// Read access to every watched scope's cache. Cloning shares the stores.
 #[derive(Clone, Default)]
@@ -32,12 +33,23 @@ impl Checks {
 
     /// Resolves once every store has been filled by its first list (false if a store's reflector
     /// was dropped before that).
+    ///
+    /// Asks again every [`READY_RECHECK`]: a store's readiness future wakes only its most recent
+    /// waiter (kube-runtime's `DelayedInit` holds one waker), and the controller waits on the
+    /// same store, so a single wait here could sleep forever.
     pub async fn wait_until_ready(&self) -> bool {
         for store in &self.stores {
-            if store.wait_until_ready().await.is_err() {
-                return false;
+            loop {
+                match tokio::time::timeout(READY_RECHECK, store.wait_until_ready()).await {
+                    Ok(Ok(())) => break,
+                    Ok(Err(_writer_dropped)) => return false,
+                    Err(_not_yet) => continue,
+                }
             }
         }
         true
     }
 }
+
+/// How often readiness is asked again while waiting.
+const READY_RECHECK: Duration = Duration::from_millis(250);
