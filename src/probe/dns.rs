@@ -10,11 +10,17 @@ use hickory_resolver::net::NetError;
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::proto::rr::{RData, RecordType};
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 
 /// A shared, caching DNS resolver. Cloning is cheap and shares the cache.
+///
+/// Every address a probe connects to comes from [`Dns::lookup_ip`], so that is where an
+/// operator's allow-list is enforced on resolved names too (a name may point at a cloud
+/// metadata address even when the spec only shows a harmless host name).
 #[derive(Clone)]
 pub struct Dns {
     resolver: TokioResolver,
+    allowed: Option<Arc<dyn Fn(IpAddr) -> bool + Send + Sync>>,
 }
 
 /// One SRV record (RFC 2782), as RFC 3263 §4.2 consumes it.
@@ -44,7 +50,19 @@ impl Dns {
         let resolver = builder
             .build()
             .map_err(|e| super::ConfigError::new("/etc/resolv.conf", e))?;
-        Ok(Self { resolver })
+        Ok(Self {
+            resolver,
+            allowed: None,
+        })
+    }
+
+    /// The same resolver, handing out only addresses `allowed` accepts; a name whose every
+    /// address is refused fails with [`Failure::TargetNotAllowed`].
+    pub fn restricted(self, allowed: impl Fn(IpAddr) -> bool + Send + Sync + 'static) -> Self {
+        Self {
+            allowed: Some(Arc::new(allowed)),
+            ..self
+        }
     }
 
     /// A resolver that asks only the given name server (UDP and TCP), e.g. a test's own.
@@ -57,25 +75,39 @@ impl Dns {
         let resolver = TokioResolver::builder_with_config(config, TokioRuntimeProvider::default())
             .build()
             .expect("a resolver with a fixed name server and no TLS always builds");
-        Self { resolver }
+        Self {
+            resolver,
+            allowed: None,
+        }
     }
 
     /// Addresses of `host`; an IP literal is returned as it is, without a query.
     pub async fn lookup_ip(&self, host: &str) -> Result<Vec<IpAddr>, Failure> {
         let literal = host.trim_start_matches('[').trim_end_matches(']');
-        if let Ok(ip) = literal.parse::<IpAddr>() {
-            return Ok(vec![ip]);
-        }
-        let lookup = self
-            .resolver
-            .lookup_ip(host)
-            .await
-            .map_err(|e| failure(host, &e))?;
-        let ips: Vec<IpAddr> = lookup.iter().collect();
-        if ips.is_empty() {
+        let ips: Vec<IpAddr> = match literal.parse::<IpAddr>() {
+            Ok(ip) => vec![ip],
+            Err(_) => self
+                .resolver
+                .lookup_ip(host)
+                .await
+                .map_err(|e| failure(host, &e))?
+                .iter()
+                .collect(),
+        };
+        let Some(first) = ips.first().copied() else {
             return Err(no_records(host));
+        };
+        let Some(allowed) = &self.allowed else {
+            return Ok(ips);
+        };
+        let permitted: Vec<IpAddr> = ips.into_iter().filter(|ip| allowed(*ip)).collect();
+        if permitted.is_empty() {
+            return Err(Failure::TargetNotAllowed {
+                name: host.to_owned(),
+                address: first.to_string(),
+            });
         }
-        Ok(ips)
+        Ok(permitted)
     }
 
     /// SRV records of `name` (e.g. `_sip._udp.example.com`); an empty list when there are none.
@@ -146,5 +178,38 @@ fn failure(name: &str, err: &NetError) -> Failure {
     Failure::DnsFailure {
         name: name.to_owned(),
         kind,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn nowhere() -> Dns {
+        Dns::with_nameserver("127.0.0.1:9".parse().unwrap())
+    }
+
+    #[tokio::test]
+    async fn restriction_refuses_addresses_outside_the_allow_list() {
+        let dns = nowhere().restricted(|ip| !ip.is_loopback());
+        assert_eq!(
+            dns.lookup_ip("127.0.0.1").await,
+            Err(Failure::TargetNotAllowed {
+                name: "127.0.0.1".into(),
+                address: "127.0.0.1".into()
+            })
+        );
+        assert_eq!(
+            dns.lookup_ip("[2001:db8::1]").await,
+            Ok(vec!["2001:db8::1".parse::<IpAddr>().unwrap()])
+        );
+    }
+
+    #[tokio::test]
+    async fn unrestricted_literals_need_no_query() {
+        assert_eq!(
+            nowhere().lookup_ip("169.254.169.254").await,
+            Ok(vec!["169.254.169.254".parse::<IpAddr>().unwrap()])
+        );
     }
 }

@@ -28,14 +28,14 @@ pub enum Failure {
     #[error("network error: {detail}")]
     Network { detail: String },
     /// No (final) answer within the probe timeout.
-    #[error("no answer within {}", humantime::format_duration(*after))]
+    #[error("no answer within {}", in_ms(*after))]
     Timeout {
         #[serde(rename = "afterSeconds", serialize_with = "secs::serialize")]
         after: Duration,
     },
     /// A SIP OPTIONS answer came, but later than the threshold: Asterisk chan_sip's `LAGGED`
     /// (seeds 000/002).
-    #[error("answered after {}, slower than the {} threshold (LAGGED)", humantime::format_duration(*rtt), humantime::format_duration(*threshold))]
+    #[error("answered after {}, slower than the {} threshold (LAGGED)", in_ms(*rtt), in_ms(*threshold))]
     Lagged {
         #[serde(rename = "rttSeconds", serialize_with = "secs::serialize")]
         rtt: Duration,
@@ -70,6 +70,10 @@ pub enum Failure {
     /// 400 Bad Request, 401 Unauthorized (the server wants credentials), 420 Unknown Attribute.
     #[error("STUN error response {code}")]
     StunError { code: u16 },
+    /// Every address of the name lies outside the operator's `--allow-target` list, so nothing
+    /// was sent (DESIGN.md §8).
+    #[error("{name} resolves to {address}, outside the operator's allow-list")]
+    TargetNotAllowed { name: String, address: String },
     /// The peer answered with something that is not valid for the protocol.
     #[error("protocol error: {detail}")]
     Protocol { detail: String },
@@ -94,6 +98,7 @@ impl Failure {
             Failure::BodyMismatch { .. } => "BodyMismatch",
             Failure::AddressMismatch { .. } => "AddressMismatch",
             Failure::StunError { .. } => "StunError",
+            Failure::TargetNotAllowed { .. } => "TargetNotAllowed",
             Failure::Protocol { .. } => "Protocol",
         }
     }
@@ -109,6 +114,11 @@ impl Failure {
             },
         }
     }
+}
+
+/// A duration for messages, to the millisecond ("2s 3ms", not "2s 3ms 41us 12ns").
+fn in_ms(d: Duration) -> humantime::FormattedDuration {
+    humantime::format_duration(Duration::from_millis(d.as_millis() as u64))
 }
 
 /// How a DNS lookup failed. NXDOMAIN is kept apart because a name that does not exist is a

@@ -119,6 +119,8 @@ fn cause(condition: ConditionType, failure: &Failure) -> (Reason, Blame) {
         // The server refuses plain Binding requests (e.g. 401: it wants credentials): the
         // configured server is not a plain STUN server.
         Failure::StunError { .. } => (Reason::TransportError, Configuration),
+        // The operator's allow-list, not the provider, stopped the probe.
+        Failure::TargetNotAllowed { .. } => (Reason::TransportError, Configuration),
     };
     let (reason, blame) = match condition {
         // chan_sip's vocabulary: no reply is UNREACHABLE, whether it timed out or was refused.
