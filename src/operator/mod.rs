@@ -73,7 +73,12 @@ pub async fn run(
 ) -> Result<()> {
     let metrics = Metrics::new(&config.location);
     let health = Health::default();
-    let dns = Dns::system().map_err(|e| Error::Config(e.to_string()))?;
+    // The allow-list applies to resolved addresses too: a harmless-looking name may point at a
+    // metadata address.
+    let allow = config.allow.clone();
+    let dns = Dns::system()
+        .map_err(|e| Error::Config(e.to_string()))?
+        .restricted(move |ip| allow.allows_ip(ip));
 
     let scopes: Vec<Option<String>> = if config.namespaces.is_empty() {
         vec![None]
