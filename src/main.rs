@@ -30,8 +30,10 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match &cli.command {
-        Command::Operator(args) => cli::logging::init(args.log_format, "info"),
-        _ => cli::logging::init(cli::logging::LogFormat::Text, "warn"),
+        Command::Operator(args) => {
+            init_logging("info", args.log_format == cli::operator::LogFormat::Json)
+        }
+        _ => init_logging("warn", false),
     }
     match cli.command {
         Command::Probe(args) => block_on(cli::probe::run(*args)),
@@ -40,6 +42,20 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Operator(args) => cli::operator::run(*args),
+    }
+}
+
+/// Logs go to stderr at `default_level` unless RUST_LOG says otherwise; stdout is for results.
+fn init_logging(default_level: &str, json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        logs.json().init();
+    } else {
+        logs.init();
     }
 }
 

@@ -1,7 +1,6 @@
 //! Subcommands of the `voipcheck` binary. Each turns its arguments into the library's plain
 //! configuration types and reports the result; none holds protocol logic.
 
-pub mod logging;
 pub mod operator;
 pub mod output;
 pub mod probe;

@@ -1,8 +1,7 @@
 //! `voipcheck operator`: the in-cluster controller. Turns flags (and the pod's environment)
 //! into an [`OperatorConfig`] and runs it until SIGTERM or SIGINT.
 
-use super::logging::LogFormat;
-use clap::Args;
+use clap::{Args, ValueEnum};
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use voipcheck::check::AllowList;
@@ -64,12 +63,21 @@ pub struct OperatorArgs {
     identity: Option<String>,
 }
 
+/// How log lines are written to stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// One JSON object per line, for a log pipeline.
+    Json,
+    /// Human-readable lines.
+    Text,
+}
+
 /// Runs the operator; exit status 0 after a clean shutdown, 1 when it failed, 2 for bad flags
 /// or no cluster configuration.
 pub fn run(args: OperatorArgs) -> ExitCode {
     let allow = match AllowList::parse(&args.allow_targets) {
         Ok(allow) => allow,
-        Err(e) => return usage_error(&format!("--allow-target: {e}")),
+        Err(e) => return usage_error(&e.to_string()),
     };
     let Some(identity) = args.identity.clone().or_else(host_name) else {
         return usage_error("no --identity given and no host name found");
