@@ -133,11 +133,6 @@ impl Engine {
         self.step_down().await;
     }
 
-    /// Whether a scheduler is running here.
-    pub fn is_leading(&self) -> bool {
-        self.lock().scheduler.is_some()
-    }
-
     /// Locks the state; a panic while it was held left nothing half-written that matters more
     /// than keeping the operator running, so a poisoned lock is taken over.
     fn lock(&self) -> MutexGuard<'_, State> {
