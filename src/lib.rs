@@ -6,6 +6,7 @@
 pub mod api;
 pub mod check;
 pub mod metrics;
+pub mod operator;
 pub mod probe;
 pub mod schedule;
 pub mod secret;

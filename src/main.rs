@@ -26,12 +26,16 @@ enum Command {
     Run(Box<cli::run::RunArgs>),
     /// Print the VoipCheck CustomResourceDefinition (YAML), e.g. `voipcheck crd | kubectl apply -f -`.
     Crd,
+    /// Run the in-cluster controller: watch VoipChecks, probe on schedule, write status and
+    /// Events, serve /metrics, /healthz and /readyz.
+    Operator(Box<cli::operator::OperatorArgs>),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match &cli.command {
-        Command::Run(args) => init_logging("info", args.log_format == cli::run::LogFormat::Json),
+        Command::Run(args) => init_logging("info", args.log_format == cli::LogFormat::Json),
+        Command::Operator(args) => init_logging("info", args.log_format == cli::LogFormat::Json),
         _ => init_logging("warn", false),
     }
     match cli.command {
@@ -41,6 +45,7 @@ fn main() -> ExitCode {
             print!("{}", voipcheck::api::crd_yaml());
             ExitCode::SUCCESS
         }
+        Command::Operator(args) => cli::operator::run(*args),
     }
 }
 

@@ -2,7 +2,8 @@
 //! Exit status: 0 after SIGTERM/SIGINT (or, with `--once`, every probe passed), 1 with `--once`
 //! when a probe failed or a check cannot run, 2 for a file or option that cannot be used.
 
-use clap::{Args, ValueEnum};
+use super::LogFormat;
+use clap::Args;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -39,12 +40,6 @@ pub struct RunArgs {
     /// Run every check once now, print each probe's result and exit (0 all passed, 1 not).
     #[arg(long)]
     once: bool,
-}
-
-#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    Text,
-    Json,
 }
 
 /// Runs the checks until a signal stops them (or once, with `--once`).
