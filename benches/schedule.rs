@@ -39,16 +39,26 @@ struct Settings {
 }
 
 impl Settings {
-    /// `--checks N`, `--seconds S`, `--max-concurrent M`, `--http-probes K`; anything else (cargo's `--bench`) is
-    /// ignored.
+    /// `--checks N`, `--seconds S`, `--max-concurrent M`, `--http-probes K`. Without cargo's
+    /// `--bench` (i.e. under `cargo test --all-targets`) a short smoke run keeps the benchmark
+    /// working without spending a minute of the test suite on it.
     fn from_args() -> Settings {
-        let mut settings = Settings {
-            checks: 1000,
-            seconds: 65,
-            max_concurrent: 200,
-            http_probes: 2000,
-        };
         let args: Vec<String> = std::env::args().collect();
+        let mut settings = if args.iter().any(|a| a == "--bench") {
+            Settings {
+                checks: 1000,
+                seconds: 65,
+                max_concurrent: 200,
+                http_probes: 2000,
+            }
+        } else {
+            Settings {
+                checks: 300,
+                seconds: 2,
+                max_concurrent: 200,
+                http_probes: 50,
+            }
+        };
         for pair in args.windows(2) {
             let value = || {
                 pair[1]
