@@ -6,8 +6,10 @@
 pub mod api;
 pub mod check;
 pub mod metrics;
+pub mod operator;
 pub mod probe;
 pub mod schedule;
 pub mod secret;
+pub mod standalone;
 pub mod status;
 pub mod verdict;

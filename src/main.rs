@@ -4,6 +4,7 @@ mod cli;
 
 use clap::{Parser, Subcommand};
 use std::future::Future;
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 /// Synthetic checks for telephony services: SIP registration and qualify, STUN, web reachability.
@@ -20,29 +21,51 @@ struct Cli {
 enum Command {
     /// Run one probe now and print what it saw (the tool for a call with a customer).
     Probe(Box<cli::probe::ProbeArgs>),
+    /// Run the VoipChecks of a file on their schedule, without a cluster: condition transitions on
+    /// stdout, metrics on --metrics-addr.
+    Run(Box<cli::run::RunArgs>),
     /// Print the VoipCheck CustomResourceDefinition (YAML), e.g. `voipcheck crd | kubectl apply -f -`.
     Crd,
+    /// Run the in-cluster controller: watch VoipChecks, probe on schedule, write status and
+    /// Events, serve /metrics, /healthz and /readyz.
+    Operator(Box<cli::operator::OperatorArgs>),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    match &cli.command {
+        Command::Run(args) => init_logging("info", args.log_format == cli::LogFormat::Json),
+        Command::Operator(args) => init_logging("info", args.log_format == cli::LogFormat::Json),
+        _ => init_logging("warn", false),
+    }
     match cli.command {
         Command::Probe(args) => block_on(cli::probe::run(*args)),
+        Command::Run(args) => block_on(cli::run::run(*args)),
         Command::Crd => {
             print!("{}", voipcheck::api::crd_yaml());
             ExitCode::SUCCESS
         }
+        Command::Operator(args) => cli::operator::run(*args),
     }
 }
 
-/// Runs an async mode on a single-threaded runtime: one probe needs no more.
+/// Logs go to stderr at `default_level` unless RUST_LOG says otherwise; stdout is for results.
+fn init_logging(default_level: &str, json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr);
+    if json {
+        logs.json().init();
+    } else {
+        logs.init();
+    }
+}
+
+/// Runs an async mode on a single-threaded runtime: one probe needs no more, and `run` is sized
+/// for one core (DESIGN.md §7).
 fn block_on(mode: impl Future<Output = ExitCode>) -> ExitCode {
     match tokio::runtime::Builder::new_current_thread()
         .enable_all()

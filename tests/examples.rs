@@ -172,10 +172,16 @@ fn every_referenced_secret_key_is_in_the_same_file() {
 #[test]
 fn example_secrets_hold_placeholders_only() {
     for path in example_files() {
+        // The lab runs against the test registrar, whose account is in tests/peers/kamailio.cfg.
+        let placeholder = if path.ends_with("lab.yaml") {
+            "alice-secret"
+        } else {
+            "change-me"
+        };
         for secret in read(&path).secrets {
             for (key, value) in secret.string_data.unwrap_or_default() {
                 if key == "password" {
-                    assert_eq!(value, "change-me", "{}: a real password?", path.display());
+                    assert_eq!(value, placeholder, "{}: a real password?", path.display());
                 }
             }
             assert!(

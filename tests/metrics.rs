@@ -203,10 +203,7 @@ async fn real_runs_give_lint_free_metrics_without_credentials() {
     assert_eq!(probe("voipcheck_probe_success", "sip-register"), 1.0);
     assert_eq!(probe("voipcheck_probe_success", "http:down"), 0.0);
     assert_eq!(probe("voipcheck_probe_success", "control"), 1.0);
-    assert_eq!(
-        probe("voipcheck_probe_duration_seconds_count", "sip-options"),
-        1.0
-    );
+    assert!(probe("voipcheck_probe_duration_seconds", "sip-options") > 0.0);
     assert_eq!(
         probe("voipcheck_sip_registration_status", "sip-register"),
         1.0

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 #[derive(Default)]
 pub struct KamailioBuilder {
     sha256: bool,
+    port: Option<u16>,
 }
 
 impl KamailioBuilder {
@@ -22,10 +23,17 @@ impl KamailioBuilder {
         self
     }
 
+    /// Listen for UDP and TCP on `port` (e.g. the port of a registrar stopped earlier, to
+    /// simulate its recovery) instead of a free one.
+    pub fn port(mut self, port: u16) -> Self {
+        self.port = Some(port);
+        self
+    }
+
     pub fn start(self) -> Kamailio {
         let program = require_program("kamailio");
         let dir = tempfile::tempdir().expect("temp dir for kamailio");
-        let port = free_port();
+        let port = self.port.unwrap_or_else(free_port);
         let tls_port = free_port();
         let ca = TestCa::new();
         let now = std::time::SystemTime::now();

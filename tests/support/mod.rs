@@ -105,6 +105,11 @@ impl Daemon {
         );
     }
 
+    /// The daemon's process id (e.g. to read its CPU time from /proc).
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+
     /// What the daemon printed so far, for failure messages.
     pub fn log_text(&self) -> String {
         let mut text = String::new();

@@ -1,0 +1,155 @@
+//! `voipcheck operator`: the in-cluster controller. Turns flags (and the pod's environment)
+//! into an [`OperatorConfig`] and runs it until SIGTERM or SIGINT.
+
+use super::LogFormat;
+use clap::Args;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use voipcheck::check::AllowList;
+use voipcheck::operator::leader::LeaseConfig;
+use voipcheck::operator::{self, OperatorConfig};
+
+#[derive(Args)]
+#[command(after_help = "\
+Run in a pod whose service account may: get/list/watch voipchecks (voipcheck.io); patch \
+voipchecks/status; get/list/watch secrets (read only); create/patch events (events.k8s.io); \
+get/create/patch leases (coordination.k8s.io) in the lease namespace.
+
+Only the replica holding the Lease probes and writes status; others stand by with warm caches \
+and take over within about 15 s.
+
+Examples:
+  voipcheck operator
+  voipcheck operator --namespace telephony --allow-target '*.starface-cloud.com' --allow-target 10.0.0.0/8
+  voipcheck operator --log-format text --metrics-addr 127.0.0.1:9090")]
+pub struct OperatorArgs {
+    /// Watch only this namespace; repeat for several. Default: all namespaces.
+    #[arg(long = "namespace", value_name = "NS")]
+    namespaces: Vec<String>,
+
+    /// Probe only hosts matching this pattern: a host name, a `*.example.com` wildcard or a CIDR
+    /// range; repeat for several. Default: any host except link-local/metadata addresses
+    /// (169.254.0.0/16, fe80::/10), which need an explicit pattern.
+    #[arg(long = "allow-target", value_name = "PATTERN")]
+    allow_targets: Vec<String>,
+
+    /// Where /metrics, /healthz and /readyz are served.
+    #[arg(long, default_value = "0.0.0.0:8080")]
+    metrics_addr: SocketAddr,
+
+    /// The `location` label of every metric series, to tell operator instances in different
+    /// networks apart (alerts can require failures seen from two locations).
+    #[arg(long, env = "VOIPCHECK_LOCATION", default_value = "default")]
+    location: String,
+
+    /// Probes in flight at once, across all checks.
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    max_concurrent_probes: u32,
+
+    /// Log format on stderr (RUST_LOG sets the level; default info).
+    #[arg(long, value_enum, default_value_t = LogFormat::Json)]
+    pub log_format: LogFormat,
+
+    /// The Lease used for leader election.
+    #[arg(long, default_value = "voipcheck-operator")]
+    lease_name: String,
+
+    /// The Lease's namespace. Default: the pod's namespace (POD_NAMESPACE, else the service
+    /// account's or kubeconfig's namespace).
+    #[arg(long, env = "POD_NAMESPACE")]
+    lease_namespace: Option<String>,
+
+    /// This replica's name in the Lease and in Events. Default: POD_NAME, else the host name.
+    #[arg(long, env = "POD_NAME")]
+    identity: Option<String>,
+}
+
+/// Runs the operator; exit status 0 after a clean shutdown, 1 when it failed, 2 for bad flags
+/// or no cluster configuration.
+pub fn run(args: OperatorArgs) -> ExitCode {
+    let allow = match AllowList::parse(&args.allow_targets) {
+        Ok(allow) => allow,
+        Err(e) => return usage_error(&e.to_string()),
+    };
+    let Some(identity) = args.identity.clone().or_else(host_name) else {
+        return usage_error("no --identity given and no host name found");
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => return usage_error(&format!("cannot start the async runtime: {e}")),
+    };
+    runtime.block_on(async {
+        let client = match kube::Client::try_default().await {
+            Ok(client) => client,
+            Err(e) => return usage_error(&format!("no Kubernetes configuration: {e}")),
+        };
+        let namespace = args
+            .lease_namespace
+            .clone()
+            .unwrap_or_else(|| client.default_namespace().to_owned());
+        let config = OperatorConfig {
+            namespaces: args.namespaces,
+            allow,
+            metrics_addr: args.metrics_addr,
+            location: args.location,
+            max_concurrent_probes: args.max_concurrent_probes as usize,
+            lease: LeaseConfig {
+                name: args.lease_name,
+                namespace,
+                identity,
+            },
+        };
+        match operator::run(client, config, shutdown_signal()).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                tracing::error!(%error, "operator failed");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}
+
+/// Logs a configuration error (in the chosen log format) and exits with status 2.
+fn usage_error(message: &str) -> ExitCode {
+    tracing::error!("voipcheck operator: {message}");
+    ExitCode::from(2)
+}
+
+/// The host name (a pod's name, when POD_NAME is not set).
+fn host_name() -> Option<String> {
+    std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+        .map(|name| name.trim().to_owned())
+        .filter(|name| !name.is_empty())
+}
+
+/// Resolves on the first SIGTERM or SIGINT, which starts the graceful shutdown; a second one
+/// exits at once.
+async fn shutdown_signal() {
+    signal().await;
+    tokio::spawn(async {
+        signal().await;
+        tracing::warn!("second signal: exiting without waiting");
+        std::process::exit(1);
+    });
+}
+
+async fn signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGTERM; stopping on SIGINT only");
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

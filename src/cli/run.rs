@@ -1,0 +1,92 @@
+//! `voipcheck run -f checks.yaml`: the checks of a file on their schedule, without a cluster.
+//! Exit status: 0 after SIGTERM/SIGINT (or, with `--once`, every probe passed), 1 with `--once`
+//! when a probe failed or a check cannot run, 2 for a file or option that cannot be used.
+
+use super::LogFormat;
+use clap::Args;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use voipcheck::standalone::{self, Format, Options};
+
+#[derive(Args)]
+#[command(after_help = "Examples:\n  \
+    voipcheck run -f examples/lab.yaml --metrics-addr 127.0.0.1:9090\n  \
+    voipcheck run -f checks.yaml --once --log-format json\n\n\
+    Send SIGHUP to re-read the file: new and changed checks start, removed ones stop, and a file \
+    that cannot be read keeps the running set.")]
+pub struct RunArgs {
+    /// A multi-document YAML file of VoipChecks and the Secrets they reference (as for
+    /// `kubectl apply -f`; objects without a namespace are in "default").
+    #[arg(short = 'f', long = "file")]
+    file: PathBuf,
+
+    /// Serve /metrics, /healthz and /readyz on this address, e.g. 127.0.0.1:9090.
+    #[arg(long)]
+    metrics_addr: Option<SocketAddr>,
+
+    /// The `location` label of every metric series, to tell several sites apart.
+    #[arg(long, default_value = "local", value_parser = parse_location)]
+    location: String,
+
+    /// Transitions on stdout and logs on stderr as text lines or as JSON lines.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    /// How many check runs may be in flight at once.
+    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    max_concurrent_probes: u32,
+
+    /// Run every check once now, print each probe's result and exit (0 all passed, 1 not).
+    #[arg(long)]
+    once: bool,
+}
+
+/// Runs the checks until a signal stops them (or once, with `--once`).
+pub async fn run(args: RunArgs) -> ExitCode {
+    let format = match args.log_format {
+        LogFormat::Text => Format::Text,
+        LogFormat::Json => Format::Json,
+    };
+    let max_concurrent = args.max_concurrent_probes as usize;
+    let result = if args.once {
+        standalone::once(&args.file, format, max_concurrent)
+            .await
+            .map(|passed| {
+                if passed {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::from(1)
+                }
+            })
+    } else {
+        let options = Options {
+            file: args.file,
+            metrics_addr: args.metrics_addr,
+            location: args.location,
+            format,
+            max_concurrent,
+        };
+        standalone::run(options).await.map(|()| ExitCode::SUCCESS)
+    };
+    result.unwrap_or_else(|error| {
+        match format {
+            Format::Text => eprintln!("voipcheck: {error}"),
+            Format::Json => tracing::error!("{error}"),
+        }
+        ExitCode::from(2)
+    })
+}
+
+/// A `location` becomes a label value on every series: a short name, not free text.
+fn parse_location(value: &str) -> Result<String, String> {
+    let valid = (1..=63).contains(&value.len())
+        && value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if valid {
+        Ok(value.to_owned())
+    } else {
+        Err("use 1 to 63 letters, digits, '-', '_' or '.'".to_owned())
+    }
+}

@@ -1,0 +1,333 @@
+//! The controller's decisions as plain functions: which check an object is, what the scheduler
+//! gets, what the status patch and the Events look like, which checks a Secret change concerns,
+//! which scheduled checks are gone. No client, no clock: the controller, the status writer and
+//! the deletion handling call these, and the unit tests below cover them without any API.
+
+use super::error::{Error, Result};
+use crate::api::{ConditionStatus, ConditionType, VoipCheck, VoipCheckStatus};
+use crate::check::{CheckId, Plan, PlanError};
+use crate::schedule::CheckEntry;
+use crate::status::Transition;
+use kube::Resource;
+use kube::runtime::events::{Event, EventType};
+use kube::runtime::reflector::ObjectRef;
+use serde_json::{Value, json};
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+
+/// The field manager of every status write (server-side apply), so `kubectl get -o yaml
+/// --show-managed-fields` shows who owns `status`.
+pub const FIELD_MANAGER: &str = "voipcheck";
+
+/// Kubernetes caps an Event's note at 1 kB.
+const MAX_NOTE_BYTES: usize = 1024;
+
+/// The check an object is: its namespace and name.
+pub fn check_id(check: &VoipCheck) -> Result<CheckId> {
+    let name = check.metadata.name.clone().unwrap_or_default();
+    match &check.metadata.namespace {
+        Some(namespace) => Ok(CheckId::new(namespace, name)),
+        None => Err(Error::MissingNamespace(name)),
+    }
+}
+
+/// What the scheduler receives for `check`: its plan (or why it cannot run) and the status
+/// already on the object, so conditions keep their lastTransitionTime across restarts and
+/// leader changes.
+pub fn check_entry(check: &VoipCheck, id: CheckId, plan: Result<Plan, PlanError>) -> CheckEntry {
+    CheckEntry {
+        id,
+        generation: check.metadata.generation,
+        spec: Arc::new(check.spec.clone()),
+        plan,
+        previous: check.status.clone(),
+    }
+}
+
+/// The server-side apply body for the status subresource: the whole status this operator owns.
+/// Fields left out (e.g. `incident` after recovery) are removed, because SSA drops fields a
+/// manager stops sending.
+pub fn status_patch(status: &VoipCheckStatus) -> Value {
+    json!({
+        "apiVersion": VoipCheck::api_version(&()),
+        "kind": VoipCheck::kind(&()),
+        "status": status,
+    })
+}
+
+/// The Event for one condition transition: reason = the condition's reason, action = the
+/// condition type (so `Timeout` of SipRegistered and of WebReachable stay apart), the note
+/// names the condition, the change and the condition's message.
+pub fn transition_event(transition: &Transition) -> Event {
+    let (status, reason) = transition.to;
+    let was = match transition.from {
+        Some((from_status, from_reason)) => format!(" (was {from_status} {from_reason})"),
+        None => String::new(),
+    };
+    let note = format!("{} {status}{was}: {}", transition.type_, transition.message);
+    Event {
+        type_: event_type(transition.type_, status),
+        reason: reason.as_str().to_owned(),
+        note: Some(truncate(note, MAX_NOTE_BYTES)),
+        action: transition.type_.as_str().to_owned(),
+        secondary: None,
+    }
+}
+
+/// `Warning` when a condition turns bad, `Normal` when it turns good or unknown. Every condition
+/// has positive polarity except `HotlineReportable`, where True means "call the hotline now":
+/// that is the one a person must see as a Warning.
+pub fn event_type(type_: ConditionType, status: ConditionStatus) -> EventType {
+    let bad = match type_ {
+        ConditionType::HotlineReportable => ConditionStatus::True,
+        _ => ConditionStatus::False,
+    };
+    if status == bad {
+        EventType::Warning
+    } else {
+        EventType::Normal
+    }
+}
+
+/// The checks among `checks` that read the Secret `namespace/secret`: a change of that Secret
+/// (created, edited, deleted) re-reconciles exactly these.
+pub fn referencing_checks<'a>(
+    checks: impl IntoIterator<Item = &'a VoipCheck>,
+    namespace: &str,
+    secret: &str,
+) -> Vec<ObjectRef<VoipCheck>> {
+    checks
+        .into_iter()
+        .filter(|check| check.metadata.namespace.as_deref() == Some(namespace))
+        .filter(|check| check.spec.secret_keys().iter().any(|u| u.name == secret))
+        .map(ObjectRef::from_obj)
+        .collect()
+}
+
+/// The scheduled checks in `scope` (one namespace, or all for `None`) that are no longer
+/// `present` in the cache: deleted, possibly while the watch was down (a re-list then brings no
+/// Delete event, only the absence).
+pub fn vanished<'a>(
+    scheduled: impl IntoIterator<Item = &'a CheckId>,
+    scope: Option<&str>,
+    present: impl Fn(&CheckId) -> bool,
+) -> Vec<CheckId> {
+    scheduled
+        .into_iter()
+        .filter(|id| scope.is_none_or(|ns| id.namespace == ns))
+        .filter(|id| !present(id))
+        .cloned()
+        .collect()
+}
+
+/// Which of the status writer's `lanes` writes check `id`: always the same one, so one check's
+/// updates stay in order while different checks are written concurrently.
+pub fn writer_lane(id: &CheckId, lanes: usize) -> usize {
+    let mut hasher = std::hash::DefaultHasher::new();
+    id.hash(&mut hasher);
+    (hasher.finish() % lanes.max(1) as u64) as usize
+}
+
+/// Cuts `text` to at most `max` bytes on a character boundary.
+fn truncate(mut text: String, max: usize) -> String {
+    if text.len() > max {
+        let mut end = max;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::Reason;
+
+    fn check(namespace: Option<&str>, name: &str, spec: Value) -> VoipCheck {
+        let mut check = VoipCheck::new(name, serde_json::from_value(spec).unwrap());
+        check.metadata.namespace = namespace.map(str::to_owned);
+        check.metadata.generation = Some(3);
+        check
+    }
+
+    fn sip_check(namespace: &str, name: &str, secret: &str) -> VoipCheck {
+        check(
+            Some(namespace),
+            name,
+            json!({
+                "target": { "kind": "Cloud", "name": "pbx.example.com" },
+                "sip": {
+                    "server": "sip:pbx.example.com",
+                    "register": {
+                        "username": "monitor",
+                        "credentialsSecretRef": { "name": secret, "key": "password" }
+                    }
+                }
+            }),
+        )
+    }
+
+    fn web_check(namespace: &str, name: &str) -> VoipCheck {
+        check(
+            Some(namespace),
+            name,
+            json!({
+                "target": { "kind": "Portal", "name": "portal" },
+                "http": [ { "name": "ui", "url": "https://portal.example.com/" } ]
+            }),
+        )
+    }
+
+    #[test]
+    fn check_id_needs_a_namespace() {
+        let ok = sip_check("telephony", "cloud", "sip");
+        assert_eq!(check_id(&ok).unwrap(), CheckId::new("telephony", "cloud"));
+        let mut broken = ok.clone();
+        broken.metadata.namespace = None;
+        assert!(matches!(check_id(&broken), Err(Error::MissingNamespace(n)) if n == "cloud"));
+    }
+
+    #[test]
+    fn check_entry_carries_generation_spec_and_the_status_on_the_object() {
+        let mut object = sip_check("telephony", "cloud", "sip");
+        object.status = Some(VoipCheckStatus {
+            observed_generation: Some(2),
+            ..Default::default()
+        });
+        let error = PlanError::CredentialsMissing {
+            field: "spec.sip.register.credentialsSecretRef".into(),
+            secret: "sip".into(),
+            key: None,
+        };
+        let id = CheckId::new("telephony", "cloud");
+        let entry = check_entry(&object, id.clone(), Err(error.clone()));
+        assert_eq!(entry.id, id);
+        assert_eq!(entry.generation, Some(3));
+        assert_eq!(*entry.spec, object.spec);
+        assert_eq!(entry.plan.unwrap_err(), error);
+        assert_eq!(entry.previous, object.status);
+    }
+
+    #[test]
+    fn status_patch_is_a_full_apply_object() {
+        let status = VoipCheckStatus {
+            observed_generation: Some(7),
+            ..Default::default()
+        };
+        assert_eq!(
+            status_patch(&status),
+            json!({
+                "apiVersion": "voipcheck.io/v1alpha1",
+                "kind": "VoipCheck",
+                "status": { "observedGeneration": 7 }
+            })
+        );
+    }
+
+    #[test]
+    fn a_condition_turning_false_is_a_warning_naming_the_change() {
+        let event = transition_event(&Transition {
+            type_: ConditionType::SipRegistered,
+            from: Some((ConditionStatus::True, Reason::Registered)),
+            to: (ConditionStatus::False, Reason::Timeout),
+            message: "no answer within 10s".into(),
+        });
+        assert_eq!(event.type_, EventType::Warning);
+        assert_eq!(event.reason, "Timeout");
+        assert_eq!(event.action, "SipRegistered");
+        assert_eq!(
+            event.note.as_deref(),
+            Some("SipRegistered False (was True Registered): no answer within 10s")
+        );
+    }
+
+    #[test]
+    fn a_first_seen_true_condition_is_normal() {
+        let event = transition_event(&Transition {
+            type_: ConditionType::Ready,
+            from: None,
+            to: (ConditionStatus::True, Reason::Healthy),
+            message: "all probes pass".into(),
+        });
+        assert_eq!(event.type_, EventType::Normal);
+        assert_eq!(event.note.as_deref(), Some("Ready True: all probes pass"));
+    }
+
+    #[test]
+    fn reportable_is_the_one_condition_whose_true_warns() {
+        use ConditionStatus::*;
+        assert_eq!(
+            event_type(ConditionType::HotlineReportable, True),
+            EventType::Warning
+        );
+        assert_eq!(
+            event_type(ConditionType::HotlineReportable, False),
+            EventType::Normal
+        );
+        for type_ in ConditionType::ALL
+            .iter()
+            .filter(|t| **t != ConditionType::HotlineReportable)
+        {
+            assert_eq!(event_type(*type_, False), EventType::Warning, "{type_}");
+            assert_eq!(event_type(*type_, True), EventType::Normal, "{type_}");
+            assert_eq!(event_type(*type_, Unknown), EventType::Normal, "{type_}");
+        }
+    }
+
+    #[test]
+    fn long_notes_are_cut_to_the_api_limit_on_a_char_boundary() {
+        let event = transition_event(&Transition {
+            type_: ConditionType::WebReachable,
+            from: None,
+            to: (ConditionStatus::False, Reason::BodyMismatch),
+            message: "ä".repeat(2000),
+        });
+        let note = event.note.unwrap();
+        assert!(note.len() <= MAX_NOTE_BYTES);
+        assert!(note.len() > MAX_NOTE_BYTES - 2);
+    }
+
+    #[test]
+    fn a_secret_concerns_the_checks_of_its_namespace_that_reference_it() {
+        let checks = [
+            sip_check("telephony", "a", "sip"),
+            sip_check("telephony", "b", "other"),
+            sip_check("elsewhere", "c", "sip"),
+            web_check("telephony", "d"),
+        ];
+        let refs = referencing_checks(&checks, "telephony", "sip");
+        assert_eq!(refs, vec![ObjectRef::new("a").within("telephony")]);
+        assert!(referencing_checks(&checks, "telephony", "nothing").is_empty());
+    }
+
+    #[test]
+    fn a_check_always_gets_the_same_writer_lane_and_checks_spread() {
+        let id = CheckId::new("telephony", "cloud");
+        assert_eq!(writer_lane(&id, 16), writer_lane(&id.clone(), 16));
+        let used: std::collections::BTreeSet<usize> = (0..200)
+            .map(|i| writer_lane(&CheckId::new("ns", format!("check-{i}")), 16))
+            .collect();
+        assert_eq!(used.len(), 16);
+        assert_eq!(writer_lane(&id, 0), 0);
+    }
+
+    #[test]
+    fn vanished_checks_are_those_of_the_scope_missing_from_the_cache() {
+        let scheduled = [
+            CheckId::new("a", "kept"),
+            CheckId::new("a", "deleted"),
+            CheckId::new("b", "deleted"),
+        ];
+        let present = |id: &CheckId| id.name == "kept";
+        assert_eq!(
+            vanished(&scheduled, Some("a"), present),
+            vec![CheckId::new("a", "deleted")]
+        );
+        assert_eq!(
+            vanished(&scheduled, None, present),
+            vec![CheckId::new("a", "deleted"), CheckId::new("b", "deleted")]
+        );
+    }
+}

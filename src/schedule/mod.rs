@@ -1,0 +1,210 @@
+//! Runs every check on its interval: a stable per-check jitter spreads the checks, one run of a
+//! check at a time, a global bound on concurrent probes, and a status update per run sent to the
+//! one status writer (the operator's, or `voipcheck run`'s printer).
+//!
+//! Each check is one task ([`task`]) that owns the check's verdict history and last status; the
+//! [`Scheduler`] only starts, updates and stops those tasks. Timing is `tokio::time`, so the
+//! tests run on a paused clock.
+//!
+//! Updates go over a bounded channel with `send().await` semantics: the writer (a status patch,
+//! a printed line) is fast, and while it is behind, a check waits before its next run instead of
+//! queueing updates without bound; that wait shows up as schedule lag. The writer must keep
+//! receiving until [`Scheduler::shutdown`] has returned.
+
+mod slots;
+mod task;
+
+use crate::api::{VoipCheckSpec, VoipCheckStatus};
+use crate::check::{self, CheckId, Plan, PlanError, RunReport};
+use crate::metrics::Metrics;
+use crate::probe::dns::Dns;
+use crate::status::Transition;
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
+use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+/// A check as the scheduler receives it: new, changed, or unable to run.
+#[derive(Debug, Clone)]
+pub struct CheckEntry {
+    pub id: CheckId,
+    pub generation: Option<i64>,
+    pub spec: Arc<VoipCheckSpec>,
+    /// `Err` publishes `Ready=False` (CredentialsMissing, InvalidSpec, ...) once and probes nothing.
+    pub plan: Result<Plan, PlanError>,
+    /// The status already on the object, so conditions keep their lastTransitionTime across
+    /// operator restarts.
+    pub previous: Option<VoipCheckStatus>,
+}
+
+/// The status after a run (or after a plan error), for the status writer.
+#[derive(Debug, Clone)]
+pub struct StatusUpdate {
+    pub id: CheckId,
+    pub generation: Option<i64>,
+    pub status: VoipCheckStatus,
+    pub transitions: Vec<Transition>,
+}
+
+/// The running schedule. Dropping it stops all checks.
+pub struct Scheduler {
+    shared: Arc<Shared>,
+    checks: Mutex<HashMap<CheckId, CheckHandle>>,
+    /// `true` once shutdown has begun: tasks stop waiting for their next slot.
+    stopping: watch::Sender<bool>,
+}
+
+/// What every check task uses.
+struct Shared {
+    runner: Box<dyn Runner>,
+    metrics: Metrics,
+    permits: Semaphore,
+    updates: mpsc::Sender<StatusUpdate>,
+    /// The grid all slots are laid on (see [`slots`]).
+    origin: Instant,
+}
+
+/// One check's task and how to reach it.
+struct CheckHandle {
+    entries: watch::Sender<Arc<CheckEntry>>,
+    /// Cleared by [`Scheduler::remove`]; the task records metrics and sends updates only while
+    /// it is set, and under its lock, so no series or status reappears after a removal.
+    registered: Arc<Mutex<bool>>,
+    task: JoinHandle<()>,
+}
+
+/// Runs a plan's probes once. The scheduler's one seam: [`check::run`] in production, a clock-
+/// driven double in the timing tests.
+trait Runner: Send + Sync + 'static {
+    fn run<'a>(&'a self, plan: &'a Plan) -> Pin<Box<dyn Future<Output = RunReport> + Send + 'a>>;
+}
+
+/// The real probes.
+struct Probes {
+    dns: Dns,
+}
+
+impl Runner for Probes {
+    fn run<'a>(&'a self, plan: &'a Plan) -> Pin<Box<dyn Future<Output = RunReport> + Send + 'a>> {
+        Box::pin(check::run(&self.dns, plan))
+    }
+}
+
+impl Scheduler {
+    /// `max_concurrent` bounds the check runs in flight across all checks (each run probes its
+    /// SIP, HTTP, STUN and control targets concurrently); a run waiting for a permit is late,
+    /// and its wait shows as schedule lag.
+    pub fn new(
+        dns: Dns,
+        metrics: Metrics,
+        max_concurrent: usize,
+        updates: mpsc::Sender<StatusUpdate>,
+    ) -> Self {
+        Self::with_runner(Box::new(Probes { dns }), metrics, max_concurrent, updates)
+    }
+
+    fn with_runner(
+        runner: Box<dyn Runner>,
+        metrics: Metrics,
+        max_concurrent: usize,
+        updates: mpsc::Sender<StatusUpdate>,
+    ) -> Self {
+        let (stopping, _) = watch::channel(false);
+        Scheduler {
+            shared: Arc::new(Shared {
+                runner,
+                metrics,
+                permits: Semaphore::new(max_concurrent.max(1)),
+                updates,
+                origin: Instant::now(),
+            }),
+            checks: Mutex::new(HashMap::new()),
+            stopping,
+        }
+    }
+
+    /// Adds a check or replaces its entry; an unchanged entry keeps its timer and history.
+    ///
+    /// What changes on a replaced entry (decided by the check's task, see [`task::Change`]):
+    /// the same spec and generation with a new plan (a Secret changed) takes effect at the next
+    /// run on the same timer; a new spec or generation, or a plan that turns runnable or not,
+    /// restarts the timer. The verdict history and the last status are kept either way, so a
+    /// condition's lastTransitionTime survives an edit.
+    pub fn upsert(&self, entry: CheckEntry) {
+        let mut checks = self.checks.lock().unwrap_or_else(PoisonError::into_inner);
+        match checks.get(&entry.id) {
+            Some(handle) if !handle.task.is_finished() => {
+                handle.entries.send_replace(Arc::new(entry));
+            }
+            _ => {
+                let id = entry.id.clone();
+                let (entries, receiver) = watch::channel(Arc::new(entry));
+                let registered = Arc::new(Mutex::new(true));
+                let task = tokio::spawn(task::drive(
+                    Arc::clone(&self.shared),
+                    receiver,
+                    Arc::clone(&registered),
+                    self.stopping.subscribe(),
+                ));
+                checks.insert(
+                    id,
+                    CheckHandle {
+                        entries,
+                        registered,
+                        task,
+                    },
+                );
+            }
+        }
+        self.shared.metrics.set_checks(checks.len());
+    }
+
+    /// Stops probing a check and removes its metric series.
+    pub fn remove(&self, id: &CheckId) {
+        let mut checks = self.checks.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(handle) = checks.remove(id) {
+            *handle
+                .registered
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner) = false;
+            handle.task.abort();
+        }
+        self.shared.metrics.remove_check(id);
+        self.shared.metrics.set_checks(checks.len());
+    }
+
+    /// Stops scheduling new runs and waits for the runs in flight (each bounded by its timeout).
+    pub async fn shutdown(self) {
+        self.stopping.send_replace(true);
+        let tasks: Vec<JoinHandle<()>> = self
+            .checks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .drain()
+            .map(|(_, handle)| handle.task)
+            .collect();
+        for task in tasks {
+            // A task ends by itself once stopping is set; a panic in one has been reported by
+            // the runtime already and must not stop the others from finishing.
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for Scheduler {
+    fn drop(&mut self) {
+        let checks = self
+            .checks
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner);
+        for handle in checks.values() {
+            handle.task.abort();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,256 @@
+//! One check's life: wait for the next slot, run the probes (holding one of the global permits),
+//! decide the verdict, publish the status; and react when the check's entry changes.
+//!
+//! The task owns the check's verdict [`History`] and last status, so they survive a changed
+//! spec and exist only once: a check never runs twice at the same time because only this loop
+//! runs it, and it awaits each run before looking at the clock again.
+
+use super::{CheckEntry, Shared, StatusUpdate, slots};
+use crate::api::VoipCheckStatus;
+use crate::check::{Plan, PlanError, RunReport};
+use crate::status;
+use crate::verdict::{self, History, Verdict};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, SystemTime};
+use tokio::sync::watch;
+use tokio::time::{self, Instant, MissedTickBehavior};
+
+/// How a replaced entry differs from the one the task runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Change {
+    /// Nothing to do (e.g. the operator re-reconciled an unchanged object).
+    Same,
+    /// Same spec and generation, new plan: a Secret changed. The next run uses it; the timer
+    /// stays.
+    Plan,
+    /// A new spec or generation, or the check turned runnable or not: start over on the new
+    /// interval's grid (and publish a plan error once).
+    Restart,
+}
+
+impl Change {
+    /// Plans cannot be compared (they hold compiled regexes and TLS configurations), so two
+    /// runnable plans of the same spec count as a [`Change::Plan`]; swapping them is harmless.
+    pub(super) fn between(old: &CheckEntry, new: &CheckEntry) -> Change {
+        if old.generation != new.generation || old.spec != new.spec {
+            return Change::Restart;
+        }
+        match (&old.plan, &new.plan) {
+            (Ok(_), Ok(_)) => Change::Plan,
+            (Err(old), Err(new)) if old == new => Change::Same,
+            _ => Change::Restart,
+        }
+    }
+}
+
+/// Resolves once shutdown has begun (or the scheduler is gone).
+async fn stopped(stopping: &mut watch::Receiver<bool>) {
+    // An error means the sender is gone, which stops the task just the same.
+    let _ = stopping.wait_for(|stop| *stop).await;
+}
+
+/// Why a phase of the task ended.
+enum Next {
+    /// Continue with `check.entry`, which has changed.
+    Restart,
+    /// Shutdown, removal, or the status writer is gone.
+    Stop,
+}
+
+/// The task's state.
+struct Check {
+    shared: Arc<Shared>,
+    registered: Arc<Mutex<bool>>,
+    /// Shared with the scheduler's channel: a check's entry (and plan) is held once.
+    entry: Arc<CheckEntry>,
+    history: History,
+    previous: Option<VoipCheckStatus>,
+}
+
+/// The task of one check; ends on shutdown, on removal (abort) or when the writer is gone.
+pub(super) async fn drive(
+    shared: Arc<Shared>,
+    mut entries: watch::Receiver<Arc<CheckEntry>>,
+    registered: Arc<Mutex<bool>>,
+    mut stopping: watch::Receiver<bool>,
+) {
+    let entry = Arc::clone(&entries.borrow_and_update());
+    let mut check = Check {
+        shared,
+        registered,
+        previous: entry.previous.clone(),
+        entry,
+        history: History::default(),
+    };
+    loop {
+        let next = match &check.entry.plan {
+            Ok(plan) => {
+                let interval = plan.interval;
+                check.on_timer(interval, &mut entries, &mut stopping).await
+            }
+            Err(error) => {
+                let error = error.clone();
+                Box::pin(check.not_runnable(&error, &mut entries, &mut stopping)).await
+            }
+        };
+        if let Next::Stop = next {
+            return;
+        }
+    }
+}
+
+impl Check {
+    /// Runs the entry's plan on the slots of `interval` until the entry changes in a way that
+    /// needs a restart.
+    async fn on_timer(
+        &mut self,
+        interval: Duration,
+        entries: &mut watch::Receiver<Arc<CheckEntry>>,
+        stopping: &mut watch::Receiver<bool>,
+    ) -> Next {
+        // interval_at panics on zero; a validated spec has at least 5 s.
+        let interval = interval.max(Duration::from_millis(1));
+        let offset = slots::offset(&self.entry.id, interval);
+        let first = slots::first_due(self.shared.origin, Instant::now(), offset, interval);
+        let mut ticks = time::interval_at(first, interval);
+        // A run that outlasts the interval delays the next one, which then starts at once (its
+        // lag is measured); slots missed meanwhile are skipped, so there is no burst to catch up
+        // and the check stays on its grid.
+        ticks.set_missed_tick_behavior(MissedTickBehavior::Skip);
+        loop {
+            tokio::select! {
+                biased;
+                _ = stopped(stopping) => return Next::Stop,
+                changed = entries.changed() => {
+                    if changed.is_err() {
+                        return Next::Stop;
+                    }
+                    let new = Arc::clone(&entries.borrow_and_update());
+                    match Change::between(&self.entry, &new) {
+                        Change::Same => {}
+                        // The next run reads the new plan from the entry.
+                        Change::Plan => self.entry = new,
+                        Change::Restart => {
+                            self.entry = new;
+                            return Next::Restart;
+                        }
+                    }
+                }
+                due = ticks.tick() => {
+                    let entry = Arc::clone(&self.entry);
+                    // A plan error arrives as a Change::Restart above; should one slip through,
+                    // the restart publishes it.
+                    let Ok(plan) = &entry.plan else {
+                        return Next::Restart;
+                    };
+                    // Boxed: a run's state is large and lives for milliseconds, while 10,000
+                    // idle checks would each carry its size in their task.
+                    if !Box::pin(self.run(due, plan, stopping)).await {
+                        return Next::Stop;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Publishes `Ready=False` for `error` once, then waits for a changed entry.
+    async fn not_runnable(
+        &mut self,
+        error: &PlanError,
+        entries: &mut watch::Receiver<Arc<CheckEntry>>,
+        stopping: &mut watch::Receiver<bool>,
+    ) -> Next {
+        let verdict = verdict::not_runnable(error);
+        if !self.publish(None, &verdict, SystemTime::now()).await {
+            return Next::Stop;
+        }
+        loop {
+            tokio::select! {
+                biased;
+                _ = stopped(stopping) => return Next::Stop,
+                changed = entries.changed() => {
+                    if changed.is_err() {
+                        return Next::Stop;
+                    }
+                    let new = Arc::clone(&entries.borrow_and_update());
+                    if Change::between(&self.entry, &new) != Change::Same {
+                        self.entry = new;
+                        return Next::Restart;
+                    }
+                }
+            }
+        }
+    }
+
+    /// One run that was due at `due`. `false` when the task should stop.
+    async fn run(
+        &mut self,
+        due: Instant,
+        plan: &Plan,
+        stopping: &mut watch::Receiver<bool>,
+    ) -> bool {
+        let permit = tokio::select! {
+            biased;
+            _ = stopped(stopping) => return false,
+            permit = self.shared.permits.acquire() => match permit {
+                Ok(permit) => permit,
+                Err(_closed) => return false,
+            },
+        };
+        let lag = Instant::now().saturating_duration_since(due);
+        self.shared.metrics.observe_schedule_lag(lag);
+        let report = self.shared.runner.run(plan).await;
+        drop(permit);
+        let now = SystemTime::now();
+        let (history, verdict) = verdict::evaluate(&plan.policy, &self.history, &report, now);
+        self.history = history;
+        self.publish(Some(&report), &verdict, now).await
+    }
+
+    /// Records metrics and sends the status after `verdict`; `false` when the check was removed
+    /// or the writer is gone.
+    async fn publish(
+        &mut self,
+        report: Option<&RunReport>,
+        verdict: &Verdict,
+        now: SystemTime,
+    ) -> bool {
+        let entry = &self.entry;
+        let (status, transitions) = status::next_status(
+            self.previous.as_ref(),
+            &entry.spec,
+            verdict,
+            report,
+            entry.generation,
+            now,
+        );
+        // Wait for room first, then record and send under the registration lock, so nothing of
+        // this check appears after `remove` returned.
+        let Ok(slot) = self.shared.updates.reserve().await else {
+            return false;
+        };
+        let registered = self
+            .registered
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if !*registered {
+            return false;
+        }
+        let metrics = &self.shared.metrics;
+        match report {
+            Some(report) => metrics.record_run(&entry.id, report),
+            // A check that cannot run has no probe results: drop the last ones it had.
+            None => metrics.remove_check(&entry.id),
+        }
+        metrics.record_verdict(&entry.id, verdict);
+        slot.send(StatusUpdate {
+            id: entry.id.clone(),
+            generation: entry.generation,
+            status: status.clone(),
+            transitions,
+        });
+        drop(registered);
+        self.previous = Some(status);
+        true
+    }
+}

@@ -1,0 +1,214 @@
+//! What `voipcheck run` prints on stdout: one line per condition transition, for people or as
+//! JSON lines for a log shipper, and with `--once` one line per probe result.
+
+use crate::check::{CheckId, PlanError, ProbeRun};
+use crate::status::Transition;
+use serde::Serialize;
+use std::time::SystemTime;
+
+/// How lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Format {
+    /// `2026-11-24T05:00:00Z default/lab SipRegistered True→False Timeout: no answer within 2s`;
+    /// a new reason with the same status reads `False Healthy→LocalNetworkProblem`, a condition
+    /// seen for the first time `True Registered`.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// A transition as a JSON line.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct TransitionLine<'a> {
+    time: String,
+    namespace: &'a str,
+    name: &'a str,
+    condition: &'a str,
+    /// Absent for a condition seen for the first time.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    from_status: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    from_reason: Option<&'a str>,
+    status: &'a str,
+    reason: &'a str,
+    message: &'a str,
+}
+
+/// A probe result of `--once` as a JSON line.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ProbeLine<'a> {
+    namespace: &'a str,
+    name: &'a str,
+    probe: &'a str,
+    success: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    failure: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    message: Option<String>,
+    duration_seconds: f64,
+}
+
+/// A check of `--once` that cannot run, as a JSON line.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct NotRunnableLine<'a> {
+    namespace: &'a str,
+    name: &'a str,
+    runnable: bool,
+    message: String,
+}
+
+/// One line for `transition` of check `id` at `time`.
+pub fn transition(
+    format: Format,
+    id: &CheckId,
+    transition: &Transition,
+    time: SystemTime,
+) -> String {
+    let time = humantime::format_rfc3339_seconds(time).to_string();
+    let (status, reason) = transition.to;
+    match format {
+        Format::Text => {
+            let change = match transition.from {
+                Some((from, from_reason)) if from == status => {
+                    format!("{status} {from_reason}→{reason}")
+                }
+                Some((from, _)) => format!("{from}→{status} {reason}"),
+                None => format!("{status} {reason}"),
+            };
+            let mut line = format!("{time} {id} {} {change}", transition.type_);
+            if !transition.message.is_empty() {
+                line.push_str(": ");
+                line.push_str(&transition.message);
+            }
+            line
+        }
+        Format::Json => json(&TransitionLine {
+            time,
+            namespace: &id.namespace,
+            name: &id.name,
+            condition: transition.type_.as_str(),
+            from_status: transition.from.map(|(s, _)| s.as_str()),
+            from_reason: transition.from.map(|(_, r)| r.as_str()),
+            status: status.as_str(),
+            reason: reason.as_str(),
+            message: &transition.message,
+        }),
+    }
+}
+
+/// One line for a probe's result in a `--once` run.
+pub fn probe(format: Format, id: &CheckId, run: &ProbeRun) -> String {
+    let failure = run.failure();
+    let seconds = run.duration.as_secs_f64();
+    match format {
+        Format::Text => match failure {
+            None => format!("{id} {} OK in {seconds:.3}s", run.name),
+            Some(failure) => format!(
+                "{id} {} FAILED {}: {failure} (after {seconds:.3}s)",
+                run.name,
+                failure.class()
+            ),
+        },
+        Format::Json => json(&ProbeLine {
+            namespace: &id.namespace,
+            name: &id.name,
+            probe: &run.name,
+            success: failure.is_none(),
+            failure: failure.map(|f| f.class()),
+            message: failure.map(ToString::to_string),
+            duration_seconds: seconds,
+        }),
+    }
+}
+
+/// One line for a check of a `--once` run that cannot run at all.
+pub fn not_runnable(format: Format, id: &CheckId, error: &PlanError) -> String {
+    match format {
+        Format::Text => format!("{id} NOT RUNNABLE: {error}"),
+        Format::Json => json(&NotRunnableLine {
+            namespace: &id.namespace,
+            name: &id.name,
+            runnable: false,
+            message: error.to_string(),
+        }),
+    }
+}
+
+fn json(line: &impl Serialize) -> String {
+    // These structs hold strings, numbers and options only, which always serialize.
+    serde_json::to_string(line).expect("a line of strings and numbers serializes")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{ConditionStatus, ConditionType, Reason};
+    use std::time::{Duration, UNIX_EPOCH};
+
+    fn sample() -> (CheckId, Transition, SystemTime) {
+        let transition = Transition {
+            type_: ConditionType::SipRegistered,
+            from: Some((ConditionStatus::True, Reason::Registered)),
+            to: (ConditionStatus::False, Reason::Timeout),
+            message: "no answer within 2s".into(),
+        };
+        let time = UNIX_EPOCH + Duration::from_secs(1_795_496_400);
+        (CheckId::new("default", "lab"), transition, time)
+    }
+
+    #[test]
+    fn a_transition_reads_as_a_sentence() {
+        let (id, transition, time) = sample();
+        assert_eq!(
+            super::transition(Format::Text, &id, &transition, time),
+            "2026-11-24T05:00:00Z default/lab SipRegistered True→False Timeout: no answer within 2s"
+        );
+        let first = Transition {
+            from: None,
+            to: (ConditionStatus::True, Reason::Registered),
+            message: String::new(),
+            ..transition
+        };
+        assert_eq!(
+            super::transition(Format::Text, &id, &first, time),
+            "2026-11-24T05:00:00Z default/lab SipRegistered True Registered"
+        );
+        let reason_only = Transition {
+            type_: ConditionType::HotlineReportable,
+            from: Some((ConditionStatus::False, Reason::Healthy)),
+            to: (ConditionStatus::False, Reason::LocalNetworkProblem),
+            message: "stun failing".into(),
+        };
+        assert_eq!(
+            super::transition(Format::Text, &id, &reason_only, time),
+            "2026-11-24T05:00:00Z default/lab HotlineReportable False Healthy→LocalNetworkProblem: \
+             stun failing"
+        );
+    }
+
+    #[test]
+    fn a_transition_as_json() {
+        let (id, transition, time) = sample();
+        let line = super::transition(Format::Json, &id, &transition, time);
+        assert!(!line.contains('\n'));
+        let value: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(
+            value,
+            serde_json::json!({
+                "time": "2026-11-24T05:00:00Z",
+                "namespace": "default",
+                "name": "lab",
+                "condition": "SipRegistered",
+                "fromStatus": "True",
+                "fromReason": "Registered",
+                "status": "False",
+                "reason": "Timeout",
+                "message": "no answer within 2s"
+            })
+        );
+    }
+}

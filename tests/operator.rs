@@ -1,0 +1,870 @@
+//! The controller through kube's mock client (the ApiServerVerifier pattern of kube-rs'
+//! controller-rs): every request the operator makes is asserted — method, path and body — and
+//! answered by the test, while the probes run for real against the lab's Kamailio and nginx.
+
+mod support;
+
+use base64::Engine as _;
+use http::{Method, Request, Response, StatusCode};
+use k8s_openapi::jiff::Timestamp;
+use kube::Client;
+use kube::client::Body;
+use kube::runtime::controller::Action;
+use kube::runtime::events::Reporter;
+use kube::runtime::reflector::store::Writer;
+use kube::runtime::watcher;
+use serde_json::{Value, json};
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+use support::kamailio::Kamailio;
+use support::nginx::Nginx;
+use tokio::sync::{mpsc, watch};
+use tower_test::mock::{Handle, SendResponse};
+use voipcheck::api::{ConditionStatus, ConditionType, Reason, VoipCheck, VoipCheckStatus};
+use voipcheck::check::{AllowList, CheckId};
+use voipcheck::metrics::Metrics;
+use voipcheck::operator::cache::Checks;
+use voipcheck::operator::controller::{self, Context};
+use voipcheck::operator::engine::Engine;
+use voipcheck::operator::leader::Leadership;
+use voipcheck::operator::writer::StatusWriter;
+use voipcheck::probe::dns::Dns;
+use voipcheck::schedule::StatusUpdate;
+use voipcheck::status::Transition;
+
+const NS: &str = "telephony";
+const NAME: &str = "lab";
+const UID: &str = "6a1f2c3d-0000-4000-8000-000000000001";
+const GENERATION: i64 = 2;
+const SECRET: &str = "lab-sip";
+/// Longer than the first run's jitter (at most one interval) plus the probes' timeout.
+const WAIT: Duration = Duration::from_secs(30);
+
+fn status_path() -> String {
+    format!(
+        "/apis/voipcheck.io/v1alpha1/namespaces/{NS}/voipchecks/{NAME}/status?&force=true&fieldManager=voipcheck"
+    )
+}
+
+fn secret_path() -> String {
+    format!("/api/v1/namespaces/{NS}/secrets/{SECRET}")
+}
+
+fn events_path() -> String {
+    format!("/apis/events.k8s.io/v1/namespaces/{NS}/events?")
+}
+
+// ---------------------------------------------------------------------------------------------
+// The API server side.
+
+/// The test's end of the mock client: each request, asserted and answered in turn.
+struct ApiServer(Handle<Request<Body>, Response<Body>>);
+
+/// One request the operator made, with the means to answer it.
+struct Call {
+    method: Method,
+    uri: String,
+    body: Value,
+    respond: SendResponse<Response<Body>>,
+}
+
+impl ApiServer {
+    async fn next(&mut self) -> Call {
+        let (request, respond) = tokio::time::timeout(WAIT, self.0.next_request())
+            .await
+            .expect("the operator made no further request")
+            .expect("the client is gone");
+        let method = request.method().clone();
+        let uri = request.uri().to_string();
+        let bytes = request.into_body().collect_bytes().await.unwrap();
+        let body = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).unwrap()
+        };
+        Call {
+            method,
+            uri,
+            body,
+            respond,
+        }
+    }
+
+    /// Asserts that no request arrives for `quiet`.
+    async fn silent(&mut self, quiet: Duration) {
+        if let Ok(Some((request, _))) = tokio::time::timeout(quiet, self.0.next_request()).await {
+            panic!("unexpected request {} {}", request.method(), request.uri());
+        }
+    }
+
+    /// Answers the reconcile's Secret read: 404, or the Secret with the lab's password.
+    async fn secret_read(&mut self, exists: bool) {
+        let call = self.next().await;
+        call.expect(Method::GET, &secret_path());
+        if exists {
+            let password = base64::engine::general_purpose::STANDARD.encode("alice-secret");
+            call.reply(
+                StatusCode::OK,
+                json!({
+                    "apiVersion": "v1", "kind": "Secret",
+                    "metadata": { "name": SECRET, "namespace": NS },
+                    "data": { "password": password }
+                }),
+            );
+        } else {
+            call.reply(
+                StatusCode::NOT_FOUND,
+                json!({
+                    "apiVersion": "v1", "kind": "Status", "metadata": {}, "status": "Failure",
+                    "message": format!("secrets \"{SECRET}\" not found"),
+                    "reason": "NotFound", "details": { "name": SECRET, "kind": "secrets" },
+                    "code": 404
+                }),
+            );
+        }
+    }
+
+    /// The status writer's server-side apply: asserted, answered, and its `status` returned.
+    async fn status_write(&mut self) -> Value {
+        let call = self.next().await;
+        call.expect(Method::PATCH, &status_path());
+        assert_eq!(call.body["apiVersion"], "voipcheck.io/v1alpha1");
+        assert_eq!(call.body["kind"], "VoipCheck");
+        let status = call.body["status"].clone();
+        let mut object = serde_json::to_value(lab_check(json!({}))).unwrap();
+        object["status"] = status.clone();
+        call.reply(StatusCode::OK, object);
+        status
+    }
+
+    /// The Events published after a status write, answered; returned as (action, type, reason,
+    /// note) in arrival order.
+    async fn events(&mut self, count: usize) -> Vec<(String, String, String, String)> {
+        let mut events = Vec::new();
+        for _ in 0..count {
+            let call = self.next().await;
+            call.expect(Method::POST, &events_path());
+            let event = call.body.clone();
+            assert_eq!(
+                event["regarding"],
+                json!({
+                    "apiVersion": "voipcheck.io/v1alpha1", "kind": "VoipCheck",
+                    "name": NAME, "namespace": NS, "uid": UID
+                })
+            );
+            assert_eq!(event["reportingController"], "voipcheck");
+            assert_eq!(event["reportingInstance"], "test-0");
+            events.push((
+                event["action"].as_str().unwrap().to_owned(),
+                event["type"].as_str().unwrap().to_owned(),
+                event["reason"].as_str().unwrap().to_owned(),
+                event["note"].as_str().unwrap().to_owned(),
+            ));
+            call.reply(StatusCode::CREATED, event);
+        }
+        events
+    }
+}
+
+impl Call {
+    fn expect(&self, method: Method, uri: &str) {
+        assert_eq!(
+            (&self.method, self.uri.as_str()),
+            (&method, uri),
+            "body: {}",
+            self.body
+        );
+    }
+
+    fn reply(self, status: StatusCode, body: Value) {
+        let response = Response::builder()
+            .status(status)
+            .body(Body::from(serde_json::to_vec(&body).unwrap()))
+            .unwrap();
+        self.respond.send_response(response);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The operator side: everything `operator::run` wires up, except the watches and the Lease.
+
+struct Operator {
+    api: ApiServer,
+    ctx: Arc<Context>,
+    engine: Arc<Engine>,
+    cache: Writer<VoipCheck>,
+    metrics: Metrics,
+}
+
+impl Operator {
+    /// A leading operator with an empty cache.
+    fn leading() -> Operator {
+        let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let client = Client::new(service, "default");
+        let metrics = Metrics::new("test");
+        let cache = Writer::<VoipCheck>::default();
+        let checks = Checks::new(vec![cache.as_reader()]);
+        let (updates, updates_rx) = mpsc::channel(16);
+        let engine = Arc::new(Engine::new(
+            Dns::system().unwrap(),
+            metrics.clone(),
+            8,
+            checks.clone(),
+            updates,
+        ));
+        let (_role, role_rx) = watch::channel(Leadership::Leader);
+        let writer =
+            StatusWriter::new(client.clone(), reporter(), checks, role_rx, metrics.clone());
+        tokio::spawn(async move {
+            let _role = _role; // keeps the leadership channel open
+            writer.run(updates_rx).await;
+        });
+        engine.lead();
+        let ctx = Arc::new(Context::new(
+            client,
+            AllowList::parse(&[]).unwrap(),
+            engine.clone(),
+            metrics.clone(),
+        ));
+        Operator {
+            api: ApiServer(handle),
+            ctx,
+            engine,
+            cache,
+            metrics,
+        }
+    }
+
+    /// The watch delivered `check` (the reflector stores it; the writer finds its uid there).
+    fn watched(&mut self, check: &VoipCheck) {
+        self.cache
+            .apply_watcher_event(&watcher::Event::Apply(check.clone()));
+    }
+
+    /// Reconciles `check`, answering its Secret read.
+    async fn reconcile(&mut self, check: &VoipCheck, secret_exists: bool) {
+        let reconcile = tokio::spawn(controller::reconcile(
+            Arc::new(check.clone()),
+            self.ctx.clone(),
+        ));
+        self.api.secret_read(secret_exists).await;
+        let action = reconcile.await.unwrap().expect("reconcile succeeds");
+        assert_eq!(action, Action::requeue(controller::RESYNC));
+    }
+}
+
+fn reporter() -> Reporter {
+    Reporter {
+        controller: "voipcheck".into(),
+        instance: Some("test-0".into()),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Fixtures.
+
+/// The lab's VoipCheck with `spec`, as the API server would hand it to the controller.
+fn lab_check(spec: Value) -> VoipCheck {
+    serde_json::from_value(json!({
+        "apiVersion": "voipcheck.io/v1alpha1",
+        "kind": "VoipCheck",
+        "metadata": { "name": NAME, "namespace": NS, "uid": UID, "generation": GENERATION },
+        "spec": if spec == json!({}) { minimal_spec() } else { spec },
+    }))
+    .unwrap()
+}
+
+fn minimal_spec() -> Value {
+    json!({ "target": { "kind": "Cloud", "name": "lab" }, "http": [ { "name": "ui", "url": "http://127.0.0.1:9/" } ] })
+}
+
+/// A Cloud check of the lab: REGISTER as alice at Kamailio (password in Secret `lab-sip`), and
+/// the web UI on nginx.
+fn lab_spec(kamailio: &Kamailio, nginx: &Nginx) -> Value {
+    json!({
+        "target": { "kind": "Cloud", "name": "lab.example" },
+        "interval": "5s",
+        "timeout": "2s",
+        "failureThreshold": 1,
+        "sip": {
+            "server": kamailio.uri("udp"),
+            "register": {
+                "username": "alice",
+                "credentialsSecretRef": { "name": SECRET, "key": "password" }
+            }
+        },
+        "http": [ { "name": "web-ui", "url": nginx.http_url("/").to_string(), "bodyContains": "STARFACE" } ]
+    })
+}
+
+/// Checks every timestamp in `status` lies between `since` and now and every duration is
+/// plausible, then replaces them with placeholders so the rest compares exactly.
+fn loosen(value: &mut Value, since: SystemTime) {
+    match value {
+        Value::Object(map) => {
+            for (key, value) in map.iter_mut() {
+                match key.as_str() {
+                    "lastTransitionTime" | "time" | "since" => {
+                        let text = value.as_str().expect("a timestamp string");
+                        let at: Timestamp = text.parse().expect("an RFC 3339 timestamp");
+                        let at = SystemTime::from(at);
+                        let slack = Duration::from_secs(1);
+                        assert!(
+                            at + slack >= since && at <= SystemTime::now() + slack,
+                            "{text}"
+                        );
+                        *value = json!("<time>");
+                    }
+                    "durationSeconds" => {
+                        let seconds = value.as_f64().expect("a number");
+                        assert!((0.0..=2.5).contains(&seconds), "{seconds}");
+                        *value = json!("<duration>");
+                    }
+                    _ => loosen(value, since),
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(|v| loosen(v, since)),
+        _ => {}
+    }
+}
+
+/// (type, status, reason) of each condition in a written status.
+fn conditions(status: &Value) -> BTreeSet<(String, String, String)> {
+    status["conditions"]
+        .as_array()
+        .map(|list| {
+            list.iter()
+                .map(|c| {
+                    let field = |k: &str| c[k].as_str().unwrap().to_owned();
+                    (field("type"), field("status"), field("reason"))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The conditions of `after` that are new or changed status/reason since `before`: one Event each.
+fn changed(before: &Value, after: &Value) -> BTreeSet<(String, String, String)> {
+    let before = conditions(before);
+    conditions(after).difference(&before).cloned().collect()
+}
+
+fn condition(status: &Value, type_: ConditionType) -> &Value {
+    status["conditions"]
+        .as_array()
+        .and_then(|list| list.iter().find(|c| c["type"] == type_.as_str()))
+        .unwrap_or_else(|| panic!("no {type_} condition in {status}"))
+}
+
+// ---------------------------------------------------------------------------------------------
+// The tests.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_secret_is_credentials_missing_with_an_event_and_recovers_when_it_appears() {
+    let kamailio = Kamailio::start();
+    let nginx = Nginx::start();
+    let mut operator = Operator::leading();
+    let check = lab_check(lab_spec(&kamailio, &nginx));
+    operator.watched(&check);
+    let start = SystemTime::now();
+
+    // (1) The Secret is missing: Ready=False CredentialsMissing naming the field, and an Event.
+    operator.reconcile(&check, false).await;
+    let mut missing = operator.api.status_write().await;
+    let ready = condition(&missing, ConditionType::Ready).clone();
+    assert_eq!(ready["status"], "False");
+    assert_eq!(ready["reason"], "CredentialsMissing");
+    assert_eq!(ready["observedGeneration"], GENERATION);
+    let message = ready["message"].as_str().unwrap();
+    assert!(
+        message.contains("spec.sip.register.credentialsSecretRef"),
+        "{message}"
+    );
+    assert!(message.contains(SECRET), "{message}");
+    assert_eq!(missing["observedGeneration"], GENERATION);
+    let expected = changed(&json!({}), &missing);
+    let events = operator.api.events(expected.len()).await;
+    let ready_event = events
+        .iter()
+        .find(|(action, ..)| action == "Ready")
+        .expect("an Event for Ready");
+    assert_eq!(ready_event.1, "Warning");
+    assert_eq!(ready_event.2, "CredentialsMissing");
+    assert!(ready_event.3.contains(message), "{}", ready_event.3);
+    // A plan error is published once, not on every interval.
+    operator.api.silent(Duration::from_secs(6)).await;
+
+    // (2) The Secret appears (its watch event re-triggers the reconcile): the probes run and
+    // the conditions are written anew, Ready recovering with a Normal Event.
+    let mut recovered_check = check.clone();
+    recovered_check.status = serde_json::from_value(missing.clone()).unwrap();
+    operator.watched(&recovered_check);
+    operator.reconcile(&recovered_check, true).await;
+    let mut recovered = operator.api.status_write().await;
+    let ready = condition(&recovered, ConditionType::Ready);
+    assert_eq!(
+        (&ready["status"], &ready["reason"]),
+        (&json!("True"), &json!("Healthy"))
+    );
+    let registered = condition(&recovered, ConditionType::SipRegistered);
+    assert_eq!(
+        (&registered["status"], &registered["reason"]),
+        (&json!("True"), &json!("Registered"))
+    );
+    let expected = changed(&missing, &recovered);
+    let events = operator.api.events(expected.len()).await;
+    let arrived: BTreeSet<_> = events
+        .iter()
+        .map(|(action, _, reason, _)| (action.clone(), reason.clone()))
+        .collect();
+    let wanted: BTreeSet<_> = expected
+        .iter()
+        .map(|(type_, _, reason)| (type_.clone(), reason.clone()))
+        .collect();
+    assert_eq!(arrived, wanted);
+    let ready_event = events.iter().find(|e| e.0 == "Ready").unwrap();
+    assert_eq!(
+        (ready_event.1.as_str(), ready_event.2.as_str()),
+        ("Normal", "Healthy")
+    );
+
+    // The first write exactly: nothing ran, so no lastRun; the reason names field and Secret.
+    loosen(&mut missing, start);
+    let cannot_run = format!("spec.sip.register.credentialsSecretRef: Secret {SECRET} not found");
+    assert_eq!(
+        missing,
+        json!({
+            "observedGeneration": GENERATION,
+            "conditions": [
+                {
+                    "type": "Ready", "status": "False", "reason": "CredentialsMissing",
+                    "message": cannot_run, "observedGeneration": GENERATION,
+                    "lastTransitionTime": "<time>"
+                },
+                {
+                    "type": "HotlineReportable", "status": "False", "reason": "ConfigurationProblem",
+                    "message": format!("the check cannot run: {cannot_run}"),
+                    "observedGeneration": GENERATION, "lastTransitionTime": "<time>"
+                }
+            ]
+        })
+    );
+    // After recovery: every condition anew, one Event per change, Normal all of them.
+    loosen(&mut recovered, start);
+    assert_eq!(
+        conditions(&recovered),
+        [
+            ("HotlineReportable", "False", "Healthy"),
+            ("Ready", "True", "Healthy"),
+            ("SipRegistered", "True", "Registered"),
+            ("WebReachable", "True", "Reachable"),
+        ]
+        .map(|(t, s, r)| (t.to_owned(), s.to_owned(), r.to_owned()))
+        .into(),
+        "{recovered:#}"
+    );
+    assert!(events.iter().all(|e| e.1 == "Normal"), "{events:?}");
+    assert_eq!(
+        events.iter().find(|e| e.0 == "Ready").unwrap().3,
+        "Ready True (was False CredentialsMissing): all probes pass"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_against_the_lab_writes_the_exact_status() {
+    let kamailio = Kamailio::start();
+    let nginx = Nginx::start();
+    let mut operator = Operator::leading();
+    let check = lab_check(lab_spec(&kamailio, &nginx));
+    operator.watched(&check);
+    let start = SystemTime::now();
+
+    operator.reconcile(&check, true).await;
+    let mut status = operator.api.status_write().await;
+    let events = operator
+        .api
+        .events(changed(&json!({}), &status).len())
+        .await;
+    assert!(events.iter().all(|e| e.1 == "Normal"), "{events:?}");
+    loosen(&mut status, start);
+    // The messages are the verdict's wording; the rest is exact.
+    let mut expected: Vec<Value> = [
+        (ConditionType::Ready, "True", "Healthy"),
+        (ConditionType::SipRegistered, "True", "Registered"),
+        (ConditionType::WebReachable, "True", "Reachable"),
+        (ConditionType::HotlineReportable, "False", "Healthy"),
+    ]
+    .into_iter()
+    .map(|(type_, value, reason)| {
+        let message = &condition(&status, type_)["message"];
+        assert!(message.is_string(), "{type_}: {message}");
+        json!({
+            "type": type_.as_str(), "status": value, "reason": reason, "message": message,
+            "observedGeneration": GENERATION, "lastTransitionTime": "<time>"
+        })
+    })
+    .collect();
+    expected.sort_by_key(|c| c["type"].to_string());
+    let mut written = status["conditions"].as_array().unwrap().clone();
+    written.sort_by_key(|c| c["type"].to_string());
+    assert_eq!(written, expected, "{status:#}");
+    assert_eq!(status["observedGeneration"], GENERATION);
+    assert_eq!(
+        status["lastRun"],
+        json!({
+            "time": "<time>",
+            "probes": [
+                { "name": "sip-register", "success": true, "reason": "Registered", "durationSeconds": "<duration>" },
+                { "name": "http:web-ui", "success": true, "reason": "Reachable", "durationSeconds": "<duration>" }
+            ]
+        }),
+        "{status:#}"
+    );
+    assert!(status.get("incident").is_none(), "{status:#}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_check_stops_probing_and_removes_its_metric_series() {
+    let kamailio = Kamailio::start();
+    let nginx = Nginx::start();
+    let mut operator = Operator::leading();
+    let check = lab_check(lab_spec(&kamailio, &nginx));
+    operator.watched(&check);
+    operator.reconcile(&check, true).await;
+    let status = operator.api.status_write().await;
+    operator
+        .api
+        .events(changed(&json!({}), &status).len())
+        .await;
+    let series = format!("name=\"{NAME}\"");
+    assert!(operator.metrics.encode().contains(&series));
+
+    // The watch reports the deletion; the reflector applies it, then the controller's hook runs.
+    let deleted = watcher::Event::Delete(check.clone());
+    operator.cache.apply_watcher_event(&deleted);
+    controller::forget_deleted(&operator.engine, Some(NS), &deleted);
+
+    let metrics = operator.metrics.encode();
+    assert!(!metrics.contains(&series), "{metrics}");
+    // No more runs, so no more status writes.
+    operator.api.silent(Duration::from_secs(7)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_check_deleted_while_the_watch_was_down_is_pruned_after_the_relist() {
+    let kamailio = Kamailio::start();
+    let nginx = Nginx::start();
+    let mut operator = Operator::leading();
+    let check = lab_check(lab_spec(&kamailio, &nginx));
+    operator.watched(&check);
+    operator.reconcile(&check, true).await;
+    let status = operator.api.status_write().await;
+    operator
+        .api
+        .events(changed(&json!({}), &status).len())
+        .await;
+
+    // The re-list after a watch gap no longer contains the check: no Delete event, only absence.
+    for event in [watcher::Event::Init, watcher::Event::InitDone] {
+        operator.cache.apply_watcher_event(&event);
+        controller::forget_deleted(&operator.engine, Some(NS), &event);
+    }
+    assert!(
+        !operator
+            .metrics
+            .encode()
+            .contains(&format!("name=\"{NAME}\""))
+    );
+    operator.api.silent(Duration::from_secs(7)).await;
+}
+
+/// A writer for a replica in `role`, fed `updates` and then closed; returns its task.
+fn write_with(
+    role: Leadership,
+    updates: Vec<StatusUpdate>,
+    client: Client,
+    metrics: &Metrics,
+    cache: &Writer<VoipCheck>,
+) -> tokio::task::JoinHandle<()> {
+    let (tx, rx) = mpsc::channel(updates.len().max(1));
+    for update in updates {
+        tx.try_send(update).unwrap();
+    }
+    drop(tx);
+    let (role_tx, role_rx) = watch::channel(role);
+    let checks = Checks::new(vec![cache.as_reader()]);
+    let writer = StatusWriter::new(client, reporter(), checks, role_rx, metrics.clone());
+    tokio::spawn(async move {
+        writer.run(rx).await;
+        drop(role_tx);
+    })
+}
+
+fn update_with_transition() -> StatusUpdate {
+    StatusUpdate {
+        id: CheckId::new(NS, NAME),
+        generation: Some(GENERATION),
+        status: VoipCheckStatus {
+            observed_generation: Some(GENERATION),
+            ..Default::default()
+        },
+        transitions: vec![Transition {
+            type_: ConditionType::SipRegistered,
+            from: Some((ConditionStatus::True, Reason::Registered)),
+            to: (ConditionStatus::False, Reason::Timeout),
+            message: "no answer within 2s".into(),
+        }],
+    }
+}
+
+#[tokio::test]
+async fn a_standby_writes_no_status_and_no_event() {
+    let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let mut api = ApiServer(handle);
+    let client = Client::new(service, "default");
+    let metrics = Metrics::new("test");
+    let mut cache = Writer::<VoipCheck>::default();
+    cache.apply_watcher_event(&watcher::Event::Apply(lab_check(json!({}))));
+    let task = write_with(
+        Leadership::Standby,
+        vec![update_with_transition()],
+        client,
+        &metrics,
+        &cache,
+    );
+    task.await.unwrap();
+    api.silent(Duration::from_millis(300)).await;
+}
+
+#[tokio::test]
+async fn a_failed_status_write_is_counted_and_the_writer_goes_on() {
+    let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let mut api = ApiServer(handle);
+    let client = Client::new(service, "default");
+    let metrics = Metrics::new("test");
+    let mut cache = Writer::<VoipCheck>::default();
+    cache.apply_watcher_event(&watcher::Event::Apply(lab_check(json!({}))));
+    let updates = vec![update_with_transition(), update_with_transition()];
+    let task = write_with(Leadership::Leader, updates, client, &metrics, &cache);
+
+    let call = api.next().await;
+    call.expect(Method::PATCH, &status_path());
+    assert_eq!(
+        call.body["status"],
+        json!({ "observedGeneration": GENERATION })
+    );
+    call.reply(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        json!({ "apiVersion": "v1", "kind": "Status", "status": "Failure", "message": "etcd unavailable", "reason": "InternalError", "code": 500 }),
+    );
+    // The transition still gets its Event: it happened, whatever became of the write.
+    let events = api.events(1).await;
+    assert_eq!(events[0].0, "SipRegistered");
+    assert_eq!(events[0].1, "Warning");
+    assert_eq!(events[0].2, "Timeout");
+    assert_eq!(
+        events[0].3,
+        "SipRegistered False (was True Registered): no answer within 2s"
+    );
+    // The next update is written as usual.
+    let status = api.status_write().await;
+    assert_eq!(status, json!({ "observedGeneration": GENERATION }));
+    // The same Event again within minutes: kube's Recorder counts it in the first one's series.
+    let call = api.next().await;
+    assert_eq!(call.method, Method::PATCH);
+    assert!(
+        call.uri.starts_with(&format!(
+            "/apis/events.k8s.io/v1/namespaces/{NS}/events/{NAME}."
+        )),
+        "{}",
+        call.uri
+    );
+    assert_eq!(call.body["series"]["count"], 2);
+    assert_eq!(call.body["reason"], "Timeout");
+    let body = call.body.clone();
+    call.reply(StatusCode::OK, body);
+    task.await.unwrap();
+    let metrics = metrics.encode();
+    assert!(
+        metrics.lines().any(|l| l.contains("reconcile_errors_total")
+            && l.contains("status_write")
+            && l.trim_end().ends_with(" 1")),
+        "{metrics}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// The whole operator: watches per namespace, the Lease, readiness and the shutdown order.
+
+/// A small stand-in for the API server behind the mock client: empty VoipCheck and Secret
+/// lists, watches that stay open, and one Lease kept in memory (GET, create, merge PATCH).
+/// Records every request as `METHOD uri`.
+async fn fake_api_server(
+    mut handle: Handle<Request<Body>, Response<Body>>,
+    log: Arc<std::sync::Mutex<Vec<String>>>,
+    lease: Arc<std::sync::Mutex<Option<Value>>>,
+) {
+    let mut open_watches = Vec::new();
+    while let Some((request, respond)) = handle.next_request().await {
+        let method = request.method().clone();
+        let uri = request.uri().to_string();
+        let path = uri.split('?').next().unwrap().to_owned();
+        log.lock().unwrap().push(format!("{method} {uri}"));
+        let bytes = request.into_body().collect_bytes().await.unwrap();
+        let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        let reply = |status: StatusCode, body: Value| {
+            Response::builder()
+                .status(status)
+                .body(Body::from(serde_json::to_vec(&body).unwrap()))
+                .unwrap()
+        };
+        if uri.contains("watch=true") {
+            open_watches.push(respond); // never answered: an idle watch
+        } else if path.ends_with("/voipchecks") {
+            respond.send_response(reply(
+                StatusCode::OK,
+                json!({ "apiVersion": "voipcheck.io/v1alpha1", "kind": "VoipCheckList", "metadata": { "resourceVersion": "1" }, "items": [] }),
+            ));
+        } else if path.ends_with("/secrets") {
+            respond.send_response(reply(
+                StatusCode::OK,
+                json!({ "apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadataList", "metadata": { "resourceVersion": "1" }, "items": [] }),
+            ));
+        } else if path.contains("/leases") {
+            let mut lease = lease.lock().unwrap();
+            let answer = match (method, lease.as_mut()) {
+                (Method::GET, None) => reply(
+                    StatusCode::NOT_FOUND,
+                    json!({ "apiVersion": "v1", "kind": "Status", "status": "Failure", "reason": "NotFound", "code": 404 }),
+                ),
+                (Method::GET, Some(object)) => reply(StatusCode::OK, object.clone()),
+                (Method::POST, _) => {
+                    let mut object = body.clone();
+                    object["metadata"]["namespace"] = json!("ops");
+                    object["metadata"]["resourceVersion"] = json!("1");
+                    *lease = Some(object.clone());
+                    reply(StatusCode::CREATED, object)
+                }
+                (Method::PATCH, Some(object)) => {
+                    let spec = object["spec"].as_object().cloned().unwrap_or_default();
+                    let mut spec = Value::Object(spec);
+                    for (key, value) in body["spec"].as_object().unwrap() {
+                        if value.is_null() {
+                            spec.as_object_mut().unwrap().remove(key);
+                        } else {
+                            spec[key] = value.clone();
+                        }
+                    }
+                    object["spec"] = spec;
+                    reply(StatusCode::OK, object.clone())
+                }
+                (method, _) => panic!("unexpected {method} {uri}"),
+            };
+            respond.send_response(answer);
+        } else {
+            panic!("unexpected {method} {uri}");
+        }
+    }
+}
+
+/// `GET path` on the metrics endpoint; the status code.
+async fn http_status(port: u16, path: &str) -> Option<u16> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .ok()?;
+    stream
+        .write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await
+        .ok()?;
+    let mut head = [0u8; 12];
+    stream.read_exact(&mut head).await.ok()?;
+    std::str::from_utf8(&head[9..12]).ok()?.parse().ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_operator_watches_its_namespaces_leads_and_releases_the_lease_on_shutdown() {
+    let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let client = Client::new(service, "default");
+    let log = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let lease = Arc::new(std::sync::Mutex::new(None));
+    tokio::spawn(fake_api_server(handle, log.clone(), lease.clone()));
+
+    let port = support::free_port();
+    let config = voipcheck::operator::OperatorConfig {
+        namespaces: vec!["team-a".into(), "team-b".into()],
+        allow: AllowList::parse(&[]).unwrap(),
+        metrics_addr: ([127, 0, 0, 1], port).into(),
+        location: "test".into(),
+        max_concurrent_probes: 4,
+        lease: voipcheck::operator::leader::LeaseConfig {
+            name: "voipcheck-operator".into(),
+            namespace: "ops".into(),
+            identity: "test-0".into(),
+        },
+    };
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let operator = tokio::spawn(voipcheck::operator::run(client, config, async {
+        let _ = stopped.await;
+    }));
+
+    // Ready once both namespaces' caches synced and the Lease was read; it then leads.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while http_status(port, "/readyz").await != Some(200) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never ready (healthz {:?}, finished {}): {:?}",
+            http_status(port, "/healthz").await,
+            operator.is_finished(),
+            log.lock().unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(http_status(port, "/healthz").await, Some(200));
+    while lease
+        .lock()
+        .unwrap()
+        .as_ref()
+        .and_then(|l| l["spec"]["holderIdentity"].as_str().map(str::to_owned))
+        != Some("test-0".into())
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never leader: {:?}",
+            lease.lock().unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let requests = log.lock().unwrap().clone();
+    for wanted in [
+        "GET /apis/voipcheck.io/v1alpha1/namespaces/team-a/voipchecks",
+        "GET /apis/voipcheck.io/v1alpha1/namespaces/team-b/voipchecks",
+        "GET /api/v1/namespaces/team-a/secrets",
+        "GET /api/v1/namespaces/team-b/secrets",
+        "POST /apis/coordination.k8s.io/v1/namespaces/ops/leases",
+    ] {
+        let found = requests.iter().any(|r| r.split('?').next() == Some(wanted));
+        assert!(found, "no {wanted} in {requests:#?}");
+    }
+    assert!(
+        !requests
+            .iter()
+            .any(|r| (r.contains("/voipchecks") || r.contains("/secrets"))
+                && !r.contains("/namespaces/team-")),
+        "a watch outside the given namespaces: {requests:#?}"
+    );
+
+    // SIGTERM's path: everything stops in order and the Lease is given back.
+    stop.send(()).unwrap();
+    tokio::time::timeout(WAIT, operator)
+        .await
+        .expect("the operator stops")
+        .unwrap()
+        .expect("a clean shutdown");
+    let lease = lease.lock().unwrap().clone().unwrap();
+    assert!(lease["spec"].get("holderIdentity").is_none(), "{lease}");
+}
