@@ -11,7 +11,7 @@ use voipcheck::standalone::{self, Format, Options};
 
 #[derive(Args)]
 #[command(after_help = "Examples:\n  \
-    voipcheck run -f examples/lab.yaml --metrics-addr 127.0.0.1:9090\n  \
+    voipcheck run -f checks.yaml --metrics-addr 127.0.0.1:9464\n  \
     voipcheck run -f checks.yaml --once --log-format json\n\n\
     Send SIGHUP to re-read the file: new and changed checks start, removed ones stop, and a file \
     that cannot be read keeps the running set.")]
