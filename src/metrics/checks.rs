@@ -402,3 +402,78 @@ fn gauge_metric(labels: Vec<LabelPair>, value: f64) -> Metric {
     metric.set_label(labels);
     metric
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prometheus::{GaugeVec, IntCounterVec, Opts, Registry, TextEncoder};
+
+    fn encode(registry: &Registry) -> String {
+        TextEncoder::new()
+            .encode_to_string(&registry.gather())
+            .unwrap()
+    }
+
+    /// The same series written through the crate's metric vectors and through the store
+    /// encode to the same text: label order, series order, help and type.
+    #[test]
+    fn the_store_exposes_what_the_crates_metric_vectors_would() {
+        let labels = || Some(HashMap::from([("location".to_owned(), "l".to_owned())]));
+        let vectors = Registry::new_custom(Some("voipcheck".into()), labels()).unwrap();
+        let family = |f: Family| Opts::new(f.name(), f.help());
+        let success = GaugeVec::new(
+            family(Family::Probe(ProbeGauge::Success)),
+            Family::Probe(ProbeGauge::Success).labels(),
+        )
+        .unwrap();
+        let phases = GaugeVec::new(
+            family(Family::HttpPhaseDuration),
+            Family::HttpPhaseDuration.labels(),
+        )
+        .unwrap();
+        let responses =
+            IntCounterVec::new(family(Family::SipResponses), Family::SipResponses.labels())
+                .unwrap();
+        let conditions =
+            GaugeVec::new(family(Family::Condition), Family::Condition.labels()).unwrap();
+        vectors.register(Box::new(success.clone())).unwrap();
+        vectors.register(Box::new(phases.clone())).unwrap();
+        vectors.register(Box::new(responses.clone())).unwrap();
+        vectors.register(Box::new(conditions.clone())).unwrap();
+
+        let store = Store::default();
+        let collected = Registry::new_custom(Some("voipcheck".into()), labels()).unwrap();
+        collected
+            .register(Box::new(CheckCollector::new(store.clone())))
+            .unwrap();
+        let mut checks = lock(&store);
+        for (namespace, name) in [("b", "z"), ("a", "y"), ("a", "x")] {
+            let check = checks.entry(CheckId::new(namespace, name)).or_default();
+            for probe in ["stun", "http:web"] {
+                success
+                    .with_label_values(&[namespace, name, probe])
+                    .set(1.0);
+                check.probe(probe).set(ProbeGauge::Success, Some(1.0));
+            }
+            phases
+                .with_label_values(&[namespace, name, "http:web", "tls"])
+                .set(0.5);
+            check.probe("http:web").set_phase("tls", Some(0.5));
+            for code in [200, 99] {
+                let label = if code == 200 { "200" } else { "invalid" };
+                responses
+                    .with_label_values(&[namespace, name, "sip-options", "OPTIONS", label])
+                    .inc();
+                check
+                    .probe("sip-options")
+                    .count_sip_response("OPTIONS", SipCode::new(code));
+            }
+            conditions
+                .with_label_values(&[namespace, name, "Ready", "True", "Healthy"])
+                .set(1.0);
+            check.set_conditions([["Ready", "True", "Healthy"], ["Ready", "True", "Healthy"]]);
+        }
+        drop(checks);
+        assert_eq!(encode(&collected), encode(&vectors));
+    }
+}
