@@ -34,9 +34,11 @@
 //! | `schedule_lag_seconds` | histogram | - |
 //! | `checks` | gauge | - |
 //!
-//! The `prometheus` crate cannot delete series by a partial label match, so the series each
-//! check has written are recorded here; [`Metrics::remove_check`], probes gone from a check and
-//! stale condition triples are removed from that record.
+//! The per-check series live in a compact store ([`checks`]) and are built only when scraped;
+//! [`Metrics::remove_check`], probes gone from a check and stale condition triples drop out
+//! of that store. The operator-level metrics are the crate's own.
+
+mod checks;
 
 use crate::api::{ConditionStatus, ConditionType};
 use crate::check::{CheckId, ProbeOutcome, ProbeRun, RunReport};
@@ -44,25 +46,19 @@ use crate::probe::http::HttpOutcome;
 use crate::probe::sip::{OptionsOutcome, RegisterOutcome, StatusLine};
 use crate::probe::stun::{ServerAnswer, StunOutcome};
 use crate::verdict::Verdict;
+use checks::{CheckCollector, HTTP_PHASES, ProbeGauge, ProbeMetrics, SipCode, Store};
 use http_body_util::Full;
 use hyper::body::Bytes;
 use hyper::header::{ALLOW, CONTENT_TYPE};
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use prometheus::{
-    GaugeVec, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
-};
+use prometheus::{HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, UNIX_EPOCH};
-
-/// Labels of every per-probe series.
-const PROBE_LABELS: [&str; 3] = ["namespace", "name", "probe"];
-/// Labels of every per-check series.
-const CHECK_LABELS: [&str; 2] = ["namespace", "name"];
 
 /// Probe durations range from a loopback round trip to a NAT binding test idling for the
 /// phones' keep-alive (up to 2 h).
@@ -71,7 +67,7 @@ const SCHEDULE_LAG_BUCKETS: [f64; 14] = [
     0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 30.0,
 ];
 
-/// The registry and every metric family. Cloning shares them.
+/// The registry, the per-check store and the operator-level metrics. Cloning shares them.
 #[derive(Clone)]
 pub struct Metrics {
     inner: Arc<Inner>,
@@ -79,50 +75,13 @@ pub struct Metrics {
 
 struct Inner {
     registry: Registry,
-    families: Families,
-    /// The label values each check has written, per family.
-    written: Mutex<HashMap<CheckId, HashSet<Series>>>,
+    /// Every check's series; the registry reads it through a [`CheckCollector`].
+    checks: Store,
+    operator: OperatorMetrics,
 }
 
-/// One series: its family and its full label values.
-type Series = (Family, Vec<String>);
-
-/// The per-check families, named so written series can be recorded and removed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-enum Family {
-    ProbeSuccess,
-    ProbeDuration,
-    SipResponses,
-    SipLastStatusCode,
-    SipRegistrationStatus,
-    SipRtt,
-    HttpStatusCode,
-    HttpPhaseDuration,
-    TlsCertExpiry,
-    StunRtt,
-    StunPublicAddress,
-    NatBindingLifetime,
-    Condition,
-    HotlineReportable,
-}
-
-struct Families {
-    probe_success: GaugeVec,
-    /// A gauge of the last run, as blackbox_exporter has it: a histogram per check and probe
-    /// cost 18 series each and most of the memory at 10,000 checks (DESIGN.md §7).
-    probe_duration: GaugeVec,
-    sip_responses: IntCounterVec,
-    sip_last_status_code: GaugeVec,
-    sip_registration_status: GaugeVec,
-    sip_rtt: GaugeVec,
-    http_status_code: GaugeVec,
-    http_phase_duration: GaugeVec,
-    tls_cert_expiry: GaugeVec,
-    stun_rtt: GaugeVec,
-    stun_public_address: GaugeVec,
-    nat_binding_lifetime: GaugeVec,
-    condition: GaugeVec,
-    hotline_reportable: GaugeVec,
+/// The metrics of the operator itself (a handful of series, whatever the number of checks).
+struct OperatorMetrics {
     reconcile: IntCounter,
     reconcile_errors: IntCounterVec,
     schedule_lag: prometheus::Histogram,
@@ -153,12 +112,16 @@ impl Metrics {
         let labels = HashMap::from([("location".to_owned(), location.to_owned())]);
         let registry = Registry::new_custom(Some("voipcheck".into()), Some(labels))
             .expect("a fixed prefix and label name are valid");
-        let families = Families::register(&registry);
+        let checks = Store::default();
+        registry
+            .register(Box::new(CheckCollector::new(checks.clone())))
+            .expect("unique metric");
+        let operator = OperatorMetrics::register(&registry);
         Self {
             inner: Arc::new(Inner {
                 registry,
-                families,
-                written: Mutex::new(HashMap::new()),
+                checks,
+                operator,
             }),
         }
     }
@@ -166,98 +129,59 @@ impl Metrics {
     /// Probe results of one run. Series of probes that are no longer in the check (its spec
     /// changed) are removed.
     pub fn record_run(&self, id: &CheckId, report: &RunReport) {
-        let mut written = self.written();
-        let series = written.entry(id.clone()).or_default();
+        let mut checks = checks::lock(&self.inner.checks);
+        let check = checks.entry(id.clone()).or_default();
         let probes: HashSet<&str> = report
             .probes
             .iter()
             .chain(&report.control)
             .map(|p| p.name.as_str())
             .collect();
-        series.retain(|(family, values)| {
-            let stale = family.has_probe_label() && !probes.contains(values[2].as_str());
-            if stale {
-                self.inner.families.remove(*family, values);
-            }
-            !stale
-        });
+        check.retain_probes(|name| probes.contains(name));
         for run in report.probes.iter().chain(&report.control) {
-            let mut writer = Writer {
-                families: &self.inner.families,
-                series,
-                base: vec![id.namespace.clone(), id.name.clone(), run.name.clone()],
-            };
-            writer.probe(run);
+            Writer(check.probe(&run.name)).probe(run);
         }
     }
 
     /// `condition{type,status,reason}` and `hotline_reportable` after a verdict.
     pub fn record_verdict(&self, id: &CheckId, verdict: &Verdict) {
-        let families = &self.inner.families;
-        let mut written = self.written();
-        let series = written.entry(id.clone()).or_default();
-        let current: HashSet<Series> = verdict
-            .conditions
-            .iter()
-            .map(|c| {
-                let values = vec![
-                    id.namespace.clone(),
-                    id.name.clone(),
-                    c.type_.as_str().to_owned(),
-                    c.status.as_str().to_owned(),
-                    c.reason.as_str().to_owned(),
-                ];
-                (Family::Condition, values)
-            })
-            .collect();
-        series.retain(|s| {
-            let stale = s.0 == Family::Condition && !current.contains(s);
-            if stale {
-                families.remove(s.0, &s.1);
-            }
-            !stale
-        });
-        for (family, values) in current {
-            families.condition.with_label_values(&values).set(1.0);
-            series.insert((family, values));
-        }
+        let mut checks = checks::lock(&self.inner.checks);
+        let check = checks.entry(id.clone()).or_default();
+        check.set_conditions(
+            verdict
+                .conditions
+                .iter()
+                .map(|c| [c.type_.as_str(), c.status.as_str(), c.reason.as_str()]),
+        );
         let reportable = verdict.conditions.iter().any(|c| {
             c.type_ == ConditionType::HotlineReportable && c.status == ConditionStatus::True
         });
-        let values = vec![id.namespace.clone(), id.name.clone()];
-        families
-            .hotline_reportable
-            .with_label_values(&values)
-            .set(f64::from(u8::from(reportable)));
-        series.insert((Family::HotlineReportable, values));
+        check.set_hotline_reportable(reportable);
     }
 
     /// Removes every series of a deleted check.
     pub fn remove_check(&self, id: &CheckId) {
-        let removed = self.written().remove(id).unwrap_or_default();
-        for (family, values) in removed {
-            self.inner.families.remove(family, &values);
-        }
+        checks::lock(&self.inner.checks).remove(id);
     }
 
     /// Lag between a run's due time and its start.
     pub fn observe_schedule_lag(&self, lag: Duration) {
-        self.inner.families.schedule_lag.observe(lag.as_secs_f64());
+        self.inner.operator.schedule_lag.observe(lag.as_secs_f64());
     }
 
     /// Number of checks scheduled.
     pub fn set_checks(&self, count: usize) {
         self.inner
-            .families
+            .operator
             .checks
             .set(i64::try_from(count).unwrap_or(i64::MAX));
     }
 
     pub fn record_reconcile(&self, result: ReconcileResult) {
-        let families = &self.inner.families;
-        families.reconcile.inc();
+        let operator = &self.inner.operator;
+        operator.reconcile.inc();
         if let ReconcileResult::Error(category) = result {
-            families
+            operator
                 .reconcile_errors
                 .with_label_values(&[category])
                 .inc();
@@ -270,33 +194,16 @@ impl Metrics {
             .encode_to_string(&self.inner.registry.gather())
             .expect("the text encoder writes every gathered family")
     }
-
-    fn written(&self) -> std::sync::MutexGuard<'_, HashMap<CheckId, HashSet<Series>>> {
-        // A panic elsewhere while holding the lock leaves the record usable: it is only sets.
-        self.inner
-            .written
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
 }
 
-/// Sets one probe's series and records them.
-struct Writer<'a> {
-    families: &'a Families,
-    series: &'a mut HashSet<Series>,
-    /// namespace, name, probe.
-    base: Vec<String>,
-}
+/// Writes one probe's run into its values.
+struct Writer<'a>(&'a mut ProbeMetrics);
 
 impl Writer<'_> {
     fn probe(&mut self, run: &ProbeRun) {
         let success = run.failure().is_none();
-        self.gauge(
-            Family::ProbeSuccess,
-            &[],
-            Some(f64::from(u8::from(success))),
-        );
-        self.gauge(Family::ProbeDuration, &[], Some(run.duration.as_secs_f64()));
+        self.gauge(ProbeGauge::Success, Some(f64::from(u8::from(success))));
+        self.gauge(ProbeGauge::Duration, Some(run.duration.as_secs_f64()));
         match &run.outcome {
             ProbeOutcome::SipRegister(outcome) => self.register(outcome),
             ProbeOutcome::SipOptions(outcome) => self.options(outcome),
@@ -314,44 +221,36 @@ impl Writer<'_> {
             (Some(_), None) => RegistrationStatus::Unregistered,
         };
         self.gauge(
-            Family::SipRegistrationStatus,
-            &[],
+            ProbeGauge::SipRegistrationStatus,
             Some(f64::from(status as u8)),
         );
-        self.gauge(Family::SipRtt, &[], secs(outcome.first_response));
+        self.gauge(ProbeGauge::SipRtt, secs(outcome.first_response));
     }
 
     fn options(&mut self, outcome: &OptionsOutcome) {
         self.sip_response("OPTIONS", outcome.response.as_ref());
-        self.gauge(Family::SipRtt, &[], secs(outcome.rtt));
+        self.gauge(ProbeGauge::SipRtt, secs(outcome.rtt));
     }
 
     /// `sip_responses_total` and `sip_last_status_code` for the final response, if any.
-    fn sip_response(&mut self, method: &str, response: Option<&StatusLine>) {
+    fn sip_response(&mut self, method: &'static str, response: Option<&StatusLine>) {
         let code = response.map_or(0, |r| r.code);
-        self.gauge(Family::SipLastStatusCode, &[], Some(f64::from(code)));
+        self.gauge(ProbeGauge::SipLastStatusCode, Some(f64::from(code)));
         if response.is_some() {
-            let code = if (100..=699).contains(&code) {
-                code.to_string()
-            } else {
-                "invalid".to_owned()
-            };
-            let values = self.values(&[method, &code]);
-            self.families.sip_responses.with_label_values(&values).inc();
-            self.series.insert((Family::SipResponses, values));
+            self.0.count_sip_response(method, SipCode::new(code));
         }
     }
 
     fn http(&mut self, outcome: &HttpOutcome) {
         let code = outcome.status.unwrap_or(0);
-        self.gauge(Family::HttpStatusCode, &[], Some(f64::from(code)));
+        self.gauge(ProbeGauge::HttpStatusCode, Some(f64::from(code)));
         for (phase, duration) in outcome.phases.named() {
-            self.gauge(Family::HttpPhaseDuration, &[phase], secs(duration));
+            self.0.set_phase(phase, secs(duration));
         }
         let expiry = outcome
             .cert_not_after
             .and_then(|t| t.duration_since(UNIX_EPOCH).ok());
-        self.gauge(Family::TlsCertExpiry, &[], secs(expiry));
+        self.gauge(ProbeGauge::TlsCertExpiry, secs(expiry));
     }
 
     fn stun(&mut self, outcome: &StunOutcome) {
@@ -361,11 +260,10 @@ impl Writer<'_> {
             ServerAnswer::Binding(binding) => Some(binding.rtt),
             ServerAnswer::Failure(_) => None,
         });
-        self.gauge(Family::StunRtt, &[], secs(rtt));
+        self.gauge(ProbeGauge::StunRtt, secs(rtt));
         let public = outcome.public_address().is_some();
         self.gauge(
-            Family::StunPublicAddress,
-            &[],
+            ProbeGauge::StunPublicAddress,
             Some(f64::from(u8::from(public))),
         );
         // The idle time the binding was shown to survive (a lower bound of its lifetime), 0
@@ -377,61 +275,43 @@ impl Writer<'_> {
                 0.0
             }
         });
-        self.gauge(Family::NatBindingLifetime, &[], lifetime);
+        self.gauge(ProbeGauge::NatBindingLifetime, lifetime);
     }
 
     /// A cancelled probe saw nothing: its codes are 0 ("no response"), its facts removed.
     fn cancelled(&mut self, run: &ProbeRun) {
         use crate::check::ProbeKind;
-        let facts: &[Family] = match run.kind {
+        let facts: &[ProbeGauge] = match run.kind {
             ProbeKind::SipRegister => {
                 let unregistered = f64::from(RegistrationStatus::Unregistered as u8);
-                self.gauge(Family::SipRegistrationStatus, &[], Some(unregistered));
-                self.gauge(Family::SipLastStatusCode, &[], Some(0.0));
-                &[Family::SipRtt]
+                self.gauge(ProbeGauge::SipRegistrationStatus, Some(unregistered));
+                self.gauge(ProbeGauge::SipLastStatusCode, Some(0.0));
+                &[ProbeGauge::SipRtt]
             }
             ProbeKind::SipOptions => {
-                self.gauge(Family::SipLastStatusCode, &[], Some(0.0));
-                &[Family::SipRtt]
+                self.gauge(ProbeGauge::SipLastStatusCode, Some(0.0));
+                &[ProbeGauge::SipRtt]
             }
             ProbeKind::Http => {
-                self.gauge(Family::HttpStatusCode, &[], Some(0.0));
-                for phase in ["resolve", "connect", "tls", "processing", "transfer"] {
-                    self.gauge(Family::HttpPhaseDuration, &[phase], None);
+                self.gauge(ProbeGauge::HttpStatusCode, Some(0.0));
+                for phase in HTTP_PHASES {
+                    self.0.set_phase(phase, None);
                 }
-                &[Family::TlsCertExpiry]
+                &[ProbeGauge::TlsCertExpiry]
             }
             ProbeKind::Stun => {
-                self.gauge(Family::StunPublicAddress, &[], Some(0.0));
-                &[Family::StunRtt, Family::NatBindingLifetime]
+                self.gauge(ProbeGauge::StunPublicAddress, Some(0.0));
+                &[ProbeGauge::StunRtt, ProbeGauge::NatBindingLifetime]
             }
         };
-        for family in facts {
-            self.gauge(*family, &[], None);
+        for gauge in facts {
+            self.gauge(*gauge, None);
         }
-    }
-
-    fn values(&self, extra: &[&str]) -> Vec<String> {
-        let mut values = self.base.clone();
-        values.extend(extra.iter().map(|v| (*v).to_owned()));
-        values
     }
 
     /// Sets a gauge, or removes its series when the run produced no value.
-    fn gauge(&mut self, family: Family, extra: &[&str], value: Option<f64>) {
-        let values = self.values(extra);
-        let gauge = self.families.gauge(family);
-        match value {
-            Some(value) => {
-                gauge.with_label_values(&values).set(value);
-                self.series.insert((family, values));
-            }
-            None => {
-                if self.series.remove(&(family, values.clone())) {
-                    let _ = gauge.remove_label_values(&values);
-                }
-            }
-        }
+    fn gauge(&mut self, gauge: ProbeGauge, value: Option<f64>) {
+        self.0.set(gauge, value);
     }
 }
 
@@ -439,40 +319,8 @@ fn secs(d: Option<Duration>) -> Option<f64> {
     d.map(|d| d.as_secs_f64())
 }
 
-impl Family {
-    fn has_probe_label(self) -> bool {
-        !matches!(self, Family::Condition | Family::HotlineReportable)
-    }
-}
-
-impl Families {
+impl OperatorMetrics {
     fn register(registry: &Registry) -> Self {
-        let gauge = |name: &str, help: &str, labels: &[&str]| {
-            let vec = GaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
-            registry
-                .register(Box::new(vec.clone()))
-                .expect("unique metric");
-            vec
-        };
-        let probe_gauge = |name: &str, help: &str| gauge(name, help, &PROBE_LABELS);
-        let with = |extra: &[&'static str]| -> Vec<&'static str> {
-            PROBE_LABELS.iter().chain(extra).copied().collect()
-        };
-        let probe_duration = probe_gauge(
-            "probe_duration_seconds",
-            "How long the probe's last run took, DNS and TLS included.",
-        );
-        let sip_responses = IntCounterVec::new(
-            Opts::new(
-                "sip_responses_total",
-                "Final SIP responses received, by request method and status code.",
-            ),
-            &with(&["method", "code"]),
-        )
-        .expect("valid metric");
-        registry
-            .register(Box::new(sip_responses.clone()))
-            .expect("unique metric");
         let reconcile =
             IntCounter::new("reconcile_total", "Reconciles of VoipChecks.").expect("valid metric");
         registry
@@ -504,97 +352,12 @@ impl Families {
         registry
             .register(Box::new(checks.clone()))
             .expect("unique metric");
-        Families {
-            probe_success: probe_gauge(
-                "probe_success",
-                "Whether the probe succeeded in its last run (1) or failed (0).",
-            ),
-            probe_duration,
-            sip_responses,
-            sip_last_status_code: probe_gauge(
-                "sip_last_status_code",
-                "The final SIP response code of the last run; 0 when none came.",
-            ),
-            sip_registration_status: probe_gauge(
-                "sip_registration_status",
-                "Registration state after the last REGISTER: 0 unregistered (no answer), \
-                 1 registered, 2 rejected (as Asterisk's res_prometheus).",
-            ),
-            sip_rtt: probe_gauge(
-                "sip_rtt_seconds",
-                "SIP round trip of the last run: OPTIONS to its final response, REGISTER to \
-                 its first response.",
-            ),
-            http_status_code: probe_gauge(
-                "http_status_code",
-                "HTTP status of the final response of the last run; 0 when none came.",
-            ),
-            http_phase_duration: gauge(
-                "http_phase_duration_seconds",
-                "Time spent in each phase of the last HTTP probe run, over all redirects \
-                 (blackbox_exporter's phase names).",
-                &with(&["phase"]),
-            ),
-            tls_cert_expiry: probe_gauge(
-                "tls_cert_expiry_timestamp_seconds",
-                "notAfter of the server's leaf certificate seen in the last run, as a Unix \
-                 timestamp.",
-            ),
-            stun_rtt: probe_gauge(
-                "stun_rtt_seconds",
-                "Round trip of the STUN Binding of the first server that answered.",
-            ),
-            stun_public_address: probe_gauge(
-                "stun_public_address",
-                "Whether a STUN server reported a public mapped address (1) or not (0).",
-            ),
-            nat_binding_lifetime: probe_gauge(
-                "nat_binding_lifetime_seconds",
-                "Idle time the NAT binding was shown to survive in the last measurement (the \
-                 keep-alive interval tested); 0 when it expired within it.",
-            ),
-            condition: gauge(
-                "condition",
-                "The current status and reason of each condition of a check (always 1).",
-                &["namespace", "name", "type", "status", "reason"],
-            ),
-            hotline_reportable: gauge(
-                "hotline_reportable",
-                "Whether the check's failure is an outage the provider's hotline accepts.",
-                &CHECK_LABELS,
-            ),
+        Self {
             reconcile,
             reconcile_errors,
             schedule_lag,
             checks,
         }
-    }
-
-    fn gauge(&self, family: Family) -> &GaugeVec {
-        match family {
-            Family::ProbeSuccess => &self.probe_success,
-            Family::ProbeDuration => &self.probe_duration,
-            Family::SipLastStatusCode => &self.sip_last_status_code,
-            Family::SipRegistrationStatus => &self.sip_registration_status,
-            Family::SipRtt => &self.sip_rtt,
-            Family::HttpStatusCode => &self.http_status_code,
-            Family::HttpPhaseDuration => &self.http_phase_duration,
-            Family::TlsCertExpiry => &self.tls_cert_expiry,
-            Family::StunRtt => &self.stun_rtt,
-            Family::StunPublicAddress => &self.stun_public_address,
-            Family::NatBindingLifetime => &self.nat_binding_lifetime,
-            Family::Condition => &self.condition,
-            Family::HotlineReportable => &self.hotline_reportable,
-            Family::SipResponses => unreachable!("{family:?} is not a gauge"),
-        }
-    }
-
-    /// Deletes one series; one already gone is fine.
-    fn remove(&self, family: Family, values: &[String]) {
-        let _ = match family {
-            Family::SipResponses => self.sip_responses.remove_label_values(values),
-            gauge => self.gauge(gauge).remove_label_values(values),
-        };
     }
 }
 
