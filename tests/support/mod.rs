@@ -10,20 +10,30 @@ pub mod coturn;
 pub mod kamailio;
 pub mod nginx;
 
+use std::collections::BTreeSet;
 use std::io::Read;
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// A loopback port that is free for both UDP and TCP right now. The peer binds it a moment
-/// later; the window for another process to take it is small and accepted.
+/// later; the window for another process to take it is small and accepted. Within this test
+/// process a port is handed out once only: the kernel may offer a just-released port again, and
+/// two peers (e.g. nginx's HTTP and HTTPS listeners) given the same port would silently share it.
 pub fn free_port() -> u16 {
+    static HANDED_OUT: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
     loop {
         let tcp = TcpListener::bind("127.0.0.1:0").expect("bind a TCP port on loopback");
         let port = tcp.local_addr().unwrap().port();
-        if UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+        if UdpSocket::bind(("127.0.0.1", port)).is_ok()
+            && HANDED_OUT
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(port)
+        {
             return port;
         }
     }
