@@ -236,6 +236,20 @@ impl Operator {
         }
     }
 
+    /// A leader whose lab check has run once, its first status written and Events published.
+    async fn with_lab_check_running(kamailio: &Kamailio, nginx: &Nginx) -> (Operator, VoipCheck) {
+        let mut operator = Operator::leading();
+        let check = lab_check(lab_spec(kamailio, nginx));
+        operator.watched(&check);
+        operator.reconcile(&check, true).await;
+        let status = operator.api.status_write().await;
+        operator
+            .api
+            .events(changed(&json!({}), &status).len())
+            .await;
+        (operator, check)
+    }
+
     /// The watch delivered `check` (the reflector stores it; the writer finds its uid there).
     fn watched(&mut self, check: &VoipCheck) {
         self.cache
@@ -529,15 +543,7 @@ async fn a_run_against_the_lab_writes_the_exact_status() {
 async fn deleting_a_check_stops_probing_and_removes_its_metric_series() {
     let kamailio = Kamailio::start();
     let nginx = Nginx::start();
-    let mut operator = Operator::leading();
-    let check = lab_check(lab_spec(&kamailio, &nginx));
-    operator.watched(&check);
-    operator.reconcile(&check, true).await;
-    let status = operator.api.status_write().await;
-    operator
-        .api
-        .events(changed(&json!({}), &status).len())
-        .await;
+    let (mut operator, check) = Operator::with_lab_check_running(&kamailio, &nginx).await;
     let series = format!("name=\"{NAME}\"");
     assert!(operator.metrics.encode().contains(&series));
 
@@ -556,15 +562,7 @@ async fn deleting_a_check_stops_probing_and_removes_its_metric_series() {
 async fn a_check_deleted_while_the_watch_was_down_is_pruned_after_the_relist() {
     let kamailio = Kamailio::start();
     let nginx = Nginx::start();
-    let mut operator = Operator::leading();
-    let check = lab_check(lab_spec(&kamailio, &nginx));
-    operator.watched(&check);
-    operator.reconcile(&check, true).await;
-    let status = operator.api.status_write().await;
-    operator
-        .api
-        .events(changed(&json!({}), &status).len())
-        .await;
+    let (mut operator, _) = Operator::with_lab_check_running(&kamailio, &nginx).await;
 
     // The re-list after a watch gap no longer contains the check: no Delete event, only absence.
     for event in [watcher::Event::Init, watcher::Event::InitDone] {
