@@ -5,15 +5,16 @@
 mod support;
 
 use serde_json::json;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 use support::coturn::Coturn;
 use support::kamailio::Kamailio;
 use support::nginx::{self, Nginx};
-use voipcheck::api::VoipCheckSpec;
+use voipcheck::api::{ConditionStatus, ConditionType, Reason, VoipCheckSpec};
 use voipcheck::check::{self, AllowList, CheckId, ProbeKind, ProbeOutcome, StaticSecrets};
 use voipcheck::probe::Failure;
 use voipcheck::probe::dns::Dns;
 use voipcheck::secret::Secret;
+use voipcheck::verdict;
 
 const NAMESPACE: &str = "lab";
 
@@ -186,4 +187,63 @@ async fn a_stopped_registrar_fails_register_with_a_typed_failure_within_the_time
     );
     assert!(elapsed <= plan.timeout + check::run::GRACE, "{elapsed:?}");
     assert_eq!(after.probes[1].failure(), None, "the web UI still answers");
+}
+
+/// The control probe asks whether this location reaches the internet: a control page answering
+/// 404, 503 or a redirect says it does, so a stopped registrar is still a reportable outage
+/// (and the control's own probe, `probe_success{probe="control"}`, passes). A control that gets
+/// no answer at all (nothing listens) makes the same outage this location's network.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn any_answer_of_the_control_page_proves_the_network_during_an_outage() {
+    let mut kamailio = Kamailio::start();
+    let nginx = Nginx::start();
+    kamailio.daemon.stop();
+    let silent = format!("http://127.0.0.1:{}/", support::free_port());
+    let cases = [
+        (nginx.http_url("/no-such-page").to_string(), true),
+        (nginx.http_url("/status/503").to_string(), true),
+        (nginx.http_url("/redirect").to_string(), true),
+        (silent, false),
+    ];
+    for (control, answers) in cases {
+        let spec: VoipCheckSpec = serde_json::from_value(json!({
+            "target": { "kind": "Cloud", "name": "lab" },
+            "timeout": "1s",
+            "failureThreshold": 1,
+            "sip": {
+                "server": kamailio.uri("udp"),
+                "register": {
+                    "username": "alice",
+                    "credentialsSecretRef": { "name": "sip", "key": "password" }
+                }
+            },
+            "control": { "url": control }
+        }))
+        .unwrap();
+        let mut secrets = StaticSecrets::new();
+        secrets.insert(NAMESPACE, "sip", "password", Secret::new("alice-secret"));
+        let id = CheckId::new(NAMESPACE, "cloud");
+        let plan = check::plan(&id, &spec, &secrets, &AllowList::default()).unwrap();
+
+        let report = check::run(&dns(), &plan).await;
+        let probe = report.control.as_ref().unwrap();
+        assert_eq!(probe.failure().is_none(), answers, "{control}: {probe:?}");
+        let (_, verdict) = verdict::evaluate(
+            &plan.policy,
+            &verdict::History::default(),
+            &report,
+            SystemTime::now(),
+        );
+        let reportable = verdict.condition(ConditionType::HotlineReportable).unwrap();
+        let expected = match answers {
+            true => (ConditionStatus::True, Reason::ProviderOutage),
+            false => (ConditionStatus::False, Reason::LocalNetworkProblem),
+        };
+        assert_eq!(
+            (reportable.status, reportable.reason),
+            expected,
+            "{control}: {}",
+            reportable.message
+        );
+    }
 }

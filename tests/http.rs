@@ -7,7 +7,7 @@ mod support;
 use std::time::{Duration, Instant};
 use support::nginx::{self, Nginx};
 use voipcheck::probe::dns::Dns;
-use voipcheck::probe::http::{self, HttpConfig, HttpOutcome};
+use voipcheck::probe::http::{self, ExpectStatus, HttpConfig, HttpOutcome};
 use voipcheck::probe::tls::CaSource;
 use voipcheck::probe::{DnsErrorKind, Failure, Outcome, TlsFailure};
 
@@ -188,7 +188,7 @@ async fn status_503_fails_unless_expected() {
     assert_eq!(outcome.failure, Some(Failure::HttpStatus { code: 503 }));
     assert_eq!(outcome.status, Some(503));
 
-    cfg.expect_status = vec![503];
+    cfg.expect_status = ExpectStatus::from_codes(vec![503]);
     let outcome = run(&cfg).await;
     assert_success(&outcome, &nginx);
 
@@ -240,7 +240,7 @@ async fn redirect_not_followed_is_the_final_response() {
     assert_eq!(outcome.failure, Some(Failure::HttpStatus { code: 302 }));
     assert_eq!(outcome.redirects, 0);
 
-    cfg.expect_status = vec![301, 302];
+    cfg.expect_status = ExpectStatus::from_codes(vec![301, 302]);
     let outcome = run(&cfg).await;
     assert_success(&outcome, &nginx);
     assert_eq!(outcome.final_url, nginx.http_url("/redirect").as_str());

@@ -394,11 +394,14 @@ pub struct NatBinding {
     .message("set exactly one of url and stunServer"))]
 #[serde(rename_all = "camelCase")]
 pub struct ControlProbe {
-    /// An http:// or https:// URL of an independent service that must answer with a 2xx.
+    /// An http:// or https:// URL of an independent service. Any HTTP response, whatever its
+    /// status, proves that this location reaches the internet; only DNS, connection, TLS and
+    /// timeout failures make the control fail.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = limits::MAX_URI_LENGTH), pattern(patterns::HTTP_URL))]
     pub url: Option<String>,
-    /// An independent STUN server as host or host:port that must map a public address.
+    /// An independent STUN server as host or host:port. Any Binding answer proves that this
+    /// location reaches the internet.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = limits::MAX_NAME_LENGTH), pattern(patterns::HOST_PORT))]
     pub stun_server: Option<String>,

@@ -141,7 +141,9 @@ pub fn plan(
     for (i, check) in spec.http.iter().enumerate() {
         let field = |name: &str| format!("spec.http[{i}].{name}");
         let mut config = http::HttpConfig::new(parsed_url(&check.url, field("url"))?);
-        config.expect_status = check.expect_status.iter().map(|&c| positive(c)).collect();
+        config.expect_status = http::ExpectStatus::from_codes(
+            check.expect_status.iter().map(|&c| positive(c)).collect(),
+        );
         config.body_contains = check.body_contains.clone();
         config.body_regex = match &check.body_regex {
             Some(text) => Some(
@@ -189,6 +191,10 @@ pub fn plan(
             (Some(url), _) => {
                 let mut config = http::HttpConfig::new(parsed_url(url, "spec.control.url")?);
                 config.timeout = timeout;
+                // The control asks whether this location reaches the internet: any response
+                // answers yes, and the first one is enough (a redirect's target is another host).
+                config.expect_status = http::ExpectStatus::AnyResponse;
+                config.follow_redirects = false;
                 PlannedProbe::Http {
                     name: "control".into(),
                     config,
@@ -470,7 +476,7 @@ mod tests {
         let PlannedProbe::Http { config, .. } = &plan.probes[2] else {
             panic!("{:?}", plan.probes[2]);
         };
-        assert_eq!(config.expect_status, [200]);
+        assert_eq!(config.expect_status, http::ExpectStatus::OneOf(vec![200]));
         assert_eq!(config.body_contains.as_deref(), Some("STARFACE"));
         assert_eq!(config.timeout, plan.timeout);
         let PlannedProbe::Stun(stun) = &plan.probes[3] else {
@@ -485,6 +491,9 @@ mod tests {
             (name.as_str(), config.url.as_str()),
             ("control", "https://example.org/")
         );
+        // Any answer, the first one (not a redirect's target), proves this location's network.
+        assert_eq!(config.expect_status, http::ExpectStatus::AnyResponse);
+        assert!(!config.follow_redirects);
         assert_eq!(
             plan.policy,
             Policy {
@@ -551,7 +560,10 @@ mod tests {
         let PlannedProbe::Http { config, .. } = &plan.probes[0] else {
             panic!();
         };
-        assert_eq!(config.expect_status, [200, 404]);
+        assert_eq!(
+            config.expect_status,
+            http::ExpectStatus::OneOf(vec![200, 404])
+        );
         assert!(!config.follow_redirects);
         assert_eq!(plan.policy.target, TargetKind::PushServer);
     }

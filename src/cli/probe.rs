@@ -205,7 +205,7 @@ async fn run_probe(args: ProbeArgs) -> Result<ExitCode, ConfigError> {
         } => {
             let config = http::HttpConfig {
                 url,
-                expect_status,
+                expect_status: http::ExpectStatus::from_codes(expect_status),
                 body_contains,
                 body_regex,
                 follow_redirects: !no_follow_redirects,

@@ -373,8 +373,18 @@ impl Run {
         self
     }
 
+    /// The control probe (an independent URL) got no answer, or answered with `HttpStatus`
+    /// (what a probe expecting a 2xx makes of a 404).
     pub fn control_fails(mut self, failure: Failure) -> Self {
         self.0.control = Some(control_run(Some(failure)));
+        self
+    }
+
+    /// The probe added last (e.g. by `stun_mapped`) is the control probe instead.
+    pub fn into_control(mut self) -> Self {
+        let mut control = self.0.probes.pop().expect("add the control's probe first");
+        control.name = "control".to_owned();
+        self.0.control = Some(control);
         self
     }
 }

@@ -10,8 +10,9 @@
 //!    failed runs before False, `successThreshold` passed runs before True again —
 //!    `threshold`;
 //! 3. `Ready` and `HotlineReportable` summarise the conditions, the control probe deciding
-//!    whether failures can be trusted — `ready`, `hotline`.
+//!    whether failures can be trusted — `control`, `ready`, `hotline`.
 
+mod control;
 mod error_rate;
 mod format;
 mod hotline;
@@ -197,7 +198,7 @@ pub fn evaluate(
         conditions.insert(type_, tracked);
     }
 
-    let control = report.control.as_ref().map(probe::observe);
+    let control = report.control.as_ref().map(control::observe);
     let ready = ready::decide(policy.target, &conditions, control.as_ref());
     let (reportable, incident) = hotline::decide(policy.target, &conditions, control.as_ref(), at);
     let verdict = Verdict {

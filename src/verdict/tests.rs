@@ -400,6 +400,66 @@ fn control_probe_failing_alone_changes_nothing() {
     assert_eq!(v.of(HotlineReportable), (False, Reason::Healthy));
 }
 
+#[test]
+fn control_answering_any_status_proves_the_network_during_a_provider_outage() {
+    for code in [301, 403, 404, 500, 503] {
+        let v = cloud().run(|r| r.register_fails(timeout()).control_fails(http_status(code)));
+        assert_eq!(
+            v.of(HotlineReportable),
+            (True, Reason::ProviderOutage),
+            "control answered {code}"
+        );
+        assert_eq!(
+            v.message(HotlineReportable),
+            "provider-side failure of SipRegistered (Timeout); the control probe passes"
+        );
+        assert_eq!(v.of(Ready), (False, Reason::ProbesFailing), "{code}");
+    }
+}
+
+#[test]
+fn control_without_an_answer_is_local_network_problem() {
+    type Control = fn(Run) -> Run;
+    let failures: [(&str, Control); 7] = [
+        ("timeout", |r| r.control_fails(timeout())),
+        ("refused", |r| r.control_fails(refused())),
+        ("resolver", |r| r.control_fails(resolver_failed())),
+        ("nxdomain", |r| r.control_fails(nxdomain())),
+        ("tls", |r| r.control_fails(cert_expired())),
+        ("cancelled", |r| {
+            r.cancelled("control", ProbeKind::Http).into_control()
+        }),
+        ("stun", |r| r.stun_fails(timeout()).into_control()),
+    ];
+    for (case, control) in failures {
+        let v = cloud().run(|r| control(r.register_fails(timeout())));
+        assert_eq!(
+            v.of(HotlineReportable),
+            (False, Reason::LocalNetworkProblem),
+            "{case}"
+        );
+        assert_eq!(v.of(Ready), (False, Reason::LocalNetworkProblem), "{case}");
+    }
+}
+
+#[test]
+fn stun_control_mapping_any_address_proves_the_network() {
+    // A carrier-grade NAT (RFC 6598) maps a shared address, not a public one: the server still
+    // answered, so this location reaches the internet.
+    for mapped in ["100.64.0.1", "212.227.1.7"] {
+        let v = cloud().run(|r| {
+            r.register_fails(timeout())
+                .stun_mapped(&[mapped])
+                .into_control()
+        });
+        assert_eq!(
+            v.of(HotlineReportable),
+            (True, Reason::ProviderOutage),
+            "{mapped}"
+        );
+    }
+}
+
 // --- cloud not started or not responding (seed 002) ---
 
 #[test]

@@ -46,13 +46,44 @@ pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
 /// The `Server` header is reported up to this many characters.
 const SERVER_MAX_CHARS: usize = 200;
 
+/// Which final statuses a probe accepts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExpectStatus {
+    /// Any 2xx.
+    Success,
+    /// Exactly these codes.
+    OneOf(Vec<u16>),
+    /// Any response: the control probe asks whether this location reaches the internet, and
+    /// any answer (a 404 or 503 included) says it does.
+    AnyResponse,
+}
+
+impl ExpectStatus {
+    /// The expectation a list of codes states: the codes, or any 2xx when there are none (the
+    /// spec's and the CLI's `expectStatus`).
+    pub fn from_codes(codes: Vec<u16>) -> Self {
+        match codes.is_empty() {
+            true => ExpectStatus::Success,
+            false => ExpectStatus::OneOf(codes),
+        }
+    }
+
+    fn accepts(&self, status: StatusCode) -> bool {
+        match self {
+            ExpectStatus::Success => status.is_success(),
+            ExpectStatus::OneOf(codes) => codes.contains(&status.as_u16()),
+            ExpectStatus::AnyResponse => true,
+        }
+    }
+}
+
 /// What to fetch and what to expect. `Debug` shows the URL without userinfo.
 #[derive(Clone)]
 pub struct HttpConfig {
     /// `http` or `https`; userinfo becomes Basic auth.
     pub url: Url,
-    /// Statuses that count as success; empty means any 2xx.
-    pub expect_status: Vec<u16>,
+    /// Which final statuses count as success.
+    pub expect_status: ExpectStatus,
     /// Text the body must contain.
     pub body_contains: Option<String>,
     /// Pattern the body must match.
@@ -74,7 +105,7 @@ impl HttpConfig {
     pub fn new(url: Url) -> Self {
         HttpConfig {
             url,
-            expect_status: Vec::new(),
+            expect_status: ExpectStatus::Success,
             body_contains: None,
             body_regex: None,
             follow_redirects: true,
@@ -216,12 +247,7 @@ fn check_response(
     body: &[u8],
     truncated: bool,
 ) -> Result<(), Failure> {
-    let expected = if cfg.expect_status.is_empty() {
-        status.is_success()
-    } else {
-        cfg.expect_status.contains(&status.as_u16())
-    };
-    if !expected {
+    if !cfg.expect_status.accepts(status) {
         return Err(Failure::HttpStatus {
             code: status.as_u16(),
         });
@@ -279,12 +305,20 @@ mod tests {
             check_response(&c, StatusCode::FOUND, b"", false),
             Err(Failure::HttpStatus { code: 302 })
         );
-        c.expect_status = vec![503];
+        c.expect_status = ExpectStatus::from_codes(vec![503]);
         assert!(check_response(&c, StatusCode::SERVICE_UNAVAILABLE, b"", false).is_ok());
         assert_eq!(
             check_response(&c, StatusCode::OK, b"", false),
             Err(Failure::HttpStatus { code: 200 })
         );
+        c.expect_status = ExpectStatus::AnyResponse;
+        for status in [
+            StatusCode::NOT_FOUND,
+            StatusCode::BAD_GATEWAY,
+            StatusCode::FOUND,
+        ] {
+            assert!(check_response(&c, status, b"", false).is_ok(), "{status}");
+        }
     }
 
     #[test]
