@@ -7,6 +7,7 @@
 
 pub mod certs;
 pub mod coturn;
+pub mod fake_api;
 pub mod kamailio;
 pub mod nginx;
 

@@ -1,0 +1,452 @@
+//! The in-test API server (`support::fake_api`) through kube's own client and watcher: the
+//! behaviour the operator's tests rely on is the real API server's.
+
+mod support;
+
+use futures::{StreamExt, TryStreamExt};
+use http::Method;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Patch, PatchParams, PostParams};
+use kube::core::PartialObjectMeta;
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Resource, ResourceExt};
+use serde_json::{Value, json};
+use std::time::Duration;
+use support::fake_api::{FakeApi, Fault, Kind, Matcher};
+use tokio::sync::mpsc;
+use voipcheck::api::VoipCheck;
+
+const NS: &str = "telephony";
+const WAIT: Duration = Duration::from_secs(5);
+
+fn voipcheck(name: &str) -> Value {
+    json!({
+        "apiVersion": "voipcheck.io/v1alpha1", "kind": "VoipCheck",
+        "metadata": { "name": name, "namespace": NS },
+        "spec": { "target": { "kind": "Cloud", "name": name }, "http": [ { "name": "ui", "url": "http://127.0.0.1:9/" } ] }
+    })
+}
+
+fn secret(name: &str) -> Value {
+    json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": { "name": name, "namespace": NS },
+        "data": { "password": "aHVudGVyMg==" }
+    })
+}
+
+/// What kube's watcher reported, reduced to comparable words.
+fn describe(event: &watcher::Event<VoipCheck>) -> String {
+    match event {
+        watcher::Event::Init => "Init".into(),
+        watcher::Event::InitApply(o) => format!("InitApply {}", o.name_any()),
+        watcher::Event::InitDone => "InitDone".into(),
+        watcher::Event::Apply(o) => format!("Apply {}", o.name_any()),
+        watcher::Event::Delete(o) => format!("Delete {}", o.name_any()),
+    }
+}
+
+/// Drives kube's watcher in a task (it only lists and watches while polled) and hands over
+/// what it reports, described.
+fn follow(
+    stream: impl futures::Stream<Item = Result<watcher::Event<VoipCheck>, watcher::Error>>
+    + Send
+    + 'static,
+) -> mpsc::UnboundedReceiver<Result<String, String>> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut stream = std::pin::pin!(stream);
+        while let Some(item) = stream.next().await {
+            if tx
+                .send(item.as_ref().map(describe).map_err(|e| e.to_string()))
+                .is_err()
+            {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+async fn next_events(
+    events: &mut mpsc::UnboundedReceiver<Result<String, String>>,
+    count: usize,
+) -> Vec<Result<String, String>> {
+    let mut seen = Vec::new();
+    while seen.len() < count {
+        let item = tokio::time::timeout(WAIT, events.recv())
+            .await
+            .unwrap_or_else(|_| panic!("no watcher event within {WAIT:?} after {seen:?}"))
+            .expect("the watcher goes on");
+        seen.push(item);
+    }
+    seen
+}
+
+#[tokio::test]
+async fn kube_watcher_lists_watches_resumes_after_bookmarks_and_relists_after_410() {
+    let api = FakeApi::start_with_bookmarks(Duration::from_millis(100));
+    api.insert(voipcheck("a"));
+    api.insert(voipcheck("b"));
+    let checks: Api<VoipCheck> = Api::namespaced(api.client(), NS);
+    let mut stream = follow(watcher(checks, watcher::Config::default()));
+
+    let ok = |s: &str| Ok(s.to_owned());
+    assert_eq!(
+        next_events(&mut stream, 4).await,
+        [
+            ok("Init"),
+            ok("InitApply a"),
+            ok("InitApply b"),
+            ok("InitDone")
+        ]
+    );
+    api.insert(voipcheck("c"));
+    assert_eq!(next_events(&mut stream, 1).await, [ok("Apply c")]);
+
+    // A change elsewhere moves the global resourceVersion; a bookmark carries it to the watch,
+    // so after the watch drops, kube resumes from there instead of the last object's version.
+    let elsewhere = api.insert(secret("unrelated"));
+    let revision = elsewhere["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    api.clear_log();
+    api.drop_watches();
+    let rewatch = api
+        .wait_for_request(&Matcher::when(|r| r.is_watch()), WAIT)
+        .await;
+    assert_eq!(rewatch.param("resourceVersion"), Some(revision));
+    assert_eq!(
+        rewatch.param("allowWatchBookmarks").as_deref(),
+        Some("true")
+    );
+    assert_eq!(
+        rewatch.path,
+        format!("/apis/voipcheck.io/v1alpha1/namespaces/{NS}/voipchecks")
+    );
+
+    // Compaction: the open watch gets ERROR 410, kube relists (no Delete for "b": only absence).
+    api.delete(Kind::VoipCheck, NS, "a");
+    assert_eq!(next_events(&mut stream, 1).await, [ok("Delete a")]);
+    api.compact();
+    let relisted = next_events(&mut stream, 5).await;
+    assert!(
+        matches!(&relisted[0], Err(e) if e.contains("too old resource version") && e.contains("Expired")),
+        "{relisted:?}"
+    );
+    assert_eq!(
+        relisted[1..],
+        [
+            ok("Init"),
+            ok("InitApply b"),
+            ok("InitApply c"),
+            ok("InitDone")
+        ]
+    );
+    // And the relisted watcher follows changes again.
+    api.insert(voipcheck("d"));
+    assert_eq!(next_events(&mut stream, 1).await, [ok("Apply d")]);
+}
+
+#[tokio::test]
+async fn a_watch_from_a_compacted_resource_version_is_told_410_in_the_stream() {
+    let api = FakeApi::start();
+    let first = api.insert(voipcheck("a"));
+    api.insert(voipcheck("b"));
+    api.compact();
+    let checks: Api<VoipCheck> = Api::namespaced(api.client(), NS);
+    let from = first["metadata"]["resourceVersion"].as_str().unwrap();
+    let mut events = checks
+        .watch(&Default::default(), from)
+        .await
+        .expect("HTTP 200, as the API server answers")
+        .boxed();
+    match events.try_next().await.unwrap() {
+        Some(kube::core::WatchEvent::Error(status)) => {
+            assert_eq!(status.code, 410);
+            assert_eq!(status.reason, "Expired");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(events.try_next().await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn secret_metadata_is_listed_and_watched_without_the_data() {
+    let api = FakeApi::start();
+    api.insert(secret("sip"));
+    let secrets: Api<PartialObjectMeta<Secret>> = Api::namespaced(api.client(), NS);
+    let mut stream = watcher(secrets, watcher::Config::default())
+        .touched_objects()
+        .boxed();
+    let listed = tokio::time::timeout(WAIT, stream.try_next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(listed.name_any(), "sip");
+    api.insert(secret("web"));
+    let watched = tokio::time::timeout(WAIT, stream.try_next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(watched.name_any(), "web");
+    let requests = api.requests();
+    let list = requests.iter().find(|r| !r.is_watch()).unwrap();
+    assert!(
+        list.accept.contains("as=PartialObjectMetadataList"),
+        "{}",
+        list.accept
+    );
+    assert!(
+        requests
+            .iter()
+            .any(|r| r.is_watch() && r.accept.contains("as=PartialObjectMetadata"))
+    );
+    // Full reads still get the data.
+    let full: Api<Secret> = Api::namespaced(api.client(), NS);
+    assert!(
+        full.get("sip")
+            .await
+            .unwrap()
+            .data
+            .unwrap()
+            .contains_key("password")
+    );
+}
+
+#[tokio::test]
+async fn status_apply_replaces_the_status_and_honours_the_uid_precondition() {
+    let api = FakeApi::start();
+    let stored = api.insert(voipcheck("a"));
+    let uid = stored["metadata"]["uid"].as_str().unwrap().to_owned();
+    let checks: Api<VoipCheck> = Api::namespaced(api.client(), NS);
+    let params = PatchParams::apply("voipcheck").force();
+    let apply = |uid: &str, generation: i64| {
+        Patch::Apply(json!({
+            "apiVersion": "voipcheck.io/v1alpha1", "kind": "VoipCheck",
+            "metadata": { "uid": uid },
+            "status": { "observedGeneration": generation }
+        }))
+    };
+
+    let written = checks
+        .patch_status("a", &params, &apply(&uid, 1))
+        .await
+        .unwrap();
+    assert_eq!(written.status.unwrap().observed_generation, Some(1));
+    assert_eq!(
+        written.metadata.generation,
+        Some(1),
+        "a status write keeps the generation"
+    );
+    assert_ne!(
+        written.metadata.resource_version,
+        stored["metadata"]["resourceVersion"]
+            .as_str()
+            .map(str::to_owned)
+    );
+    let apply_log = api.requests().pop().unwrap();
+    assert_eq!(apply_log.content_type, "application/apply-patch+yaml");
+    assert_eq!(
+        apply_log.param("fieldManager").as_deref(),
+        Some("voipcheck")
+    );
+    assert_eq!(apply_log.param("force").as_deref(), Some("true"));
+
+    // The same name, another object: the uid in the body refuses the write.
+    api.recreate(voipcheck("a"));
+    let refused = checks
+        .patch_status("a", &params, &apply(&uid, 2))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&refused, kube::Error::Api(s) if s.code == 409),
+        "{refused}"
+    );
+    assert_eq!(api.status(NS, "a"), None);
+    // A missing object is 404, not created.
+    let missing = checks
+        .patch_status("gone", &params, &apply(&uid, 2))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&missing, kube::Error::Api(s) if s.code == 404),
+        "{missing}"
+    );
+
+    // A spec change bumps the generation; the status stays.
+    let mut edited = voipcheck("a");
+    edited["spec"]["interval"] = json!("10s");
+    api.replace(edited.clone());
+    let new_uid = api.get(Kind::VoipCheck, NS, "a").unwrap()["metadata"]["uid"].clone();
+    checks
+        .patch_status("a", &params, &apply(new_uid.as_str().unwrap(), 2))
+        .await
+        .unwrap();
+    let object = checks
+        .patch(
+            "a",
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "spec": { "interval": "20s" }, "status": null })),
+        )
+        .await
+        .unwrap();
+    assert_eq!(object.metadata.generation, Some(3));
+    assert_eq!(object.status.unwrap().observed_generation, Some(2));
+}
+
+#[tokio::test]
+async fn a_lease_replace_with_a_stale_resource_version_conflicts() {
+    let api = FakeApi::start();
+    let leases: Api<Lease> = Api::namespaced(api.client(), "ops");
+    let mut lease: Lease = serde_json::from_value(json!({
+        "metadata": { "name": "voipcheck" },
+        "spec": { "holderIdentity": "a", "leaseDurationSeconds": 15 }
+    }))
+    .unwrap();
+    let created = leases.create(&PostParams::default(), &lease).await.unwrap();
+    assert!(created.uid().is_some());
+    lease.metadata = created.metadata.clone();
+    lease.spec.as_mut().unwrap().holder_identity = Some("b".into());
+    let taken = leases
+        .replace("voipcheck", &PostParams::default(), &lease)
+        .await
+        .unwrap();
+    assert_eq!(
+        api.lease("ops", "voipcheck").unwrap()["spec"]["holderIdentity"],
+        "b"
+    );
+
+    // A late renewal by "a", still carrying the version it read: refused.
+    let mut late = created.clone();
+    late.spec.as_mut().unwrap().renew_time = None;
+    let refused = leases
+        .replace("voipcheck", &PostParams::default(), &late)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&refused, kube::Error::Api(s) if s.code == 409 && s.reason == "Conflict"),
+        "{refused}"
+    );
+    assert_eq!(
+        api.lease("ops", "voipcheck").unwrap()["spec"]["holderIdentity"],
+        "b"
+    );
+
+    // A merge patch with the current version applies; with the old one it conflicts too.
+    let patch = |rv: &str, holder: &str| {
+        Patch::Merge(
+            json!({ "metadata": { "resourceVersion": rv }, "spec": { "holderIdentity": holder } }),
+        )
+    };
+    let current = taken.resource_version().unwrap();
+    leases
+        .patch("voipcheck", &PatchParams::default(), &patch(&current, "c"))
+        .await
+        .unwrap();
+    let stale = leases
+        .patch("voipcheck", &PatchParams::default(), &patch(&current, "d"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&stale, kube::Error::Api(s) if s.code == 409),
+        "{stale}"
+    );
+    assert_eq!(
+        api.lease("ops", "voipcheck").unwrap()["spec"]["holderIdentity"],
+        "c"
+    );
+}
+
+#[tokio::test]
+async fn events_are_created_and_their_series_patched() {
+    let api = FakeApi::start();
+    let stored = api.insert(voipcheck("a"));
+    let check: VoipCheck = serde_json::from_value(stored).unwrap();
+    let recorder = Recorder::new(
+        api.client(),
+        Reporter {
+            controller: "voipcheck".into(),
+            instance: Some("test-0".into()),
+        },
+    );
+    let event = Event {
+        type_: EventType::Warning,
+        reason: "Timeout".into(),
+        note: Some("no answer".into()),
+        action: "SipRegistered".into(),
+        secondary: None,
+    };
+    let reference = check.object_ref(&());
+    recorder.publish(&event, &reference).await.unwrap();
+    recorder.publish(&event, &reference).await.unwrap();
+    let events = api.events(NS);
+    assert_eq!(events.len(), 1, "{events:#?}");
+    assert_eq!(events[0]["reason"], "Timeout");
+    assert_eq!(events[0]["regarding"]["uid"], json!(check.uid()));
+    assert_eq!(events[0]["series"]["count"], 2);
+}
+
+#[tokio::test]
+async fn faults_hang_throttle_fail_and_refuse() {
+    let api = FakeApi::start();
+    api.insert(secret("sip"));
+    let secrets: Api<Secret> = Api::namespaced(api.client(), NS);
+
+    // Hang until cleared, then served.
+    let hang = api.inject(Matcher::request(Method::GET, "/secrets/sip"), Fault::Hang);
+    let reading = tokio::spawn({
+        let secrets = secrets.clone();
+        async move { secrets.get("sip").await }
+    });
+    api.wait_for_request(&Matcher::request(Method::GET, "/secrets/sip"), WAIT)
+        .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!reading.is_finished());
+    api.clear_fault(hang);
+    assert_eq!(reading.await.unwrap().unwrap().name_any(), "sip");
+
+    // A status code, N times.
+    api.inject_times(
+        Matcher::request(Method::GET, "/secrets/sip"),
+        Fault::Status(500),
+        1,
+    );
+    let failed = secrets.get("sip").await.unwrap_err();
+    assert!(
+        matches!(&failed, kube::Error::Api(s) if s.code == 500),
+        "{failed}"
+    );
+    assert!(secrets.get("sip").await.is_ok());
+
+    // 429 with Retry-After: kube's client waits as told and retries.
+    api.clear_log();
+    api.inject_times(
+        Matcher::request(Method::GET, "/secrets/sip"),
+        Fault::Throttle {
+            retry_after_seconds: 1,
+        },
+        1,
+    );
+    let started = std::time::Instant::now();
+    assert!(secrets.get("sip").await.is_ok());
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(api.requests().len(), 2);
+
+    // Refused connections, then back on the same port.
+    api.refuse_connections().await;
+    assert!(tokio::net::TcpStream::connect(api.addr()).await.is_err());
+    assert!(secrets.get("sip").await.is_err());
+    api.accept_connections();
+    assert!(secrets.get("sip").await.is_ok());
+}
