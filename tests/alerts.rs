@@ -1,9 +1,10 @@
 //! The alert rules (alerts/voipcheck.rules.yaml) and the Alertmanager example: `promtool check
 //! rules` accepts the rules, `promtool test rules` runs the unit tests in alerts/tests/, every
 //! alert has a test where it fires and one where it does not, the rules name only condition
-//! types and reasons the code writes, the chart ships the same file, and `amtool` accepts the
-//! Alertmanager example and routes the page to the pager and everything else to tickets, and a
-//! real Alertmanager holds back a paging check's tickets.
+//! types and reasons the code writes, every alert's runbook_url lands on a section of the
+//! README, the chart ships the same file, and `amtool` accepts the Alertmanager example and
+//! routes the pages to the pager and everything else to tickets, and a real Alertmanager holds
+//! back what would page twice and a paging check's tickets.
 
 mod support;
 
@@ -20,8 +21,14 @@ use voipcheck::api::{ConditionType, Reason};
 const RULES: &str = "alerts/voipcheck.rules.yaml";
 const CHART_RULES: &str = "charts/voipcheck/files/voipcheck.rules.yaml";
 const ALERTMANAGER: &str = "alerts/alertmanager.example.yaml";
-/// The one alert that pages.
-const PAGE: &str = "VoipCheckHotlineReportable";
+const README: &str = "README.md";
+const CHART: &str = "charts/voipcheck/Chart.yaml";
+/// The page by impact: a service unavailable to the customer, whoever's fault.
+const UNAVAILABLE: &str = "VoipCheckServiceUnavailable";
+/// The hotline's verdict; held back while `UNAVAILABLE` pages for the same check and location.
+const REPORTABLE: &str = "VoipCheckHotlineReportable";
+/// The alerts that page.
+const PAGES: [&str; 2] = [UNAVAILABLE, REPORTABLE];
 
 fn repo(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
@@ -122,14 +129,20 @@ fn every_alert_is_tested_firing_and_silent() {
     }
 }
 
-/// Severity, summary and description on every alert; only the hotline alert pages.
+/// Severity, summary and description on every alert; only the pages are critical, every
+/// other alert is a ticket (warning, or info for what can wait).
 #[test]
 fn every_alert_says_how_urgent_and_what_to_check() {
     for alert in alerts() {
         let name = text(&alert, "alert");
         let severity = text(&alert["labels"], "severity");
-        let expected = if name == PAGE { "critical" } else { "warning" };
-        assert_eq!(severity, expected, "{name}");
+        match PAGES.contains(&name) {
+            true => assert_eq!(severity, "critical", "{name}"),
+            false => assert!(
+                ["warning", "info"].contains(&severity),
+                "{name}: {severity}"
+            ),
+        }
         for key in ["summary", "description"] {
             assert!(
                 !text(&alert["annotations"], key).trim().is_empty(),
@@ -181,6 +194,80 @@ fn rules_name_only_condition_types_and_reasons_the_code_writes() {
     assert!(reasons.contains("ExpiresBeforeKeepalive") && reasons.contains("AuthRejected"));
 }
 
+/// GitHub's anchor of a Markdown heading: lower case, spaces to `-`, and every character but
+/// letters, digits, `-` and `_` dropped.
+fn github_anchor(heading: &str) -> String {
+    heading
+        .trim()
+        .to_lowercase()
+        .chars()
+        .filter_map(|c| match c {
+            ' ' => Some('-'),
+            c if c.is_alphanumeric() || c == '-' || c == '_' => Some(c),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The anchors of the README's headings, as GitHub numbers repeated ones (`-1`, `-2`, ...).
+fn readme_anchors() -> BTreeSet<String> {
+    let text = std::fs::read_to_string(repo(README)).unwrap();
+    let mut anchors = BTreeSet::new();
+    let mut fenced = false;
+    for line in text.lines() {
+        if line.starts_with("```") {
+            fenced = !fenced;
+        }
+        let Some(heading) = line.strip_prefix('#').filter(|_| !fenced) else {
+            continue;
+        };
+        let base = github_anchor(heading.trim_start_matches('#'));
+        let anchor = (0..)
+            .map(|n| match n {
+                0 => base.clone(),
+                n => format!("{base}-{n}"),
+            })
+            .find(|a| !anchors.contains(a))
+            .unwrap();
+        anchors.insert(anchor);
+    }
+    anchors
+}
+
+#[test]
+fn github_anchors_are_computed_as_github_does() {
+    assert_eq!(github_anchor(" VoipCheckStale"), "voipcheckstale");
+    assert_eq!(
+        github_anchor("Conditions and the hotline"),
+        "conditions-and-the-hotline"
+    );
+    assert_eq!(
+        github_anchor("`voipcheck run` (no cluster)"),
+        "voipcheck-run-no-cluster"
+    );
+}
+
+/// Every alert links its runbook: a `### <AlertName>` section of the README, on the project's
+/// home (Chart.yaml's `home`), so the link the person paged opens lands on that section.
+#[test]
+fn every_runbook_url_lands_on_its_readme_section() {
+    let home = text(&yaml(&repo(CHART)), "home").to_owned();
+    let base = format!("{home}/blob/main/{README}#");
+    let anchors = readme_anchors();
+    for alert in alerts() {
+        let name = text(&alert, "alert");
+        let url = text(&alert["annotations"], "runbook_url");
+        let anchor = url
+            .strip_prefix(&base)
+            .unwrap_or_else(|| panic!("{name}: {url} is not on {base}"));
+        assert_eq!(anchor, github_anchor(name), "{name}: its own section");
+        assert!(
+            anchors.contains(anchor),
+            "{name}: no heading #{anchor} in {README}"
+        );
+    }
+}
+
 #[test]
 fn the_chart_ships_the_same_rules() {
     let source = std::fs::read(repo(RULES)).unwrap();
@@ -204,13 +291,17 @@ fn amtool_accepts_the_alertmanager_example() {
     assert!(out.contains("SUCCESS"), "{out}");
 }
 
-/// Each alert of the rules, with its own labels, reaches the pager only if it is the page.
+/// Each alert of the rules, with its own labels, reaches the pager only if it is a page.
 #[test]
-fn the_page_goes_to_the_pager_and_the_rest_to_tickets() {
+fn the_pages_go_to_the_pager_and_the_rest_to_tickets() {
     let amtool = support::require_program("amtool");
     for alert in alerts() {
         let name = text(&alert, "alert");
-        let receiver = if name == PAGE { "pager" } else { "ticket" };
+        let receiver = if PAGES.contains(&name) {
+            "pager"
+        } else {
+            "ticket"
+        };
         let out = run(Command::new(&amtool)
             .args(["config", "routes", "test"])
             .arg(format!("--config.file={}", repo(ALERTMANAGER).display()))
@@ -246,11 +337,12 @@ fn alertmanager_api(port: u16, method: &str, path: &str, body: Option<&Value>) -
     serde_json::from_str(body).unwrap_or(Value::Null)
 }
 
-/// The example's inhibit rule, in a running Alertmanager: a check that pages has its tickets
-/// suppressed; another check's ticket, and the same check's ticket from another location, are
-/// not.
+/// The example's inhibit rules, in a running Alertmanager: a service-unavailable page holds
+/// back the same outage's hotline page, a check that pages has its tickets suppressed; another
+/// check's ticket, the same check's ticket from another location, and a reportable outage
+/// without a service-unavailable page are not.
 #[test]
-fn while_a_check_pages_its_tickets_are_held_back() {
+fn one_outage_pages_once_and_holds_back_its_tickets() {
     let binary = support::require_program("prometheus-alertmanager");
     let dir = tempfile::tempdir().unwrap();
     let port = support::free_port();
@@ -278,16 +370,21 @@ fn while_a_check_pages_its_tickets_are_held_back() {
         })
     };
     let alerts = Value::Array(vec![
-        alert(PAGE, "cloud", "fra", "critical"),
+        alert(UNAVAILABLE, "cloud", "fra", "critical"),
+        alert(REPORTABLE, "cloud", "fra", "critical"),
         alert("VoipCheckSipRegistrationLost", "cloud", "fra", "warning"),
         alert("VoipCheckWebUnreachable", "cloud", "fra", "warning"),
         alert("VoipCheckSipRegistrationLost", "cloud", "muc", "warning"),
         alert("VoipCheckSipRegistrationLost", "trunk", "fra", "warning"),
+        alert(REPORTABLE, "trunk", "muc", "critical"),
+        alert("VoipCheckSipErrorCodesFrequent", "trunk", "muc", "warning"),
     ]);
     alertmanager_api(port, "POST", "/api/v2/alerts", Some(&alerts));
 
     let expected: BTreeMap<(String, String, String), &str> = [
-        ((PAGE, "cloud", "fra"), "active"),
+        ((UNAVAILABLE, "cloud", "fra"), "active"),
+        // One outage pages once: the service-unavailable page carries the verdict.
+        ((REPORTABLE, "cloud", "fra"), "suppressed"),
         (
             ("VoipCheckSipRegistrationLost", "cloud", "fra"),
             "suppressed",
@@ -295,6 +392,12 @@ fn while_a_check_pages_its_tickets_are_held_back() {
         (("VoipCheckWebUnreachable", "cloud", "fra"), "suppressed"),
         (("VoipCheckSipRegistrationLost", "cloud", "muc"), "active"),
         (("VoipCheckSipRegistrationLost", "trunk", "fra"), "active"),
+        // A reportable outage no service-unavailable page covers pages on its own.
+        ((REPORTABLE, "trunk", "muc"), "active"),
+        (
+            ("VoipCheckSipErrorCodesFrequent", "trunk", "muc"),
+            "suppressed",
+        ),
     ]
     .into_iter()
     .map(|((a, n, l), state)| ((a.to_owned(), n.to_owned(), l.to_owned()), state))
