@@ -34,11 +34,17 @@
 //! | `schedule_lag_seconds` | histogram | - |
 //! | `checks` | gauge | - |
 //!
-//! The per-check series live in a compact store ([`checks`]) and are built only when scraped;
-//! [`Metrics::remove_check`], probes gone from a check and stale condition triples drop out
-//! of that store. The operator-level metrics are the crate's own.
+//! The per-check series live in a compact, copy-on-write store ([`checks`]) and their text is
+//! written from it when scraped ([`exposition`]), without holding the store's lock while it
+//! is written; [`Metrics::remove_check`], probes gone from a check and stale condition
+//! triples drop out of that store. The operator-level metrics are the crate's own. The
+//! server ([`http`]) streams the text, gzip-compressed when the scraper accepts it.
 
 mod checks;
+mod exposition;
+mod http;
+
+pub use http::{Health, serve, serve_on};
 
 use crate::api::{ConditionStatus, ConditionType};
 use crate::check::{CheckId, ProbeOutcome, ProbeRun, RunReport};
@@ -46,18 +52,11 @@ use crate::probe::http::HttpOutcome;
 use crate::probe::sip::{OptionsOutcome, RegisterOutcome, StatusLine};
 use crate::probe::stun::{ServerAnswer, StunOutcome};
 use crate::verdict::Verdict;
-use checks::{CheckCollector, HTTP_PHASES, ProbeGauge, ProbeMetrics, SipCode, Store};
-use http_body_util::Full;
-use hyper::body::Bytes;
-use hyper::header::{ALLOW, CONTENT_TYPE};
-use hyper::service::service_fn;
-use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::{TokioIo, TokioTimer};
-use prometheus::{HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
+use checks::{HTTP_PHASES, ProbeGauge, ProbeMetrics, SipCode, Store};
+use prometheus::{HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 use std::collections::{HashMap, HashSet};
-use std::net::SocketAddr;
+use std::io::{self, Write};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, UNIX_EPOCH};
 
 /// Probe durations range from a loopback round trip to a NAT binding test idling for the
@@ -74,9 +73,12 @@ pub struct Metrics {
 }
 
 struct Inner {
+    /// The operator's own metrics.
     registry: Registry,
-    /// Every check's series; the registry reads it through a [`CheckCollector`].
+    /// Every check's series, written into the exposition next to the registry's.
     checks: Store,
+    /// The `location` label's value.
+    location: String,
     operator: OperatorMetrics,
 }
 
@@ -112,15 +114,12 @@ impl Metrics {
         let labels = HashMap::from([("location".to_owned(), location.to_owned())]);
         let registry = Registry::new_custom(Some("voipcheck".into()), Some(labels))
             .expect("a fixed prefix and label name are valid");
-        let checks = Store::default();
-        registry
-            .register(Box::new(CheckCollector::new(checks.clone())))
-            .expect("unique metric");
         let operator = OperatorMetrics::register(&registry);
         Self {
             inner: Arc::new(Inner {
                 registry,
-                checks,
+                checks: Store::default(),
+                location: location.to_owned(),
                 operator,
             }),
         }
@@ -129,39 +128,39 @@ impl Metrics {
     /// Probe results of one run. Series of probes that are no longer in the check (its spec
     /// changed) are removed.
     pub fn record_run(&self, id: &CheckId, report: &RunReport) {
-        let mut checks = checks::lock(&self.inner.checks);
-        let check = checks.entry(id.clone()).or_default();
         let probes: HashSet<&str> = report
             .probes
             .iter()
             .chain(&report.control)
             .map(|p| p.name.as_str())
             .collect();
-        check.retain_probes(|name| probes.contains(name));
-        for run in report.probes.iter().chain(&report.control) {
-            Writer(check.probe(&run.name)).probe(run);
-        }
+        self.inner.checks.update(id, |check| {
+            check.retain_probes(|name| probes.contains(name));
+            for run in report.probes.iter().chain(&report.control) {
+                Writer(check.probe(&run.name)).probe(run);
+            }
+        });
     }
 
     /// `condition{type,status,reason}` and `hotline_reportable` after a verdict.
     pub fn record_verdict(&self, id: &CheckId, verdict: &Verdict) {
-        let mut checks = checks::lock(&self.inner.checks);
-        let check = checks.entry(id.clone()).or_default();
-        check.set_conditions(
-            verdict
-                .conditions
-                .iter()
-                .map(|c| [c.type_.as_str(), c.status.as_str(), c.reason.as_str()]),
-        );
         let reportable = verdict.conditions.iter().any(|c| {
             c.type_ == ConditionType::HotlineReportable && c.status == ConditionStatus::True
         });
-        check.set_hotline_reportable(reportable);
+        self.inner.checks.update(id, |check| {
+            check.set_conditions(
+                verdict
+                    .conditions
+                    .iter()
+                    .map(|c| [c.type_.as_str(), c.status.as_str(), c.reason.as_str()]),
+            );
+            check.set_hotline_reportable(reportable);
+        });
     }
 
     /// Removes every series of a deleted check.
     pub fn remove_check(&self, id: &CheckId) {
-        checks::lock(&self.inner.checks).remove(id);
+        self.inner.checks.remove(id);
     }
 
     /// Lag between a run's due time and its start.
@@ -190,9 +189,23 @@ impl Metrics {
 
     /// The text exposition format.
     pub fn encode(&self) -> String {
-        TextEncoder::new()
-            .encode_to_string(&self.inner.registry.gather())
-            .expect("the text encoder writes every gathered family")
+        let mut text = Vec::new();
+        self.encode_to(&mut text)
+            .expect("writing into memory does not fail");
+        String::from_utf8(text).expect("the exposition is written from UTF-8 strings only")
+    }
+
+    /// Writes the text exposition into `out` as it is produced. The store's lock is held only
+    /// to copy its pointers (see [`checks`]), never while writing, so runs recording their
+    /// results are not held up by a scrape, however slow its writer.
+    pub fn encode_to(&self, out: &mut impl Write) -> io::Result<()> {
+        let checks = self.inner.checks.snapshot();
+        exposition::write(
+            out,
+            self.inner.registry.gather(),
+            &checks,
+            &self.inner.location,
+        )
     }
 }
 
@@ -358,136 +371,5 @@ impl OperatorMetrics {
             schedule_lag,
             checks,
         }
-    }
-}
-
-/// Readiness as `/readyz` reports it (e.g. the operator's caches have synced).
-#[derive(Clone, Default)]
-pub struct Health {
-    ready: Arc<AtomicBool>,
-}
-
-impl Health {
-    pub fn set_ready(&self, ready: bool) {
-        self.ready.store(ready, Ordering::Relaxed);
-    }
-
-    pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Relaxed)
-    }
-}
-
-/// A client must send its request head within this time (a slow or silent client cannot hold
-/// a connection open).
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
-/// Request heads larger than this are refused (hyper's minimum buffer size).
-const MAX_REQUEST_HEAD_BYTES: usize = 8192;
-/// Connections served at once; more wait in the listen backlog.
-const MAX_CONNECTIONS: usize = 64;
-/// How long connections still open at shutdown may take to finish.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
-
-/// Serves `/metrics`, `/healthz` and `/readyz` on `addr` until `shutdown` completes.
-///
-/// One request per connection (no keep-alive), the request head bounded in size and time, and
-/// at most [`MAX_CONNECTIONS`] at once, so scrapers and stray clients cannot tie the server up.
-/// `/healthz` answers 200 while the server runs; `/readyz` 200 when [`Health`] is ready, else
-/// 503; anything else 404 (405 for a method other than GET or HEAD).
-pub async fn serve(
-    addr: SocketAddr,
-    metrics: Metrics,
-    health: Health,
-    shutdown: impl std::future::Future<Output = ()>,
-) -> std::io::Result<()> {
-    let listener = tokio::net::TcpListener::bind(addr).await?;
-    serve_on(listener, metrics, health, shutdown).await
-}
-
-/// [`serve`] on a listener already bound (e.g. to port 0 in a test, or a socket handed over).
-pub async fn serve_on(
-    listener: tokio::net::TcpListener,
-    metrics: Metrics,
-    health: Health,
-    shutdown: impl std::future::Future<Output = ()>,
-) -> std::io::Result<()> {
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let permits = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
-    let mut shutdown = std::pin::pin!(shutdown);
-    loop {
-        let permit = tokio::select! {
-            () = &mut shutdown => break,
-            permit = permits.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
-        };
-        let (stream, _peer) = tokio::select! {
-            () = &mut shutdown => break,
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(error) => {
-                    // Out of file descriptors or similar: wait instead of spinning.
-                    tracing::warn!(%error, "accepting a metrics connection failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-        };
-        let (metrics, health) = (metrics.clone(), health.clone());
-        let service = service_fn(move |request| {
-            let response = respond(&request, &metrics, &health);
-            async move { Ok::<_, std::convert::Infallible>(response) }
-        });
-        let connection = hyper::server::conn::http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(HEADER_READ_TIMEOUT)
-            .max_buf_size(MAX_REQUEST_HEAD_BYTES)
-            .keep_alive(false)
-            .serve_connection(TokioIo::new(stream), service);
-        let connection = graceful.watch(connection);
-        tokio::spawn(async move {
-            if let Err(error) = connection.await {
-                tracing::debug!(%error, "metrics connection ended with an error");
-            }
-            drop(permit);
-        });
-    }
-    drop(listener);
-    if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
-        .await
-        .is_err()
-    {
-        tracing::warn!("metrics connections still open after the shutdown grace period");
-    }
-    Ok(())
-}
-
-fn respond(
-    request: &Request<hyper::body::Incoming>,
-    metrics: &Metrics,
-    health: &Health,
-) -> Response<Full<Bytes>> {
-    let text = |status: StatusCode, body: &'static str| {
-        Response::builder()
-            .status(status)
-            .header(CONTENT_TYPE, "text/plain; charset=utf-8")
-            .body(Full::new(Bytes::from_static(body.as_bytes())))
-            .expect("a valid response")
-    };
-    let path = request.uri().path();
-    if !matches!(path, "/metrics" | "/healthz" | "/readyz") {
-        return text(StatusCode::NOT_FOUND, "not found\n");
-    }
-    if !matches!(*request.method(), Method::GET | Method::HEAD) {
-        let mut response = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
-        response
-            .headers_mut()
-            .insert(ALLOW, hyper::header::HeaderValue::from_static("GET, HEAD"));
-        return response;
-    }
-    match path {
-        "/metrics" => Response::builder()
-            .header(CONTENT_TYPE, prometheus::TEXT_FORMAT)
-            .body(Full::new(Bytes::from(metrics.encode())))
-            .expect("a valid response"),
-        "/readyz" if !health.is_ready() => text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),
-        _ => text(StatusCode::OK, "ok\n"),
     }
 }

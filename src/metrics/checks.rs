@@ -1,15 +1,19 @@
-//! The per-check series, kept compactly and turned into Prometheus series only at scrape time.
+//! The per-check values, kept compactly and copy-on-write, so a scrape reads them without
+//! holding the store's lock.
 //!
 //! The `prometheus` crate's metric vectors keep, per series, owned label strings and a proto
 //! structure; at 10,000 checks (about 22 series each) that was most of the operator's memory
 //! (DESIGN.md §7). Here a check holds plain values (a slot per gauge, a count per SIP
-//! response) and [`CheckCollector::collect`] builds the families on demand. The registry adds
-//! the `voipcheck_` prefix and the `location` label, sorts the series and drops empty
-//! families, as it does for its own metric vectors, so the exposition is the same.
+//! response), and [`super::exposition`] writes their text straight from them.
+//!
+//! Each check's values sit behind an [`Arc`]. A scrape takes a [`Store::snapshot`]: under the
+//! lock it only copies the 10,000 pointers (well under a millisecond), then renders the text
+//! with the lock released. A run finishing meanwhile changes its check through
+//! [`Arc::make_mut`]: the first change while a snapshot still points at the old values copies
+//! that one check (a few hundred bytes), later ones write in place. So writers never wait for
+//! an encode, and a scrape sees each check as it was when the scrape began.
 
 use crate::check::CheckId;
-use prometheus::core::{Collector, Desc};
-use prometheus::proto::{Counter, Gauge, LabelPair, Metric, MetricFamily, MetricType};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -29,7 +33,7 @@ pub(super) enum ProbeGauge {
 }
 
 /// Every per-probe gauge, in the order of [`ProbeMetrics::gauges`].
-const PROBE_GAUGES: [ProbeGauge; 10] = [
+pub(super) const PROBE_GAUGES: [ProbeGauge; 10] = [
     ProbeGauge::Success,
     ProbeGauge::Duration,
     ProbeGauge::SipLastStatusCode,
@@ -42,11 +46,14 @@ const PROBE_GAUGES: [ProbeGauge; 10] = [
     ProbeGauge::NatBindingLifetime,
 ];
 
-/// The `phase` values of `http_phase_duration_seconds` (blackbox_exporter's names), in the
-/// order of [`ProbeMetrics::phases`].
-pub(super) const HTTP_PHASES: [&str; 5] = ["resolve", "connect", "tls", "processing", "transfer"];
+/// The `phase` values of `http_phase_duration_seconds` (blackbox_exporter's names), in
+/// alphabetical order, the order of [`ProbeMetrics::phases`] and of the exposition.
+pub(super) const HTTP_PHASES: [&str; 5] = ["connect", "processing", "resolve", "tls", "transfer"];
 
 /// The `code` label of `sip_responses_total`: a three-digit status, anything else `invalid`.
+///
+/// The derived order is the order of the label's text: three-digit numbers compare as their
+/// digits do, and `invalid` sorts after every digit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub(super) enum SipCode {
     Status(u16),
@@ -62,7 +69,7 @@ impl SipCode {
         }
     }
 
-    fn label(self) -> String {
+    pub(super) fn label(self) -> String {
         match self {
             SipCode::Status(code) => code.to_string(),
             SipCode::Invalid => "invalid".to_owned(),
@@ -71,13 +78,13 @@ impl SipCode {
 }
 
 /// The last run's values of one probe; `None` is a value the run did not produce (no series).
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(super) struct ProbeMetrics {
-    name: Arc<str>,
-    gauges: [Option<f64>; PROBE_GAUGES.len()],
-    phases: [Option<f64>; HTTP_PHASES.len()],
+    pub(super) name: Arc<str>,
+    pub(super) gauges: [Option<f64>; PROBE_GAUGES.len()],
+    pub(super) phases: [Option<f64>; HTTP_PHASES.len()],
     /// `sip_responses_total` by method and code.
-    sip_responses: BTreeMap<(&'static str, SipCode), u64>,
+    pub(super) sip_responses: BTreeMap<(&'static str, SipCode), u64>,
 }
 
 impl ProbeMetrics {
@@ -109,15 +116,27 @@ impl ProbeMetrics {
 }
 
 /// Everything one check has written.
-#[derive(Debug, Default)]
+#[derive(Debug, Clone)]
 pub(super) struct CheckMetrics {
-    probes: Vec<ProbeMetrics>,
-    /// The current `condition` series: type, status, reason.
-    conditions: Vec<[&'static str; 3]>,
-    hotline_reportable: Option<bool>,
+    pub(super) id: CheckId,
+    /// Sorted by name, the order of the exposition.
+    pub(super) probes: Vec<ProbeMetrics>,
+    /// The current `condition` series as type, status, reason; sorted by reason, status,
+    /// type, the order of the exposition (its labels sort as reason, status, type).
+    pub(super) conditions: Vec<[&'static str; 3]>,
+    pub(super) hotline_reportable: Option<bool>,
 }
 
 impl CheckMetrics {
+    fn new(id: &CheckId) -> Self {
+        Self {
+            id: id.clone(),
+            probes: Vec::new(),
+            conditions: Vec::new(),
+            hotline_reportable: None,
+        }
+    }
+
     /// Drops the probes not in `keep` (the check's spec no longer has them).
     pub(super) fn retain_probes(&mut self, keep: impl Fn(&str) -> bool) {
         self.probes.retain(|p| keep(&p.name));
@@ -125,11 +144,11 @@ impl CheckMetrics {
 
     /// The probe named `name`, added without values if new.
     pub(super) fn probe(&mut self, name: &str) -> &mut ProbeMetrics {
-        let index = match self.probes.iter().position(|p| &*p.name == name) {
-            Some(index) => index,
-            None => {
-                self.probes.push(ProbeMetrics::new(name));
-                self.probes.len() - 1
+        let index = match self.probes.binary_search_by(|p| (*p.name).cmp(name)) {
+            Ok(index) => index,
+            Err(index) => {
+                self.probes.insert(index, ProbeMetrics::new(name));
+                index
             }
         };
         &mut self.probes[index]
@@ -141,11 +160,10 @@ impl CheckMetrics {
         conditions: impl IntoIterator<Item = [&'static str; 3]>,
     ) {
         self.conditions.clear();
-        for condition in conditions {
-            if !self.conditions.contains(&condition) {
-                self.conditions.push(condition);
-            }
-        }
+        self.conditions.extend(conditions);
+        self.conditions
+            .sort_unstable_by_key(|[type_, status, reason]| (*reason, *status, *type_));
+        self.conditions.dedup();
     }
 
     pub(super) fn set_hotline_reportable(&mut self, reportable: bool) {
@@ -153,327 +171,64 @@ impl CheckMetrics {
     }
 }
 
-/// The store shared by [`super::Metrics`] (writing) and the registry's collector (reading).
-pub(super) type Store = Arc<Mutex<HashMap<CheckId, CheckMetrics>>>;
-
-/// Locks the store; a panic elsewhere while holding it leaves plain values, still usable.
-pub(super) fn lock(store: &Store) -> MutexGuard<'_, HashMap<CheckId, CheckMetrics>> {
-    store
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
+/// The store shared by [`super::Metrics`] (writing) and the scrapes (reading).
+#[derive(Debug, Default)]
+pub(super) struct Store {
+    checks: Mutex<HashMap<CheckId, Arc<CheckMetrics>>>,
 }
 
-/// One per-check family as exposed: the names, help texts, types and label names the metric
-/// vectors had (DESIGN.md §5, the table in [`super`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Family {
-    Probe(ProbeGauge),
-    HttpPhaseDuration,
-    SipResponses,
-    Condition,
-    HotlineReportable,
-}
-
-/// The number of per-check families.
-const FAMILY_COUNT: usize = PROBE_GAUGES.len() + 4;
-
-impl Family {
-    /// Every per-check family, in the order of [`Family::index`].
-    fn all() -> impl Iterator<Item = Family> {
-        PROBE_GAUGES.into_iter().map(Family::Probe).chain([
-            Family::HttpPhaseDuration,
-            Family::SipResponses,
-            Family::Condition,
-            Family::HotlineReportable,
-        ])
+impl Store {
+    /// Locks the map; a panic elsewhere while holding it leaves plain values, still usable.
+    fn lock(&self) -> MutexGuard<'_, HashMap<CheckId, Arc<CheckMetrics>>> {
+        self.checks
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn index(self) -> usize {
-        match self {
-            Family::Probe(gauge) => gauge as usize,
-            Family::HttpPhaseDuration => PROBE_GAUGES.len(),
-            Family::SipResponses => PROBE_GAUGES.len() + 1,
-            Family::Condition => PROBE_GAUGES.len() + 2,
-            Family::HotlineReportable => PROBE_GAUGES.len() + 3,
-        }
+    /// Changes check `id`'s values, adding the check if new. Copies the check first when a
+    /// scrape's snapshot still reads it.
+    pub(super) fn update(&self, id: &CheckId, change: impl FnOnce(&mut CheckMetrics)) {
+        let mut checks = self.lock();
+        let check = match checks.get_mut(id) {
+            Some(check) => check,
+            None => checks
+                .entry(id.clone())
+                .or_insert_with(|| Arc::new(CheckMetrics::new(id))),
+        };
+        change(Arc::make_mut(check));
     }
 
-    fn name(self) -> &'static str {
-        match self {
-            Family::Probe(gauge) => match gauge {
-                ProbeGauge::Success => "probe_success",
-                ProbeGauge::Duration => "probe_duration_seconds",
-                ProbeGauge::SipLastStatusCode => "sip_last_status_code",
-                ProbeGauge::SipRegistrationStatus => "sip_registration_status",
-                ProbeGauge::SipRtt => "sip_rtt_seconds",
-                ProbeGauge::HttpStatusCode => "http_status_code",
-                ProbeGauge::TlsCertExpiry => "tls_cert_expiry_timestamp_seconds",
-                ProbeGauge::StunRtt => "stun_rtt_seconds",
-                ProbeGauge::StunPublicAddress => "stun_public_address",
-                ProbeGauge::NatBindingLifetime => "nat_binding_lifetime_seconds",
-            },
-            Family::HttpPhaseDuration => "http_phase_duration_seconds",
-            Family::SipResponses => "sip_responses_total",
-            Family::Condition => "condition",
-            Family::HotlineReportable => "hotline_reportable",
-        }
+    pub(super) fn remove(&self, id: &CheckId) {
+        self.lock().remove(id);
     }
 
-    fn help(self) -> &'static str {
-        match self {
-            Family::Probe(gauge) => match gauge {
-                ProbeGauge::Success => {
-                    "Whether the probe succeeded in its last run (1) or failed (0)."
-                }
-                // A gauge of the last run, as blackbox_exporter has it: a histogram per check
-                // and probe would cost 18 series each (DESIGN.md §7).
-                ProbeGauge::Duration => "How long the probe's last run took, DNS and TLS included.",
-                ProbeGauge::SipLastStatusCode => {
-                    "The final SIP response code of the last run; 0 when none came."
-                }
-                ProbeGauge::SipRegistrationStatus => {
-                    "Registration state after the last REGISTER: 0 unregistered (no answer), \
-                     1 registered, 2 rejected (as Asterisk's res_prometheus)."
-                }
-                ProbeGauge::SipRtt => {
-                    "SIP round trip of the last run: OPTIONS to its final response, REGISTER \
-                     to its first response."
-                }
-                ProbeGauge::HttpStatusCode => {
-                    "HTTP status of the final response of the last run; 0 when none came."
-                }
-                ProbeGauge::TlsCertExpiry => {
-                    "notAfter of the server's leaf certificate seen in the last run, as a Unix \
-                     timestamp."
-                }
-                ProbeGauge::StunRtt => {
-                    "Round trip of the STUN Binding of the first server that answered."
-                }
-                ProbeGauge::StunPublicAddress => {
-                    "Whether a STUN server reported a public mapped address (1) or not (0)."
-                }
-                ProbeGauge::NatBindingLifetime => {
-                    "Idle time the NAT binding was shown to survive in the last measurement \
-                     (the keep-alive interval tested); 0 when it expired within it."
-                }
-            },
-            Family::HttpPhaseDuration => {
-                "Time spent in each phase of the last HTTP probe run, over all redirects \
-                 (blackbox_exporter's phase names)."
-            }
-            Family::SipResponses => {
-                "Final SIP responses received, by request method and status code."
-            }
-            Family::Condition => {
-                "The current status and reason of each condition of a check (always 1)."
-            }
-            Family::HotlineReportable => {
-                "Whether the check's failure is an outage the provider's hotline accepts."
-            }
-        }
+    /// Every check as it is now, sorted by name and namespace (the order of the exposition:
+    /// series sort by their label values, `name` before `namespace`). Only the pointers are
+    /// copied under the lock; the sort runs after it is released.
+    pub(super) fn snapshot(&self) -> Vec<Arc<CheckMetrics>> {
+        let mut checks: Vec<Arc<CheckMetrics>> = self.lock().values().cloned().collect();
+        checks.sort_unstable_by(|a, b| {
+            (a.id.name.as_str(), a.id.namespace.as_str())
+                .cmp(&(b.id.name.as_str(), b.id.namespace.as_str()))
+        });
+        checks
     }
-
-    fn labels(self) -> &'static [&'static str] {
-        match self {
-            Family::Probe(_) => &["namespace", "name", "probe"],
-            Family::HttpPhaseDuration => &["namespace", "name", "probe", "phase"],
-            Family::SipResponses => &["namespace", "name", "probe", "method", "code"],
-            Family::Condition => &["namespace", "name", "type", "status", "reason"],
-            Family::HotlineReportable => &["namespace", "name"],
-        }
-    }
-
-    fn metric_type(self) -> MetricType {
-        match self {
-            Family::SipResponses => MetricType::COUNTER,
-            _ => MetricType::GAUGE,
-        }
-    }
-}
-
-/// The registry's view of the [`Store`].
-pub(super) struct CheckCollector {
-    store: Store,
-    descs: Vec<Desc>,
-}
-
-impl CheckCollector {
-    pub(super) fn new(store: Store) -> Self {
-        let descs = Family::all()
-            .map(|family| {
-                let labels = family.labels().iter().map(|l| (*l).to_owned()).collect();
-                Desc::new(
-                    family.name().to_owned(),
-                    family.help().to_owned(),
-                    labels,
-                    HashMap::new(),
-                )
-                .expect("valid metric")
-            })
-            .collect();
-        Self { store, descs }
-    }
-}
-
-impl Collector for CheckCollector {
-    fn desc(&self) -> Vec<&Desc> {
-        self.descs.iter().collect()
-    }
-
-    fn collect(&self) -> Vec<MetricFamily> {
-        let mut metrics: [Vec<Metric>; FAMILY_COUNT] = Default::default();
-        for (id, check) in lock(&self.store).iter() {
-            let base = [
-                ("namespace", id.namespace.as_str()),
-                ("name", id.name.as_str()),
-            ];
-            for probe in &check.probes {
-                let probe_label = ("probe", &*probe.name);
-                for (gauge, value) in PROBE_GAUGES.iter().zip(probe.gauges) {
-                    if let Some(value) = value {
-                        let labels = series_labels(&base, &[probe_label]);
-                        metrics[Family::Probe(*gauge).index()].push(gauge_metric(labels, value));
-                    }
-                }
-                for (phase, value) in HTTP_PHASES.iter().zip(probe.phases) {
-                    if let Some(value) = value {
-                        let labels = series_labels(&base, &[probe_label, ("phase", phase)]);
-                        metrics[Family::HttpPhaseDuration.index()]
-                            .push(gauge_metric(labels, value));
-                    }
-                }
-                for (&(method, code), &count) in &probe.sip_responses {
-                    let code = code.label();
-                    let extra = [probe_label, ("method", method), ("code", &code)];
-                    let mut counter = Counter::default();
-                    // Counts stay far below 2^53, where f64 is exact.
-                    counter.set_value(count as f64);
-                    let mut metric = Metric::from_label(series_labels(&base, &extra));
-                    metric.set_counter(counter);
-                    metrics[Family::SipResponses.index()].push(metric);
-                }
-            }
-            for [type_, status, reason] in &check.conditions {
-                let extra = [("type", *type_), ("status", *status), ("reason", *reason)];
-                metrics[Family::Condition.index()]
-                    .push(gauge_metric(series_labels(&base, &extra), 1.0));
-            }
-            if let Some(reportable) = check.hotline_reportable {
-                metrics[Family::HotlineReportable.index()].push(gauge_metric(
-                    series_labels(&base, &[]),
-                    f64::from(u8::from(reportable)),
-                ));
-            }
-        }
-        Family::all()
-            .zip(metrics)
-            .map(|(family, metrics)| {
-                let mut proto = MetricFamily::default();
-                proto.set_name(family.name().to_owned());
-                proto.set_help(family.help().to_owned());
-                proto.set_field_type(family.metric_type());
-                proto.set_metric(metrics);
-                proto
-            })
-            .collect()
-    }
-}
-
-/// The label pairs of one series, sorted by name as the crate's metric vectors sort them.
-fn series_labels(base: &[(&str, &str)], extra: &[(&str, &str)]) -> Vec<LabelPair> {
-    let mut pairs: Vec<LabelPair> = base
-        .iter()
-        .chain(extra)
-        .map(|(name, value)| {
-            let mut pair = LabelPair::default();
-            pair.set_name((*name).to_owned());
-            pair.set_value((*value).to_owned());
-            pair
-        })
-        .collect();
-    pairs.sort_by(|a, b| a.name().cmp(b.name()));
-    pairs
-}
-
-fn gauge_metric(labels: Vec<LabelPair>, value: f64) -> Metric {
-    let mut gauge = Gauge::default();
-    gauge.set_value(value);
-    let mut metric = Metric::from_gauge(gauge);
-    metric.set_label(labels);
-    metric
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use prometheus::{GaugeVec, IntCounterVec, Opts, Registry, TextEncoder};
 
-    fn encode(registry: &Registry) -> String {
-        TextEncoder::new()
-            .encode_to_string(&registry.gather())
-            .unwrap()
-    }
-
-    /// The same series written through the crate's metric vectors and through the store
-    /// encode to the same text: label order, series order, help and type.
+    /// A snapshot keeps the values it was taken with; the write after it lands in the store
+    /// (on a copy) without waiting for the snapshot to be dropped.
     #[test]
-    fn the_store_exposes_what_the_crates_metric_vectors_would() {
-        let labels = || Some(HashMap::from([("location".to_owned(), "l".to_owned())]));
-        let vectors = Registry::new_custom(Some("voipcheck".into()), labels()).unwrap();
-        let family = |f: Family| Opts::new(f.name(), f.help());
-        let success = GaugeVec::new(
-            family(Family::Probe(ProbeGauge::Success)),
-            Family::Probe(ProbeGauge::Success).labels(),
-        )
-        .unwrap();
-        let phases = GaugeVec::new(
-            family(Family::HttpPhaseDuration),
-            Family::HttpPhaseDuration.labels(),
-        )
-        .unwrap();
-        let responses =
-            IntCounterVec::new(family(Family::SipResponses), Family::SipResponses.labels())
-                .unwrap();
-        let conditions =
-            GaugeVec::new(family(Family::Condition), Family::Condition.labels()).unwrap();
-        vectors.register(Box::new(success.clone())).unwrap();
-        vectors.register(Box::new(phases.clone())).unwrap();
-        vectors.register(Box::new(responses.clone())).unwrap();
-        vectors.register(Box::new(conditions.clone())).unwrap();
-
+    fn a_snapshot_is_unchanged_by_later_writes() {
         let store = Store::default();
-        let collected = Registry::new_custom(Some("voipcheck".into()), labels()).unwrap();
-        collected
-            .register(Box::new(CheckCollector::new(store.clone())))
-            .unwrap();
-        let mut checks = lock(&store);
-        for (namespace, name) in [("b", "z"), ("a", "y"), ("a", "x")] {
-            let check = checks.entry(CheckId::new(namespace, name)).or_default();
-            for probe in ["stun", "http:web"] {
-                success
-                    .with_label_values(&[namespace, name, probe])
-                    .set(1.0);
-                check.probe(probe).set(ProbeGauge::Success, Some(1.0));
-            }
-            phases
-                .with_label_values(&[namespace, name, "http:web", "tls"])
-                .set(0.5);
-            check.probe("http:web").set_phase("tls", Some(0.5));
-            for code in [200, 99] {
-                let label = if code == 200 { "200" } else { "invalid" };
-                responses
-                    .with_label_values(&[namespace, name, "sip-options", "OPTIONS", label])
-                    .inc();
-                check
-                    .probe("sip-options")
-                    .count_sip_response("OPTIONS", SipCode::new(code));
-            }
-            conditions
-                .with_label_values(&[namespace, name, "Ready", "True", "Healthy"])
-                .set(1.0);
-            check.set_conditions([["Ready", "True", "Healthy"], ["Ready", "True", "Healthy"]]);
-        }
-        drop(checks);
-        assert_eq!(encode(&collected), encode(&vectors));
+        let id = CheckId::new("ns", "a");
+        store.update(&id, |check| check.set_hotline_reportable(false));
+        let before = store.snapshot();
+        store.update(&id, |check| check.set_hotline_reportable(true));
+        assert_eq!(before[0].hotline_reportable, Some(false));
+        assert_eq!(store.snapshot()[0].hotline_reportable, Some(true));
     }
 }
