@@ -2,9 +2,11 @@
 //! (the PyPI wheel helm-python-sdk, which scripts/test installs; Debian has no helm package). The
 //! tests render the chart as `helm template` would, with values.schema.json enforced, and check
 //! the objects: a hardened Deployment whose arguments the real `voipcheck operator` accepts,
-//! least-privilege RBAC in both watch modes, the optional monitoring objects carrying the very
-//! rules and dashboard of alerts/ and dashboards/, and a schema that refuses unsafe values.
-//! Without Helm: every template's `.Values` path exists and the chart's CRD is crds/'s.
+//! least-privilege RBAC in both watch modes, the CRD as a template (upgraded by `helm upgrade`,
+//! kept on uninstall), a disruption budget and anti-affinity for several replicas, the optional
+//! monitoring objects carrying the very rules and dashboard of alerts/ and dashboards/, and a
+//! schema that refuses unsafe values. Without Helm: every template's `.Values` path exists and
+//! the chart's CRD is crds/'s.
 
 use regex::Regex;
 use serde_json::{Value, json};
@@ -14,6 +16,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 const CHART: &str = "charts/voipcheck";
+/// The chart's copy of crds/voipcheck.yaml, which templates/crd.yaml renders.
+const CHART_CRD: &str = "charts/voipcheck/files/voipcheck.crd.yaml";
 const RELEASE: &str = "prod";
 const NAMESPACE: &str = "monitoring";
 /// The uid of distroless' nonroot user, which the Dockerfile sets too.
@@ -30,7 +34,9 @@ try:
     else:
         with helm.Chart.load(request["chart"]) as chart:
             manifests = chart.render(request["values"], name=request["release"],
-                                     namespace=request["namespace"], is_install=True)
+                                     namespace=request["namespace"],
+                                     is_install=not request["upgrade"],
+                                     is_upgrade=request["upgrade"])
         json.dump({"manifests": manifests}, sys.stdout)
 except helm.HelmError as error:
     json.dump({"error": str(error)}, sys.stdout)
@@ -64,14 +70,21 @@ fn helm(request: Value) -> Value {
     serde_json::from_slice(&output.stdout).unwrap()
 }
 
-/// The rendered objects, or Helm's error (schema violations included).
+/// What `helm install` would apply, or Helm's error (schema violations included).
 fn try_render(values: Value) -> Result<Vec<Value>, String> {
+    try_render_for(values, false)
+}
+
+/// What `helm install` (or, with `upgrade`, `helm upgrade`) would apply. Helm applies the
+/// chart's crds/ directory on install only and never renders it: these are the templates.
+fn try_render_for(values: Value, upgrade: bool) -> Result<Vec<Value>, String> {
     let answer = helm(json!({
         "action": "render",
         "chart": repo(CHART),
         "values": values,
         "release": RELEASE,
         "namespace": NAMESPACE,
+        "upgrade": upgrade,
     }));
     if let Some(error) = answer.get("error") {
         return Err(error.as_str().unwrap().to_owned());
@@ -282,14 +295,16 @@ fn watch_rules() -> BTreeSet<Rule> {
     ])
 }
 
-/// The Lease (kube-lease-manager reads, creates and patches it), by name where RBAC allows.
+/// The Lease: created once, then read and renewed by updates that carry its resourceVersion
+/// (a late renewal fails instead of overwriting another holder), by name where RBAC allows;
+/// patch until kube-lease-manager's blind PATCH renewals are gone.
 fn lease_rules() -> BTreeSet<Rule> {
     BTreeSet::from([
         rule("coordination.k8s.io", "leases", &["create"], &[]),
         rule(
             "coordination.k8s.io",
             "leases",
-            &["get", "patch"],
+            &["get", "patch", "update"],
             &["prod-voipcheck"],
         ),
     ])
@@ -454,6 +469,11 @@ fn the_schema_refuses_unsafe_or_mistyped_values() {
             json!({ "serviceMonitor": { "interval": "often" } }),
             "/serviceMonitor/interval",
         ),
+        (
+            json!({ "terminationGracePeriodSeconds": 30 }),
+            "/terminationGracePeriodSeconds",
+        ),
+        (json!({ "crds": { "install": "yes" } }), "/crds/install"),
     ] {
         let error = try_render(values.clone()).expect_err(&format!("{values} was accepted"));
         assert!(error.contains(complaint), "{values}: {error}");
@@ -463,11 +483,17 @@ fn the_schema_refuses_unsafe_or_mistyped_values() {
 #[test]
 fn every_rendered_object_is_named_and_placed() {
     let objects = render(json!({
+        "replicaCount": 2,
         "serviceMonitor": { "enabled": true },
         "prometheusRule": { "enabled": true },
         "dashboard": { "enabled": true },
     }));
-    let cluster_scoped = ["ClusterRole", "ClusterRoleBinding"];
+    assert_eq!(of_kind(&objects, "PodDisruptionBudget").len(), 1);
+    let cluster_scoped = [
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "CustomResourceDefinition",
+    ];
     for object in &objects {
         let kind = object["kind"].as_str().expect("kind");
         assert!(object["apiVersion"].is_string(), "{object}");
@@ -524,13 +550,127 @@ fn the_chart_files_parse_and_its_crd_is_the_generated_one() {
     assert_eq!(chart["appVersion"], env!("CARGO_PKG_VERSION"));
 
     let source = std::fs::read(repo("crds/voipcheck.yaml")).unwrap();
-    let copy_path = repo(&format!("{CHART}/crds/voipcheck.yaml"));
+    let copy_path = repo(CHART_CRD);
     if std::env::var_os("UPDATE_CHART_FILES").is_some() {
         std::fs::write(&copy_path, &source).unwrap();
     }
     assert!(
         std::fs::read(&copy_path).unwrap_or_default() == source,
-        "{CHART}/crds/voipcheck.yaml differs from crds/voipcheck.yaml: copy it \
+        "{CHART_CRD} differs from crds/voipcheck.yaml: copy it \
          (UPDATE_CHART_FILES=1 cargo test --test chart) and commit both"
     );
+    // Helm's crds/ directory is applied on the first install only, and would clash with the
+    // template's CRD.
+    assert!(
+        !repo(&format!("{CHART}/crds")).exists(),
+        "{CHART}/crds/: the CRD is a template"
+    );
+}
+
+/// `value` with every number as a float: Helm's toYaml writes the CRD's `maximum: 599.0` as
+/// `599`, which the API server reads as the same JSON number.
+fn numbers_as_floats(value: Value) -> Value {
+    match value {
+        Value::Number(n) => json!(n.as_f64()),
+        Value::Array(items) => Value::Array(items.into_iter().map(numbers_as_floats).collect()),
+        Value::Object(map) => Value::Object(
+            map.into_iter()
+                .map(|(k, v)| (k, numbers_as_floats(v)))
+                .collect(),
+        ),
+        other => other,
+    }
+}
+
+/// `helm upgrade` upgrades the CRD (a template, unlike the crds/ directory Helm installs once),
+/// uninstalling keeps it (deleting a CRD deletes every VoipCheck), and it is the one `voipcheck
+/// crd` generates, with the release's labels added.
+#[test]
+fn the_crd_is_installed_and_upgraded_with_the_chart_and_kept_on_uninstall() {
+    let generated = numbers_as_floats(yaml_file("crds/voipcheck.yaml"));
+    for upgrade in [false, true] {
+        let objects = try_render_for(json!({}), upgrade).unwrap();
+        let mut crd = one(&objects, "CustomResourceDefinition").clone();
+        let metadata = crd["metadata"].as_object_mut().unwrap();
+        assert_eq!(
+            metadata.remove("annotations"),
+            Some(json!({ "helm.sh/resource-policy": "keep" })),
+            "upgrade: {upgrade}"
+        );
+        let labels = metadata.remove("labels").unwrap();
+        assert_eq!(labels["app.kubernetes.io/instance"], RELEASE);
+        assert_eq!(numbers_as_floats(crd), generated, "upgrade: {upgrade}");
+    }
+    // Not two empty objects.
+    assert_eq!(generated["spec"]["names"]["kind"], "VoipCheck");
+
+    let objects = render(json!({ "crds": { "install": false } }));
+    assert!(of_kind(&objects, "CustomResourceDefinition").is_empty());
+}
+
+/// The pod gets longer to stop than the operator's drain takes (in-flight runs, the status
+/// writer's flush and the Lease's release are bounded to about 60 s).
+#[test]
+fn the_pod_may_drain_before_it_is_killed() {
+    let grace = |values: Value| {
+        render(values)
+            .iter()
+            .find(|o| o["kind"] == "Deployment")
+            .unwrap()["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+            .clone()
+    };
+    assert_eq!(grace(json!({})), 90);
+    assert_eq!(grace(json!({ "terminationGracePeriodSeconds": 120 })), 120);
+}
+
+/// Replicas beyond the first are standbys: spread over nodes (preferred, so a one-node cluster
+/// still runs them) and evicted one at a time. One replica gets neither: a budget would only
+/// block node drains.
+#[test]
+fn several_replicas_get_a_disruption_budget_and_spread_over_nodes() {
+    let objects = render(json!({}));
+    assert!(of_kind(&objects, "PodDisruptionBudget").is_empty());
+    let pod = &one(&objects, "Deployment")["spec"]["template"]["spec"];
+    assert!(pod.get("affinity").is_none(), "{pod}");
+
+    let objects = render(json!({ "replicaCount": 2 }));
+    let deployment = one(&objects, "Deployment");
+    let pod_labels = &deployment["spec"]["template"]["metadata"]["labels"];
+    let budget = one(&objects, "PodDisruptionBudget");
+    assert_eq!(budget["spec"]["maxUnavailable"], 1);
+    let selector = budget["spec"]["selector"]["matchLabels"]
+        .as_object()
+        .unwrap();
+    assert_eq!(
+        selector,
+        deployment["spec"]["selector"]["matchLabels"]
+            .as_object()
+            .unwrap()
+    );
+    for (key, value) in selector {
+        assert_eq!(&pod_labels[key], value, "{key}");
+    }
+    let preferred = &deployment["spec"]["template"]["spec"]["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"];
+    assert_eq!(preferred.as_array().unwrap().len(), 1, "{preferred}");
+    let term = &preferred[0]["podAffinityTerm"];
+    assert_eq!(term["topologyKey"], "kubernetes.io/hostname");
+    assert_eq!(term["labelSelector"]["matchLabels"], json!(selector));
+
+    // The operator's own affinity stays; its own podAntiAffinity replaces the chart's.
+    let zone = json!({ "requiredDuringSchedulingIgnoredDuringExecution": {
+        "nodeSelectorTerms": [{ "matchExpressions": [
+            { "key": "topology.kubernetes.io/zone", "operator": "In", "values": ["fra-1"] }
+        ]}]
+    }});
+    let objects = render(json!({ "replicaCount": 3, "affinity": { "nodeAffinity": zone } }));
+    let affinity = &one(&objects, "Deployment")["spec"]["template"]["spec"]["affinity"];
+    assert_eq!(affinity["nodeAffinity"], zone);
+    assert!(affinity["podAntiAffinity"].is_object(), "{affinity}");
+    let own = json!({ "requiredDuringSchedulingIgnoredDuringExecution": [{
+        "topologyKey": "topology.kubernetes.io/zone",
+        "labelSelector": { "matchLabels": { "app.kubernetes.io/name": "voipcheck" } }
+    }]});
+    let objects = render(json!({ "replicaCount": 2, "affinity": { "podAntiAffinity": own } }));
+    let affinity = &one(&objects, "Deployment")["spec"]["template"]["spec"]["affinity"];
+    assert_eq!(affinity["podAntiAffinity"], own);
 }
