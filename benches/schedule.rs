@@ -21,12 +21,11 @@ use std::time::{Duration, Instant};
 use support::coturn::Coturn;
 use support::kamailio::Kamailio;
 use support::nginx::Nginx;
-use tokio::sync::mpsc;
 use voipcheck::api::VoipCheckSpec;
 use voipcheck::check::{self, AllowList, CheckId, StaticSecrets};
 use voipcheck::metrics::Metrics;
 use voipcheck::probe::dns::Dns;
-use voipcheck::schedule::{CheckEntry, Scheduler};
+use voipcheck::schedule::{CheckEntry, Outbox, Scheduler};
 
 /// Probes per check run: SIP OPTIONS, STUN, HTTP.
 const PROBES_PER_RUN: u64 = 3;
@@ -231,12 +230,12 @@ fn main() {
         .unwrap();
     runtime.block_on(async {
         let metrics = Metrics::new("bench");
-        let (updates, mut received) = mpsc::channel(1024);
+        let outbox = Arc::new(Outbox::new());
         let scheduler = Scheduler::new(
             Dns::system().expect("system resolver"),
             metrics.clone(),
             settings.max_concurrent,
-            updates,
+            outbox.clone(),
         );
         let (secrets, allow) = (StaticSecrets::new(), AllowList::default());
         let cpu_before = cpu_time();
@@ -246,23 +245,32 @@ fn main() {
             let plan = check::plan(&id, &spec, &secrets, &allow).expect("a plan");
             scheduler.upsert(CheckEntry {
                 id,
+                uid: None,
                 generation: None,
                 spec: Arc::clone(&spec),
                 plan: Ok(plan),
                 previous: None,
             });
         }
-        let counter = tokio::spawn(async move {
-            let (mut runs, mut failed) = (0u64, 0u64);
-            while let Some(update) = received.recv().await {
-                runs += 1;
-                let probes = update.status.last_run.iter().flat_map(|run| &run.probes);
-                failed += probes.filter(|probe| !probe.success).count() as u64;
+        // Taken as soon as they arrive, so no status of a check (30 s apart) is replaced by
+        // the next one and every run is counted.
+        let counter = tokio::spawn({
+            let outbox = outbox.clone();
+            async move {
+                let (mut runs, mut failed) = (0u64, 0u64);
+                while let Some(updates) = outbox.take().await {
+                    for update in updates {
+                        runs += 1;
+                        let probes = update.status.last_run.iter().flat_map(|run| &run.probes);
+                        failed += probes.filter(|probe| !probe.success).count() as u64;
+                    }
+                }
+                (runs, failed)
             }
-            (runs, failed)
         });
         tokio::time::sleep(Duration::from_secs(settings.seconds)).await;
         scheduler.shutdown().await;
+        outbox.close();
         let elapsed = started.elapsed();
         let cpu = cpu_time() - cpu_before;
         let (runs, failed) = counter.await.unwrap();

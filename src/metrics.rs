@@ -88,6 +88,28 @@ struct OperatorMetrics {
     reconcile_errors: IntCounterVec,
     schedule_lag: prometheus::Histogram,
     checks: IntGauge,
+    leader: IntGauge,
+    status_pending: IntGauge,
+    write_failures: IntCounterVec,
+    events_dropped: IntCounter,
+}
+
+/// What a failed write to the API was, for `api_write_failures_total{kind}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteKind {
+    /// A status apply.
+    Status,
+    /// An Event published for a condition transition.
+    Event,
+}
+
+impl WriteKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            WriteKind::Status => "status",
+            WriteKind::Event => "event",
+        }
+    }
 }
 
 /// `sip_registration_status`, as Asterisk's res_prometheus reports an outbound registration.
@@ -185,6 +207,32 @@ impl Metrics {
                 .with_label_values(&[category])
                 .inc();
         }
+    }
+
+    /// Whether this replica leads (probes and writes).
+    pub fn set_leader(&self, leading: bool) {
+        self.inner.operator.leader.set(i64::from(leading));
+    }
+
+    /// Checks whose latest status waits to be written.
+    pub fn set_status_pending(&self, checks: usize) {
+        let checks = i64::try_from(checks).unwrap_or(i64::MAX);
+        self.inner.operator.status_pending.set(checks);
+    }
+
+    /// A write to the API server failed; `category` is a bounded name (`timeout`, `throttled`,
+    /// `conflict`, `server_error`, ...).
+    pub fn record_write_failure(&self, kind: WriteKind, category: &'static str) {
+        self.inner
+            .operator
+            .write_failures
+            .with_label_values(&[kind.as_str(), category])
+            .inc();
+    }
+
+    /// Transition Events given up on.
+    pub fn add_events_dropped(&self, count: u64) {
+        self.inner.operator.events_dropped.inc_by(count);
     }
 
     /// The text exposition format.
@@ -365,11 +413,61 @@ impl OperatorMetrics {
         registry
             .register(Box::new(checks.clone()))
             .expect("unique metric");
+        let leader = registered(
+            registry,
+            IntGauge::new(
+                "leader",
+                "1 on the replica that holds the Lease: it probes and writes.",
+            )
+            .expect("valid metric"),
+        );
+        let status_pending = registered(
+            registry,
+            IntGauge::new(
+                "status_pending_checks",
+                "Checks whose latest status is not yet written to the API server.",
+            )
+            .expect("valid metric"),
+        );
+        let write_failures = registered(
+            registry,
+            IntCounterVec::new(
+                Opts::new(
+                    "api_write_failures_total",
+                    "Failed writes to the API server, by kind (status, event) and category.",
+                ),
+                &["kind", "category"],
+            )
+            .expect("valid metric"),
+        );
+        let events_dropped = registered(
+            registry,
+            IntCounter::new(
+                "events_dropped_total",
+                "Transition Events given up on (too many waiting for one check, or not \
+                 publishable).",
+            )
+            .expect("valid metric"),
+        );
         Self {
             reconcile,
             reconcile_errors,
             schedule_lag,
             checks,
+            leader,
+            status_pending,
+            write_failures,
+            events_dropped,
         }
     }
+}
+/// Registers `metric` and returns it (a clone shares its value).
+fn registered<M: prometheus::core::Collector + Clone + 'static>(
+    registry: &Registry,
+    metric: M,
+) -> M {
+    registry
+        .register(Box::new(metric.clone()))
+        .expect("unique metric");
+    metric
 }

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use support::kamailio::Kamailio;
 use support::nginx::Nginx;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tower_test::mock::{Handle, SendResponse};
 use voipcheck::api::{ConditionStatus, ConditionType, Reason, VoipCheck, VoipCheckStatus};
 use voipcheck::check::{AllowList, CheckId};
@@ -30,7 +30,7 @@ use voipcheck::operator::engine::Engine;
 use voipcheck::operator::leader::Leadership;
 use voipcheck::operator::writer::StatusWriter;
 use voipcheck::probe::dns::Dns;
-use voipcheck::schedule::StatusUpdate;
+use voipcheck::schedule::{Outbox, StatusUpdate};
 use voipcheck::status::Transition;
 
 const NS: &str = "telephony";
@@ -205,20 +205,20 @@ impl Operator {
         let metrics = Metrics::new("test");
         let cache = Writer::<VoipCheck>::default();
         let checks = Checks::new(vec![cache.as_reader()]);
-        let (updates, updates_rx) = mpsc::channel(16);
+        let outbox = Arc::new(Outbox::new());
         let engine = Arc::new(Engine::new(
             Dns::system().unwrap(),
             metrics.clone(),
             8,
             checks.clone(),
-            updates,
+            outbox.clone(),
         ));
         let (_role, role_rx) = watch::channel(Leadership::Leader);
         let writer =
             StatusWriter::new(client.clone(), reporter(), checks, role_rx, metrics.clone());
         tokio::spawn(async move {
             let _role = _role; // keeps the leadership channel open
-            writer.run(updates_rx).await;
+            writer.run(outbox).await;
         });
         engine.lead();
         let ctx = Arc::new(Context::new(
@@ -578,31 +578,115 @@ async fn a_check_deleted_while_the_watch_was_down_is_pruned_after_the_relist() {
     operator.api.silent(Duration::from_secs(7)).await;
 }
 
-/// A writer for a replica in `role`, fed `updates` and then closed; returns its task.
+/// The value of the first series of `metric` whose line contains every one of `labels`.
+fn sample(text: &str, metric: &str, labels: &[&str]) -> Option<f64> {
+    text.lines()
+        .filter(|l| l.starts_with(metric) && l[metric.len()..].starts_with(['{', ' ']))
+        .find(|l| labels.iter().all(|label| l.contains(label)))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
+/// DESIGN.md §9: a hung API server delays status, never probes or metrics. Before the outbox, a
+/// full writer lane stopped the dispatcher and every check waited for room before recording its
+/// metrics: the runs stalled after ~1,000 updates and an outage never reached /metrics.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hung_status_writes_never_stop_probing_and_an_outage_reaches_metrics() {
+    const CHECKS: usize = 300;
+    const INTERVAL: u64 = 5;
+    let nginx = Nginx::start();
+    let Operator {
+        api,
+        ctx,
+        mut cache,
+        metrics,
+        ..
+    } = Operator::leading();
+    // Every request is held and never answered: a hung API server.
+    let held = tokio::spawn(async move {
+        let mut api = api;
+        let mut held = Vec::new();
+        while let Some(request) = api.0.next_request().await {
+            held.push(request);
+        }
+    });
+    for i in 0..CHECKS {
+        let mut check = lab_check(json!({
+            "target": { "kind": "Portal", "name": "portal" },
+            "interval": format!("{INTERVAL}s"),
+            "timeout": "2s",
+            "failureThreshold": 1,
+            "http": [ { "name": "ui", "url": nginx.http_url("/").to_string() } ]
+        }));
+        check.metadata.name = Some(format!("portal-{i}"));
+        check.metadata.uid = Some(format!("uid-{i}"));
+        cache.apply_watcher_event(&watcher::Event::Apply(check.clone()));
+        controller::reconcile(Arc::new(check), ctx.clone())
+            .await
+            .expect("a web check needs no API request to reconcile");
+    }
+
+    let runs =
+        |text: &str| sample(text, "voipcheck_schedule_lag_seconds_count", &[]).unwrap_or(0.0);
+    let measured = Duration::from_secs(6 * INTERVAL);
+    tokio::time::sleep(measured).await;
+    let text = metrics.encode();
+    // The first run of each check lies somewhere in its first interval.
+    let expected = CHECKS as f64 * (measured.as_secs() / INTERVAL - 1) as f64;
+    assert!(
+        runs(&text) >= expected,
+        "{} runs, expected {expected}",
+        runs(&text)
+    );
+    let pending = sample(&text, "voipcheck_status_pending_checks", &[]).unwrap();
+    assert!(pending >= CHECKS as f64 * 0.9, "{pending} statuses waiting");
+
+    // The web UI goes down while every write hangs: after failureThreshold (1) runs, every
+    // check's condition on /metrics says so.
+    drop(nginx);
+    tokio::time::sleep(Duration::from_secs(INTERVAL + 3)).await;
+    let text = metrics.encode();
+    for i in 0..CHECKS {
+        let name = format!("name=\"portal-{i}\"");
+        let down = sample(
+            &text,
+            "voipcheck_condition",
+            &[&name, "type=\"WebReachable\"", "status=\"False\""],
+        );
+        assert_eq!(down, Some(1.0), "portal-{i} not down on /metrics");
+    }
+    held.abort();
+}
+
+/// A writer for a replica in `role`, fed `updates`; returns its task and its outbox (closing
+/// the outbox ends the task once what is due has been written).
 fn write_with(
     role: Leadership,
     updates: Vec<StatusUpdate>,
     client: Client,
     metrics: &Metrics,
     cache: &Writer<VoipCheck>,
-) -> tokio::task::JoinHandle<()> {
-    let (tx, rx) = mpsc::channel(updates.len().max(1));
-    for update in updates {
-        tx.try_send(update).unwrap();
-    }
-    drop(tx);
+) -> (tokio::task::JoinHandle<()>, Arc<Outbox>) {
+    let outbox = Arc::new(Outbox::new());
     let (role_tx, role_rx) = watch::channel(role);
     let checks = Checks::new(vec![cache.as_reader()]);
     let writer = StatusWriter::new(client, reporter(), checks, role_rx, metrics.clone());
-    tokio::spawn(async move {
-        writer.run(rx).await;
-        drop(role_tx);
-    })
+    let task = tokio::spawn({
+        let outbox = outbox.clone();
+        async move {
+            writer.run(outbox).await;
+            drop(role_tx);
+        }
+    });
+    for update in updates {
+        outbox.offer(update);
+    }
+    (task, outbox)
 }
 
 fn update_with_transition() -> StatusUpdate {
     StatusUpdate {
         id: CheckId::new(NS, NAME),
+        uid: Some(UID.into()),
         generation: Some(GENERATION),
         status: VoipCheckStatus {
             observed_generation: Some(GENERATION),
@@ -625,72 +709,97 @@ async fn a_standby_writes_no_status_and_no_event() {
     let metrics = Metrics::new("test");
     let mut cache = Writer::<VoipCheck>::default();
     cache.apply_watcher_event(&watcher::Event::Apply(lab_check(json!({}))));
-    let task = write_with(
+    let (task, outbox) = write_with(
         Leadership::Standby,
         vec![update_with_transition()],
         client,
         &metrics,
         &cache,
     );
+    outbox.close();
     task.await.unwrap();
     api.silent(Duration::from_millis(300)).await;
 }
 
+/// The API server's answer to a request that failed with `code`.
+fn api_error(call: Call, code: u16) {
+    let status = StatusCode::from_u16(code).unwrap();
+    call.reply(
+        status,
+        json!({ "apiVersion": "v1", "kind": "Status", "status": "Failure", "message": "etcd unavailable", "reason": "InternalError", "code": code }),
+    );
+}
+
+/// `api_write_failures_total{kind,category}` on `/metrics`.
+fn write_failures(metrics: &Metrics, kind: &str, category: &str) -> u64 {
+    let wanted = format!("kind=\"{kind}\"");
+    let category = format!("category=\"{category}\"");
+    metrics
+        .encode()
+        .lines()
+        .find(|l| {
+            l.starts_with("voipcheck_api_write_failures_total")
+                && l.contains(&wanted)
+                && l.contains(&category)
+        })
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or(0)
+}
+
 #[tokio::test]
-async fn a_failed_status_write_is_counted_and_the_writer_goes_on() {
+async fn a_failed_status_write_and_a_failed_event_are_retried_and_counted() {
     let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     let mut api = ApiServer(handle);
     let client = Client::new(service, "default");
     let metrics = Metrics::new("test");
     let mut cache = Writer::<VoipCheck>::default();
     cache.apply_watcher_event(&watcher::Event::Apply(lab_check(json!({}))));
-    let updates = vec![update_with_transition(), update_with_transition()];
-    let task = write_with(Leadership::Leader, updates, client, &metrics, &cache);
+    let (task, outbox) = write_with(
+        Leadership::Leader,
+        vec![update_with_transition()],
+        client,
+        &metrics,
+        &cache,
+    );
 
+    // The write fails: counted, no Event yet (it follows the status), retried after a backoff.
     let call = api.next().await;
     call.expect(Method::PATCH, &status_path());
     assert_eq!(
-        call.body["status"],
-        json!({ "observedGeneration": GENERATION })
+        call.body,
+        json!({
+            "apiVersion": "voipcheck.io/v1alpha1", "kind": "VoipCheck",
+            "metadata": { "uid": UID },
+            "status": { "observedGeneration": GENERATION }
+        })
     );
-    call.reply(
-        StatusCode::INTERNAL_SERVER_ERROR,
-        json!({ "apiVersion": "v1", "kind": "Status", "status": "Failure", "message": "etcd unavailable", "reason": "InternalError", "code": 500 }),
-    );
-    // The transition still gets its Event: it happened, whatever became of the write.
-    let events = api.events(1).await;
-    assert_eq!(events[0].0, "SipRegistered");
-    assert_eq!(events[0].1, "Warning");
-    assert_eq!(events[0].2, "Timeout");
-    assert_eq!(
-        events[0].3,
-        "SipRegistered False (was True Registered): no answer within 2s"
-    );
-    // The next update is written as usual.
+    api_error(call, 500);
+    api.silent(Duration::from_millis(800)).await;
+    assert_eq!(write_failures(&metrics, "status", "server_error"), 1);
     let status = api.status_write().await;
     assert_eq!(status, json!({ "observedGeneration": GENERATION }));
-    // The same Event again within minutes: kube's Recorder counts it in the first one's series.
-    let call = api.next().await;
-    assert_eq!(call.method, Method::PATCH);
-    assert!(
-        call.uri.starts_with(&format!(
-            "/apis/events.k8s.io/v1/namespaces/{NS}/events/{NAME}."
-        )),
-        "{}",
-        call.uri
+
+    // The Event's POST fails too (500, then a 409 name collision): published on the third try.
+    for code in [500, 409] {
+        let call = api.next().await;
+        call.expect(Method::POST, &events_path());
+        api_error(call, code);
+    }
+    let events = api.events(1).await;
+    assert_eq!(
+        events[0],
+        (
+            "SipRegistered".into(),
+            "Warning".into(),
+            "Timeout".into(),
+            "SipRegistered False (was True Registered): no answer within 2s".into()
+        )
     );
-    assert_eq!(call.body["series"]["count"], 2);
-    assert_eq!(call.body["reason"], "Timeout");
-    let body = call.body.clone();
-    call.reply(StatusCode::OK, body);
+    assert_eq!(write_failures(&metrics, "event", "server_error"), 1);
+    assert_eq!(write_failures(&metrics, "event", "conflict"), 1);
+    outbox.close();
     task.await.unwrap();
-    let metrics = metrics.encode();
-    assert!(
-        metrics.lines().any(|l| l.contains("reconcile_errors_total")
-            && l.contains("status_write")
-            && l.trim_end().ends_with(" 1")),
-        "{metrics}"
-    );
+    api.silent(Duration::from_millis(300)).await;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -806,7 +915,8 @@ async fn the_operator_watches_its_namespaces_leads_and_releases_the_lease_on_shu
         },
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let operator = tokio::spawn(voipcheck::operator::run(client, config, async {
+    let clients = voipcheck::operator::Clients::single(client);
+    let operator = tokio::spawn(voipcheck::operator::run(clients, config, async {
         let _ = stopped.await;
     }));
 

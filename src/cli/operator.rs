@@ -82,14 +82,18 @@ pub fn run(args: OperatorArgs) -> ExitCode {
         Err(e) => return usage_error(&format!("cannot start the async runtime: {e}")),
     };
     runtime.block_on(async {
-        let client = match kube::Client::try_default().await {
-            Ok(client) => client,
+        let clients = match kube::Config::infer().await {
+            Ok(config) => operator::Clients::from_config(config),
             Err(e) => return usage_error(&format!("no Kubernetes configuration: {e}")),
+        };
+        let clients = match clients {
+            Ok(clients) => clients,
+            Err(e) => return usage_error(&format!("cannot build the Kubernetes client: {e}")),
         };
         let namespace = args
             .lease_namespace
             .clone()
-            .unwrap_or_else(|| client.default_namespace().to_owned());
+            .unwrap_or_else(|| clients.api.default_namespace().to_owned());
         let config = OperatorConfig {
             namespaces: args.namespaces,
             allow,
@@ -102,7 +106,7 @@ pub fn run(args: OperatorArgs) -> ExitCode {
                 identity,
             },
         };
-        match operator::run(client, config, shutdown_signal()).await {
+        match operator::run(clients, config, shutdown_signal()).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => {
                 tracing::error!(%error, "operator failed");

@@ -133,15 +133,16 @@ pub fn forget_deleted(engine: &Engine, scope: Option<&str>, event: &watcher::Eve
 }
 
 /// Runs the controller of one scope (`None`: all namespaces) until `shutdown` resolves; reconciles
-/// in flight then finish. Watch errors are logged and the watches resume with kube's default
+/// in flight then finish. The watches use `client` (one without a read timeout: see
+/// [`super::Clients`]). Watch errors are logged and the watches resume with kube's default
 /// backoff; nothing here ends the process.
 pub fn run(
     ctx: Arc<Context>,
+    client: Client,
     scope: Option<String>,
     cache: Writer<VoipCheck>,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) -> impl Future<Output = ()> + Send {
-    let client = ctx.client.clone();
     let (checks_api, secrets_api): (Api<VoipCheck>, Api<PartialObjectMeta<Secret>>) = match &scope {
         Some(namespace) => (
             Api::namespaced(client.clone(), namespace),

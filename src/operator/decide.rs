@@ -8,11 +8,11 @@ use crate::api::{ConditionStatus, ConditionType, VoipCheck, VoipCheckStatus};
 use crate::check::{CheckId, Plan, PlanError};
 use crate::schedule::CheckEntry;
 use crate::status::Transition;
+use k8s_openapi::api::core::v1::ObjectReference;
 use kube::Resource;
 use kube::runtime::events::{Event, EventType};
 use kube::runtime::reflector::ObjectRef;
 use serde_json::{Value, json};
-use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -38,6 +38,7 @@ pub fn check_id(check: &VoipCheck) -> Result<CheckId> {
 pub fn check_entry(check: &VoipCheck, id: CheckId, plan: Result<Plan, PlanError>) -> CheckEntry {
     CheckEntry {
         id,
+        uid: check.metadata.uid.clone(),
         generation: check.metadata.generation,
         spec: Arc::new(check.spec.clone()),
         plan,
@@ -47,13 +48,31 @@ pub fn check_entry(check: &VoipCheck, id: CheckId, plan: Result<Plan, PlanError>
 
 /// The server-side apply body for the status subresource: the whole status this operator owns.
 /// Fields left out (e.g. `incident` after recovery) are removed, because SSA drops fields a
-/// manager stops sending.
-pub fn status_patch(status: &VoipCheckStatus) -> Value {
-    json!({
+/// manager stops sending. `metadata.uid`, when known, is a precondition for the API server: the
+/// status of a deleted object never lands on one recreated under the same name (409 instead).
+pub fn status_patch(status: &VoipCheckStatus, uid: Option<&str>) -> Value {
+    let mut patch = json!({
         "apiVersion": VoipCheck::api_version(&()),
         "kind": VoipCheck::kind(&()),
         "status": status,
-    })
+    });
+    if let Some(uid) = uid {
+        patch["metadata"] = json!({ "uid": uid });
+    }
+    patch
+}
+
+/// What the Events of check `id` refer to: the object with `uid`, the one the status was
+/// computed for.
+pub fn event_reference(id: &CheckId, uid: Option<&str>) -> ObjectReference {
+    ObjectReference {
+        api_version: Some(VoipCheck::api_version(&()).into_owned()),
+        kind: Some(VoipCheck::kind(&()).into_owned()),
+        name: Some(id.name.clone()),
+        namespace: Some(id.namespace.clone()),
+        uid: uid.map(str::to_owned),
+        ..ObjectReference::default()
+    }
 }
 
 /// How long a status whose conditions did not change may go unwritten. Writing every run would
@@ -160,14 +179,6 @@ pub fn vanished<'a>(
         .filter(|id| !present(id))
         .cloned()
         .collect()
-}
-
-/// Which of the status writer's `lanes` writes check `id`: always the same one, so one check's
-/// updates stay in order while different checks are written concurrently.
-pub fn writer_lane(id: &CheckId, lanes: usize) -> usize {
-    let mut hasher = std::hash::DefaultHasher::new();
-    id.hash(&mut hasher);
-    (hasher.finish() % lanes.max(1) as u64) as usize
 }
 
 /// Cuts `text` to at most `max` bytes on a character boundary.
@@ -289,12 +300,16 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(
-            status_patch(&status),
+            status_patch(&status, None),
             json!({
                 "apiVersion": "voipcheck.io/v1alpha1",
                 "kind": "VoipCheck",
                 "status": { "observedGeneration": 7 }
             })
+        );
+        assert_eq!(
+            status_patch(&status, Some("u-1"))["metadata"],
+            json!({ "uid": "u-1" })
         );
     }
 
@@ -372,17 +387,6 @@ mod tests {
         let refs = referencing_checks(&checks, "telephony", "sip");
         assert_eq!(refs, vec![ObjectRef::new("a").within("telephony")]);
         assert!(referencing_checks(&checks, "telephony", "nothing").is_empty());
-    }
-
-    #[test]
-    fn a_check_always_gets_the_same_writer_lane_and_checks_spread() {
-        let id = CheckId::new("telephony", "cloud");
-        assert_eq!(writer_lane(&id, 16), writer_lane(&id.clone(), 16));
-        let used: std::collections::BTreeSet<usize> = (0..200)
-            .map(|i| writer_lane(&CheckId::new("ns", format!("check-{i}")), 16))
-            .collect();
-        assert_eq!(used.len(), 16);
-        assert_eq!(writer_lane(&id, 0), 0);
     }
 
     #[test]

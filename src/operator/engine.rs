@@ -10,10 +10,9 @@ use super::decide;
 use crate::check::CheckId;
 use crate::metrics::Metrics;
 use crate::probe::dns::Dns;
-use crate::schedule::{CheckEntry, Scheduler, StatusUpdate};
+use crate::schedule::{CheckEntry, Outbox, Scheduler};
 use std::collections::BTreeMap;
-use std::sync::{Mutex, MutexGuard};
-use tokio::sync::mpsc;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 /// The checks as reconciled, and the scheduler while this replica leads.
 pub struct Engine {
@@ -21,6 +20,7 @@ pub struct Engine {
     metrics: Metrics,
     max_concurrent_probes: usize,
     checks: Checks,
+    outbox: Arc<Outbox>,
     state: Mutex<State>,
 }
 
@@ -29,9 +29,8 @@ struct State {
     entries: BTreeMap<CheckId, CheckEntry>,
     /// `Some` while leading.
     scheduler: Option<Scheduler>,
-    /// Handed to each new scheduler; `None` once shut down, which closes the status writer's
-    /// channel when the last scheduler is gone.
-    updates: Option<mpsc::Sender<StatusUpdate>>,
+    /// Set once shut down: no scheduler starts any more.
+    shut_down: bool,
 }
 
 impl Engine {
@@ -40,17 +39,18 @@ impl Engine {
         metrics: Metrics,
         max_concurrent_probes: usize,
         checks: Checks,
-        updates: mpsc::Sender<StatusUpdate>,
+        outbox: Arc<Outbox>,
     ) -> Self {
         Self {
             dns,
             metrics,
             max_concurrent_probes,
             checks,
+            outbox,
             state: Mutex::new(State {
                 entries: BTreeMap::new(),
                 scheduler: None,
-                updates: Some(updates),
+                shut_down: false,
             }),
         }
     }
@@ -73,6 +73,7 @@ impl Engine {
         if let Some(scheduler) = &state.scheduler {
             scheduler.remove(id);
         }
+        self.outbox.forget(id);
     }
 
     /// Removes the checks of `scope` that the cache no longer holds (deleted while the watch was
@@ -90,17 +91,14 @@ impl Engine {
     /// starts from is the one now on the object (the former leader may have written since).
     pub fn lead(&self) {
         let mut state = self.lock();
-        if state.scheduler.is_some() {
+        if state.scheduler.is_some() || state.shut_down {
             return;
         }
-        let Some(updates) = state.updates.clone() else {
-            return; // shutting down
-        };
         let scheduler = Scheduler::new(
             self.dns.clone(),
             self.metrics.clone(),
             self.max_concurrent_probes,
-            updates,
+            self.outbox.clone(),
         );
         for entry in state.entries.values() {
             let mut entry = entry.clone();
@@ -127,10 +125,12 @@ impl Engine {
         }
     }
 
-    /// Stops probing for good and lets the status writer's channel close once drained.
+    /// Stops probing for good; the statuses of the last runs are in the outbox, which is then
+    /// closed, so the status writer ends once it has written them.
     pub async fn shutdown(&self) {
-        self.lock().updates = None;
+        self.lock().shut_down = true;
         self.step_down().await;
+        self.outbox.close();
     }
 
     /// Locks the state; a panic while it was held left nothing half-written that matters more

@@ -39,6 +39,9 @@ pub enum Leadership {
     Standby,
     /// This replica holds the Lease: it probes and writes status.
     Leader,
+    /// This replica held the Lease but could not renew it in time: it writes nothing (another
+    /// replica may lead by now), and keeps probing while it cannot see another holder.
+    Isolated,
 }
 
 /// Which Lease, and who this replica is.

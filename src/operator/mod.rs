@@ -7,7 +7,7 @@
 //!    [`secrets`] reads the Secrets it references, `check::plan` builds the plan (or names why
 //!    it cannot run), and the [`engine::Engine`] receives the entry.
 //! 2. On the replica holding the Lease ([`leader`]) the engine runs the scheduler, which probes
-//!    and sends each check's next status over a channel.
+//!    and leaves each check's next status in the outbox (newest per check; it never waits).
 //! 3. The [`writer::StatusWriter`] applies that status (server-side apply on the status
 //!    subresource) and publishes an Event per condition transition.
 //!
@@ -20,6 +20,7 @@ pub mod controller;
 pub mod decide;
 pub mod engine;
 pub mod error;
+pub mod failure;
 pub mod leader;
 pub mod secrets;
 pub mod writer;
@@ -30,6 +31,7 @@ use crate::api::VoipCheck;
 use crate::check::AllowList;
 use crate::metrics::{self, Health, Metrics};
 use crate::probe::dns::Dns;
+use crate::schedule::Outbox;
 use cache::Checks;
 use controller::Context;
 use engine::Engine;
@@ -41,14 +43,11 @@ use leader::{Leadership, LeaseConfig};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{oneshot, watch};
 use writer::StatusWriter;
 
 /// The `controller` of the Events this operator publishes.
 pub const REPORTER: &str = "voipcheck";
-
-/// Status updates waiting for the writer; when full, the scheduler waits (back-pressure).
-const UPDATE_BUFFER: usize = 1024;
 
 /// The operator's settings (from `voipcheck operator`'s flags).
 #[derive(Debug, Clone)]
@@ -63,11 +62,50 @@ pub struct OperatorConfig {
     pub lease: LeaseConfig,
 }
 
+/// The operator's API clients. Watches stream for minutes, so theirs has no read timeout
+/// (kube's watcher has its own idle timeout and backoff); every other request has connect and
+/// read timeouts, and kube's default retry (429/503/504 retried for up to 15 times with waits
+/// of up to 1,000 s, as the API server's Retry-After asks) is off: each caller retries within
+/// its own bound (the status writer per check with a backoff, newest status first; the Lease
+/// within its renew deadline; a reconcile with the controller's backoff).
+#[derive(Clone)]
+pub struct Clients {
+    pub watch: Client,
+    pub api: Client,
+}
+
+/// Connect timeout of every request.
+pub const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+/// Read timeout of every request but watches: longer than any deadline a caller sets itself.
+pub const READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
+
+impl Clients {
+    /// Both clients for the cluster `config` describes.
+    pub fn from_config(mut config: kube::Config) -> Result<Self> {
+        config.default_retry = false;
+        config.connect_timeout = Some(CONNECT_TIMEOUT);
+        let watch = Client::try_from(config.clone())?;
+        config.read_timeout = Some(READ_TIMEOUT);
+        // The timeout counts from the request, not from when a pooled connection went idle.
+        config.reset_reader_on_write = true;
+        let api = Client::try_from(config)?;
+        Ok(Self { watch, api })
+    }
+
+    /// One client for everything (tests with kube's mock client).
+    pub fn single(client: Client) -> Self {
+        Self {
+            watch: client.clone(),
+            api: client,
+        }
+    }
+}
+
 /// Runs the operator until `shutdown` resolves, then stops in order: the controllers (reconciles
 /// in flight finish), the scheduler (probes in flight finish or time out), the status writer
 /// (the last updates are written: no partial status), and finally the Lease is released.
 pub async fn run(
-    client: Client,
+    clients: Clients,
     config: OperatorConfig,
     shutdown: impl Future<Output = ()>,
 ) -> Result<()> {
@@ -88,19 +126,20 @@ pub async fn run(
     let caches: Vec<Writer<VoipCheck>> = scopes.iter().map(|_| Writer::default()).collect();
     let checks = Checks::new(caches.iter().map(Writer::as_reader).collect());
 
-    let (updates, updates_rx) = mpsc::channel(UPDATE_BUFFER);
+    let outbox = Arc::new(Outbox::new());
     let engine = Arc::new(Engine::new(
         dns,
         metrics.clone(),
         config.max_concurrent_probes,
         checks.clone(),
-        updates,
+        outbox.clone(),
     ));
     let (role, role_rx) = watch::channel(Leadership::Unknown);
     let reporter = Reporter {
         controller: REPORTER.to_owned(),
         instance: Some(config.lease.identity.clone()),
     };
+    let client = clients.api.clone();
     let writer = StatusWriter::new(
         client.clone(),
         reporter,
@@ -108,7 +147,7 @@ pub async fn run(
         role_rx.clone(),
         metrics.clone(),
     );
-    let writer = tokio::spawn(writer.run(updates_rx));
+    let writer = tokio::spawn(writer.run(outbox));
 
     let (release_lease, lease_released) = oneshot::channel::<()>();
     let campaign = tokio::spawn(leader::campaign(
@@ -129,7 +168,14 @@ pub async fn run(
     ));
     let controllers =
         futures::future::join_all(scopes.into_iter().zip(caches).map(|(scope, cache)| {
-            controller::run(ctx.clone(), scope, cache, controllers_stopped.clone())
+            let watch = clients.watch.clone();
+            controller::run(
+                ctx.clone(),
+                watch,
+                scope,
+                cache,
+                controllers_stopped.clone(),
+            )
         }));
     let controllers = tokio::spawn(controllers);
 

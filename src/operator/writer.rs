@@ -1,40 +1,77 @@
-//! The one status writer (the linkerd policy-controller's shape): the scheduler computes each
-//! check's next status and sends it over a channel; this task applies it to the API — only
-//! while this replica holds the Lease — and publishes one Event per condition transition.
+//! The one status writer (the linkerd policy-controller's shape): runs leave each check's newest
+//! status in the [`Outbox`]; this task applies it to the API — only while this replica leads —
+//! and publishes one Event per condition transition.
 //!
-//! A status whose conditions did not change is written again only after
-//! [`decide::STATUS_REFRESH`], so the API server sees a write per condition change, not per run.
+//! Probing never waits for it (DESIGN.md §9). A slow, throttled or unreachable API server only
+//! makes statuses wait in the outbox, where a newer status of a check replaces the older one;
+//! `status_pending_checks` shows how many wait and `api_write_failures_total` why.
 //!
-//! A failed write is logged and counted (`reconcile_errors_total{error="status_write"}`) and
-//! never stops the writer: the next run of the check writes the whole status again.
+//! - A status whose conditions did not change is written again only after
+//!   [`decide::STATUS_REFRESH`], so the API server sees a write per condition change, not per run.
+//! - Every request has its own deadline ([`WRITE_TIMEOUT`]), shorter than the part of the Lease
+//!   that is left after its renew deadline, so no write of this replica lands after another one
+//!   may have taken over; and no new write starts once this replica stops leading.
+//! - A write that failed for a passing reason (timeout, 429, 5xx, no connection) is retried with
+//!   a per-check backoff, unless a newer status replaces it first; a conflict (the object was
+//!   recreated: the uid precondition in the apply body failed) or a missing object drops it.
+//! - A transition's Event is published after its status was written, retried the same way (also
+//!   on 409, a name collision of a new Event), and at most [`crate::schedule::MAX_TRANSITIONS`]
+//!   wait per check; what is given up is counted in `events_dropped_total`.
+//! - When this replica stands by, what waits is dropped: the leader computes its own.
 
 use super::cache::Checks;
 use super::decide::{self, FIELD_MANAGER, StatusDigest};
+use super::failure::{self, ApiFailure};
 use super::leader::Leadership;
 use crate::api::VoipCheck;
 use crate::check::CheckId;
-use crate::metrics::{Metrics, ReconcileResult};
-use crate::schedule::StatusUpdate;
+use crate::metrics::{Metrics, WriteKind};
+use crate::schedule::{Outbox, StatusUpdate};
+use futures::StreamExt;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::events::{Recorder, Reporter};
-use kube::{Api, Client, Resource};
+use kube::{Api, Client};
 use std::collections::HashMap;
-use std::time::Instant;
-use tokio::sync::{mpsc, watch};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio::time::Instant;
 
-/// Status writes in flight at once: one per lane. Each check always goes to the same lane
-/// ([`decide::writer_lane`]), so its updates and Events are applied in the order they were sent.
-const LANES: usize = 16;
-/// Updates queued per lane beyond the shared channel.
-const LANE_BUFFER: usize = 64;
+/// The deadline of each request. The Lease lasts 15 s and its holder gives up leading when a
+/// renewal has not succeeded for 10 s: a write started before that ends before the Lease can
+/// expire.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Writes in flight at once (different checks; one check's writes never overlap).
+const CONCURRENT_WRITES: usize = 16;
+/// The first retry of a failed write; doubled per consecutive failure of the check.
+const RETRY_MIN: Duration = Duration::from_secs(1);
+const RETRY_MAX: Duration = Duration::from_secs(30);
 
-/// Applies status updates and publishes Events.
+/// Applies statuses and publishes Events.
 pub struct StatusWriter {
     client: Client,
     recorder: Recorder,
     checks: Checks,
     leadership: watch::Receiver<Leadership>,
     metrics: Metrics,
+    state: Mutex<Written>,
+}
+
+/// What the writer remembers per check.
+#[derive(Default)]
+struct Written {
+    /// The last status written and when, for [`decide::needs_write`].
+    statuses: HashMap<CheckId, (StatusDigest, std::time::Instant)>,
+    /// Consecutive failed writes, for the backoff.
+    failures: HashMap<CheckId, u32>,
+    /// Transitions the outbox had given up when last looked at.
+    dropped_seen: u64,
+}
+
+/// What became of one request.
+enum Sent {
+    Done,
+    Failed(ApiFailure),
 }
 
 impl StatusWriter {
@@ -52,88 +89,207 @@ impl StatusWriter {
             checks,
             leadership,
             metrics,
+            state: Mutex::default(),
         }
     }
 
-    /// Writes every update until the channel closes (all senders dropped), so at shutdown the
-    /// updates of the last runs are still written.
-    pub async fn run(self, mut updates: mpsc::Receiver<StatusUpdate>) {
-        let (lanes, lane_receivers): (Vec<_>, Vec<_>) =
-            (0..LANES).map(|_| mpsc::channel(LANE_BUFFER)).unzip();
-        let dispatch = async move {
-            while let Some(update) = updates.recv().await {
-                let lane = decide::writer_lane(&update.id, LANES);
-                if lanes[lane].send(update).await.is_err() {
-                    break;
+    /// Writes what the outbox holds while leading, until the outbox is closed and drained (at
+    /// shutdown the statuses of the last runs are still written).
+    pub async fn run(self, outbox: Arc<Outbox>) {
+        let mut role = self.leadership.clone();
+        loop {
+            let current = *role.borrow_and_update();
+            let go_on = match current {
+                Leadership::Leader => {
+                    tokio::select! {
+                        taken = outbox.take() => match taken {
+                            Some(batch) => {
+                                self.write_all(batch, &outbox).await;
+                                true
+                            }
+                            None => false,
+                        },
+                        changed = role.changed() => changed.is_ok(),
+                    }
                 }
+                // Not leading: wait until leading, or until the end. An isolated leader keeps
+                // its statuses (it may lead again); a standby drops them.
+                Leadership::Standby | Leadership::Isolated | Leadership::Unknown => {
+                    if current == Leadership::Standby {
+                        let dropped = outbox.clear();
+                        if dropped > 0 {
+                            tracing::debug!(dropped, "standing by: pending statuses dropped");
+                        }
+                        self.lock().statuses.clear();
+                    }
+                    self.metrics.set_status_pending(outbox.len());
+                    tokio::select! {
+                        changed = role.changed() => changed.is_ok(),
+                        () = outbox.closed() => false,
+                    }
+                }
+            };
+            self.count_dropped(&outbox);
+            if !go_on {
+                break;
             }
-            // Dropping the lanes' senders lets each lane finish once drained.
-        };
-        let writer = &self;
-        let lanes = lane_receivers.into_iter().map(|mut lane| async move {
-            // What this lane last wrote for each of its checks (a check always uses one lane).
-            let mut written = HashMap::new();
-            while let Some(update) = lane.recv().await {
-                writer.write(update, &mut written).await;
-            }
-        });
-        futures::join!(dispatch, futures::future::join_all(lanes));
-        tracing::debug!("status writer drained");
+        }
+        tracing::debug!("status writer stopped");
     }
 
-    async fn write(
-        &self,
-        update: StatusUpdate,
-        written: &mut HashMap<CheckId, (StatusDigest, Instant)>,
-    ) {
-        let id = &update.id;
-        if *self.leadership.borrow() != Leadership::Leader {
-            tracing::debug!(check = %id, "not the leader: status update dropped");
-            written.clear();
-            return;
+    /// Writes a batch (one status per check), several checks at a time; once this replica
+    /// stops leading, the rest goes back to the outbox unwritten.
+    async fn write_all(&self, batch: Vec<StatusUpdate>, outbox: &Outbox) {
+        self.metrics.set_status_pending(outbox.len() + batch.len());
+        futures::stream::iter(batch)
+            .for_each_concurrent(CONCURRENT_WRITES, |update| async move {
+                if *self.leadership.borrow() == Leadership::Leader {
+                    self.write(update, outbox).await;
+                } else {
+                    outbox.retry(update, Instant::now());
+                }
+            })
+            .await;
+        self.metrics.set_status_pending(outbox.len());
+    }
+
+    async fn write(&self, mut update: StatusUpdate, outbox: &Outbox) {
+        let id = update.id.clone();
+        // The cached object says whether the status still has an object to go to: a check that
+        // is gone was deleted, one with another uid was deleted and recreated since the run.
+        let cached_uid = self.checks.get(&id).map(|c| c.metadata.uid.clone());
+        match cached_uid {
+            None => {
+                tracing::debug!(check = %id, "check deleted: status dropped");
+                self.forget(&id);
+                return;
+            }
+            Some(uid) if update.uid.is_some() && uid != update.uid => {
+                tracing::debug!(check = %id, "check recreated: the old object's status dropped");
+                self.forget(&id);
+                return;
+            }
+            Some(_) => {}
         }
-        // The cached object gives the uid the Events refer to; a check that is gone from the
-        // cache was deleted, and its last results have nowhere to go.
-        let Some(check) = self.checks.get(id) else {
-            tracing::debug!(check = %id, "check deleted: status update dropped");
-            written.remove(id);
-            return;
-        };
         let digest = StatusDigest::of(&update.status);
-        let now = Instant::now();
-        if decide::needs_write(written.get(id), &digest, now) {
-            let api: Api<VoipCheck> = Api::namespaced(self.client.clone(), &id.namespace);
-            let params = PatchParams::apply(FIELD_MANAGER).force();
-            let patch = Patch::Apply(decide::status_patch(&update.status));
-            match api.patch_status(&id.name, &params, &patch).await {
-                Ok(_) => {
-                    written.insert(id.clone(), (digest, now));
+        let last = self.lock().statuses.get(&id).cloned();
+        if decide::needs_write(last.as_ref(), &digest, std::time::Instant::now()) {
+            match self.apply(&update).await {
+                Sent::Done => {
+                    let mut state = self.lock();
+                    state
+                        .statuses
+                        .insert(id.clone(), (digest, std::time::Instant::now()));
+                    state.failures.remove(&id);
                 }
-                Err(error) => {
-                    tracing::warn!(check = %id, %error, "status write failed");
-                    written.remove(id);
+                Sent::Failed(failure) => {
                     self.metrics
-                        .record_reconcile(ReconcileResult::Error("status_write"));
+                        .record_write_failure(WriteKind::Status, failure.category());
+                    if failure.is_transient() {
+                        let retry_at = self.retry_time(&id);
+                        tracing::warn!(
+                            check = %id,
+                            error = failure.category(),
+                            retry_in = ?retry_at - Instant::now(),
+                            "status write failed"
+                        );
+                        outbox.retry(update, retry_at);
+                    } else {
+                        tracing::warn!(
+                            check = %id,
+                            error = failure.category(),
+                            "status write refused; dropped"
+                        );
+                        self.forget(&id);
+                    }
+                    return;
                 }
             }
         }
-        let reference = check.object_ref(&());
-        for transition in &update.transitions {
-            let (status, reason) = transition.to;
-            tracing::info!(
-                check = %id,
-                condition = %transition.type_,
-                %status,
-                %reason,
-                message = %transition.message,
-                "condition changed"
-            );
+        let reference = decide::event_reference(&id, update.uid.as_deref());
+        let transitions = std::mem::take(&mut update.transitions);
+        for (index, transition) in transitions.iter().enumerate() {
             let event = decide::transition_event(transition);
-            if let Err(error) = self.recorder.publish(&event, &reference).await {
-                tracing::warn!(check = %id, %error, "event not published");
-                self.metrics
-                    .record_reconcile(ReconcileResult::Error("event_publish"));
+            let sent = match tokio::time::timeout(
+                WRITE_TIMEOUT,
+                self.recorder.publish(&event, &reference),
+            )
+            .await
+            {
+                Ok(Ok(())) => Sent::Done,
+                Ok(Err(error)) => Sent::Failed(ApiFailure::of(&error)),
+                Err(_elapsed) => Sent::Failed(ApiFailure::Timeout),
+            };
+            let failure = match sent {
+                Sent::Done => {
+                    let (status, reason) = transition.to;
+                    tracing::info!(
+                        check = %id,
+                        condition = %transition.type_,
+                        %status,
+                        %reason,
+                        message = %transition.message,
+                        "condition changed"
+                    );
+                    continue;
+                }
+                Sent::Failed(failure) => failure,
+            };
+            self.metrics
+                .record_write_failure(WriteKind::Event, failure.category());
+            // A 409 on an Event is a name collision of a new one: another try picks a new name.
+            if failure.is_transient() || failure == ApiFailure::Conflict {
+                let retry_at = self.retry_time(&id);
+                tracing::warn!(check = %id, error = failure.category(), "event not published; retrying");
+                update.transitions = transitions[index..].to_vec();
+                outbox.retry(update, retry_at);
+                return;
             }
+            tracing::warn!(check = %id, error = failure.category(), "event refused; dropped");
+            self.metrics.add_events_dropped(1);
         }
+        self.lock().failures.remove(&id);
+    }
+
+    /// The server-side apply of `update`'s status, with the uid of the object it was computed
+    /// for as a precondition.
+    async fn apply(&self, update: &StatusUpdate) -> Sent {
+        let id = &update.id;
+        let api: Api<VoipCheck> = Api::namespaced(self.client.clone(), &id.namespace);
+        let params = PatchParams::apply(FIELD_MANAGER).force();
+        let patch = Patch::Apply(decide::status_patch(&update.status, update.uid.as_deref()));
+        match tokio::time::timeout(WRITE_TIMEOUT, api.patch_status(&id.name, &params, &patch)).await
+        {
+            Ok(Ok(_)) => Sent::Done,
+            Ok(Err(error)) => Sent::Failed(ApiFailure::of(&error)),
+            Err(_elapsed) => Sent::Failed(ApiFailure::Timeout),
+        }
+    }
+
+    /// When check `id` may be tried again after one more failure.
+    fn retry_time(&self, id: &CheckId) -> Instant {
+        let mut state = self.lock();
+        let attempt = state.failures.entry(id.clone()).or_default();
+        *attempt = attempt.saturating_add(1);
+        Instant::now() + failure::backoff(*attempt, RETRY_MIN, RETRY_MAX)
+    }
+
+    fn forget(&self, id: &CheckId) {
+        let mut state = self.lock();
+        state.statuses.remove(id);
+        state.failures.remove(id);
+    }
+
+    /// Adds the transitions the outbox gave up since the last look to `events_dropped_total`.
+    fn count_dropped(&self, outbox: &Outbox) {
+        let dropped = outbox.dropped_transitions();
+        let mut state = self.lock();
+        self.metrics
+            .add_events_dropped(dropped.saturating_sub(state.dropped_seen));
+        state.dropped_seen = dropped;
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Written> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }

@@ -6,13 +6,15 @@
 //! [`Scheduler`] only starts, updates and stops those tasks. Timing is `tokio::time`, so the
 //! tests run on a paused clock.
 //!
-//! Updates go over a bounded channel with `send().await` semantics: the writer (a status patch,
-//! a printed line) is fast, and while it is behind, a check waits before its next run instead of
-//! queueing updates without bound; that wait shows up as schedule lag. The writer must keep
-//! receiving until [`Scheduler::shutdown`] has returned.
+//! A run leaves its status in the [`Outbox`] and goes on: the consumer (a status patch, a printed
+//! line) may be slow or stuck, as an API server under load is, and probing never waits for it.
+//! The outbox keeps the newest status per check, so nothing queues without bound.
 
+mod outbox;
 mod slots;
 mod task;
+
+pub use outbox::{MAX_TRANSITIONS, Outbox};
 
 use crate::api::{VoipCheckSpec, VoipCheckStatus};
 use crate::check::{self, CheckId, Plan, PlanError, RunReport};
@@ -23,7 +25,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
-use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
@@ -31,6 +33,9 @@ use tokio::time::Instant;
 #[derive(Debug, Clone)]
 pub struct CheckEntry {
     pub id: CheckId,
+    /// The object's `metadata.uid`: its status is written for this object only, not for one
+    /// recreated under the same name.
+    pub uid: Option<String>,
     pub generation: Option<i64>,
     pub spec: Arc<VoipCheckSpec>,
     /// `Err` publishes `Ready=False` (CredentialsMissing, InvalidSpec, ...) once and probes nothing.
@@ -44,6 +49,8 @@ pub struct CheckEntry {
 #[derive(Debug, Clone)]
 pub struct StatusUpdate {
     pub id: CheckId,
+    /// The uid of the object the status was computed for.
+    pub uid: Option<String>,
     pub generation: Option<i64>,
     pub status: VoipCheckStatus,
     pub transitions: Vec<Transition>,
@@ -62,7 +69,7 @@ struct Shared {
     runner: Box<dyn Runner>,
     metrics: Metrics,
     permits: Semaphore,
-    updates: mpsc::Sender<StatusUpdate>,
+    outbox: Arc<Outbox>,
     /// The grid all slots are laid on (see [`slots`]).
     origin: Instant,
 }
@@ -97,20 +104,15 @@ impl Scheduler {
     /// `max_concurrent` bounds the check runs in flight across all checks (each run probes its
     /// SIP, HTTP, STUN and control targets concurrently); a run waiting for a permit is late,
     /// and its wait shows as schedule lag.
-    pub fn new(
-        dns: Dns,
-        metrics: Metrics,
-        max_concurrent: usize,
-        updates: mpsc::Sender<StatusUpdate>,
-    ) -> Self {
-        Self::with_runner(Box::new(Probes { dns }), metrics, max_concurrent, updates)
+    pub fn new(dns: Dns, metrics: Metrics, max_concurrent: usize, outbox: Arc<Outbox>) -> Self {
+        Self::with_runner(Box::new(Probes { dns }), metrics, max_concurrent, outbox)
     }
 
     fn with_runner(
         runner: Box<dyn Runner>,
         metrics: Metrics,
         max_concurrent: usize,
-        updates: mpsc::Sender<StatusUpdate>,
+        outbox: Arc<Outbox>,
     ) -> Self {
         let (stopping, _) = watch::channel(false);
         Scheduler {
@@ -118,7 +120,7 @@ impl Scheduler {
                 runner,
                 metrics,
                 permits: Semaphore::new(max_concurrent.max(1)),
-                updates,
+                outbox,
                 origin: Instant::now(),
             }),
             checks: Mutex::new(HashMap::new()),

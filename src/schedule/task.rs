@@ -53,7 +53,7 @@ async fn stopped(stopping: &mut watch::Receiver<bool>) {
 enum Next {
     /// Continue with `check.entry`, which has changed.
     Restart,
-    /// Shutdown, removal, or the status writer is gone.
+    /// Shutdown or removal.
     Stop,
 }
 
@@ -67,7 +67,7 @@ struct Check {
     previous: Option<VoipCheckStatus>,
 }
 
-/// The task of one check; ends on shutdown, on removal (abort) or when the writer is gone.
+/// The task of one check; ends on shutdown or on removal (abort).
 pub(super) async fn drive(
     shared: Arc<Shared>,
     mut entries: watch::Receiver<Arc<CheckEntry>>,
@@ -161,7 +161,7 @@ impl Check {
         stopping: &mut watch::Receiver<bool>,
     ) -> Next {
         let verdict = verdict::not_runnable(error);
-        if !self.publish(None, &verdict, SystemTime::now()).await {
+        if !self.publish(None, &verdict, SystemTime::now()) {
             return Next::Stop;
         }
         loop {
@@ -204,17 +204,12 @@ impl Check {
         let now = SystemTime::now();
         let (history, verdict) = verdict::evaluate(&plan.policy, &self.history, &report, now);
         self.history = history;
-        self.publish(Some(&report), &verdict, now).await
+        self.publish(Some(&report), &verdict, now)
     }
 
-    /// Records metrics and sends the status after `verdict`; `false` when the check was removed
-    /// or the writer is gone.
-    async fn publish(
-        &mut self,
-        report: Option<&RunReport>,
-        verdict: &Verdict,
-        now: SystemTime,
-    ) -> bool {
+    /// Records metrics and hands over the status after `verdict`; `false` when the check was
+    /// removed.
+    fn publish(&mut self, report: Option<&RunReport>, verdict: &Verdict, now: SystemTime) -> bool {
         let entry = &self.entry;
         let (status, transitions) = status::next_status(
             self.previous.as_ref(),
@@ -224,11 +219,8 @@ impl Check {
             entry.generation,
             now,
         );
-        // Wait for room first, then record and send under the registration lock, so nothing of
-        // this check appears after `remove` returned.
-        let Ok(slot) = self.shared.updates.reserve().await else {
-            return false;
-        };
+        // Record and hand over under the registration lock, so nothing of this check appears
+        // after `remove` returned. Neither waits: the outbox keeps the newest status per check.
         let registered = self
             .registered
             .lock()
@@ -243,8 +235,9 @@ impl Check {
             None => metrics.remove_check(&entry.id),
         }
         metrics.record_verdict(&entry.id, verdict);
-        slot.send(StatusUpdate {
+        self.shared.outbox.offer(StatusUpdate {
             id: entry.id.clone(),
+            uid: entry.uid.clone(),
             generation: entry.generation,
             status: status.clone(),
             transitions,

@@ -94,29 +94,29 @@ impl Runner for RecordingRunner {
     }
 }
 
-/// A scheduler on the recording runner, its update channel and the metrics it writes.
+/// A scheduler on the recording runner, its outbox and the metrics it writes.
 struct Harness {
     scheduler: Scheduler,
     recorder: Arc<Recorder>,
-    updates: mpsc::Receiver<StatusUpdate>,
+    outbox: Arc<Outbox>,
     metrics: Metrics,
 }
 
 impl Harness {
     fn new(max_concurrent: usize) -> Self {
         let recorder = Arc::new(Recorder::default());
-        let (sender, updates) = mpsc::channel(100_000);
+        let outbox = Arc::new(Outbox::new());
         let metrics = Metrics::new("test");
         let scheduler = Scheduler::with_runner(
             Box::new(RecordingRunner(Arc::clone(&recorder))),
             metrics.clone(),
             max_concurrent,
-            sender,
+            Arc::clone(&outbox),
         );
         Harness {
             scheduler,
             recorder,
-            updates,
+            outbox,
             metrics,
         }
     }
@@ -125,13 +125,14 @@ impl Harness {
         self.scheduler.shared.origin
     }
 
-    /// The updates received so far.
+    /// The statuses waiting in the outbox (the newest per check).
     fn drain(&mut self) -> Vec<StatusUpdate> {
-        let mut updates = Vec::new();
-        while let Ok(update) = self.updates.try_recv() {
-            updates.push(update);
-        }
-        updates
+        use futures::FutureExt;
+        self.outbox
+            .take()
+            .now_or_never()
+            .flatten()
+            .unwrap_or_default()
     }
 }
 
@@ -170,6 +171,7 @@ fn entry(name: &str, interval_secs: u64) -> CheckEntry {
     CheckEntry {
         plan: Ok(plan(&id, Duration::from_secs(interval_secs))),
         id,
+        uid: None,
         generation: Some(1),
         spec: spec(interval_secs),
         previous: None,
@@ -347,7 +349,10 @@ async fn a_plan_error_publishes_not_ready_once_and_probes_nothing() {
     harness.scheduler.upsert(entry("cloud", 10));
     tokio::time::sleep(Duration::from_secs(21)).await;
     assert_eq!(harness.recorder.runs().len(), 2);
-    assert_eq!(harness.drain().len(), 2);
+    // Nobody took the first run's status: the second one replaced it.
+    let updates = harness.drain();
+    assert_eq!(updates.len(), 1, "{updates:?}");
+    assert!(updates[0].status.last_run.is_some());
 }
 
 #[tokio::test(start_paused = true)]
@@ -441,16 +446,17 @@ async fn shutdown_waits_for_runs_in_flight_and_starts_none() {
     let Harness {
         scheduler,
         recorder,
-        mut updates,
+        outbox,
         ..
     } = harness;
     scheduler.shutdown().await;
     assert!(Instant::now() - started >= Duration::from_secs(3));
     let runs = recorder.runs().len();
-    // The finished run's status was sent, and the channel is closed: no task is left.
+    // The finished run's status was handed over.
+    outbox.close();
     let mut received = Vec::new();
-    while let Some(update) = updates.recv().await {
-        received.push(update);
+    while let Some(batch) = outbox.take().await {
+        received.extend(batch);
     }
     assert!(received.iter().any(|u| u.id == id));
     tokio::time::sleep(Duration::from_secs(60)).await;

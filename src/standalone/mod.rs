@@ -21,7 +21,7 @@ use crate::check::{self, AllowList, CheckId, Plan, PlanError, StaticSecrets};
 use crate::metrics::{self, Health, Metrics};
 use crate::probe::ConfigError;
 use crate::probe::dns::Dns;
-use crate::schedule::{CheckEntry, Scheduler, StatusUpdate};
+use crate::schedule::{CheckEntry, Outbox, Scheduler};
 use std::collections::BTreeSet;
 use std::io::Write;
 use std::net::SocketAddr;
@@ -30,11 +30,8 @@ use std::sync::Arc;
 use std::time::SystemTime;
 use tokio::net::TcpListener;
 use tokio::signal::unix::{Signal, SignalKind, signal};
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::{Semaphore, oneshot};
 use tokio::task::{JoinHandle, JoinSet};
-
-/// Status updates buffered between the scheduler and the printer.
-const UPDATE_BUFFER: usize = 1024;
 
 /// How to run.
 #[derive(Debug, Clone)]
@@ -75,9 +72,9 @@ pub async fn run(options: Options) -> Result<(), RunError> {
     };
     let metrics = Metrics::new(&options.location);
     let health = Health::default();
-    let (updates, received) = mpsc::channel(UPDATE_BUFFER);
-    let printer = tokio::spawn(print_transitions(received, options.format));
-    let scheduler = Scheduler::new(dns, metrics.clone(), options.max_concurrent, updates);
+    let outbox = Arc::new(Outbox::new());
+    let printer = tokio::spawn(print_transitions(outbox.clone(), options.format));
+    let scheduler = Scheduler::new(dns, metrics.clone(), options.max_concurrent, outbox.clone());
     let mut running = apply(&scheduler, &manifests, &allow, &BTreeSet::new());
     tracing::info!(
         file = %options.file.display(),
@@ -107,6 +104,7 @@ pub async fn run(options: Options) -> Result<(), RunError> {
     tracing::info!("stopping: waiting for the runs in flight");
     health.set_ready(false);
     scheduler.shutdown().await;
+    outbox.close();
     let _ = printer.await;
     let _ = stop_server.send(());
     if let Some((_, handle)) = server {
@@ -195,6 +193,7 @@ fn apply(
     for file_check in &manifests.checks {
         scheduler.upsert(CheckEntry {
             id: file_check.id.clone(),
+            uid: None,
             generation: None,
             spec: Arc::new(file_check.check.spec.clone()),
             plan: plan(file_check, &manifests.secrets, allow),
@@ -229,12 +228,14 @@ fn reload(
     }
 }
 
-/// Prints the transitions of each update until the scheduler is gone.
-async fn print_transitions(mut updates: mpsc::Receiver<StatusUpdate>, format: Format) {
-    while let Some(update) = updates.recv().await {
+/// Prints the transitions of each status until the outbox is closed.
+async fn print_transitions(outbox: Arc<Outbox>, format: Format) {
+    while let Some(updates) = outbox.take().await {
         let now = SystemTime::now();
-        for transition in &update.transitions {
-            write_line(&print::transition(format, &update.id, transition, now));
+        for update in updates {
+            for transition in &update.transitions {
+                write_line(&print::transition(format, &update.id, transition, now));
+            }
         }
     }
 }
