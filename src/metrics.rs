@@ -33,6 +33,10 @@
 //! | `reconcile_total`, `reconcile_errors_total` | counters | -, category |
 //! | `schedule_lag_seconds` | histogram | - |
 //! | `checks` | gauge | - |
+//! | `leader` | gauge 0/1 (1: this replica probes and writes) | - |
+//! | `status_pending_checks` | gauge (checks whose latest status is not yet written) | - |
+//! | `api_write_failures_total` | counter | kind (`status`, `event`), category |
+//! | `events_dropped_total` | counter (transition Events given up on) | - |
 //!
 //! The per-check series live in a compact, copy-on-write store ([`checks`]) and their text is
 //! written from it when scraped ([`exposition`]), without holding the store's lock while it

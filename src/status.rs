@@ -60,7 +60,7 @@ pub fn next_status(
             Some(c) if status_unchanged => c.last_transition_time.clone(),
             _ => time(now),
         };
-        let from = old.and_then(|c| Some((parse_status(&c.status)?, c.reason.parse().ok()?)));
+        let from = old.and_then(|c| Some((c.status.parse().ok()?, c.reason.parse().ok()?)));
         if from != Some((value.status, value.reason)) {
             transitions.push(Transition {
                 type_: value.type_,
@@ -116,16 +116,6 @@ fn probe_result(run: &ProbeRun) -> ProbeResult {
         // Milliseconds are what a person reads; more digits are noise in the status.
         duration_seconds: run.duration.as_millis() as f64 / 1000.0,
     }
-}
-
-fn parse_status(status: &str) -> Option<ConditionStatus> {
-    [
-        ConditionStatus::True,
-        ConditionStatus::False,
-        ConditionStatus::Unknown,
-    ]
-    .into_iter()
-    .find(|s| s.as_str() == status)
 }
 
 /// `t` in whole seconds, as `metav1.Time` is serialised.
@@ -479,5 +469,133 @@ mod tests {
         let json = serde_json::to_string(written.status()).unwrap();
         let read: VoipCheckStatus = serde_json::from_str(&json).unwrap();
         assert_eq!(&read, written.status());
+    }
+
+    /// A new leader or a restarted operator: the history in memory is gone, the written
+    /// status is what it continues from.
+    fn resume(written: &mut Written) {
+        let status = written.status().clone();
+        written.check.history = crate::verdict::History::resume(&written.check.policy, &status);
+    }
+
+    fn provider_outage() -> Policy {
+        Policy::test(Cloud)
+            .failure_threshold(3)
+            .success_threshold(2)
+    }
+
+    #[test]
+    fn a_reportable_outage_resumed_from_its_status_stays_reportable_with_the_same_since() {
+        let mut written = Written::new(provider_outage());
+        written.run(|r| r.registered().web_ok("web-ui"));
+        let outage_start = written.check.now();
+        for _ in 0..3 {
+            written.run(|r| r.register_fails(timeout()).web_ok("web-ui"));
+        }
+        let reportable = written.condition(ConditionType::HotlineReportable).clone();
+        assert_eq!(reportable.status, "True");
+        let since = written.status().incident.clone().unwrap().since;
+        assert_eq!(since, kube_time(outage_start));
+
+        // Without the written status, the outage would start over: Pending, not reportable.
+        let mut forgetful = Written::new(provider_outage());
+        forgetful.status = written.status.clone();
+        forgetful
+            .check
+            .pause(written.check.now().duration_since(at(0)).unwrap());
+        let transitions = forgetful.run(|r| r.register_fails(timeout()).web_ok("web-ui"));
+        assert!(!transitions.is_empty(), "the bug this guards against");
+
+        resume(&mut written);
+        let transitions = written.run(|r| r.register_fails(timeout()).web_ok("web-ui"));
+        assert_eq!(
+            transitions,
+            [],
+            "no Event for a transition that did not happen"
+        );
+        assert_eq!(
+            written.condition(ConditionType::HotlineReportable),
+            &Condition {
+                message: written
+                    .condition(ConditionType::HotlineReportable)
+                    .message
+                    .clone(),
+                ..reportable
+            }
+        );
+        assert_eq!(written.status().incident.as_ref().unwrap().since, since);
+
+        // One passing run is not enough to recover (successThreshold 2): still reportable.
+        let transitions = written.run(|r| r.registered().web_ok("web-ui"));
+        assert_eq!(transitions, []);
+        assert_eq!(
+            written.condition(ConditionType::SipRegistered).status,
+            "False"
+        );
+        let transitions = written.run(|r| r.registered().web_ok("web-ui"));
+        let changed: Vec<_> = transitions.iter().map(|t| (t.type_, t.to)).collect();
+        assert!(
+            changed.contains(&(ConditionType::HotlineReportable, (False, Reason::Healthy))),
+            "{changed:?}"
+        );
+    }
+
+    #[test]
+    fn a_resumed_failure_keeps_its_blame_even_where_the_reason_has_two() {
+        // 503 from the web UI is the provider's; 404 is configuration. Both read HttpStatus.
+        for (code, reportable) in [(503, "True"), (404, "False")] {
+            let mut written = Written::new(Policy::test(Cloud).success_threshold(3));
+            written.run(|r| {
+                r.registered()
+                    .web_fails("web-ui", Failure::HttpStatus { code })
+            });
+            let before = written.condition(ConditionType::HotlineReportable).clone();
+            assert_eq!(before.status, reportable, "{code}");
+            resume(&mut written);
+            // A passing run starts the recovery: status, reason and blame stay as written.
+            let transitions = written.run(|r| r.registered().web_ok("web-ui"));
+            assert_eq!(transitions, [], "{code}");
+            let after = written.condition(ConditionType::HotlineReportable);
+            assert_eq!(
+                (&after.status, &after.reason),
+                (&before.status, &before.reason)
+            );
+        }
+    }
+
+    #[test]
+    fn a_resumed_error_rate_verdict_stands_until_its_window_can_judge_again() {
+        let window = Duration::from_secs(600);
+        let policy = Policy::test(Cloud).error_codes(window);
+        let mut written = Written::new(policy);
+        for _ in 0..10 {
+            written.run(|r| r.register_fails(Failure::SipStatus { code: 503 }));
+        }
+        let rate = written.condition(ConditionType::SipErrorRate).clone();
+        assert_eq!(
+            (rate.status.as_str(), rate.reason.as_str()),
+            ("False", "FrequentErrorCodes")
+        );
+
+        resume(&mut written);
+        // One response in the new window is too few to judge: the written verdict stands...
+        let transitions = written.run(|r| r.registered());
+        assert!(
+            transitions
+                .iter()
+                .all(|t| t.type_ != ConditionType::SipErrorRate),
+            "{transitions:?}"
+        );
+        assert_eq!(
+            written.condition(ConditionType::SipErrorRate).status,
+            "False"
+        );
+        // ... until a whole window has passed since the resume.
+        written.check.pause(window);
+        written.run(|r| r.registered());
+        assert_eq!(
+            written.condition(ConditionType::SipErrorRate).status,
+            "True"
+        );
     }
 }

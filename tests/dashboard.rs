@@ -21,7 +21,7 @@ use support::coturn::Coturn;
 use support::kamailio::Kamailio;
 use support::nginx::Nginx;
 use support::{Daemon, free_port};
-use voipcheck::metrics::{self, Health, Metrics, ReconcileResult};
+use voipcheck::metrics::{self, Health, Metrics, ReconcileResult, WriteKind};
 
 const DASHBOARD: &str = "dashboards/voipcheck.json";
 const CHART_DASHBOARD: &str = "charts/voipcheck/files/voipcheck.json";
@@ -143,6 +143,10 @@ fn every_panel_uses_the_variables_and_fits_the_grid() {
         "voipcheck_reconcile_errors_total",
         "voipcheck_schedule_lag_seconds_bucket",
         "voipcheck_checks",
+        "voipcheck_leader",
+        "voipcheck_status_pending_checks",
+        "voipcheck_api_write_failures_total",
+        "voipcheck_events_dropped_total",
     ];
     let mut ids = BTreeSet::new();
     let mut cells: Vec<(String, [u64; 4])> = Vec::new();
@@ -368,6 +372,9 @@ fn serve_operator_counters(runtime: &tokio::runtime::Runtime) -> u16 {
     ] {
         metrics.record_reconcile(result);
     }
+    metrics.set_leader(true);
+    metrics.set_status_pending(3);
+    metrics.record_write_failure(WriteKind::Status, "timeout");
     let port = free_port();
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     runtime.spawn(metrics::serve(

@@ -193,6 +193,24 @@ impl ConditionStatus {
     }
 }
 
+impl FromStr for ConditionStatus {
+    type Err = UnknownName;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        [
+            ConditionStatus::True,
+            ConditionStatus::False,
+            ConditionStatus::Unknown,
+        ]
+        .into_iter()
+        .find(|status| status.as_str() == s)
+        .ok_or_else(|| UnknownName {
+            kind: "ConditionStatus",
+            name: s.to_owned(),
+        })
+    }
+}
+
 impl From<bool> for ConditionStatus {
     fn from(ok: bool) -> Self {
         if ok {

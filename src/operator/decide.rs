@@ -75,6 +75,18 @@ pub fn event_reference(id: &CheckId, uid: Option<&str>) -> ObjectReference {
     }
 }
 
+/// Whether `own` (the last status this replica computed for a check) is at least as new as
+/// `written` (the one on the object): true unless another replica ran the check later.
+pub fn is_newest(own: Option<&VoipCheckStatus>, written: Option<&VoipCheckStatus>) -> bool {
+    let run_time =
+        |s: Option<&VoipCheckStatus>| s.and_then(|s| s.last_run.as_ref()).map(|r| r.time.0);
+    match (run_time(own), run_time(written)) {
+        (_, None) => true,
+        (None, Some(_)) => false,
+        (Some(own), Some(written)) => own >= written,
+    }
+}
+
 /// How long a status whose conditions did not change may go unwritten. Writing every run would
 /// be 333 writes/s to the API server at 10,000 checks every 30 s; the conditions are what users
 /// and alerts read, `lastRun` only needs to show the operator is alive.
@@ -291,6 +303,24 @@ mod tests {
         assert!(needs_write(Some(&written), &same, start + STATUS_REFRESH));
         let changed = StatusDigest::of(&status("Timeout", "no answer within 10s"));
         assert!(needs_write(Some(&written), &changed, later));
+    }
+
+    #[test]
+    fn own_state_is_newest_unless_another_replica_ran_the_check_later() {
+        use crate::api::LastRun;
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+        let ran = |secs: i64| VoipCheckStatus {
+            last_run: Some(LastRun {
+                time: Time(k8s_openapi::jiff::Timestamp::from_second(secs).unwrap()),
+                probes: Vec::new(),
+            }),
+            ..Default::default()
+        };
+        assert!(is_newest(Some(&ran(100)), Some(&ran(100))));
+        assert!(is_newest(Some(&ran(130)), Some(&ran(100))));
+        assert!(!is_newest(Some(&ran(100)), Some(&ran(130))));
+        assert!(is_newest(None, None));
+        assert!(!is_newest(None, Some(&ran(100))));
     }
 
     #[test]

@@ -10,8 +10,9 @@ use super::decide;
 use crate::check::CheckId;
 use crate::metrics::Metrics;
 use crate::probe::dns::Dns;
-use crate::schedule::{CheckEntry, Outbox, Scheduler};
+use crate::schedule::{CheckEntry, Outbox, Resumable, Scheduler};
 use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 /// The checks as reconciled, and the scheduler while this replica leads.
@@ -29,6 +30,8 @@ struct State {
     entries: BTreeMap<CheckId, CheckEntry>,
     /// `Some` while leading.
     scheduler: Option<Scheduler>,
+    /// What the checks' tasks knew when this replica last stopped leading.
+    resumable: HashMap<CheckId, Resumable>,
     /// Set once shut down: no scheduler starts any more.
     shut_down: bool,
 }
@@ -50,6 +53,7 @@ impl Engine {
             state: Mutex::new(State {
                 entries: BTreeMap::new(),
                 scheduler: None,
+                resumable: HashMap::new(),
                 shut_down: false,
             }),
         }
@@ -70,6 +74,7 @@ impl Engine {
         if state.entries.remove(id).is_some() {
             tracing::info!(check = %id, "check deleted: probing stopped");
         }
+        state.resumable.remove(id);
         if let Some(scheduler) = &state.scheduler {
             scheduler.remove(id);
         }
@@ -87,8 +92,9 @@ impl Engine {
         }
     }
 
-    /// This replica became the leader: start probing every known check. The status each entry
-    /// starts from is the one now on the object (the former leader may have written since).
+    /// This replica became the leader: start probing every known check. Each continues from
+    /// what this replica knew when it last led, unless the status on the object is newer (another
+    /// leader ran the check since): then from that status.
     pub fn lead(&self) {
         let mut state = self.lock();
         if state.scheduler.is_some() || state.shut_down {
@@ -100,12 +106,18 @@ impl Engine {
             self.max_concurrent_probes,
             self.outbox.clone(),
         );
+        let mut resumable = std::mem::take(&mut state.resumable);
         for entry in state.entries.values() {
             let mut entry = entry.clone();
             if let Some(check) = self.checks.get(&entry.id) {
                 entry.previous = check.status.clone();
             }
-            scheduler.upsert(entry);
+            match resumable.remove(&entry.id) {
+                Some(own) if decide::is_newest(own.status.as_ref(), entry.previous.as_ref()) => {
+                    scheduler.resume(entry, own)
+                }
+                _ => scheduler.upsert(entry),
+            }
         }
         tracing::info!(checks = state.entries.len(), "leading: probing started");
         state.scheduler = Some(scheduler);
@@ -116,7 +128,8 @@ impl Engine {
     pub async fn step_down(&self) {
         let scheduler = self.lock().scheduler.take();
         if let Some(scheduler) = scheduler {
-            scheduler.shutdown().await;
+            let resumable = scheduler.shutdown().await;
+            self.lock().resumable = resumable;
             let ids: Vec<CheckId> = self.lock().entries.keys().cloned().collect();
             for id in &ids {
                 self.metrics.remove_check(id);

@@ -21,6 +21,7 @@ use crate::check::{self, CheckId, Plan, PlanError, RunReport};
 use crate::metrics::Metrics;
 use crate::probe::dns::Dns;
 use crate::status::Transition;
+use crate::verdict::History;
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
@@ -56,6 +57,16 @@ pub struct StatusUpdate {
     pub transitions: Vec<Transition>,
 }
 
+/// What a check's task knew when its scheduler stopped, so that this replica's next scheduler
+/// continues the check with its whole history (the `SipErrorRate` window too), not only with
+/// what the written status gives back.
+#[derive(Debug, Clone)]
+pub struct Resumable {
+    pub history: History,
+    /// The last status the task computed (written or still waiting).
+    pub status: Option<VoipCheckStatus>,
+}
+
 /// The running schedule. Dropping it stops all checks.
 pub struct Scheduler {
     shared: Arc<Shared>,
@@ -80,7 +91,7 @@ struct CheckHandle {
     /// Cleared by [`Scheduler::remove`]; the task records metrics and sends updates only while
     /// it is set, and under its lock, so no series or status reappears after a removal.
     registered: Arc<Mutex<bool>>,
-    task: JoinHandle<()>,
+    task: JoinHandle<Resumable>,
 }
 
 /// Runs a plan's probes once. The scheduler's one seam: [`check::run`] in production, a clock-
@@ -136,6 +147,15 @@ impl Scheduler {
     /// restarts the timer. The verdict history and the last status are kept either way, so a
     /// condition's lastTransitionTime survives an edit.
     pub fn upsert(&self, entry: CheckEntry) {
+        self.start(entry, None);
+    }
+
+    /// Adds a check that continues from `resumed` (see [`Resumable`]).
+    pub fn resume(&self, entry: CheckEntry, resumed: Resumable) {
+        self.start(entry, Some(resumed));
+    }
+
+    fn start(&self, entry: CheckEntry, resumed: Option<Resumable>) {
         let mut checks = self.checks.lock().unwrap_or_else(PoisonError::into_inner);
         match checks.get(&entry.id) {
             Some(handle) if !handle.task.is_finished() => {
@@ -150,6 +170,7 @@ impl Scheduler {
                     receiver,
                     Arc::clone(&registered),
                     self.stopping.subscribe(),
+                    resumed,
                 ));
                 checks.insert(
                     id,
@@ -178,21 +199,26 @@ impl Scheduler {
         self.shared.metrics.set_checks(checks.len());
     }
 
-    /// Stops scheduling new runs and waits for the runs in flight (each bounded by its timeout).
-    pub async fn shutdown(self) {
+    /// Stops scheduling new runs and waits for the runs in flight (each bounded by its timeout);
+    /// returns what each check's task knew.
+    pub async fn shutdown(self) -> HashMap<CheckId, Resumable> {
         self.stopping.send_replace(true);
-        let tasks: Vec<JoinHandle<()>> = self
+        let tasks: Vec<(CheckId, JoinHandle<Resumable>)> = self
             .checks
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .drain()
-            .map(|(_, handle)| handle.task)
+            .map(|(id, handle)| (id, handle.task))
             .collect();
-        for task in tasks {
+        let mut resumable = HashMap::with_capacity(tasks.len());
+        for (id, task) in tasks {
             // A task ends by itself once stopping is set; a panic in one has been reported by
             // the runtime already and must not stop the others from finishing.
-            let _ = task.await;
+            if let Ok(state) = task.await {
+                resumable.insert(id, state);
+            }
         }
+        resumable
     }
 }
 

@@ -5,7 +5,7 @@
 //! spec and exist only once: a check never runs twice at the same time because only this loop
 //! runs it, and it awaits each run before looking at the clock again.
 
-use super::{CheckEntry, Shared, StatusUpdate, slots};
+use super::{CheckEntry, Resumable, Shared, StatusUpdate, slots};
 use crate::api::VoipCheckStatus;
 use crate::check::{Plan, PlanError, RunReport};
 use crate::status;
@@ -67,20 +67,35 @@ struct Check {
     previous: Option<VoipCheckStatus>,
 }
 
-/// The task of one check; ends on shutdown or on removal (abort).
+/// The task of one check; ends on shutdown, returning what it knew, or on removal (abort).
+///
+/// It starts from `resumed` (this replica's own last state of the check) or else from the
+/// status on the object: a False condition stays False, an incident keeps its `since`
+/// ([`History::resume`]).
 pub(super) async fn drive(
     shared: Arc<Shared>,
     mut entries: watch::Receiver<Arc<CheckEntry>>,
     registered: Arc<Mutex<bool>>,
     mut stopping: watch::Receiver<bool>,
-) {
+    resumed: Option<Resumable>,
+) -> Resumable {
     let entry = Arc::clone(&entries.borrow_and_update());
+    let (history, previous) = match resumed {
+        Some(resumed) => (resumed.history, resumed.status),
+        None => {
+            let history = match (&entry.plan, &entry.previous) {
+                (Ok(plan), Some(status)) => History::resume(&plan.policy, status),
+                _ => History::default(),
+            };
+            (history, entry.previous.clone())
+        }
+    };
     let mut check = Check {
         shared,
         registered,
-        previous: entry.previous.clone(),
+        previous,
         entry,
-        history: History::default(),
+        history,
     };
     loop {
         let next = match &check.entry.plan {
@@ -94,7 +109,10 @@ pub(super) async fn drive(
             }
         };
         if let Next::Stop = next {
-            return;
+            return Resumable {
+                history: check.history,
+                status: check.previous,
+            };
         }
     }
 }

@@ -492,7 +492,7 @@ async fn an_idle_check_task_is_small() {
     let (_stopping, stopping) = watch::channel(false);
     let registered = Arc::new(Mutex::new(true));
     let shared = Arc::clone(&harness.scheduler.shared);
-    let task = task::drive(shared, receiver, registered, stopping);
+    let task = task::drive(shared, receiver, registered, stopping, None);
     let size = std::mem::size_of_val(&task);
     assert!(size <= 2048, "an idle check's task takes {size} bytes");
 }

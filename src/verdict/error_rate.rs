@@ -34,13 +34,18 @@ impl ResponseWindow {
             .retain(|(at, _)| now.duration_since(*at).map_or(true, |age| age < window));
     }
 
+    /// Fewer responses than the policy needs to judge.
+    pub fn too_few(&self, policy: &ErrorCodePolicy) -> bool {
+        self.seen.len() < policy.min_responses as usize
+    }
+
     /// More than `threshold_percent` of at least `min_responses` responses carry a listed code:
     /// False `FrequentErrorCodes`, provider-side (seed 002: contact the Connect team or the
     /// hotline). Fewer responses than `min_responses` cannot tell, so the condition stays True.
     pub fn observe(&self, policy: &ErrorCodePolicy) -> Observation {
         let total = self.seen.len();
         let window = format::duration(policy.window);
-        if total < policy.min_responses as usize {
+        if self.too_few(policy) {
             return Observation::passed(
                 Reason::WithinThreshold,
                 format!(

@@ -19,6 +19,7 @@ mod hotline;
 mod nat;
 mod probe;
 mod ready;
+mod resume;
 mod threshold;
 mod web;
 
@@ -69,6 +70,9 @@ pub struct History {
     conditions: Conditions,
     /// Final SIP responses within the `SipErrorRate` window.
     responses: ResponseWindow,
+    /// When the last run of a written status took place, for a history resumed from it
+    /// ([`History::resume`]): the window holds nothing from before.
+    resumed_at: Option<SystemTime>,
 }
 
 /// The probe conditions (all but `Ready` and `HotlineReportable`), in `ConditionType` order.
@@ -156,9 +160,15 @@ pub fn evaluate(
         }
     }
     let mut responses = ResponseWindow::default();
+    let mut written_error_rate = None;
     if let Some(codes) = &policy.error_codes {
         responses = history.responses.clone();
         responses.record(report, codes.window, now);
+        // Resumed from a written status: until the window could hold enough responses again,
+        // too few of them cannot overturn the written verdict.
+        if history.rebuilding_window(codes.window, now) && responses.too_few(codes) {
+            written_error_rate = history.conditions.get(&ConditionType::SipErrorRate);
+        }
         // The window with its minimum of responses already smooths over single runs.
         fold(
             ConditionType::SipErrorRate,
@@ -188,6 +198,9 @@ pub fn evaluate(
             Err(_) => {}
         }
     }
+    if let Some(written) = written_error_rate {
+        conditions.insert(ConditionType::SipErrorRate, written.clone());
+    }
     if let Some(why) = unmeasured {
         let type_ = ConditionType::NatBindingStable;
         // A measured status stays; a pending one says why the latest run measured nothing.
@@ -214,6 +227,7 @@ pub fn evaluate(
         History {
             conditions,
             responses,
+            resumed_at: history.resumed_at,
         },
         verdict,
     )
