@@ -806,7 +806,8 @@ async fn a_failed_status_write_and_a_failed_event_are_retried_and_counted() {
 // The whole operator: watches per namespace, the Lease, readiness and the shutdown order.
 
 /// A small stand-in for the API server behind the mock client: empty VoipCheck and Secret
-/// lists, watches that stay open, and one Lease kept in memory (GET, create, merge PATCH).
+/// lists, watches that stay open, and one Lease kept in memory (GET, create, PUT on the
+/// resourceVersion read).
 /// Records every request as `METHOD uri`.
 async fn fake_api_server(
     mut handle: Handle<Request<Body>, Response<Body>>,
@@ -854,18 +855,25 @@ async fn fake_api_server(
                     *lease = Some(object.clone());
                     reply(StatusCode::CREATED, object)
                 }
-                (Method::PATCH, Some(object)) => {
-                    let spec = object["spec"].as_object().cloned().unwrap_or_default();
-                    let mut spec = Value::Object(spec);
-                    for (key, value) in body["spec"].as_object().unwrap() {
-                        if value.is_null() {
-                            spec.as_object_mut().unwrap().remove(key);
-                        } else {
-                            spec[key] = value.clone();
-                        }
+                (Method::PUT, Some(object)) => {
+                    // A replace on the version read, as the API server checks it.
+                    if body["metadata"]["resourceVersion"] != object["metadata"]["resourceVersion"]
+                    {
+                        reply(
+                            StatusCode::CONFLICT,
+                            json!({ "apiVersion": "v1", "kind": "Status", "status": "Failure", "reason": "Conflict", "code": 409 }),
+                        )
+                    } else {
+                        let version: u64 = object["metadata"]["resourceVersion"]
+                            .as_str()
+                            .unwrap()
+                            .parse()
+                            .unwrap();
+                        let mut replaced = body.clone();
+                        replaced["metadata"]["resourceVersion"] = json!((version + 1).to_string());
+                        *object = replaced;
+                        reply(StatusCode::OK, object.clone())
                     }
-                    object["spec"] = spec;
-                    reply(StatusCode::OK, object.clone())
                 }
                 (method, _) => panic!("unexpected {method} {uri}"),
             };
@@ -912,6 +920,7 @@ async fn the_operator_watches_its_namespaces_leads_and_releases_the_lease_on_shu
             name: "voipcheck-operator".into(),
             namespace: "ops".into(),
             identity: "test-0".into(),
+            timings: Default::default(),
         },
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

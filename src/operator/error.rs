@@ -16,10 +16,6 @@ pub enum Error {
     #[error("VoipCheck {0} has no namespace")]
     MissingNamespace(String),
 
-    /// The Lease used for leader election could not be read or written.
-    #[error("leader election: {0}")]
-    Lease(#[from] kube_lease_manager::LeaseManagerError),
-
     /// `/metrics`, `/healthz`, `/readyz` could not be served.
     #[error("metrics endpoint: {0}")]
     MetricsServer(#[source] std::io::Error),
@@ -38,7 +34,6 @@ impl Error {
         match self {
             Error::Kube(_) => "kube_api",
             Error::MissingNamespace(_) => "missing_namespace",
-            Error::Lease(_) => "lease",
             Error::MetricsServer(_) => "metrics_server",
             Error::Config(_) => "config",
         }

@@ -1,34 +1,38 @@
-//! Leader election with a Lease (kube-lease-manager), so two replicas can run: the leader
-//! probes and writes status, a standby keeps its caches and entries warm and takes over when the
-//! Lease expires.
+//! Leader election, so two replicas can run: the leader probes and writes status, a standby
+//! keeps its caches and entries warm and takes over when the Lease is free or expired.
 //!
-//! Timings: the holder renews the Lease [`LEASE_GRACE_SECONDS`] before it expires, i.e. every
-//! 10 s for a [`LEASE_DURATION_SECONDS`] of 15 s. A standby sleeps until the Lease it saw
-//! expires, then takes it (after a random pause of up to 1 s against collisions), so a leader
-//! that died is replaced within 15–16 s. On graceful shutdown the leader releases the Lease; the
-//! standby still notices at the old expiry time, so handover also takes at most 16 s. The grace
-//! period is also the clock skew tolerated between nodes.
+//! Timings ([`LeaseTimings`], client-go's defaults): the Lease lasts 15 s; the leader renews it
+//! every 2 s, each attempt bounded so that a hung request cannot hold up the next; a standby
+//! looks every 2 s and takes a Lease whose record has not changed for 15 s by its own clock.
+//! A leader killed is replaced within ~17 s; on graceful shutdown it releases the Lease and the
+//! standby takes over at its next look (≤ 2 s).
 //!
-//! A leader that cannot reach the API to renew stops probing at once rather than when the Lease
-//! runs out: it could not write status anyway, and two replicas must not both probe. It then
-//! rejoins the election, and takes the Lease back at once if it still holds it.
+//! Faults:
+//! - A renewal that fails (500, 429, a reset, a timeout) is retried at the next tick; the leader
+//!   stays leader while one succeeds within the renew deadline (10 s). Nothing flaps.
+//! - When the renew deadline passes, the leader stops writing ([`Leadership::Isolated`]) —
+//!   5 s before its Lease can expire, which is longer than any write of the status writer
+//!   takes — so no two replicas ever write.
+//! - It keeps probing (metrics only) while it cannot see another holder: when the API server is
+//!   unreachable for everyone, nobody can take the Lease, and stopping would leave every check
+//!   unprobed for the whole API outage. A standby that does reach the API takes over after the
+//!   lease duration; the isolated replica then sees the new holder at its next successful read
+//!   and stands by. During a partition that lets only the standby through, both probe for that
+//!   while, and only the standby writes.
+//! - A renewal that lands late never overwrites another holder: every write carries the
+//!   resourceVersion it was based on ([`super::lease`]).
 
 use super::engine::Engine;
-use kube::Client;
-use kube_lease_manager::{LeaseManager, LeaseManagerBuilder};
+use super::lease::{Attempt, LeaseLock};
+use crate::metrics::{Metrics, ReconcileResult};
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::{Api, Client};
 use std::future::Future;
 use std::pin::pin;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
-
-/// How long a Lease stays valid after its last renewal.
-pub const LEASE_DURATION_SECONDS: u64 = 15;
-/// How long before expiry the holder renews.
-pub const LEASE_GRACE_SECONDS: u64 = 5;
-
-const RETRY_MIN: Duration = Duration::from_secs(1);
-const RETRY_MAX: Duration = Duration::from_secs(30);
+use tokio::time::Instant;
 
 /// What this replica knows about its role.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,6 +48,28 @@ pub enum Leadership {
     Isolated,
 }
 
+/// How long the Lease lasts, and when its holder renews or gives up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeaseTimings {
+    /// How long a Lease stays valid after its last renewal.
+    pub duration: Duration,
+    /// A leader that has not renewed for this long stops writing; shorter than `duration` by
+    /// more than the status writer's request deadline.
+    pub renew_deadline: Duration,
+    /// Between two attempts (renewals, or a standby's looks).
+    pub retry: Duration,
+}
+
+impl Default for LeaseTimings {
+    fn default() -> Self {
+        Self {
+            duration: Duration::from_secs(15),
+            renew_deadline: Duration::from_secs(10),
+            retry: Duration::from_secs(2),
+        }
+    }
+}
+
 /// Which Lease, and who this replica is.
 #[derive(Debug, Clone)]
 pub struct LeaseConfig {
@@ -51,6 +77,7 @@ pub struct LeaseConfig {
     pub namespace: String,
     /// Unique per replica (the pod name).
     pub identity: String,
+    pub timings: LeaseTimings,
 }
 
 /// Campaigns for the Lease until `stop` resolves, starting and stopping the engine's scheduler
@@ -61,84 +88,80 @@ pub async fn campaign(
     lease: LeaseConfig,
     engine: Arc<Engine>,
     role: watch::Sender<Leadership>,
+    metrics: Metrics,
     stop: impl Future<Output = ()>,
 ) {
+    let api: Api<Lease> = Api::namespaced(client, &lease.namespace);
+    let timings = lease.timings;
+    let mut lock = LeaseLock::new(api, &lease.name, &lease.identity, timings.duration);
     let mut stop = pin!(stop);
-    let mut delay = RETRY_MIN;
+    // When the Lease was last acquired or renewed.
+    let mut renewed = Instant::now();
+    let mut next = Instant::now();
     loop {
-        let built = tokio::select! {
-            () = &mut stop => return,
-            built = manager(&client, &lease) => built,
-        };
-        match built {
-            Ok(manager) => {
-                delay = RETRY_MIN;
-                // The Lease has been read: from now on this replica knows its role.
-                role.send_if_modified(|r| {
-                    let first = *r == Leadership::Unknown;
-                    if first {
-                        *r = Leadership::Standby;
-                    }
-                    first
-                });
-                if hold(&manager, &engine, &role, &mut stop).await {
-                    if let Err(error) = manager.release().await {
-                        tracing::warn!(%error, "could not release the Lease; it expires by itself");
-                    }
-                    return;
-                }
-            }
-            Err(error) => tracing::warn!(%error, retry_in = ?delay, "cannot read the Lease"),
-        }
         tokio::select! {
-            () = &mut stop => return,
-            () = tokio::time::sleep(delay) => {}
+            () = &mut stop => break,
+            () = tokio::time::sleep_until(next) => {}
         }
-        delay = (delay * 2).min(RETRY_MAX);
-    }
-}
-
-/// Follows one LeaseManager's state until `stop` (true) or a Lease error (false).
-async fn hold(
-    manager: &LeaseManager,
-    engine: &Engine,
-    role: &watch::Sender<Leadership>,
-    stop: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
-) -> bool {
-    loop {
-        let changed = tokio::select! {
-            () = stop.as_mut() => return true,
-            changed = manager.changed() => changed,
+        next = Instant::now() + timings.retry;
+        let current = *role.borrow();
+        // Each attempt ends before the next is due, and a leader's before its renew deadline.
+        let budget = match current {
+            Leadership::Leader => (renewed + timings.renew_deadline)
+                .saturating_duration_since(Instant::now())
+                .min(timings.retry),
+            _ => timings.retry,
         };
-        match changed {
-            Ok(true) => {
-                tracing::info!("acquired the Lease");
-                role.send_replace(Leadership::Leader);
-                engine.lead();
-            }
-            Ok(false) => {
-                tracing::info!("lost the Lease");
-                role.send_replace(Leadership::Standby);
-                engine.step_down().await;
-            }
-            Err(error) => {
-                tracing::warn!(%error, "Lease renewal failed");
-                if role.send_replace(Leadership::Standby) == Leadership::Leader {
-                    engine.step_down().await;
+        let attempt = tokio::time::timeout(budget, lock.try_acquire_or_renew())
+            .await
+            .unwrap_or(Attempt::Failed(super::failure::ApiFailure::Timeout));
+        match attempt {
+            Attempt::Held => {
+                renewed = Instant::now();
+                if current != Leadership::Leader {
+                    tracing::info!("leading: this replica holds the Lease");
+                    role.send_replace(Leadership::Leader);
+                    metrics.set_leader(true);
+                    engine.lead();
                 }
-                return false;
+            }
+            Attempt::HeldBy(holder) => {
+                if matches!(current, Leadership::Leader | Leadership::Isolated) {
+                    tracing::info!(%holder, "another replica holds the Lease: standing by");
+                    role.send_replace(Leadership::Standby);
+                    metrics.set_leader(false);
+                    engine.step_down().await;
+                } else if current == Leadership::Unknown {
+                    role.send_replace(Leadership::Standby);
+                }
+            }
+            Attempt::Failed(failure) => {
+                metrics.record_reconcile(ReconcileResult::Error("lease"));
+                let late = renewed.elapsed() >= timings.renew_deadline;
+                if current == Leadership::Leader && late {
+                    tracing::warn!(
+                        error = failure.category(),
+                        "Lease not renewed within the renew deadline: writing stops, probing goes on"
+                    );
+                    role.send_replace(Leadership::Isolated);
+                    metrics.set_leader(false);
+                } else {
+                    tracing::warn!(error = failure.category(), role = ?current, "Lease request failed");
+                }
             }
         }
     }
-}
-
-async fn manager(client: &Client, lease: &LeaseConfig) -> kube_lease_manager::Result<LeaseManager> {
-    LeaseManagerBuilder::new(client.clone(), &lease.name)
-        .with_namespace(&lease.namespace)
-        .with_identity(&lease.identity)
-        .with_field_manager(format!("voipcheck-{}", lease.identity))
-        .with_duration(LEASE_DURATION_SECONDS)
-        .with_grace(LEASE_GRACE_SECONDS)
-        .build()
-        .await
+    if matches!(*role.borrow(), Leadership::Leader | Leadership::Isolated) {
+        let released = tokio::time::timeout(timings.retry, lock.release()).await;
+        match released {
+            Ok(Ok(())) => tracing::info!("released the Lease"),
+            Ok(Err(failure)) => tracing::warn!(
+                error = failure.category(),
+                "could not release the Lease; it expires by itself"
+            ),
+            Err(_) => tracing::warn!("releasing the Lease timed out; it expires by itself"),
+        }
+    }
+    role.send_replace(Leadership::Standby);
+    metrics.set_leader(false);
 }

@@ -22,6 +22,7 @@ pub mod engine;
 pub mod error;
 pub mod failure;
 pub mod leader;
+pub mod lease;
 pub mod secrets;
 pub mod writer;
 
@@ -155,6 +156,7 @@ pub async fn run(
         config.lease.clone(),
         engine.clone(),
         role,
+        metrics.clone(),
         lease_released.map(|_| ()),
     ));
 
