@@ -30,6 +30,9 @@
 //! | `nat_binding_lifetime_seconds` | gauge (idle time survived; 0: expired) | namespace, name, probe |
 //! | `condition` | gauge, always 1 | namespace, name, type, status, reason |
 //! | `hotline_reportable` | gauge 0/1 | namespace, name |
+//! | `last_run_timestamp_seconds` | gauge (Unix time) | namespace, name |
+//! | `check_interval_seconds` | gauge | namespace, name |
+//! | `incident_since_timestamp_seconds` | gauge (Unix time; only during an incident) | namespace, name, service, target, cloud_name, server_license |
 //! | `reconcile_total`, `reconcile_errors_total` | counters | -, category |
 //! | `schedule_lag_seconds` | histogram | - |
 //! | `checks` | gauge | - |
@@ -37,6 +40,16 @@
 //! | `status_pending_checks` | gauge (checks whose latest status is not yet written) | - |
 //! | `api_write_failures_total` | counter | kind (`status`, `event`), category |
 //! | `events_dropped_total` | counter (transition Events given up on) | - |
+//! | `build_info` | gauge, always 1 | version |
+//!
+//! Besides, the standard unprefixed `process_*` metrics (CPU seconds, resident memory, open
+//! and maximum file descriptors, start time; Linux only), which dashboards and alerts expect
+//! under exactly those names.
+//!
+//! `last_run_timestamp_seconds` and `check_interval_seconds` let an alert catch a check that
+//! has not completed a run for several intervals, whatever stalled it (this operator
+//! included). The incident series' labels come from the spec (`target`, `report`), so they
+//! are bounded per check; nothing a probe received becomes a label.
 //!
 //! The per-check series live in a compact, copy-on-write store ([`checks`]) and their text is
 //! written from it when scraped ([`exposition`]), without holding the store's lock while it
@@ -50,18 +63,18 @@ mod http;
 
 pub use http::{Health, serve, serve_on};
 
-use crate::api::{ConditionStatus, ConditionType};
+use crate::api::{ConditionStatus, ConditionType, Incident, TargetKind};
 use crate::check::{CheckId, ProbeOutcome, ProbeRun, RunReport};
 use crate::probe::http::HttpOutcome;
 use crate::probe::sip::{OptionsOutcome, RegisterOutcome, StatusLine};
 use crate::probe::stun::{ServerAnswer, StunOutcome};
 use crate::verdict::Verdict;
-use checks::{HTTP_PHASES, ProbeGauge, ProbeMetrics, SipCode, Store};
+use checks::{HTTP_PHASES, IncidentSeries, ProbeGauge, ProbeMetrics, SipCode, Store};
 use prometheus::{HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 use std::collections::{HashMap, HashSet};
 use std::io::{self, Write};
 use std::sync::Arc;
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Probe durations range from a loopback round trip to a NAT binding test idling for the
 /// phones' keep-alive (up to 2 h).
@@ -79,6 +92,8 @@ pub struct Metrics {
 struct Inner {
     /// The operator's own metrics.
     registry: Registry,
+    /// The `process_*` metrics, without the prefix.
+    process: Registry,
     /// Every check's series, written into the exposition next to the registry's.
     checks: Store,
     /// The `location` label's value.
@@ -138,12 +153,22 @@ impl Metrics {
     /// `location` labels every series, so several operator instances can be told apart.
     pub fn new(location: &str) -> Self {
         let labels = HashMap::from([("location".to_owned(), location.to_owned())]);
-        let registry = Registry::new_custom(Some("voipcheck".into()), Some(labels))
+        let registry = Registry::new_custom(Some("voipcheck".into()), Some(labels.clone()))
             .expect("a fixed prefix and label name are valid");
+        let process =
+            Registry::new_custom(None, Some(labels)).expect("a fixed label name is valid");
+        #[cfg(target_os = "linux")]
+        process
+            .register(Box::new(
+                prometheus::process_collector::ProcessCollector::for_self(),
+            ))
+            .expect("unique metric");
+        register_build_info(&registry);
         let operator = OperatorMetrics::register(&registry);
         Self {
             inner: Arc::new(Inner {
                 registry,
+                process,
                 checks: Store::default(),
                 location: location.to_owned(),
                 operator,
@@ -151,9 +176,10 @@ impl Metrics {
         }
     }
 
-    /// Probe results of one run. Series of probes that are no longer in the check (its spec
-    /// changed) are removed.
+    /// Probe results of one run, and now as the time its last run completed. Series of probes
+    /// that are no longer in the check (its spec changed) are removed.
     pub fn record_run(&self, id: &CheckId, report: &RunReport) {
+        let completed = unix_seconds(SystemTime::now());
         let probes: HashSet<&str> = report
             .probes
             .iter()
@@ -161,6 +187,7 @@ impl Metrics {
             .map(|p| p.name.as_str())
             .collect();
         self.inner.checks.update(id, |check| {
+            check.set_last_run(completed);
             check.retain_probes(|name| probes.contains(name));
             for run in report.probes.iter().chain(&report.control) {
                 Writer(check.probe(&run.name)).probe(run);
@@ -182,6 +209,34 @@ impl Metrics {
             );
             check.set_hotline_reportable(reportable);
         });
+    }
+
+    /// `check_interval_seconds`: how often the check is meant to run.
+    pub fn set_interval(&self, id: &CheckId, interval: Duration) {
+        let seconds = interval.as_secs_f64();
+        self.inner
+            .checks
+            .update(id, |check| check.set_interval(seconds));
+    }
+
+    /// `incident_since_timestamp_seconds` while the check's status has an incident; `None`
+    /// removes the series.
+    pub fn record_incident(&self, id: &CheckId, incident: Option<&Incident>) {
+        let checks = &self.inner.checks;
+        match incident {
+            Some(incident) => {
+                let series = IncidentSeries {
+                    service: service_label(incident.service),
+                    target: incident.name.clone(),
+                    cloud_name: incident.cloud_name.clone().unwrap_or_default(),
+                    server_license: incident.server_license.clone().unwrap_or_default(),
+                    since: incident.since.0.as_second() as f64,
+                };
+                checks.update(id, |check| check.set_incident(Some(series)));
+            }
+            // No check is added (a removed check stays removed).
+            None => checks.update_existing(id, |check| check.set_incident(None)),
+        }
     }
 
     /// Removes every series of a deleted check.
@@ -257,7 +312,12 @@ impl Metrics {
             self.inner.registry.gather(),
             &checks,
             &self.inner.location,
-        )
+        )?;
+        self.inner
+            .process
+            .gather()
+            .into_iter()
+            .try_for_each(|family| exposition::write_gathered(out, family))
     }
 }
 
@@ -382,6 +442,36 @@ impl Writer<'_> {
 
 fn secs(d: Option<Duration>) -> Option<f64> {
     d.map(|d| d.as_secs_f64())
+}
+
+/// `time` as a Unix timestamp (0 for a time before 1970, which a clock never reads).
+fn unix_seconds(time: SystemTime) -> f64 {
+    time.duration_since(UNIX_EPOCH)
+        .map_or(0.0, |since| since.as_secs_f64())
+}
+
+/// The incident's `service` label: the target kind as the CRD spells it.
+fn service_label(kind: TargetKind) -> &'static str {
+    match kind {
+        TargetKind::Cloud => "Cloud",
+        TargetKind::ConnectTrunk => "ConnectTrunk",
+        TargetKind::PushServer => "PushServer",
+        TargetKind::Portal => "Portal",
+        TargetKind::Other => "Other",
+    }
+}
+
+/// `build_info{version}` = 1, so dashboards and alerts can tell which version runs where.
+fn register_build_info(registry: &Registry) {
+    let build_info = IntGauge::with_opts(
+        Opts::new("build_info", "The version of voipcheck running (always 1).")
+            .const_label("version", env!("CARGO_PKG_VERSION")),
+    )
+    .expect("valid metric");
+    build_info.set(1);
+    registry
+        .register(Box::new(build_info))
+        .expect("unique metric");
 }
 
 impl OperatorMetrics {

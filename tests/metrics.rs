@@ -455,6 +455,179 @@ fn a_probe_gone_from_the_spec_and_a_cancelled_probe_leave_no_stale_facts() {
     assert!(!series_with(&text, "probe=\"sip-register\"").is_empty());
 }
 
+fn unix(time: SystemTime) -> f64 {
+    time.duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+}
+
+/// Freshness and identity: when each check last completed a run and how often it should,
+/// the version, and the standard process metrics under their unprefixed names; a deleted
+/// check's series go with it.
+#[test]
+fn runs_are_timestamped_and_the_process_identifies_itself() {
+    let metrics = Metrics::new("lab-1");
+    let (kept, deleted) = (CheckId::new("ns", "kept"), CheckId::new("ns", "deleted"));
+    let before = SystemTime::now();
+    for id in [&kept, &deleted] {
+        metrics.set_interval(id, Duration::from_secs(30));
+        metrics.record_run(id, &timed_out_run());
+    }
+    let after = SystemTime::now();
+    let text = metrics.encode();
+    promtool_check(&text);
+    let check = [("location", "lab-1"), ("name", "kept"), ("namespace", "ns")];
+    let unix = |t: SystemTime| {
+        t.duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64()
+    };
+    let last_run = value(&text, "voipcheck_last_run_timestamp_seconds", &check).unwrap();
+    assert!(
+        (unix(before)..=unix(after)).contains(&last_run),
+        "{last_run}"
+    );
+    assert_eq!(
+        value(&text, "voipcheck_check_interval_seconds", &check),
+        Some(30.0)
+    );
+    let version = [
+        ("location", "lab-1"),
+        ("version", env!("CARGO_PKG_VERSION")),
+    ];
+    assert_eq!(value(&text, "voipcheck_build_info", &version), Some(1.0));
+    let location = [("location", "lab-1")];
+    for name in [
+        "process_cpu_seconds_total",
+        "process_resident_memory_bytes",
+        "process_open_fds",
+        "process_max_fds",
+        "process_start_time_seconds",
+    ] {
+        // CPU time counts whole seconds: 0 in a young process.
+        let found = value(&text, name, &location);
+        let least = if name == "process_cpu_seconds_total" {
+            0.0
+        } else {
+            1.0
+        };
+        assert!(found.is_some_and(|v| v >= least), "{name}: {found:?}");
+    }
+    assert!(!text.contains("voipcheck_process_"), "{text}");
+
+    metrics.remove_check(&deleted);
+    let text = metrics.encode();
+    assert_eq!(series_with(&text, "name=\"deleted\""), Vec::<&str>::new());
+    assert_eq!(
+        value(&text, "voipcheck_check_interval_seconds", &check),
+        Some(30.0)
+    );
+}
+
+/// The scheduler exports each check's interval when its timer starts and the time of each
+/// completed run, so a check that stops running shows as an ever older timestamp.
+#[tokio::test]
+async fn a_scheduled_check_exports_its_interval_and_last_run() {
+    use voipcheck::schedule::{CheckEntry, Outbox, Scheduler};
+    let nginx = Nginx::start();
+    let spec: VoipCheckSpec = serde_json::from_value(json!({
+        "target": { "kind": "Portal", "name": "lab" },
+        "interval": "5s",
+        "timeout": "2s",
+        "http": [ { "name": "web-ui", "url": nginx.http_url("/").as_str() } ]
+    }))
+    .unwrap();
+    let id = CheckId::new("ns", "scheduled");
+    let plan = check::plan(&id, &spec, &StaticSecrets::new(), &AllowList::default()).unwrap();
+    let metrics = Metrics::new("lab-1");
+    let outbox = std::sync::Arc::new(Outbox::new());
+    let scheduler = Scheduler::new(Dns::system().unwrap(), metrics.clone(), 4, outbox.clone());
+    scheduler.upsert(CheckEntry {
+        id,
+        uid: None,
+        generation: None,
+        spec: std::sync::Arc::new(spec),
+        plan: Ok(plan),
+        previous: None,
+    });
+    // The first run comes within one interval (each check has its slot in it).
+    tokio::time::timeout(Duration::from_secs(10), outbox.take())
+        .await
+        .expect("a run within the interval")
+        .unwrap();
+    let text = metrics.encode();
+    let check = [
+        ("location", "lab-1"),
+        ("name", "scheduled"),
+        ("namespace", "ns"),
+    ];
+    assert_eq!(
+        value(&text, "voipcheck_check_interval_seconds", &check),
+        Some(5.0)
+    );
+    let last_run = value(&text, "voipcheck_last_run_timestamp_seconds", &check).unwrap();
+    let now = unix(SystemTime::now());
+    assert!(
+        (now - 10.0..=now).contains(&last_run),
+        "{last_run} at {now}"
+    );
+    scheduler.shutdown().await;
+}
+
+/// The incident a check's status carries is a series (for the alert's annotations) while
+/// it lasts, labelled from the spec, absent fields as empty values.
+#[test]
+fn an_incident_is_exported_while_it_lasts() {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+    use k8s_openapi::jiff::Timestamp;
+    use voipcheck::api::Incident;
+    let spec: VoipCheckSpec = serde_json::from_value(json!({
+        "target": { "kind": "ConnectTrunk", "name": "4972100000000" },
+        "sip": { "server": "sip:connect.example.net", "options": {} },
+        "report": { "serverLicense": "ABC-123", "contact": "NOC" }
+    }))
+    .unwrap();
+    let since = Time(Timestamp::from_second(1_700_000_000).unwrap());
+    let incident = Incident::new(&spec, since, "503 in 9 of 20 runs".into());
+    let metrics = Metrics::new("lab-1");
+    let id = CheckId::new("ns", "trunk");
+    metrics.record_incident(&id, Some(&incident));
+    let text = metrics.encode();
+    promtool_check(&text);
+    let labels = [
+        ("cloud_name", ""),
+        ("location", "lab-1"),
+        ("name", "trunk"),
+        ("namespace", "ns"),
+        ("server_license", "ABC-123"),
+        ("service", "ConnectTrunk"),
+        ("target", "4972100000000"),
+    ];
+    assert_eq!(
+        value(&text, "voipcheck_incident_since_timestamp_seconds", &labels),
+        Some(1_700_000_000.0),
+        "{text}"
+    );
+    assert!(!text.contains("NOC") && !text.contains("503 in"), "{text}");
+
+    metrics.record_incident(&id, None);
+    let text = metrics.encode();
+    assert!(!text.contains("voipcheck_incident_since"), "{text}");
+    // Clearing the incident of a check the store does not have adds nothing.
+    metrics.remove_check(&id);
+    metrics.record_incident(&id, None);
+    assert_eq!(
+        series_with(&metrics.encode(), "name=\"trunk\""),
+        Vec::<&str>::new()
+    );
+    metrics.record_incident(&id, Some(&incident));
+    metrics.remove_check(&id);
+    assert_eq!(
+        series_with(&metrics.encode(), "name=\"trunk\""),
+        Vec::<&str>::new()
+    );
+}
+
 /// Sends one raw HTTP/1.1 request and returns the status code and the whole response.
 async fn get(addr: std::net::SocketAddr, method: &str, path: &str) -> (u16, String) {
     let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
@@ -628,34 +801,44 @@ async fn metrics_are_served_gzip_compressed_when_the_scraper_accepts_it() {
 
 /// Runs finishing while a large store is being encoded record their results at once,
 /// instead of waiting for the encode to release the store (before, the lock was held while
-/// every series was built: ~55 ms at 10,000 checks in a release build, seconds here).
+/// every series was built: ~55 ms at 10,000 checks in a release build, ~0.5 s here).
+///
+/// The longest recording during an encode must stay under a twentieth of the encode; a
+/// busy machine may preempt one recording for that long, so the best of three encodes counts
+/// (with the lock held, every encode blocks a recording for most of its build).
 #[test]
 fn runs_recorded_during_a_scrape_are_not_held_up_by_it() {
     let metrics = Metrics::new("lab-1");
     fill(&metrics, 20_000);
-    let started = Instant::now();
-    let text = metrics.encode();
-    let encode_takes = started.elapsed();
-    drop(text);
     let id = CheckId::new("load", "check-00042");
     let run = timed_out_run();
-    let scrape = std::thread::spawn({
-        let metrics = metrics.clone();
-        move || metrics.encode().len()
-    });
-    let (mut runs, mut longest) = (0, Duration::ZERO);
-    while !scrape.is_finished() {
+    let mut attempts = Vec::new();
+    for _ in 0..3 {
         let started = Instant::now();
-        metrics.record_run(&id, &run);
-        longest = longest.max(started.elapsed());
-        runs += 1;
+        let text = metrics.encode();
+        let encode_takes = started.elapsed();
+        drop(text);
+        let scrape = std::thread::spawn({
+            let metrics = metrics.clone();
+            move || metrics.encode().len()
+        });
+        let (mut runs, mut longest) = (0, Duration::ZERO);
+        while !scrape.is_finished() {
+            let started = Instant::now();
+            metrics.record_run(&id, &run);
+            longest = longest.max(started.elapsed());
+            runs += 1;
+        }
+        assert!(scrape.join().unwrap() > 0);
+        assert!(runs > 100, "{runs} runs recorded during the encode");
+        if longest < encode_takes / 20 {
+            return;
+        }
+        attempts.push(format!(
+            "up to {longest:?} during an encode of {encode_takes:?}"
+        ));
     }
-    assert!(scrape.join().unwrap() > 0);
-    assert!(runs > 100, "{runs} runs recorded during the encode");
-    assert!(
-        longest < encode_takes / 20,
-        "recording a run took up to {longest:?} during an encode of {encode_takes:?}"
-    );
+    panic!("recording a run took {attempts:#?}");
 }
 
 #[tokio::test]

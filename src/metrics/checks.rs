@@ -115,6 +115,17 @@ impl ProbeMetrics {
     }
 }
 
+/// The labels and value of `incident_since_timestamp_seconds`: the incident the check's
+/// status carries, its fields from the spec (bounded per check).
+#[derive(Debug, Clone, PartialEq)]
+pub(super) struct IncidentSeries {
+    pub(super) service: &'static str,
+    pub(super) target: String,
+    pub(super) cloud_name: String,
+    pub(super) server_license: String,
+    pub(super) since: f64,
+}
+
 /// Everything one check has written.
 #[derive(Debug, Clone)]
 pub(super) struct CheckMetrics {
@@ -125,6 +136,11 @@ pub(super) struct CheckMetrics {
     /// type, the order of the exposition (its labels sort as reason, status, type).
     pub(super) conditions: Vec<[&'static str; 3]>,
     pub(super) hotline_reportable: Option<bool>,
+    /// Unix time the last run completed.
+    pub(super) last_run: Option<f64>,
+    /// The check's interval in seconds.
+    pub(super) interval: Option<f64>,
+    pub(super) incident: Option<IncidentSeries>,
 }
 
 impl CheckMetrics {
@@ -134,6 +150,9 @@ impl CheckMetrics {
             probes: Vec::new(),
             conditions: Vec::new(),
             hotline_reportable: None,
+            last_run: None,
+            interval: None,
+            incident: None,
         }
     }
 
@@ -169,6 +188,18 @@ impl CheckMetrics {
     pub(super) fn set_hotline_reportable(&mut self, reportable: bool) {
         self.hotline_reportable = Some(reportable);
     }
+
+    pub(super) fn set_last_run(&mut self, unix_seconds: f64) {
+        self.last_run = Some(unix_seconds);
+    }
+
+    pub(super) fn set_interval(&mut self, seconds: f64) {
+        self.interval = Some(seconds);
+    }
+
+    pub(super) fn set_incident(&mut self, incident: Option<IncidentSeries>) {
+        self.incident = incident;
+    }
 }
 
 /// The store shared by [`super::Metrics`] (writing) and the scrapes (reading).
@@ -196,6 +227,13 @@ impl Store {
                 .or_insert_with(|| Arc::new(CheckMetrics::new(id))),
         };
         change(Arc::make_mut(check));
+    }
+
+    /// Changes check `id`'s values if it is in the store.
+    pub(super) fn update_existing(&self, id: &CheckId, change: impl FnOnce(&mut CheckMetrics)) {
+        if let Some(check) = self.lock().get_mut(id) {
+            change(Arc::make_mut(check));
+        }
     }
 
     pub(super) fn remove(&self, id: &CheckId) {
@@ -230,5 +268,14 @@ mod tests {
         store.update(&id, |check| check.set_hotline_reportable(true));
         assert_eq!(before[0].hotline_reportable, Some(false));
         assert_eq!(store.snapshot()[0].hotline_reportable, Some(true));
+    }
+
+    #[test]
+    fn update_existing_adds_no_check() {
+        let store = Store::default();
+        store.update_existing(&CheckId::new("ns", "gone"), |check| {
+            check.set_incident(None)
+        });
+        assert!(store.snapshot().is_empty());
     }
 }

@@ -13,7 +13,7 @@
 //!
 //! [`Store`]: super::checks::Store
 
-use super::checks::{CheckMetrics, HTTP_PHASES, PROBE_GAUGES, ProbeGauge};
+use super::checks::{CheckMetrics, HTTP_PHASES, IncidentSeries, PROBE_GAUGES, ProbeGauge};
 use prometheus::proto::MetricFamily;
 use prometheus::{Encoder, TextEncoder};
 use std::borrow::Cow;
@@ -32,6 +32,9 @@ pub(super) enum Family {
     SipResponses,
     Condition,
     HotlineReportable,
+    LastRun,
+    Interval,
+    IncidentSince,
 }
 
 impl Family {
@@ -45,6 +48,9 @@ impl Family {
                 Family::SipResponses,
                 Family::Condition,
                 Family::HotlineReportable,
+                Family::LastRun,
+                Family::Interval,
+                Family::IncidentSince,
             ])
             .collect();
         families.sort_unstable_by_key(|family| family.name());
@@ -69,6 +75,9 @@ impl Family {
             Family::SipResponses => "sip_responses_total",
             Family::Condition => "condition",
             Family::HotlineReportable => "hotline_reportable",
+            Family::LastRun => "last_run_timestamp_seconds",
+            Family::Interval => "check_interval_seconds",
+            Family::IncidentSince => "incident_since_timestamp_seconds",
         }
     }
 
@@ -123,6 +132,15 @@ impl Family {
             Family::HotlineReportable => {
                 "Whether the check's failure is an outage the provider's hotline accepts."
             }
+            Family::LastRun => {
+                "When the check's last run completed, as a Unix timestamp (alert when it is \
+                 several intervals old)."
+            }
+            Family::Interval => "The check's interval between runs.",
+            Family::IncidentSince => {
+                "Since when the check's current incident has persisted, as a Unix timestamp; \
+                 only while the check's status has an incident."
+            }
         }
     }
 
@@ -133,7 +151,17 @@ impl Family {
             Family::HttpPhaseDuration => &["name", "namespace", "phase", "probe"],
             Family::SipResponses => &["code", "method", "name", "namespace", "probe"],
             Family::Condition => &["name", "namespace", "reason", "status", "type"],
-            Family::HotlineReportable => &["name", "namespace"],
+            Family::HotlineReportable | Family::LastRun | Family::Interval => {
+                &["name", "namespace"]
+            }
+            Family::IncidentSince => &[
+                "cloud_name",
+                "name",
+                "namespace",
+                "server_license",
+                "service",
+                "target",
+            ],
         }
     }
 
@@ -258,6 +286,19 @@ impl<W: Write> Series<'_, W> {
             Family::HotlineReportable => self.per_check(checks, |check| {
                 check.hotline_reportable.map(|r| f64::from(u8::from(r)))
             })?,
+            Family::LastRun => self.per_check(checks, |check| check.last_run)?,
+            Family::Interval => self.per_check(checks, |check| check.interval)?,
+            Family::IncidentSince => {
+                // Sorted by its first label, cloud_name, across checks; few checks have one.
+                let mut rows: Vec<(&CheckMetrics, &IncidentSeries)> = checks
+                    .iter()
+                    .filter_map(|check| Some((&**check, check.incident.as_ref()?)))
+                    .collect();
+                rows.sort_unstable_by_key(|&(check, incident)| incident_labels(check, incident));
+                for (check, incident) in rows {
+                    self.line(&incident_labels(check, incident), incident.since)?;
+                }
+            }
         }
         Ok(())
     }
@@ -308,6 +349,18 @@ impl<W: Write> Series<'_, W> {
         out.write_all(self.location.as_bytes())?;
         writeln!(out, "\"}} {value}")
     }
+}
+
+/// The incident series' label values, in the order of [`Family::labels`].
+fn incident_labels<'a>(check: &'a CheckMetrics, incident: &'a IncidentSeries) -> [&'a str; 6] {
+    [
+        &incident.cloud_name,
+        &check.id.name,
+        &check.id.namespace,
+        &incident.server_license,
+        incident.service,
+        &incident.target,
+    ]
 }
 
 /// The text format's escaping, as the crate's encoder applies it: `\` and newline in help
@@ -363,6 +416,9 @@ mod tests {
         let phases = gauges(&vectors, Family::HttpPhaseDuration);
         let conditions = gauges(&vectors, Family::Condition);
         let reportable = gauges(&vectors, Family::HotlineReportable);
+        let last_run = gauges(&vectors, Family::LastRun);
+        let interval = gauges(&vectors, Family::Interval);
+        let incident = gauges(&vectors, Family::IncidentSince);
         let family = Family::SipResponses;
         let responses =
             IntCounterVec::new(Opts::new(family.name(), family.help()), family.labels()).unwrap();
@@ -433,6 +489,37 @@ mod tests {
                     .with_label_values(&[name, namespace])
                     .set(f64::from(u8::from(i == 1)));
                 check.set_hotline_reportable(i == 1);
+                last_run
+                    .with_label_values(&[name, namespace])
+                    .set(1.7e9 + value);
+                check.set_last_run(1.7e9 + value);
+                interval.with_label_values(&[name, namespace]).set(30.0);
+                check.set_interval(30.0);
+                // Incident series sort by cloud_name first; a label value is escaped.
+                if i != 2 {
+                    let series = IncidentSeries {
+                        service: "Cloud",
+                        target: format!("{name}.example \"q\"\\"),
+                        cloud_name: if i == 0 {
+                            String::new()
+                        } else {
+                            format!("c{}", 3 - i)
+                        },
+                        server_license: "SF-1".into(),
+                        since: 1.6e9,
+                    };
+                    incident
+                        .with_label_values(&[
+                            &series.cloud_name,
+                            name,
+                            namespace,
+                            &series.server_license,
+                            series.service,
+                            &series.target,
+                        ])
+                        .set(series.since);
+                    check.set_incident(Some(series));
+                }
             });
         }
         let mut text = Vec::new();

@@ -128,6 +128,7 @@ impl Check {
     ) -> Next {
         // interval_at panics on zero; a validated spec has at least 5 s.
         let interval = interval.max(Duration::from_millis(1));
+        self.shared.metrics.set_interval(&self.entry.id, interval);
         let offset = slots::offset(&self.entry.id, interval);
         let first = slots::first_due(self.shared.origin, Instant::now(), offset, interval);
         let mut ticks = time::interval_at(first, interval);
