@@ -247,7 +247,7 @@ fn main() {
                 id,
                 uid: None,
                 generation: None,
-                spec: Arc::clone(&spec),
+                spec: Some(Arc::clone(&spec)),
                 plan: Ok(plan),
                 previous: None,
             });

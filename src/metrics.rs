@@ -111,6 +111,7 @@ struct OperatorMetrics {
     status_pending: IntGauge,
     write_failures: IntCounterVec,
     events_dropped: IntCounter,
+    invalid_objects: IntGauge,
 }
 
 /// What a failed write to the API was, for `api_write_failures_total{kind}`.
@@ -287,6 +288,12 @@ impl Metrics {
             .write_failures
             .with_label_values(&[kind.as_str(), category])
             .inc();
+    }
+
+    /// VoipCheck objects that do not deserialize.
+    pub fn set_invalid_objects(&self, count: usize) {
+        let count = i64::try_from(count).unwrap_or(i64::MAX);
+        self.inner.operator.invalid_objects.set(count);
     }
 
     /// Transition Events given up on.
@@ -543,6 +550,15 @@ impl OperatorMetrics {
             )
             .expect("valid metric"),
         );
+        let invalid_objects = registered(
+            registry,
+            IntGauge::new(
+                "invalid_objects",
+                "VoipCheck objects that do not deserialize under this operator's schema (each \
+                 has Ready=False reason InvalidSpec).",
+            )
+            .expect("valid metric"),
+        );
         Self {
             reconcile,
             reconcile_errors,
@@ -552,6 +568,7 @@ impl OperatorMetrics {
             status_pending,
             write_failures,
             events_dropped,
+            invalid_objects,
         }
     }
 }

@@ -41,7 +41,7 @@ pub struct Transition {
 /// compares equal to the one written.
 pub fn next_status(
     previous: Option<&VoipCheckStatus>,
-    spec: &VoipCheckSpec,
+    spec: Option<&VoipCheckSpec>,
     verdict: &Verdict,
     run: Option<&RunReport>,
     generation: Option<i64>,
@@ -85,7 +85,8 @@ pub fn next_status(
     let incident = verdict
         .incident
         .as_ref()
-        .map(|i| Incident::new(spec, time(i.since), i.evidence.clone()));
+        .zip(spec)
+        .map(|(i, spec)| Incident::new(spec, time(i.since), i.evidence.clone()));
     let status = VoipCheckStatus {
         observed_generation: generation,
         conditions,
@@ -190,7 +191,7 @@ mod tests {
         ) -> Vec<Transition> {
             let (status, transitions) = next_status(
                 self.status.as_ref(),
-                &spec(),
+                Some(&spec()),
                 verdict,
                 run,
                 self.generation,

@@ -546,7 +546,7 @@ async fn a_scheduled_check_exports_its_interval_and_last_run() {
         id,
         uid: None,
         generation: None,
-        spec: std::sync::Arc::new(spec),
+        spec: Some(std::sync::Arc::new(spec)),
         plan: Ok(plan),
         previous: None,
     });

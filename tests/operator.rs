@@ -264,7 +264,12 @@ impl Operator {
         ));
         self.api.secret_read(secret_exists).await;
         let action = reconcile.await.unwrap().expect("reconcile succeeds");
-        assert_eq!(action, Action::requeue(controller::RESYNC));
+        let resync = voipcheck::operator::decide::resync_after(
+            controller::RESYNC,
+            check.metadata.uid.as_deref(),
+            &CheckId::new(NS, NAME),
+        );
+        assert_eq!(action, Action::requeue(resync));
     }
 }
 

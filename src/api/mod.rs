@@ -5,6 +5,7 @@
 
 mod conditions;
 mod duration;
+mod guard;
 pub mod limits;
 pub mod patterns;
 mod spec;
@@ -13,6 +14,7 @@ mod validate;
 
 pub use conditions::{ConditionStatus, ConditionType, Reason, UnknownName};
 pub use duration::{GoDuration, ParseDurationError};
+pub use guard::{GuardedCheck, InvalidCheck};
 pub use spec::{
     BASIC_AUTH_KEYS, ControlProbe, HttpCheck, NatBinding, Report, SecretKeyRef, SecretKeyUse,
     SecretRef, SipCheck, SipErrorCodes, SipOptions, SipRegister, StunCheck, StunTransport, Target,

@@ -2,22 +2,31 @@
 //! or the whole cluster). The status writer reads an object's uid here for its Events, the
 //! engine reads the status already written when it takes over, and deletion handling asks which
 //! checks still exist.
+//!
+//! Objects that do not deserialize ([`InvalidCheck`]) are not in the reflectors' stores (those
+//! hold typed VoipChecks) but in a side index here, filled by the controller's watch: they exist
+//! all the same (their `InvalidSpec` status is written to them, deletion handling keeps them).
 
-use crate::api::VoipCheck;
+use crate::api::{InvalidCheck, VoipCheck};
 use crate::check::CheckId;
 use kube::runtime::reflector::{ObjectRef, Store};
-use std::sync::Arc;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 /// Read access to every watched scope's cache. Cloning shares the stores.
 #[derive(Clone, Default)]
 pub struct Checks {
     stores: Vec<Store<VoipCheck>>,
+    invalid: Arc<Mutex<BTreeMap<CheckId, InvalidCheck>>>,
 }
 
 impl Checks {
     pub fn new(stores: Vec<Store<VoipCheck>>) -> Self {
-        Self { stores }
+        Self {
+            stores,
+            invalid: Arc::default(),
+        }
     }
 
     /// The cached object of check `id`, if it exists.
@@ -26,9 +35,66 @@ impl Checks {
         self.stores.iter().find_map(|store| store.get(&key))
     }
 
-    /// Whether check `id` exists.
+    /// Whether check `id` exists (also when it does not deserialize).
     pub fn contains(&self, id: &CheckId) -> bool {
-        self.get(id).is_some()
+        self.uid(id).is_some()
+    }
+
+    /// The uid of the cached object of check `id` (valid or not); `None` when there is none.
+    pub fn uid(&self, id: &CheckId) -> Option<Option<String>> {
+        match self.get(id) {
+            Some(check) => Some(check.metadata.uid.clone()),
+            None => self.invalid().get(id).map(|i| i.metadata.uid.clone()),
+        }
+    }
+
+    /// Records that check `id` does not deserialize; `true` when that is news (it was valid,
+    /// absent, or invalid in another version).
+    pub fn set_invalid(&self, id: &CheckId, check: InvalidCheck) -> bool {
+        let mut invalid = self.invalid();
+        let news = invalid
+            .get(id)
+            .is_none_or(|known| !same_version(known, &check));
+        invalid.insert(id.clone(), check);
+        news
+    }
+
+    /// Check `id` deserializes again, or was deleted; `true` if it was invalid.
+    pub fn forget_invalid(&self, id: &CheckId) -> bool {
+        self.invalid().remove(id).is_some()
+    }
+
+    /// After a re-list of `scope` (one namespace, or all for `None`): the invalid objects it
+    /// found replace those of the scope. Returns those that are news (see [`Checks::set_invalid`]).
+    pub fn relisted_invalid(
+        &self,
+        scope: Option<&str>,
+        found: Vec<(CheckId, InvalidCheck)>,
+    ) -> Vec<(CheckId, InvalidCheck)> {
+        let mut invalid = self.invalid();
+        let before: BTreeMap<CheckId, InvalidCheck> = invalid
+            .extract_if(.., |id, _| scope.is_none_or(|ns| id.namespace == ns))
+            .collect();
+        let mut news = Vec::new();
+        for (id, check) in found {
+            if before
+                .get(&id)
+                .is_none_or(|known| !same_version(known, &check))
+            {
+                news.push((id.clone(), check.clone()));
+            }
+            invalid.insert(id, check);
+        }
+        news
+    }
+
+    /// How many objects do not deserialize.
+    pub fn invalid_count(&self) -> usize {
+        self.invalid().len()
+    }
+
+    fn invalid(&self) -> MutexGuard<'_, BTreeMap<CheckId, InvalidCheck>> {
+        self.invalid.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Resolves once every store has been filled by its first list (false if a store's reflector
@@ -49,6 +115,14 @@ impl Checks {
         }
         true
     }
+}
+
+/// Whether two sightings of an invalid object are the same object in the same version (a status
+/// write alone changes neither).
+fn same_version(a: &InvalidCheck, b: &InvalidCheck) -> bool {
+    a.metadata.uid == b.metadata.uid
+        && a.metadata.generation == b.metadata.generation
+        && a.error == b.error
 }
 
 /// How often readiness is asked again while waiting.

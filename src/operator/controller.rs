@@ -7,36 +7,55 @@
 //! and without `--namespace` one controller watches the cluster. Secret watches are scoped the
 //! same way, so namespaced RBAC (a Role per namespace) is enough.
 //!
-//! Deletion: the VoipCheck watch stream is inspected after the reflector has applied each event;
-//! a `Delete` removes the check from the engine, and after a re-list (`InitDone`) the engine
-//! drops every check of the scope the cache no longer holds. No finalizer is needed: nothing
+//! One bad object never stalls the others: the watch decodes each object on its own
+//! ([`GuardedCheck`]), so an object that does not deserialize under this schema fails neither
+//! the list nor the watch of its scope. [`ScopeWatch`] keeps it apart from the typed cache and
+//! hands the engine an `InvalidSpec` entry for it (published as `Ready=False` with the field
+//! path, counted in `invalid_objects` and `reconcile_errors_total{category="invalid_object"}`),
+//! while every other check of the scope is reconciled and probed, at start and after a re-list.
+//!
+//! Deletion: a `Delete` on the VoipCheck watch removes the check from the engine after the
+//! caches forgot it, and after a re-list (`InitDone`) the engine drops every check of the scope
+//! the caches no longer hold. A reconcile still reading Secrets when its check is deleted does
+//! not bring the entry back ([`Engine::upsert_current`]). No finalizer is needed: nothing
 //! outside this process must be cleaned up, and a finalizer would block deleting a VoipCheck
 //! (or its namespace) whenever the operator is not running.
+//!
+//! Load on the API server: at most [`CONCURRENCY`] reconciles (each reading a check's Secrets)
+//! run at once per scope, and the periodic resync of each check is spread over
+//! [RESYNC / 2, RESYNC × 3 / 2) by its uid ([`decide::resync_after`]), not one burst every
+//! [`RESYNC`].
 
 use super::decide;
 use super::engine::Engine;
-use super::error::{Error, Result, plan_error_label};
+use super::error::{Error, INVALID_OBJECT, Result, plan_error_label};
 use super::secrets;
-use crate::api::VoipCheck;
+use crate::api::{GuardedCheck, InvalidCheck, VoipCheck};
 use crate::check::{self, AllowList, CheckId};
 use crate::metrics::{Metrics, ReconcileResult};
 use futures::{Stream, StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::Secret;
 use kube::core::PartialObjectMeta;
-use kube::runtime::controller::{Action, Controller};
-use kube::runtime::reflector::ObjectRef;
+use kube::runtime::controller::{self as runtime, Action, Controller};
 use kube::runtime::reflector::store::Writer;
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, predicates, watcher};
-use kube::{Api, Client, ResourceExt};
+use kube::{Api, Client, Resource, ResourceExt};
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-/// How often a check is reconciled without a change: a fallback for missed watch events (e.g. a
-/// Secret changed while the watch was re-connecting). Each reconcile reads the check's Secrets
-/// once, so this bounds the operator's Secret reads to checks / 30 min.
+/// How often, on average, a check is reconciled without a change: a fallback for missed watch
+/// events (e.g. a Secret changed while the watch was re-connecting). Each reconcile reads the
+/// check's Secrets once, so this bounds the operator's Secret reads to checks / 30 min, spread
+/// evenly ([`decide::resync_after`]).
 pub const RESYNC: Duration = Duration::from_secs(30 * 60);
+
+/// Reconciles in flight at once per scope. Each reads its check's Secrets: after a re-list or a
+/// Secret change touching many checks, unbounded concurrency would send thousands of GETs at
+/// once, on the API flow the Lease renewals use.
+pub const CONCURRENCY: u16 = 16;
 
 /// The first retry after a failed reconcile; doubled per consecutive failure.
 pub const RETRY_MIN: Duration = Duration::from_secs(5);
@@ -73,6 +92,10 @@ impl Context {
 /// engine. A plan error (missing Secret or key, invalid spec, target not allowed) is not a
 /// reconcile error: it goes to the scheduler, which publishes `Ready=False` with the reason, and
 /// the Secret watch brings the check back here once the input is fixed.
+///
+/// The Secret reads take a while (long, when the API server is slow): a check deleted or
+/// recreated meanwhile is not scheduled again (its entry would be a zombie: probed, and its
+/// `Ready=False` alerting, with no object behind it).
 pub async fn reconcile(check: Arc<VoipCheck>, ctx: Arc<Context>) -> Result<Action> {
     let id = decide::check_id(&check)?;
     let secrets = secrets::fetch(&ctx.client, &id.namespace, &check.spec).await?;
@@ -84,10 +107,18 @@ pub async fn reconcile(check: Arc<VoipCheck>, ctx: Arc<Context>) -> Result<Actio
             ReconcileResult::Error(plan_error_label(error))
         }
     };
-    ctx.engine.upsert(decide::check_entry(&check, id, plan));
+    let entry = decide::check_entry(&check, id.clone(), plan);
+    if !ctx.engine.upsert_current(entry) {
+        tracing::debug!(check = %id, "deleted while reconciled: not scheduled");
+        return Ok(Action::await_change());
+    }
     ctx.metrics.record_reconcile(result);
     ctx.failures().remove(&ObjectRef::from_obj(check.as_ref()));
-    Ok(Action::requeue(RESYNC))
+    Ok(Action::requeue(decide::resync_after(
+        RESYNC,
+        check.metadata.uid.as_deref(),
+        &id,
+    )))
 }
 
 /// Logs and counts a failed reconcile and retries it with an exponential backoff.
@@ -118,9 +149,13 @@ pub fn retry_delay(attempt: u32) -> Duration {
     RETRY_MIN.saturating_mul(factor).min(RETRY_MAX)
 }
 
-/// Keeps the engine in step with deletions seen on the VoipCheck watch (after the reflector
-/// applied the event, so the cache already reflects it).
-pub fn forget_deleted(engine: &Engine, scope: Option<&str>, event: &watcher::Event<VoipCheck>) {
+/// Keeps the engine in step with deletions seen on the VoipCheck watch (after the caches
+/// applied the event, so they already reflect it).
+pub fn forget_deleted<K: Resource>(
+    engine: &Engine,
+    scope: Option<&str>,
+    event: &watcher::Event<K>,
+) {
     match event {
         watcher::Event::Delete(check) => {
             if let Some(namespace) = check.namespace() {
@@ -129,6 +164,109 @@ pub fn forget_deleted(engine: &Engine, scope: Option<&str>, event: &watcher::Eve
         }
         watcher::Event::InitDone => engine.prune(scope),
         _ => {}
+    }
+}
+
+/// One scope's VoipCheck watch applied to the caches and the engine. Typed objects go to the
+/// scope's reflector store and on to reconcile; an object that does not deserialize goes to
+/// the invalid index ([`super::cache::Checks::set_invalid`]) and, as an `InvalidSpec` entry,
+/// straight to the engine: there is nothing to read for it (no spec, no Secrets).
+///
+/// An object that turns invalid leaves the typed store (no reconcile runs on its old spec, a
+/// Secret change no longer maps to it); one that turns valid leaves the index.
+pub struct ScopeWatch {
+    ctx: Arc<Context>,
+    scope: Option<String>,
+    store: Writer<VoipCheck>,
+    reader: Store<VoipCheck>,
+    /// The invalid objects of a re-list in progress (`Init` .. `InitDone`).
+    relisted: Vec<(CheckId, InvalidCheck)>,
+}
+
+impl ScopeWatch {
+    pub fn new(ctx: Arc<Context>, scope: Option<String>, store: Writer<VoipCheck>) -> Self {
+        Self {
+            ctx,
+            scope,
+            reader: store.as_reader(),
+            store,
+            relisted: Vec::new(),
+        }
+    }
+
+    /// Applies one watch event; returns the typed object to reconcile, if any.
+    pub fn apply(&mut self, event: watcher::Event<GuardedCheck>) -> Option<VoipCheck> {
+        use watcher::Event::{Apply, Delete, Init, InitApply, InitDone};
+        let checks = self.ctx.engine.checks().clone();
+        let reconcile = match &event {
+            Init => {
+                self.relisted.clear();
+                self.store.apply_watcher_event(&Init);
+                None
+            }
+            InitApply(GuardedCheck(Ok(check))) => {
+                self.store.apply_watcher_event(&InitApply(check.clone()));
+                Some(check.clone())
+            }
+            InitApply(GuardedCheck(Err(invalid))) => {
+                if let Ok(id) = decide::object_id(&invalid.metadata) {
+                    self.relisted.push((id, invalid.clone()));
+                }
+                None
+            }
+            InitDone => {
+                self.store.apply_watcher_event(&InitDone);
+                let found = std::mem::take(&mut self.relisted);
+                for (id, invalid) in checks.relisted_invalid(self.scope.as_deref(), found) {
+                    self.schedule_invalid(id, &invalid);
+                }
+                None
+            }
+            Apply(GuardedCheck(Ok(check))) => {
+                self.store.apply_watcher_event(&Apply(check.clone()));
+                if let Ok(id) = decide::check_id(check) {
+                    checks.forget_invalid(&id);
+                }
+                Some(check.clone())
+            }
+            Apply(GuardedCheck(Err(invalid))) => {
+                if let Ok(id) = decide::object_id(&invalid.metadata) {
+                    let news = checks.set_invalid(&id, invalid.clone());
+                    self.forget_typed(&id);
+                    if news {
+                        self.schedule_invalid(id, invalid);
+                    }
+                }
+                None
+            }
+            Delete(object) => {
+                if let Ok(id) = decide::object_id(object.meta()) {
+                    self.forget_typed(&id);
+                    checks.forget_invalid(&id);
+                }
+                None
+            }
+        };
+        forget_deleted(&self.ctx.engine, self.scope.as_deref(), &event);
+        self.ctx.metrics.set_invalid_objects(checks.invalid_count());
+        reconcile
+    }
+
+    /// Drops the typed version of check `id` from the store, if it has one.
+    fn forget_typed(&mut self, id: &CheckId) {
+        let key = ObjectRef::new(&id.name).within(&id.namespace);
+        if let Some(typed) = self.reader.get(&key) {
+            self.store
+                .apply_watcher_event(&watcher::Event::Delete(typed.as_ref().clone()));
+        }
+    }
+
+    fn schedule_invalid(&self, id: CheckId, invalid: &InvalidCheck) {
+        tracing::warn!(check = %id, error = %invalid.error, "VoipCheck does not deserialize");
+        self.ctx.engine.upsert(decide::invalid_entry(id, invalid));
+        self.ctx
+            .metrics
+            .record_reconcile(ReconcileResult::Error(INVALID_OBJECT));
     }
 }
 
@@ -143,21 +281,19 @@ pub fn run(
     cache: Writer<VoipCheck>,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) -> impl Future<Output = ()> + Send {
-    let (checks_api, secrets_api): (Api<VoipCheck>, Api<PartialObjectMeta<Secret>>) = match &scope {
-        Some(namespace) => (
-            Api::namespaced(client.clone(), namespace),
-            Api::namespaced(client, namespace),
-        ),
-        None => (Api::all(client.clone()), Api::all(client)),
-    };
+    let (checks_api, secrets_api): (Api<GuardedCheck>, Api<PartialObjectMeta<Secret>>) =
+        match &scope {
+            Some(namespace) => (
+                Api::namespaced(client.clone(), namespace),
+                Api::namespaced(client, namespace),
+            ),
+            None => (Api::all(client.clone()), Api::all(client)),
+        };
     let reader = cache.as_reader();
-    let engine = ctx.engine.clone();
-    let deletion_scope = scope.clone();
+    let mut scope_watch = ScopeWatch::new(ctx.clone(), scope.clone(), cache);
     let checks = watcher(checks_api, watcher::Config::default())
         .default_backoff()
-        .reflect(cache)
-        .inspect_ok(move |event| forget_deleted(&engine, deletion_scope.as_deref(), event))
-        .applied_objects()
+        .try_filter_map(move |event| std::future::ready(Ok(scope_watch.apply(event))))
         // Status writes change the resourceVersion on every run; only spec changes (generation)
         // need a new plan.
         .predicate_filter(predicates::generation, Default::default());
@@ -173,6 +309,7 @@ pub fn run(
             let checks = mapper_cache.state();
             decide::referencing_checks(checks.iter().map(Arc::as_ref), &namespace, &name)
         })
+        .with_config(runtime::Config::default().concurrency(CONCURRENCY))
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx);
     log_outcomes(controller, scope)

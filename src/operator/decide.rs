@@ -4,11 +4,14 @@
 //! the deletion handling call these, and the unit tests below cover them without any API.
 
 use super::error::{Error, Result};
-use crate::api::{ConditionStatus, ConditionType, VoipCheck, VoipCheckStatus};
+use crate::api::{
+    ConditionStatus, ConditionType, InvalidCheck, InvalidSpec, VoipCheck, VoipCheckStatus,
+};
 use crate::check::{CheckId, Plan, PlanError};
 use crate::schedule::CheckEntry;
 use crate::status::Transition;
 use k8s_openapi::api::core::v1::ObjectReference;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Resource;
 use kube::runtime::events::{Event, EventType};
 use kube::runtime::reflector::ObjectRef;
@@ -25,8 +28,13 @@ const MAX_NOTE_BYTES: usize = 1024;
 
 /// The check an object is: its namespace and name.
 pub fn check_id(check: &VoipCheck) -> Result<CheckId> {
-    let name = check.metadata.name.clone().unwrap_or_default();
-    match &check.metadata.namespace {
+    object_id(&check.metadata)
+}
+
+/// The check an object with `metadata` is (also one that does not deserialize).
+pub fn object_id(metadata: &ObjectMeta) -> Result<CheckId> {
+    let name = metadata.name.clone().unwrap_or_default();
+    match &metadata.namespace {
         Some(namespace) => Ok(CheckId::new(namespace, name)),
         None => Err(Error::MissingNamespace(name)),
     }
@@ -40,10 +48,56 @@ pub fn check_entry(check: &VoipCheck, id: CheckId, plan: Result<Plan, PlanError>
         id,
         uid: check.metadata.uid.clone(),
         generation: check.metadata.generation,
-        spec: Arc::new(check.spec.clone()),
+        spec: Some(Arc::new(check.spec.clone())),
         plan,
         previous: check.status.clone(),
     }
+}
+
+/// What the scheduler receives for an object that does not deserialize: no spec, and a plan
+/// error that publishes `Ready=False` reason `InvalidSpec` naming the field, like any spec the
+/// validation refuses.
+pub fn invalid_entry(id: CheckId, check: &InvalidCheck) -> CheckEntry {
+    CheckEntry {
+        id,
+        uid: check.metadata.uid.clone(),
+        generation: check.metadata.generation,
+        spec: None,
+        plan: Err(PlanError::InvalidSpec(InvalidSpec(vec![
+            check.error.clone(),
+        ]))),
+        previous: check.status.clone(),
+    }
+}
+
+/// When an unchanged check is reconciled again: somewhere in [period / 2, period × 3 / 2),
+/// fixed per object by its uid (its name when it has none). One fixed period for all would
+/// bring every check's reconcile and Secret reads in one burst (10,000 of them every 30
+/// minutes, on the API flow the Lease renewals use); spread this way they arrive evenly, and
+/// each check still keeps one steady period.
+pub fn resync_after(period: Duration, uid: Option<&str>, id: &CheckId) -> Duration {
+    let seed = match uid {
+        Some(uid) => stable_hash(uid.as_bytes()),
+        None => stable_hash(format!("{}/{}", id.namespace, id.name).as_bytes()),
+    };
+    // The top 32 bits as a fraction in [0, 1), exact in f64.
+    let fraction = (seed >> 32) as f64 / (1u64 << 32) as f64;
+    period.mul_f64(0.5 + fraction)
+}
+
+/// 64-bit FNV-1a, then MurmurHash3's finalizer so that uids differing only in their last
+/// characters (as generated ones do) spread over the high bits too. Stable across processes
+/// and Rust versions (unlike `DefaultHasher`), so a check keeps its resync period across
+/// operator restarts.
+fn stable_hash(bytes: &[u8]) -> u64 {
+    let mut hash = bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
+        (hash ^ u64::from(*byte)).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    hash ^= hash >> 33;
+    hash = hash.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    hash ^= hash >> 33;
+    hash = hash.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    hash ^ (hash >> 33)
 }
 
 /// The server-side apply body for the status subresource: the whole status this operator owns.
@@ -270,7 +324,7 @@ mod tests {
         let entry = check_entry(&object, id.clone(), Err(error.clone()));
         assert_eq!(entry.id, id);
         assert_eq!(entry.generation, Some(3));
-        assert_eq!(*entry.spec, object.spec);
+        assert_eq!(entry.spec.as_deref(), Some(&object.spec));
         assert_eq!(entry.plan.unwrap_err(), error);
         assert_eq!(entry.previous, object.status);
     }
@@ -417,6 +471,61 @@ mod tests {
         let refs = referencing_checks(&checks, "telephony", "sip");
         assert_eq!(refs, vec![ObjectRef::new("a").within("telephony")]);
         assert!(referencing_checks(&checks, "telephony", "nothing").is_empty());
+    }
+
+    #[test]
+    fn resyncs_spread_over_half_to_one_and_a_half_periods_fixed_per_object() {
+        let period = Duration::from_secs(1800);
+        let id = CheckId::new("telephony", "cloud");
+        let table = [
+            (Some("6a1f2c3d-0000-4000-8000-000000000001"), 2548),
+            (Some("00000000-0000-4000-8000-000000000002"), 1594),
+            // Without a uid the name decides.
+            (None, 1886),
+        ];
+        for (uid, seconds) in table {
+            assert_eq!(resync_after(period, uid, &id).as_secs(), seconds, "{uid:?}");
+        }
+        // 10,000 checks: each tenth of the range gets its share, none falls outside.
+        let mut tenths = [0u32; 10];
+        for i in 0..10_000 {
+            let uid = format!("00000000-0000-4000-8000-{i:012x}");
+            let after = resync_after(period, Some(&uid), &id);
+            assert!(after >= period / 2 && after < period * 3 / 2, "{after:?}");
+            tenths[((after - period / 2).as_secs_f64() / period.as_secs_f64() * 10.0) as usize] +=
+                1;
+        }
+        assert!(tenths.iter().all(|n| (900..1100).contains(n)), "{tenths:?}");
+    }
+
+    #[test]
+    fn an_invalid_object_becomes_an_invalid_spec_entry_without_spec() {
+        let error =
+            crate::api::SpecError::new("spec.interval", "invalid type: integer, expected a string");
+        let mut metadata = ObjectMeta {
+            name: Some("cloud".into()),
+            namespace: Some("telephony".into()),
+            uid: Some("u-1".into()),
+            generation: Some(5),
+            ..ObjectMeta::default()
+        };
+        let invalid = InvalidCheck {
+            metadata: metadata.clone(),
+            error: error.clone(),
+            status: None,
+        };
+        let id = object_id(&metadata).unwrap();
+        let entry = invalid_entry(id.clone(), &invalid);
+        assert_eq!(entry.id, CheckId::new("telephony", "cloud"));
+        assert_eq!(entry.uid.as_deref(), Some("u-1"));
+        assert_eq!(entry.generation, Some(5));
+        assert!(entry.spec.is_none());
+        assert_eq!(
+            entry.plan.unwrap_err(),
+            PlanError::InvalidSpec(InvalidSpec(vec![error]))
+        );
+        metadata.namespace = None;
+        assert!(object_id(&metadata).is_err());
     }
 
     #[test]

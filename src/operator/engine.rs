@@ -59,13 +59,27 @@ impl Engine {
         }
     }
 
+    /// The caches the entries come from.
+    pub fn checks(&self) -> &Checks {
+        &self.checks
+    }
+
     /// A check is new or changed (or its Secrets are).
     pub fn upsert(&self, entry: CheckEntry) {
+        self.lock().insert(entry);
+    }
+
+    /// [`Engine::upsert`] for an entry computed from the object with `entry.uid`, only while the
+    /// cache still holds that object; `false` when dropped. Tested under the engine's lock,
+    /// which a deletion's [`Engine::remove`] takes after the cache forgot the object, so the
+    /// entry of a check deleted (or recreated) while it was being reconciled never comes back.
+    pub fn upsert_current(&self, entry: CheckEntry) -> bool {
         let mut state = self.lock();
-        if let Some(scheduler) = &state.scheduler {
-            scheduler.upsert(entry.clone());
+        if self.checks.uid(&entry.id).as_ref() != Some(&entry.uid) {
+            return false;
         }
-        state.entries.insert(entry.id.clone(), entry);
+        state.insert(entry);
+        true
     }
 
     /// A check was deleted: stop probing it and remove its metric series.
@@ -152,5 +166,14 @@ impl Engine {
         self.state
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+impl State {
+    fn insert(&mut self, entry: CheckEntry) {
+        if let Some(scheduler) = &self.scheduler {
+            scheduler.upsert(entry.clone());
+        }
+        self.entries.insert(entry.id.clone(), entry);
     }
 }

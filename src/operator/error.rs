@@ -40,6 +40,11 @@ impl Error {
     }
 }
 
+/// The category of a VoipCheck object that does not deserialize, for `reconcile_errors_total`
+/// (its status says `InvalidSpec` like a spec the validation refuses; this label tells the two
+/// apart: an object written under another schema).
+pub const INVALID_OBJECT: &str = "invalid_object";
+
 /// The category of a plan error, for `reconcile_errors_total`: the reconcile itself succeeds
 /// (the scheduler publishes `Ready=False`), but the check cannot run.
 pub fn plan_error_label(error: &PlanError) -> &'static str {

@@ -23,7 +23,7 @@ use super::cache::Checks;
 use super::decide::{self, FIELD_MANAGER, StatusDigest};
 use super::failure::{self, ApiFailure};
 use super::leader::Leadership;
-use crate::api::VoipCheck;
+use crate::api::GuardedCheck;
 use crate::check::CheckId;
 use crate::metrics::{Metrics, WriteKind};
 use crate::schedule::{Outbox, StatusUpdate};
@@ -157,7 +157,7 @@ impl StatusWriter {
         let id = update.id.clone();
         // The cached object says whether the status still has an object to go to: a check that
         // is gone was deleted, one with another uid was deleted and recreated since the run.
-        let cached_uid = self.checks.get(&id).map(|c| c.metadata.uid.clone());
+        let cached_uid = self.checks.uid(&id);
         match cached_uid {
             None => {
                 tracing::debug!(check = %id, "check deleted: status dropped");
@@ -255,7 +255,8 @@ impl StatusWriter {
     /// for as a precondition.
     async fn apply(&self, update: &StatusUpdate) -> Sent {
         let id = &update.id;
-        let api: Api<VoipCheck> = Api::namespaced(self.client.clone(), &id.namespace);
+        // The answer is the whole object, which may not deserialize (its status says why).
+        let api: Api<GuardedCheck> = Api::namespaced(self.client.clone(), &id.namespace);
         let params = PatchParams::apply(FIELD_MANAGER).force();
         let patch = Patch::Apply(decide::status_patch(&update.status, update.uid.as_deref()));
         match tokio::time::timeout(WRITE_TIMEOUT, api.patch_status(&id.name, &params, &patch)).await

@@ -38,7 +38,8 @@ pub struct CheckEntry {
     /// recreated under the same name.
     pub uid: Option<String>,
     pub generation: Option<i64>,
-    pub spec: Arc<VoipCheckSpec>,
+    /// `None` for an object that does not deserialize: its plan is `Err(InvalidSpec)`.
+    pub spec: Option<Arc<VoipCheckSpec>>,
     /// `Err` publishes `Ready=False` (CredentialsMissing, InvalidSpec, ...) once and probes nothing.
     pub plan: Result<Plan, PlanError>,
     /// The status already on the object, so conditions keep their lastTransitionTime across

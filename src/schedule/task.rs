@@ -232,7 +232,7 @@ impl Check {
         let entry = &self.entry;
         let (status, transitions) = status::next_status(
             self.previous.as_ref(),
-            &entry.spec,
+            entry.spec.as_deref(),
             verdict,
             report,
             entry.generation,

@@ -173,7 +173,7 @@ fn entry(name: &str, interval_secs: u64) -> CheckEntry {
         id,
         uid: None,
         generation: Some(1),
-        spec: spec(interval_secs),
+        spec: Some(spec(interval_secs)),
         previous: None,
     }
 }

@@ -195,7 +195,7 @@ fn apply(
             id: file_check.id.clone(),
             uid: None,
             generation: None,
-            spec: Arc::new(file_check.check.spec.clone()),
+            spec: Some(Arc::new(file_check.check.spec.clone())),
             plan: plan(file_check, &manifests.secrets, allow),
             previous: None,
         });

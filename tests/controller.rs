@@ -1,0 +1,359 @@
+//! The whole operator (`operator::run`) against the in-test API server (`support::fake_api`):
+//! watches with resourceVersions, relists after 410, server-side apply of the status, Leases;
+//! the probes run for real against nginx. Each test is a fault the controller must survive.
+
+mod support;
+
+use http::Method;
+use serde_json::{Value, json};
+use std::time::Duration;
+use support::fake_api::{FakeApi, Fault, Kind, Matcher};
+use support::nginx::Nginx;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use voipcheck::check::AllowList;
+use voipcheck::operator::leader::LeaseConfig;
+use voipcheck::operator::{Clients, OperatorConfig};
+
+const NS: &str = "telephony";
+/// Longer than a first run (somewhere in the first 5 s interval) plus its 2 s timeout.
+const WAIT: Duration = Duration::from_secs(15);
+
+/// A web check of `url`, every 5 s.
+fn web_check(name: &str, url: &str) -> Value {
+    json!({
+        "apiVersion": "voipcheck.io/v1alpha1", "kind": "VoipCheck",
+        "metadata": { "name": name, "namespace": NS },
+        "spec": {
+            "target": { "kind": "Portal", "name": name },
+            "interval": "5s", "timeout": "2s",
+            "http": [ { "name": "ui", "url": url } ]
+        }
+    })
+}
+
+/// A SIP trunk check whose REGISTER password is in Secret `secret` (its plan reads it).
+fn trunk_check(name: &str, secret: &str) -> Value {
+    json!({
+        "apiVersion": "voipcheck.io/v1alpha1", "kind": "VoipCheck",
+        "metadata": { "name": name, "namespace": NS },
+        "spec": {
+            "target": { "kind": "ConnectTrunk", "name": name },
+            "interval": "5s", "timeout": "2s",
+            "sip": {
+                "server": "sip:127.0.0.1:9",
+                "register": { "username": "monitor", "credentialsSecretRef": { "name": secret, "key": "password" } }
+            }
+        }
+    })
+}
+
+/// A check written under an older schema: `interval` as a number of seconds.
+fn bad_check(name: &str, url: &str) -> Value {
+    let mut check = web_check(name, url);
+    check["spec"]["interval"] = json!(30);
+    check
+}
+
+/// The operator running against `api`, watching [`NS`]; stopped when dropped.
+struct Operator {
+    metrics_port: u16,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<voipcheck::operator::Result<()>>,
+}
+
+impl Operator {
+    fn start(api: &FakeApi) -> Operator {
+        let metrics_port = support::free_port();
+        let config = OperatorConfig {
+            namespaces: vec![NS.into()],
+            allow: AllowList::parse(&[]).unwrap(),
+            metrics_addr: ([127, 0, 0, 1], metrics_port).into(),
+            location: "test".into(),
+            max_concurrent_probes: 8,
+            lease: LeaseConfig {
+                name: "voipcheck-operator".into(),
+                namespace: "ops".into(),
+                identity: "test-0".into(),
+                timings: Default::default(),
+            },
+        };
+        let clients = Clients::from_config(api.config()).unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(voipcheck::operator::run(clients, config, async {
+            let _ = stopped.await;
+        }));
+        Operator {
+            metrics_port,
+            stop: Some(stop),
+            task,
+        }
+    }
+
+    /// `GET path` on the metrics endpoint: status code and body.
+    async fn get(&self, path: &str) -> Option<(u16, String)> {
+        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", self.metrics_port))
+            .await
+            .ok()?;
+        let request = format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.ok()?;
+        let mut response = String::new();
+        stream.read_to_string(&mut response).await.ok()?;
+        let code = response.get(9..12)?.parse().ok()?;
+        let body = response.split_once("\r\n\r\n")?.1.to_owned();
+        Some((code, body))
+    }
+
+    async fn metrics(&self) -> String {
+        self.get("/metrics")
+            .await
+            .map(|(_, body)| body)
+            .unwrap_or_default()
+    }
+
+    async fn wait_ready(&self) {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while self.get("/readyz").await.map(|(code, _)| code) != Some(200) {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "/readyz never turned ready"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        tokio::time::timeout(WAIT, &mut self.task)
+            .await
+            .expect("the operator stops")
+            .unwrap()
+            .expect("a clean shutdown");
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// The value of the first sample of `metric` whose labels contain all `labels`.
+fn sample(text: &str, metric: &str, labels: &[&str]) -> Option<f64> {
+    text.lines()
+        .filter(|l| l.starts_with(metric) && l[metric.len()..].starts_with(['{', ' ']))
+        .find(|l| labels.iter().all(|label| l.contains(label)))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
+/// Asserts that `metric` with `labels` has the value `expected`.
+fn assert_sample(metrics: &str, metric: &str, labels: &[&str], expected: f64) {
+    assert_eq!(
+        sample(metrics, metric, labels),
+        Some(expected),
+        "{metric} {labels:?} in {metrics}"
+    );
+}
+
+/// Whether check `name` has been probed: its status has a `lastRun`.
+fn probed(api: &FakeApi, name: &str) -> bool {
+    api.status(NS, name)
+        .is_some_and(|s| s.get("lastRun").is_some())
+}
+
+/// The status the bad object must carry: Ready=False InvalidSpec naming the field, the verdict
+/// that it cannot run, nothing probed.
+fn assert_invalid_spec_status(api: &FakeApi, name: &str, generation: i64) {
+    let mut status = api.status(NS, name).expect("a status on the bad object");
+    for condition in status["conditions"].as_array_mut().unwrap() {
+        assert!(condition["lastTransitionTime"].is_string(), "{condition}");
+        condition["lastTransitionTime"] = json!("<time>");
+    }
+    let why = "spec.interval: invalid type: integer, expected a string";
+    assert_eq!(
+        status,
+        json!({
+            "observedGeneration": generation,
+            "conditions": [
+                {
+                    "type": "Ready", "status": "False", "reason": "InvalidSpec", "message": why,
+                    "observedGeneration": generation, "lastTransitionTime": "<time>"
+                },
+                {
+                    "type": "HotlineReportable", "status": "False", "reason": "ConfigurationProblem",
+                    "message": format!("the check cannot run: {why}"),
+                    "observedGeneration": generation, "lastTransitionTime": "<time>"
+                }
+            ]
+        })
+    );
+}
+
+/// Item 3: before, the one bad object failed the list of its scope: nothing was probed and
+/// /readyz never turned ready.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_bad_object_among_five_is_reported_on_itself_and_the_others_are_probed() {
+    let nginx = Nginx::start();
+    let url = nginx.http_url("/").to_string();
+    let api = FakeApi::start();
+    let good = ["a", "b", "c", "d"];
+    for name in good {
+        api.insert(web_check(name, &url));
+    }
+    let bad = api.insert(bad_check("old", &url));
+    let operator = Operator::start(&api);
+
+    operator.wait_ready().await;
+    api.wait_until("four checks probed", WAIT, |api| {
+        good.iter().all(|name| probed(api, name)).then_some(())
+    })
+    .await;
+    api.wait_until("the bad object's status", WAIT, |api| api.status(NS, "old"))
+        .await;
+    assert_invalid_spec_status(&api, "old", 1);
+    // Written for that object: its uid is the apply's precondition.
+    let apply = api
+        .wait_for_request(
+            &Matcher::request(Method::PATCH, "/voipchecks/old/status"),
+            WAIT,
+        )
+        .await;
+    assert_eq!(apply.body["metadata"]["uid"], bad["metadata"]["uid"]);
+    api.wait_until(
+        "a Warning Event InvalidSpec on the bad object",
+        WAIT,
+        |api| {
+            api.events(NS)
+                .into_iter()
+                .find(|e| e["regarding"]["name"] == "old" && e["reason"] == "InvalidSpec")
+        },
+    )
+    .await;
+    let metrics = operator.metrics().await;
+    assert_sample(&metrics, "voipcheck_invalid_objects", &[], 1.0);
+    assert_sample(
+        &metrics,
+        "voipcheck_reconcile_errors_total",
+        &["category=\"invalid_object\""],
+        1.0,
+    );
+
+    // Fixed by its owner: a new generation, reconciled and probed like the others.
+    api.replace(web_check("old", &url));
+    api.wait_until("the fixed object probed", WAIT, |api| {
+        probed(api, "old").then_some(())
+    })
+    .await;
+    let ready = &api.status(NS, "old").unwrap()["conditions"][0];
+    assert_eq!(
+        (&ready["type"], &ready["status"]),
+        (&json!("Ready"), &json!("True"))
+    );
+    let metrics = operator.metrics().await;
+    assert_sample(&metrics, "voipcheck_invalid_objects", &[], 0.0);
+    operator.stop().await;
+}
+
+/// Item 3 after a relist: before, the list after a 410 failed on the bad object again and
+/// again, so the cache froze: a check created meanwhile was never probed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_relist_a_bad_object_freezes_nothing() {
+    let nginx = Nginx::start();
+    let url = nginx.http_url("/").to_string();
+    let api = FakeApi::start_with_bookmarks(Duration::from_millis(200));
+    api.insert(web_check("a", &url));
+    api.insert(web_check("gone", &url));
+    let operator = Operator::start(&api);
+    operator.wait_ready().await;
+    api.wait_until("the first checks probed", WAIT, |api| {
+        (probed(api, "a") && probed(api, "gone")).then_some(())
+    })
+    .await;
+
+    // While the watch is down, one object goes bad and one is deleted; the history is
+    // compacted, so the watch must relist.
+    api.drop_watches();
+    api.compact();
+    api.delete(Kind::VoipCheck, NS, "gone");
+    api.replace(bad_check("a", &url));
+    api.insert(web_check("new", &url));
+    api.wait_until("the check created after the relist probed", WAIT, |api| {
+        probed(api, "new").then_some(())
+    })
+    .await;
+    api.wait_until("the bad object's InvalidSpec status", WAIT, |api| {
+        let reason = api.status(NS, "a")?["conditions"][0]["reason"].clone();
+        (reason == "InvalidSpec").then_some(())
+    })
+    .await;
+    let status = api.status(NS, "a").unwrap();
+    assert_eq!(status["observedGeneration"], 2, "{status:#}");
+    assert_eq!(
+        status["conditions"][0]["message"],
+        "spec.interval: invalid type: integer, expected a string"
+    );
+    let metrics = operator.metrics().await;
+    assert_sample(&metrics, "voipcheck_invalid_objects", &[], 1.0);
+    // The deleted check is no longer probed (its series are gone).
+    assert!(!metrics.contains("name=\"gone\""), "{metrics}");
+    assert_sample(&metrics, "voipcheck_checks", &[], 2.0);
+    operator.stop().await;
+}
+
+/// Item 5: before, a check deleted while its Secret was being read was upserted once the read
+/// returned, a zombie probed and alerting with no object behind it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_check_deleted_while_its_secret_is_read_is_not_scheduled_again() {
+    let api = FakeApi::start();
+    api.insert(trunk_check("trunk", "trunk-sip"));
+    let secret_read = Matcher::request(Method::GET, "/secrets/trunk-sip");
+    let hang = api.inject(secret_read.clone(), Fault::Hang);
+    let operator = Operator::start(&api);
+    api.wait_for_request(&secret_read, WAIT).await;
+    operator.wait_ready().await;
+    api.wait_until("leading", WAIT, |api| {
+        let lease = api.lease("ops", "voipcheck-operator")?;
+        (lease["spec"]["holderIdentity"] == "test-0").then_some(())
+    })
+    .await;
+
+    api.delete(Kind::VoipCheck, NS, "trunk");
+    // The deletion reaches the operator's cache, then the read returns (404: no such Secret).
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    api.clear_fault(hang);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let metrics = operator.metrics().await;
+    assert!(!metrics.contains("name=\"trunk\""), "{metrics}");
+    assert_sample(&metrics, "voipcheck_checks", &[], 0.0);
+    operator.stop().await;
+}
+
+/// Item 5: before, every check was reconciled at once (after a relist: a Secret GET per check,
+/// thousands in one burst); now at most `controller::CONCURRENCY` at a time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconciles_are_bounded_in_concurrency() {
+    let api = FakeApi::start();
+    for i in 0..40 {
+        api.insert(trunk_check(&format!("trunk-{i}"), &format!("sip-{i}")));
+    }
+    let secret_reads = Matcher::when(|r| r.method == Method::GET && r.path.contains("/secrets/"));
+    api.inject(secret_reads.clone(), Fault::Hang);
+    let operator = Operator::start(&api);
+    api.wait_until("16 Secret reads", WAIT, |api| {
+        (api.requests_matching(&secret_reads).len() >= 16).then_some(())
+    })
+    .await;
+    // All of them hang: no reconcile finishes, so no further one may start.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        api.requests_matching(&secret_reads).len(),
+        usize::from(voipcheck::operator::controller::CONCURRENCY)
+    );
+    api.clear_faults();
+    api.wait_until("every check's Secret read", WAIT, |api| {
+        (api.requests_matching(&secret_reads).len() == 40).then_some(())
+    })
+    .await;
+    operator.stop().await;
+}
