@@ -148,6 +148,7 @@ fn every_panel_uses_the_variables_and_fits_the_grid() {
         "voipcheck_api_write_failures_total",
         "voipcheck_events_dropped_total",
         "voipcheck_build_info",
+        "voipcheck_invalid_objects",
     ];
     let mut ids = BTreeSet::new();
     let mut cells: Vec<(String, [u64; 4])> = Vec::new();
