@@ -252,6 +252,33 @@ async fn one_bad_object_among_five_is_reported_on_itself_and_the_others_are_prob
     );
     let metrics = operator.metrics().await;
     assert_sample(&metrics, "voipcheck_invalid_objects", &[], 0.0);
+
+    // One that goes bad on the open watch is reported at once, and its old spec is no longer
+    // probed (the last run stays in `lastRun`).
+    api.replace(bad_check("b", &url));
+    let ready = api
+        .wait_until("b reported invalid", WAIT, |api| {
+            let status = api.status(NS, "b")?;
+            let ready = status["conditions"][0].clone();
+            (ready["reason"] == "InvalidSpec" && status["observedGeneration"] == 2).then_some(ready)
+        })
+        .await;
+    assert_eq!(
+        ready["message"],
+        "spec.interval: invalid type: integer, expected a string"
+    );
+    let metrics = operator.metrics().await;
+    assert_sample(&metrics, "voipcheck_invalid_objects", &[], 1.0);
+    assert_sample(
+        &metrics,
+        "voipcheck_condition",
+        &["name=\"b\"", "type=\"Ready\"", "reason=\"InvalidSpec\""],
+        1.0,
+    );
+    assert!(
+        !metrics.contains("name=\"b\",namespace=\"telephony\",probe="),
+        "{metrics}"
+    );
     operator.stop().await;
 }
 

@@ -127,3 +127,64 @@ fn same_version(a: &InvalidCheck, b: &InvalidCheck) -> bool {
 
 /// How often readiness is asked again while waiting.
 const READY_RECHECK: Duration = Duration::from_millis(250);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::SpecError;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+    fn invalid(namespace: &str, name: &str, generation: i64) -> (CheckId, InvalidCheck) {
+        let metadata = ObjectMeta {
+            name: Some(name.into()),
+            namespace: Some(namespace.into()),
+            uid: Some(format!("uid-{name}")),
+            generation: Some(generation),
+            ..ObjectMeta::default()
+        };
+        let error = SpecError::new("spec.interval", "invalid type: integer, expected a string");
+        let check = InvalidCheck {
+            metadata,
+            error,
+            status: None,
+        };
+        (CheckId::new(namespace, name), check)
+    }
+
+    #[test]
+    fn invalid_objects_exist_and_only_a_new_version_is_news() {
+        let checks = Checks::new(Vec::new());
+        let (x, bad) = invalid("a", "x", 1);
+        assert!(!checks.contains(&x));
+        assert!(checks.set_invalid(&x, bad.clone()));
+        assert!(
+            !checks.set_invalid(&x, bad),
+            "the same version again (a status write)"
+        );
+        assert!(checks.contains(&x));
+        assert_eq!(checks.uid(&x), Some(Some("uid-x".into())));
+        assert!(
+            checks.set_invalid(&x, invalid("a", "x", 2).1),
+            "edited, still invalid"
+        );
+
+        // A re-list of namespace a finds y only: x is gone, y is news, namespace b is untouched.
+        let (z, other) = invalid("b", "z", 1);
+        checks.set_invalid(&z, other);
+        let (y, found) = invalid("a", "y", 1);
+        let news = checks.relisted_invalid(Some("a"), vec![(y.clone(), found.clone())]);
+        assert_eq!(news, vec![(y.clone(), found.clone())]);
+        assert!(!checks.contains(&x));
+        assert!(checks.contains(&z));
+        assert_eq!(checks.invalid_count(), 2);
+        assert!(
+            checks
+                .relisted_invalid(Some("a"), vec![(y.clone(), found)])
+                .is_empty()
+        );
+
+        assert!(checks.forget_invalid(&y));
+        assert!(!checks.forget_invalid(&y));
+        assert_eq!(checks.uid(&y), None);
+    }
+}

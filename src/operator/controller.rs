@@ -197,7 +197,8 @@ impl ScopeWatch {
     /// Applies one watch event; returns the typed object to reconcile, if any.
     pub fn apply(&mut self, event: watcher::Event<GuardedCheck>) -> Option<VoipCheck> {
         use watcher::Event::{Apply, Delete, Init, InitApply, InitDone};
-        let checks = self.ctx.engine.checks().clone();
+        let ctx = self.ctx.clone();
+        let checks = ctx.engine.checks();
         let reconcile = match &event {
             Init => {
                 self.relisted.clear();
