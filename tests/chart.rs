@@ -296,15 +296,14 @@ fn watch_rules() -> BTreeSet<Rule> {
 }
 
 /// The Lease: created once, then read and renewed by updates that carry its resourceVersion
-/// (a late renewal fails instead of overwriting another holder), by name where RBAC allows;
-/// patch until kube-lease-manager's blind PATCH renewals are gone.
+/// (a late renewal fails instead of overwriting another holder), by name where RBAC allows.
 fn lease_rules() -> BTreeSet<Rule> {
     BTreeSet::from([
         rule("coordination.k8s.io", "leases", &["create"], &[]),
         rule(
             "coordination.k8s.io",
             "leases",
-            &["get", "patch", "update"],
+            &["get", "update"],
             &["prod-voipcheck"],
         ),
     ])
