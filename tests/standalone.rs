@@ -252,6 +252,13 @@ fn an_outage_of_the_registrar_turns_reportable_and_recovers() {
         Some(0.0),
         "{metrics}"
     );
+    // The one process probing these checks leads its location: no VoipCheckNoLeader.
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("voipcheck_leader{") && l.ends_with(" 1")),
+        "{metrics}"
+    );
 
     // The registrar goes away: after failureThreshold (2) failed runs, not after the first.
     kamailio.daemon.stop();

@@ -71,6 +71,9 @@ pub async fn run(options: Options) -> Result<(), RunError> {
         None => None,
     };
     let metrics = Metrics::new(&options.location);
+    // No Lease: this process alone probes the file's checks, as a leader does, and says so
+    // (VoipCheckNoLeader watches `voipcheck_leader` per location).
+    metrics.set_leader(true);
     let health = Health::default();
     let outbox = Arc::new(Outbox::new());
     let printer = tokio::spawn(print_transitions(outbox.clone(), options.format));
