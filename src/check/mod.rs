@@ -8,7 +8,9 @@ pub mod secrets;
 
 pub use allow::AllowList;
 pub use plan::{Plan, PlanError, PlannedProbe, plan};
-pub use run::{ProbeKind, ProbeOutcome, ProbeRun, RunReport, run};
+pub use run::{
+    ProbeKind, ProbeOutcome, ProbeRun, RunReport, measure_nat_binding, run, run_with_nat_binding,
+};
 pub use secrets::{SecretLookup, SecretSource, StaticSecrets};
 
 use std::fmt;

@@ -32,6 +32,10 @@ pub struct Plan {
     pub probes: Vec<PlannedProbe>,
     /// The independent probe that tells a local network problem from a provider outage.
     pub control: Option<PlannedProbe>,
+    /// The NAT binding measurement (the STUN probe idling for the phones' keep-alive), when
+    /// asked for. It lasts the keep-alive interval and more, so it runs on its own cadence, not
+    /// in the check's runs: see [`super::run::measure_nat_binding`].
+    pub nat_binding: Option<stun::StunConfig>,
     pub policy: Policy,
 }
 
@@ -170,6 +174,7 @@ pub fn plan(
             config,
         });
     }
+    let mut nat_binding = None;
     if let Some(stun_check) = &spec.stun {
         let config = stun::StunConfig {
             servers: stun_check.servers.clone(),
@@ -184,7 +189,13 @@ pub fn plan(
                 .map(|n| n.keepalive_interval.get()),
         };
         config.validate().map_err(|e| refused("spec.stun", e))?;
-        probes.push(PlannedProbe::Stun(config));
+        if config.nat_binding.is_some() {
+            nat_binding = Some(config.clone());
+        }
+        probes.push(PlannedProbe::Stun(stun::StunConfig {
+            nat_binding: None,
+            ..config
+        }));
     }
     let control = match &spec.control {
         Some(control) => Some(match (&control.url, &control.stun_server) {
@@ -220,6 +231,7 @@ pub fn plan(
         timeout,
         probes,
         control,
+        nat_binding,
         policy: policy(spec),
     })
 }
@@ -483,7 +495,14 @@ mod tests {
             panic!("{:?}", plan.probes[3]);
         };
         assert_eq!(stun.servers.len(), 2);
-        assert_eq!(stun.nat_binding, Some(Duration::from_secs(60)));
+        // The NAT binding is measured apart from the runs, with the same servers.
+        assert_eq!(stun.nat_binding, None);
+        let nat = plan
+            .nat_binding
+            .as_ref()
+            .expect("a NAT binding measurement");
+        assert_eq!(nat.nat_binding, Some(Duration::from_secs(60)));
+        assert_eq!(nat.servers, stun.servers);
         let Some(PlannedProbe::Http { name, config }) = &plan.control else {
             panic!("{:?}", plan.control);
         };

@@ -147,6 +147,57 @@ pub async fn run(dns: &Dns, plan: &Plan) -> RunReport {
     }
 }
 
+/// Measures the NAT binding of `plan`, if it asks for that: the STUN probe with the
+/// keep-alive idle (RFC 5780 §4.6), bounded by [`probe_bound`]. It takes the keep-alive
+/// interval and more (60 s by default), so the scheduler runs it on its own cadence beside the
+/// check's runs, and [`RunReport::with_nat_binding`] brings its result into a run's report.
+pub async fn measure_nat_binding(dns: &Dns, plan: &Plan) -> Option<ProbeRun> {
+    let config = plan.nat_binding.clone()?;
+    let probe = PlannedProbe::Stun(config);
+    let bound = probe_bound(&probe, plan.timeout);
+    let (outcome, duration) = run_probe(dns.clone(), probe.clone(), bound)
+        .instrument(tracing::debug_span!("nat binding", check = %plan.id))
+        .await;
+    Some(ProbeRun {
+        name: probe.name(),
+        kind: probe.kind(),
+        outcome,
+        duration,
+    })
+}
+
+/// The run's probes and, at the same time, its NAT binding measurement: one complete run, as
+/// `voipcheck run --once` makes it.
+pub async fn run_with_nat_binding(dns: &Dns, plan: &Plan) -> RunReport {
+    let (report, measured) = tokio::join!(run(dns, plan), measure_nat_binding(dns, plan));
+    match measured {
+        Some(measured) => report.with_nat_binding(&measured),
+        None => report,
+    }
+}
+
+impl RunReport {
+    /// This run's report with the NAT binding `measured` apart from it (the same STUN servers):
+    /// its STUN probe carries the measurement's result. A measurement that could not be made
+    /// adds nothing.
+    pub fn with_nat_binding(mut self, measured: &ProbeRun) -> Self {
+        let ProbeOutcome::Stun(measured) = &measured.outcome else {
+            return self;
+        };
+        let stun = self.probes.iter_mut().find(|p| p.kind == ProbeKind::Stun);
+        if let Some(ProbeRun {
+            outcome: ProbeOutcome::Stun(outcome),
+            ..
+        }) = stun
+            && measured.nat_binding.is_some()
+        {
+            outcome.nat_binding = measured.nat_binding.clone();
+            outcome.nat_behaviour = measured.nat_behaviour.clone();
+        }
+        self
+    }
+}
+
 /// Runs one probe within `bound` (+ [`GRACE`]) and measures it.
 async fn run_probe(dns: Dns, probe: PlannedProbe, bound: Duration) -> (ProbeOutcome, Duration) {
     let start = Instant::now();

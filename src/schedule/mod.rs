@@ -10,6 +10,7 @@
 //! line) may be slow or stuck, as an API server under load is, and probing never waits for it.
 //! The outbox keeps the newest status per check, so nothing queues without bound.
 
+mod nat;
 mod outbox;
 mod slots;
 mod task;
@@ -17,7 +18,7 @@ mod task;
 pub use outbox::{MAX_TRANSITIONS, Outbox};
 
 use crate::api::{VoipCheckSpec, VoipCheckStatus};
-use crate::check::{self, CheckId, Plan, PlanError, RunReport};
+use crate::check::{self, CheckId, Plan, PlanError, ProbeRun, RunReport};
 use crate::metrics::Metrics;
 use crate::probe::dns::Dns;
 use crate::status::Transition;
@@ -99,6 +100,12 @@ struct CheckHandle {
 /// driven double in the timing tests.
 trait Runner: Send + Sync + 'static {
     fn run<'a>(&'a self, plan: &'a Plan) -> Pin<Box<dyn Future<Output = RunReport> + Send + 'a>>;
+
+    /// The plan's NAT binding measurement ([`check::measure_nat_binding`]).
+    fn measure_nat_binding<'a>(
+        &'a self,
+        plan: &'a Plan,
+    ) -> Pin<Box<dyn Future<Output = Option<ProbeRun>> + Send + 'a>>;
 }
 
 /// The real probes.
@@ -109,6 +116,13 @@ struct Probes {
 impl Runner for Probes {
     fn run<'a>(&'a self, plan: &'a Plan) -> Pin<Box<dyn Future<Output = RunReport> + Send + 'a>> {
         Box::pin(check::run(&self.dns, plan))
+    }
+
+    fn measure_nat_binding<'a>(
+        &'a self,
+        plan: &'a Plan,
+    ) -> Pin<Box<dyn Future<Output = Option<ProbeRun>> + Send + 'a>> {
+        Box::pin(check::measure_nat_binding(&self.dns, plan))
     }
 }
 

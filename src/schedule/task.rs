@@ -5,6 +5,7 @@
 //! spec and exist only once: a check never runs twice at the same time because only this loop
 //! runs it, and it awaits each run before looking at the clock again.
 
+use super::nat::NatMeasurement;
 use super::{CheckEntry, Resumable, Shared, StatusUpdate, slots};
 use crate::api::VoipCheckStatus;
 use crate::check::{Plan, PlanError, RunReport};
@@ -129,6 +130,8 @@ impl Check {
         // interval_at panics on zero; a validated spec has at least 5 s.
         let interval = interval.max(Duration::from_millis(1));
         self.shared.metrics.set_interval(&self.entry.id, interval);
+        // Measures beside the runs for as long as this entry runs on this timer.
+        let nat = NatMeasurement::start(&self.shared, &self.entry);
         let offset = slots::offset(&self.entry.id, interval);
         let first = slots::first_due(self.shared.origin, Instant::now(), offset, interval);
         let mut ticks = time::interval_at(first, interval);
@@ -164,7 +167,7 @@ impl Check {
                     };
                     // Boxed: a run's state is large and lives for milliseconds, while 10,000
                     // idle checks would each carry its size in their task.
-                    if !Box::pin(self.run(due, plan, stopping)).await {
+                    if !Box::pin(self.run(due, plan, nat.as_ref(), stopping)).await {
                         return Next::Stop;
                     }
                 }
@@ -206,6 +209,7 @@ impl Check {
         &mut self,
         due: Instant,
         plan: &Plan,
+        nat: Option<&NatMeasurement>,
         stopping: &mut watch::Receiver<bool>,
     ) -> bool {
         let permit = tokio::select! {
@@ -218,12 +222,22 @@ impl Check {
         };
         let lag = Instant::now().saturating_duration_since(due);
         self.shared.metrics.observe_schedule_lag(lag);
-        let report = self.shared.runner.run(plan).await;
+        let mut judged = self.shared.runner.run(plan).await;
         drop(permit);
+        // The NAT binding measured beside the runs: every run shows the latest result, the
+        // verdict judges each result once.
+        let mut shown = None;
+        if let Some((Some(measured), fresh)) = nat.map(NatMeasurement::take) {
+            let merged = judged.clone().with_nat_binding(&measured);
+            match fresh {
+                true => judged = merged,
+                false => shown = Some(merged),
+            }
+        }
         let now = SystemTime::now();
-        let (history, verdict) = verdict::evaluate(&plan.policy, &self.history, &report, now);
+        let (history, verdict) = verdict::evaluate(&plan.policy, &self.history, &judged, now);
         self.history = history;
-        self.publish(Some(&report), &verdict, now)
+        self.publish(Some(shown.as_ref().unwrap_or(&judged)), &verdict, now)
     }
 
     /// Records metrics and hands over the status after `verdict`; `false` when the check was

@@ -39,6 +39,8 @@ struct RunRecord {
 #[derive(Default)]
 struct Recorder {
     runs: Mutex<Vec<RunRecord>>,
+    /// NAT binding measurements, as (start, end).
+    measurements: Mutex<Vec<(Instant, Instant)>>,
     durations: Mutex<HashMap<CheckId, Duration>>,
     in_flight: AtomicUsize,
     max_in_flight: AtomicUsize,
@@ -90,6 +92,21 @@ impl Runner for RecordingRunner {
                 probes: Vec::new(),
                 control: None,
             }
+        })
+    }
+
+    /// Takes the NAT binding's idle time plus its timeouts, as the real one does.
+    fn measure_nat_binding<'a>(
+        &'a self,
+        plan: &'a Plan,
+    ) -> Pin<Box<dyn Future<Output = Option<ProbeRun>> + Send + 'a>> {
+        Box::pin(async move {
+            let config = plan.nat_binding.as_ref()?;
+            let start = Instant::now();
+            tokio::time::sleep(config.nat_binding? + 4 * plan.timeout).await;
+            let measured = (start, Instant::now());
+            self.0.measurements.lock().unwrap().push(measured);
+            None
         })
     }
 }
@@ -155,6 +172,7 @@ fn plan(id: &CheckId, interval: Duration) -> Plan {
         timeout: 2 * SECOND,
         probes: Vec::new(),
         control: None,
+        nat_binding: None,
         policy: Policy {
             target: TargetKind::Cloud,
             failure_threshold: 1,
@@ -461,6 +479,58 @@ async fn shutdown_waits_for_runs_in_flight_and_starts_none() {
     assert!(received.iter().any(|u| u.id == id));
     tokio::time::sleep(Duration::from_secs(60)).await;
     assert_eq!(recorder.runs().len(), runs);
+}
+
+/// The NAT binding measurement idles for the keep-alive (60 s) beside the runs: the check's
+/// probes keep their 10 s interval, start on time, and it takes no run permit (before, it ran
+/// inside the run, which then lasted 68 s and held a permit: a run every 68 s, ~58 s "late").
+#[tokio::test(start_paused = true)]
+async fn a_nat_binding_measurement_runs_beside_the_runs_and_delays_none() {
+    let harness = Harness::new(1);
+    let mut nat = entry("nat", 10);
+    let Ok(plan) = &mut nat.plan else {
+        unreachable!()
+    };
+    plan.nat_binding = Some(crate::probe::stun::StunConfig {
+        servers: vec!["stun.example.net".into()],
+        transport: crate::probe::stun::StunTransport::Udp,
+        timeout: plan.timeout,
+        nat_binding: Some(Duration::from_secs(60)),
+    });
+    let id = nat.id.clone();
+    harness.scheduler.upsert(nat);
+    // A second check shares the one permit: the measurement must not hold it.
+    let other = entry("other", 10);
+    let other_id = other.id.clone();
+    harness.scheduler.upsert(other);
+    let origin = harness.origin();
+    let end = origin + Duration::from_secs(150);
+    tokio::time::sleep_until(end).await;
+
+    let every_10s = |id: &CheckId| -> Vec<Instant> {
+        let first = origin + slots::offset(id, Duration::from_secs(10));
+        (0..)
+            .map(|i| first + i * Duration::from_secs(10))
+            .take_while(|due| *due <= end)
+            .collect()
+    };
+    let due = every_10s(&id);
+    assert_starts(&harness.recorder.starts_of(&id), &due, "runs every 10 s");
+    let other_due = every_10s(&other_id);
+    assert_starts(
+        &harness.recorder.starts_of(&other_id),
+        &other_due,
+        "the other check",
+    );
+    let first = due[0];
+    // Measurements one at a time, back to back (each 68 s), from the check's slot on.
+    let measurements = harness.recorder.measurements.lock().unwrap().clone();
+    assert_eq!(measurements.len(), 2, "{measurements:?}");
+    assert!(measurements[0].0 >= first && measurements[0].0 - first <= TIMER_RESOLUTION);
+    assert!(measurements[1].0 >= measurements[0].1);
+    let (count, sum) = lag(&harness.metrics);
+    assert_eq!(count as usize, due.len() + other_due.len());
+    assert!(sum < 0.1, "schedule lag {sum} s in all");
 }
 
 #[test]

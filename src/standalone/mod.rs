@@ -137,7 +137,7 @@ pub async fn once(file: &Path, format: Format, max_concurrent: usize) -> Result<
         let (dns, permits) = (dns.clone(), Arc::clone(&permits));
         runs.spawn(async move {
             let _permit = permits.acquire_owned().await;
-            (index, check::run(&dns, &plan).await)
+            (index, check::run_with_nat_binding(&dns, &plan).await)
         });
     }
     let mut reports = Vec::new();
