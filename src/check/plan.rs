@@ -39,6 +39,15 @@ pub struct Plan {
     pub policy: Policy,
 }
 
+impl Plan {
+    /// The sockets a run holds at most: one per probe and the control probe (at least one, so
+    /// every run counts against the scheduler's bound).
+    pub fn sockets(&self) -> u32 {
+        let probes = self.probes.len() + usize::from(self.control.is_some());
+        u32::try_from(probes.max(1)).unwrap_or(u32::MAX)
+    }
+}
+
 /// One probe to run, with its name as used in `status.lastRun.probes[].name` and metric labels
 /// (`sip-register`, `sip-options`, `http:<name>`, `stun`, `control`).
 #[derive(Debug, Clone)]

@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use voipcheck::check::AllowList;
 use voipcheck::operator::leader::LeaseConfig;
 use voipcheck::operator::{self, OperatorConfig};
+use voipcheck::schedule;
 
 #[derive(Args)]
 #[command(after_help = "\
@@ -43,9 +44,11 @@ pub struct OperatorArgs {
     #[arg(long, env = "VOIPCHECK_LOCATION", default_value = "default")]
     location: String,
 
-    /// Probes in flight at once, across all checks.
-    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=100_000))]
-    max_concurrent_probes: u32,
+    /// Probes in flight at once, across all checks (each holds a socket while it waits for its
+    /// answer or timeout). Default: from the open-file limit (raised to its hard limit), less
+    /// 256, at most 65536.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    max_concurrent_probes: Option<u32>,
 
     /// Log format on stderr (RUST_LOG sets the level; default info).
     #[arg(long, value_enum, default_value_t = LogFormat::Json)]
@@ -100,7 +103,10 @@ pub fn run(args: OperatorArgs) -> ExitCode {
             allow,
             metrics_addr: args.metrics_addr,
             location: args.location,
-            max_concurrent_probes: args.max_concurrent_probes as usize,
+            max_concurrent_probes: args.max_concurrent_probes.map_or_else(
+                || schedule::probe_budget(schedule::open_files_limit()),
+                |n| n as usize,
+            ),
             lease: LeaseConfig {
                 name: args.lease_name,
                 namespace,

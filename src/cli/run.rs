@@ -7,6 +7,7 @@ use clap::Args;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use voipcheck::schedule;
 use voipcheck::standalone::{self, Format, Options};
 
 #[derive(Args)]
@@ -33,9 +34,11 @@ pub struct RunArgs {
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
 
-    /// How many check runs may be in flight at once.
-    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..=100_000))]
-    max_concurrent_probes: u32,
+    /// Probes in flight at once, across all checks (each holds a socket while it waits for its
+    /// answer or timeout). Default: from the open-file limit (raised to its hard limit), less
+    /// 256, at most 65536.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    max_concurrent_probes: Option<u32>,
 
     /// Run every check once now, print each probe's result and exit (0 all passed, 1 not).
     #[arg(long)]
@@ -48,7 +51,10 @@ pub async fn run(args: RunArgs) -> ExitCode {
         LogFormat::Text => Format::Text,
         LogFormat::Json => Format::Json,
     };
-    let max_concurrent = args.max_concurrent_probes as usize;
+    let max_concurrent = args.max_concurrent_probes.map_or_else(
+        || schedule::probe_budget(schedule::open_files_limit()),
+        |n| n as usize,
+    );
     let result = if args.once {
         standalone::once(&args.file, format, max_concurrent)
             .await

@@ -31,6 +31,45 @@ use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+/// The open-file limit of this process, raised to its hard limit first (as Go's runtime does:
+/// the soft limit is often 1,024 in containers, far below what probing needs).
+pub fn open_files_limit() -> u64 {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    // Linux refuses more than fs.nr_open (1,048,576 by default) even as the hard limit allows.
+    const NR_OPEN: u64 = 1 << 20;
+    let limit = getrlimit(Resource::Nofile);
+    let (current, maximum) = (limit.current, limit.maximum);
+    let wanted = maximum.unwrap_or(NR_OPEN).min(NR_OPEN);
+    match current {
+        Some(current) if current < wanted => {
+            let raised = rustix::process::Rlimit {
+                current: Some(wanted),
+                maximum,
+            };
+            match setrlimit(Resource::Nofile, raised) {
+                Ok(()) => wanted,
+                Err(_) => current,
+            }
+        }
+        Some(current) => current,
+        None => NR_OPEN,
+    }
+}
+
+/// File descriptors kept for everything but probes (the API clients, the metrics endpoint,
+/// the resolver, logs).
+const RESERVED_FDS: u64 = 256;
+/// Above this many probes at once, CPU, not sockets, is what runs out.
+const MAX_PROBE_BUDGET: u64 = 65_536;
+
+/// How many probes may be in flight at once with a limit of `fd_limit` open files: the limit
+/// less what the process needs besides, at most [`MAX_PROBE_BUDGET`], at least 16.
+pub fn probe_budget(fd_limit: u64) -> usize {
+    fd_limit
+        .saturating_sub(RESERVED_FDS)
+        .clamp(16, MAX_PROBE_BUDGET) as usize
+}
+
 /// A check as the scheduler receives it: new, changed, or unable to run.
 #[derive(Debug, Clone)]
 pub struct CheckEntry {
@@ -82,6 +121,8 @@ struct Shared {
     runner: Box<dyn Runner>,
     metrics: Metrics,
     permits: Semaphore,
+    /// The permits in all: a run never asks for more.
+    max_permits: u32,
     outbox: Arc<Outbox>,
     /// The grid all slots are laid on (see [`slots`]).
     origin: Instant,
@@ -90,8 +131,9 @@ struct Shared {
 /// One check's task and how to reach it.
 struct CheckHandle {
     entries: watch::Sender<Arc<CheckEntry>>,
-    /// Cleared by [`Scheduler::remove`]; the task records metrics and sends updates only while
-    /// it is set, and under its lock, so no series or status reappears after a removal.
+    /// Cleared by [`Scheduler::remove`]; the task starts runs, records metrics and sends updates
+    /// only while it is set (the last two under its lock), so no series or status reappears
+    /// after a removal.
     registered: Arc<Mutex<bool>>,
     task: JoinHandle<Resumable>,
 }
@@ -127,9 +169,12 @@ impl Runner for Probes {
 }
 
 impl Scheduler {
-    /// `max_concurrent` bounds the check runs in flight across all checks (each run probes its
-    /// SIP, HTTP, STUN and control targets concurrently); a run waiting for a permit is late,
-    /// and its wait shows as schedule lag.
+    /// `max_concurrent` bounds the probes in flight across all checks: what costs is a socket
+    /// (and its file descriptor) per probe, so a run takes one permit per probe it starts
+    /// ([`Plan::sockets`]) for as long as it runs. The bound must cover the probes that wait
+    /// for their timeout: 10,000 checks whose peers all stop answering, 3 probes each with a
+    /// 10 s timeout every 30 s, hold 10,000 permits; [`probe_budget`] sizes it from the file
+    /// descriptor limit. A run waiting for permits is late, and its wait shows as schedule lag.
     pub fn new(dns: Dns, metrics: Metrics, max_concurrent: usize, outbox: Arc<Outbox>) -> Self {
         Self::with_runner(Box::new(Probes { dns }), metrics, max_concurrent, outbox)
     }
@@ -141,11 +186,14 @@ impl Scheduler {
         outbox: Arc<Outbox>,
     ) -> Self {
         let (stopping, _) = watch::channel(false);
+        let max_permits =
+            u32::try_from(max_concurrent.clamp(1, Semaphore::MAX_PERMITS)).unwrap_or(u32::MAX);
         Scheduler {
             shared: Arc::new(Shared {
                 runner,
                 metrics,
-                permits: Semaphore::new(max_concurrent.max(1)),
+                permits: Semaphore::new(max_permits as usize),
+                max_permits,
                 outbox,
                 origin: Instant::now(),
             }),
@@ -200,15 +248,18 @@ impl Scheduler {
         self.shared.metrics.set_checks(checks.len());
     }
 
-    /// Stops probing a check and removes its metric series.
+    /// Stops probing a check and removes its metric series. A run in flight is not cut short:
+    /// it ends by itself (bounded by the check's timeout), so a REGISTER in it is followed by
+    /// its un-REGISTER, and its results go nowhere.
     pub fn remove(&self, id: &CheckId) {
         let mut checks = self.checks.lock().unwrap_or_else(PoisonError::into_inner);
+        // Dropping the handle closes the task's entry channel: an idle task ends at once, a
+        // running one after its run.
         if let Some(handle) = checks.remove(id) {
             *handle
                 .registered
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner) = false;
-            handle.task.abort();
         }
         self.shared.metrics.remove_check(id);
         self.shared.metrics.set_checks(checks.len());

@@ -1,4 +1,4 @@
-//! One check's life: wait for the next slot, run the probes (holding one of the global permits),
+//! One check's life: wait for the next slot, run the probes (holding a global permit per probe),
 //! decide the verdict, publish the status; and react when the check's entry changes.
 //!
 //! The task owns the check's verdict [`History`] and last status, so they survive a changed
@@ -68,7 +68,7 @@ struct Check {
     previous: Option<VoipCheckStatus>,
 }
 
-/// The task of one check; ends on shutdown, returning what it knew, or on removal (abort).
+/// The task of one check; ends on shutdown, returning what it knew, or after its removal.
 ///
 /// It starts from `resumed` (this replica's own last state of the check) or else from the
 /// status on the object: a False condition stays False, an incident keeps its `since`
@@ -215,11 +215,19 @@ impl Check {
         let permit = tokio::select! {
             biased;
             _ = stopped(stopping) => return false,
-            permit = self.shared.permits.acquire() => match permit {
+            permit = self.shared.permits.acquire_many(plan.sockets().min(self.shared.max_permits)) => match permit {
                 Ok(permit) => permit,
                 Err(_closed) => return false,
             },
         };
+        // Removed while waiting for permits: nothing to probe any more.
+        if !*self
+            .registered
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+        {
+            return false;
+        }
         let lag = Instant::now().saturating_duration_since(due);
         self.shared.metrics.observe_schedule_lag(lag);
         let mut judged = self.shared.runner.run(plan).await;

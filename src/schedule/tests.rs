@@ -448,6 +448,31 @@ async fn remove_stops_the_check_and_drops_its_series() {
     assert!(text.contains("name=\"other\""));
 }
 
+/// A removed check's run in flight ends by itself (its REGISTER gets its un-REGISTER) and
+/// leaves no status and no series; before, the task was aborted mid-run.
+#[tokio::test(start_paused = true)]
+async fn a_run_in_flight_when_its_check_is_removed_ends_by_itself_and_leaves_nothing() {
+    let mut harness = Harness::new(10);
+    let slow = entry("slow", 10);
+    let id = slow.id.clone();
+    harness.recorder.takes(&id, Duration::from_secs(4));
+    harness.scheduler.upsert(slow);
+    while harness.recorder.in_flight.load(Ordering::SeqCst) == 0 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    harness.scheduler.remove(&id);
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    let runs = harness.recorder.runs();
+    assert_eq!(
+        runs.len(),
+        1,
+        "the run was cut short, or another started: {runs:?}"
+    );
+    assert!(runs[0].end - runs[0].start >= Duration::from_secs(4));
+    assert!(harness.drain().is_empty());
+    assert!(!harness.metrics.encode().contains("name=\"slow\""));
+}
+
 #[tokio::test(start_paused = true)]
 async fn shutdown_waits_for_runs_in_flight_and_starts_none() {
     let harness = Harness::new(10);
@@ -531,6 +556,46 @@ async fn a_nat_binding_measurement_runs_beside_the_runs_and_delays_none() {
     let (count, sum) = lag(&harness.metrics);
     assert_eq!(count as usize, due.len() + other_due.len());
     assert!(sum < 0.1, "schedule lag {sum} s in all");
+}
+
+/// DESIGN.md §7: when every peer stops answering, each probe holds its socket until its 10 s
+/// timeout; with a permit per probe and the budget the file descriptor limit allows, 10,000
+/// checks of 3 probes still run every 30 s (before: 256 run permits held for whole runs gave
+/// 25 runs/s against the 333/s needed, a run every ~6 minutes).
+#[tokio::test(start_paused = true)]
+async fn ten_thousand_checks_whose_peers_all_time_out_still_run_at_their_interval() {
+    const CHECKS: usize = 10_000;
+    let harness = Harness::new(probe_budget(1 << 20));
+    let interval = Duration::from_secs(30);
+    let web = crate::check::PlannedProbe::Http {
+        name: "ui".into(),
+        config: crate::probe::http::HttpConfig::new("http://192.0.2.1/".parse().unwrap()),
+    };
+    for i in 0..CHECKS {
+        let mut check = entry(&format!("check-{i}"), 30);
+        let Ok(plan) = &mut check.plan else {
+            unreachable!()
+        };
+        plan.probes = vec![web.clone(), web.clone(), web.clone()];
+        harness.recorder.takes(&check.id, Duration::from_secs(10));
+        harness.scheduler.upsert(check);
+    }
+    let origin = harness.origin();
+    tokio::time::sleep_until(origin + interval * 3).await;
+    let runs = harness.recorder.runs().len();
+    // Each check's first three slots have come; the last run may still be in flight.
+    assert!(runs >= CHECKS * 3 - CHECKS / 3, "{runs} runs");
+    let (count, sum) = lag(&harness.metrics);
+    let mean = sum / count as f64;
+    assert!(mean < 0.001, "mean lag {mean} s");
+    assert!(harness.recorder.max_in_flight.load(Ordering::SeqCst) >= CHECKS / 3);
+}
+
+#[test]
+fn the_probe_budget_follows_the_open_file_limit() {
+    assert_eq!(probe_budget(1024), 768);
+    assert_eq!(probe_budget(1 << 20), 65_536);
+    assert_eq!(probe_budget(100), 16);
 }
 
 #[test]
