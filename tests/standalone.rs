@@ -280,6 +280,20 @@ fn an_outage_of_the_registrar_turns_reportable_and_recovers() {
         Some(1.0),
         "{metrics}"
     );
+    // The incident rides along for the alert's annotations, since its first failed run.
+    let since = gauge(
+        &metrics,
+        "voipcheck_incident_since_timestamp_seconds",
+        "lab",
+    );
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    assert!(
+        since.is_some_and(|s| s <= now && s > now - 120.0),
+        "{metrics}"
+    );
 
     // A registrar on the same port again: recovery on the next run.
     let _kamailio = Kamailio::builder().port(kamailio.port).start();
@@ -298,6 +312,14 @@ fn an_outage_of_the_registrar_turns_reportable_and_recovers() {
         gauge(&metrics, "voipcheck_hotline_reportable", "lab"),
         Some(0.0),
         "{metrics}"
+    );
+    assert_eq!(
+        gauge(
+            &metrics,
+            "voipcheck_incident_since_timestamp_seconds",
+            "lab"
+        ),
+        None
     );
 
     let status = voipcheck.terminate();

@@ -276,6 +276,7 @@ impl Check {
             None => metrics.remove_check(&entry.id),
         }
         metrics.record_verdict(&entry.id, verdict);
+        metrics.record_incident(&entry.id, status.incident.as_ref());
         self.shared.outbox.offer(StatusUpdate {
             id: entry.id.clone(),
             uid: entry.uid.clone(),
