@@ -9,10 +9,7 @@ use serde_json::{Value, json};
 use std::time::Duration;
 use support::fake_api::{FakeApi, Fault, Kind, Matcher};
 use support::nginx::Nginx;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use voipcheck::check::AllowList;
-use voipcheck::operator::leader::LeaseConfig;
-use voipcheck::operator::{Clients, OperatorConfig};
+use support::operator::{RunningOperator, sample};
 
 const NS: &str = "telephony";
 /// Longer than a first run (somewhere in the first 5 s interval) plus its 2 s timeout.
@@ -54,97 +51,9 @@ fn bad_check(name: &str, url: &str) -> Value {
     check
 }
 
-/// The operator running against `api`, watching [`NS`]; stopped when dropped.
-struct Operator {
-    metrics_port: u16,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<voipcheck::operator::Result<()>>,
-}
-
-impl Operator {
-    fn start(api: &FakeApi) -> Operator {
-        let metrics_port = support::free_port();
-        let config = OperatorConfig {
-            namespaces: vec![NS.into()],
-            allow: AllowList::parse(&[]).unwrap(),
-            metrics_addr: ([127, 0, 0, 1], metrics_port).into(),
-            location: "test".into(),
-            max_concurrent_probes: 8,
-            lease: LeaseConfig {
-                name: "voipcheck-operator".into(),
-                namespace: "ops".into(),
-                identity: "test-0".into(),
-                timings: Default::default(),
-            },
-        };
-        let clients = Clients::from_config(api.config()).unwrap();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(voipcheck::operator::run(clients, config, async {
-            let _ = stopped.await;
-        }));
-        Operator {
-            metrics_port,
-            stop: Some(stop),
-            task,
-        }
-    }
-
-    /// `GET path` on the metrics endpoint: status code and body.
-    async fn get(&self, path: &str) -> Option<(u16, String)> {
-        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", self.metrics_port))
-            .await
-            .ok()?;
-        let request = format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
-        stream.write_all(request.as_bytes()).await.ok()?;
-        let mut response = String::new();
-        stream.read_to_string(&mut response).await.ok()?;
-        let code = response.get(9..12)?.parse().ok()?;
-        let body = response.split_once("\r\n\r\n")?.1.to_owned();
-        Some((code, body))
-    }
-
-    async fn metrics(&self) -> String {
-        self.get("/metrics")
-            .await
-            .map(|(_, body)| body)
-            .unwrap_or_default()
-    }
-
-    async fn wait_ready(&self) {
-        let deadline = tokio::time::Instant::now() + WAIT;
-        while self.get("/readyz").await.map(|(code, _)| code) != Some(200) {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "/readyz never turned ready"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    async fn stop(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        tokio::time::timeout(WAIT, &mut self.task)
-            .await
-            .expect("the operator stops")
-            .unwrap()
-            .expect("a clean shutdown");
-    }
-}
-
-impl Drop for Operator {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-/// The value of the first sample of `metric` whose labels contain all `labels`.
-fn sample(text: &str, metric: &str, labels: &[&str]) -> Option<f64> {
-    text.lines()
-        .filter(|l| l.starts_with(metric) && l[metric.len()..].starts_with(['{', ' ']))
-        .find(|l| labels.iter().all(|label| l.contains(label)))
-        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+/// The operator running against `api`, watching [`NS`], with the production Lease timings.
+fn operator(api: &FakeApi) -> RunningOperator {
+    RunningOperator::start(api, NS, "test-0", Default::default())
 }
 
 /// Asserts that `metric` with `labels` has the value `expected`.
@@ -202,7 +111,7 @@ async fn one_bad_object_among_five_is_reported_on_itself_and_the_others_are_prob
         api.insert(web_check(name, &url));
     }
     let bad = api.insert(bad_check("old", &url));
-    let operator = Operator::start(&api);
+    let operator = operator(&api);
 
     operator.wait_ready().await;
     api.wait_until("four checks probed", WAIT, |api| {
@@ -291,7 +200,7 @@ async fn after_a_relist_a_bad_object_freezes_nothing() {
     let api = FakeApi::start_with_bookmarks(Duration::from_millis(200));
     api.insert(web_check("a", &url));
     api.insert(web_check("gone", &url));
-    let operator = Operator::start(&api);
+    let operator = operator(&api);
     operator.wait_ready().await;
     api.wait_until("the first checks probed", WAIT, |api| {
         (probed(api, "a") && probed(api, "gone")).then_some(())
@@ -336,7 +245,7 @@ async fn a_check_deleted_while_its_secret_is_read_is_not_scheduled_again() {
     api.insert(trunk_check("trunk", "trunk-sip"));
     let secret_read = Matcher::request(Method::GET, "/secrets/trunk-sip");
     let hang = api.inject(secret_read.clone(), Fault::Hang);
-    let operator = Operator::start(&api);
+    let operator = operator(&api);
     api.wait_for_request(&secret_read, WAIT).await;
     operator.wait_ready().await;
     api.wait_until("leading", WAIT, |api| {
@@ -366,7 +275,7 @@ async fn reconciles_are_bounded_in_concurrency() {
     }
     let secret_reads = Matcher::when(|r| r.method == Method::GET && r.path.contains("/secrets/"));
     api.inject(secret_reads.clone(), Fault::Hang);
-    let operator = Operator::start(&api);
+    let operator = operator(&api);
     api.wait_until("16 Secret reads", WAIT, |api| {
         (api.requests_matching(&secret_reads).len() >= 16).then_some(())
     })

@@ -12,17 +12,13 @@ use serde_json::{Value, json};
 use std::time::Duration;
 use support::fake_api::{FakeApi, Fault, Kind, Matcher};
 use support::nginx::Nginx;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
-use voipcheck::check::AllowList;
-use voipcheck::operator::leader::{LeaseConfig, LeaseTimings};
+use support::operator::{
+    LEASE_NAME as LEASE, LEASE_NAMESPACE as LEASE_NS, RunningOperator, sample,
+};
+use voipcheck::operator::leader::LeaseTimings;
 use voipcheck::operator::lease::{Attempt, LeaseLock};
-use voipcheck::operator::{self, Clients, OperatorConfig};
 
 const NS: &str = "telephony";
-const LEASE_NS: &str = "ops";
-const LEASE: &str = "voipcheck-operator";
 const WAIT: Duration = Duration::from_secs(30);
 
 /// Short enough for tests, in the production proportions (15 s / 10 s / 2 s).
@@ -32,81 +28,9 @@ const TIMINGS: LeaseTimings = LeaseTimings {
     retry: Duration::from_millis(400),
 };
 
-/// One operator replica on the fake API.
-struct Replica {
-    metrics_port: u16,
-    stop: Option<oneshot::Sender<()>>,
-    task: JoinHandle<operator::Result<()>>,
-}
-
-impl Replica {
-    fn start(api: &FakeApi, identity: &str) -> Replica {
-        let metrics_port = support::free_port();
-        let config = OperatorConfig {
-            namespaces: vec![NS.into()],
-            allow: AllowList::parse(&[]).unwrap(),
-            metrics_addr: ([127, 0, 0, 1], metrics_port).into(),
-            location: "test".into(),
-            max_concurrent_probes: 16,
-            lease: LeaseConfig {
-                name: LEASE.into(),
-                namespace: LEASE_NS.into(),
-                identity: identity.into(),
-                timings: TIMINGS,
-            },
-        };
-        let clients = Clients::from_config(api.config()).unwrap();
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(operator::run(clients, config, async {
-            let _ = stopped.await;
-        }));
-        Replica {
-            metrics_port,
-            stop: Some(stop),
-            task,
-        }
-    }
-
-    /// `/metrics` as text (HTTP/1.0: no chunked encoding to undo).
-    async fn metrics(&self) -> String {
-        let Ok(mut stream) = tokio::net::TcpStream::connect(("127.0.0.1", self.metrics_port)).await
-        else {
-            return String::new();
-        };
-        let request = "GET /metrics HTTP/1.0\r\nHost: test\r\n\r\n";
-        if stream.write_all(request.as_bytes()).await.is_err() {
-            return String::new();
-        }
-        let mut response = Vec::new();
-        let _ = stream.read_to_end(&mut response).await;
-        let response = String::from_utf8_lossy(&response).into_owned();
-        response
-            .split_once("\r\n\r\n")
-            .map(|(_, body)| body.to_owned())
-            .unwrap_or_default()
-    }
-
-    async fn sample(&self, metric: &str, labels: &[&str]) -> Option<f64> {
-        sample(&self.metrics().await, metric, labels)
-    }
-
-    /// Stops the replica as SIGTERM does (the Lease is released) and waits for it.
-    async fn shut_down(mut self) {
-        let _ = self.stop.take().unwrap().send(());
-        tokio::time::timeout(WAIT, self.task)
-            .await
-            .expect("the replica stops")
-            .unwrap()
-            .expect("a clean shutdown");
-    }
-}
-
-/// The value of the first series of `metric` whose line contains every one of `labels`.
-fn sample(text: &str, metric: &str, labels: &[&str]) -> Option<f64> {
-    text.lines()
-        .filter(|l| l.starts_with(metric) && l[metric.len()..].starts_with(['{', ' ']))
-        .find(|l| labels.iter().all(|label| l.contains(label)))
-        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+/// Replica `identity` on the fake API, with the short [`TIMINGS`].
+fn replica(api: &FakeApi, identity: &str) -> RunningOperator {
+    RunningOperator::start(api, NS, identity, TIMINGS)
 }
 
 fn holder(api: &FakeApi) -> Option<String> {
@@ -156,8 +80,20 @@ fn condition<'a>(status: &'a Value, type_: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no {type_} in {status}"))
 }
 
+/// Replica `a` leading, its Portal check of nginx (failing after one run) written once.
+async fn leading_on_a_portal() -> (FakeApi, Nginx, RunningOperator) {
+    let api = FakeApi::start();
+    let nginx = Nginx::start();
+    api.insert(web_check("portal", nginx.http_url("/").as_str(), 1));
+    let replica = replica(&api, "a");
+    wait_for_holder(&api, "a").await;
+    api.wait_until("the first status", WAIT, |api| api.status(NS, "portal"))
+        .await;
+    (api, nginx, replica)
+}
+
 /// Runs started so far on a replica (one observation of `schedule_lag_seconds` per run).
-async fn runs(replica: &Replica) -> f64 {
+async fn runs(replica: &RunningOperator) -> f64 {
     replica
         .sample("voipcheck_schedule_lag_seconds_count", &[])
         .await
@@ -198,7 +134,7 @@ async fn a_failed_renewal_neither_steps_down_nor_drops_the_checks_series() {
     let api = FakeApi::start();
     let nginx = Nginx::start();
     api.insert(web_check("portal", nginx.http_url("/").as_str(), 3));
-    let replica = Replica::start(&api, "a");
+    let replica = replica(&api, "a");
     wait_for_holder(&api, "a").await;
     let series = ["name=\"portal\"", "probe=\"http:ui\""];
     let deadline = tokio::time::Instant::now() + WAIT;
@@ -232,19 +168,13 @@ async fn a_failed_renewal_neither_steps_down_nor_drops_the_checks_series() {
         .await;
     assert_eq!(lease_errors, Some(1.0));
     assert_eq!(holder(&api).as_deref(), Some("a"));
-    replica.shut_down().await;
+    replica.stop().await;
     assert_eq!(holder(&api), None, "released on shutdown");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_leader_that_cannot_renew_stops_writing_in_time_and_keeps_probing() {
-    let api = FakeApi::start();
-    let nginx = Nginx::start();
-    api.insert(web_check("portal", nginx.http_url("/").as_str(), 1));
-    let replica = Replica::start(&api, "a");
-    wait_for_holder(&api, "a").await;
-    api.wait_until("the first status", WAIT, |api| api.status(NS, "portal"))
-        .await;
+    let (api, nginx, replica) = leading_on_a_portal().await;
 
     // Every renewal hangs from now on.
     let fault = api.inject(Matcher::request(Method::PUT, "/leases/"), Fault::Hang);
@@ -291,18 +221,12 @@ async fn a_leader_that_cannot_renew_stops_writing_in_time_and_keeps_probing() {
     })
     .await;
     assert_eq!(replica.sample("voipcheck_leader", &[]).await, Some(1.0));
-    replica.shut_down().await;
+    replica.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_api_server_does_not_stop_probing() {
-    let api = FakeApi::start();
-    let nginx = Nginx::start();
-    api.insert(web_check("portal", nginx.http_url("/").as_str(), 1));
-    let replica = Replica::start(&api, "a");
-    wait_for_holder(&api, "a").await;
-    api.wait_until("the first status", WAIT, |api| api.status(NS, "portal"))
-        .await;
+    let (api, _nginx, replica) = leading_on_a_portal().await;
 
     api.refuse_connections().await;
     tokio::time::sleep(TIMINGS.duration).await;
@@ -323,14 +247,14 @@ async fn an_unreachable_api_server_does_not_stop_probing() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    replica.shut_down().await;
+    replica.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_takeover_during_a_reportable_outage_keeps_the_verdict_and_its_since() {
     let api = FakeApi::start();
     api.insert(web_check("portal", &dead_url(), 2));
-    let a = Replica::start(&api, "a");
+    let a = replica(&api, "a");
     wait_for_holder(&api, "a").await;
     let reportable = api
         .wait_until("a reportable outage", WAIT, |api| {
@@ -341,11 +265,11 @@ async fn a_takeover_during_a_reportable_outage_keeps_the_verdict_and_its_since()
         .await;
     let since = reportable["incident"]["since"].clone();
     assert!(since.is_string(), "{reportable}");
-    let b = Replica::start(&api, "b");
+    let b = replica(&api, "b");
     // b is ready (a standby) before a goes: a rolling update.
     tokio::time::sleep(Duration::from_secs(1)).await;
     let events_before = api.events(NS).len();
-    a.shut_down().await;
+    a.stop().await;
     wait_for_holder(&api, "b").await;
     let writes = status_writes(&api);
     // b's first runs: the outage goes on, and b writes its status.
@@ -372,5 +296,5 @@ async fn a_takeover_during_a_reportable_outage_keeps_the_verdict_and_its_since()
     let new_events: Vec<Value> = api.events(NS).into_iter().skip(events_before).collect();
     assert!(new_events.is_empty(), "{new_events:#?}");
     assert!(api.get(Kind::VoipCheck, NS, "portal").is_some());
-    b.shut_down().await;
+    b.stop().await;
 }

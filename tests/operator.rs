@@ -19,6 +19,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use support::kamailio::Kamailio;
 use support::nginx::Nginx;
+use support::operator::sample;
 use tokio::sync::watch;
 use tower_test::mock::{Handle, SendResponse};
 use voipcheck::api::{ConditionStatus, ConditionType, Reason, VoipCheck, VoipCheckStatus};
@@ -581,14 +582,6 @@ async fn a_check_deleted_while_the_watch_was_down_is_pruned_after_the_relist() {
             .contains(&format!("name=\"{NAME}\""))
     );
     operator.api.silent(Duration::from_secs(7)).await;
-}
-
-/// The value of the first series of `metric` whose line contains every one of `labels`.
-fn sample(text: &str, metric: &str, labels: &[&str]) -> Option<f64> {
-    text.lines()
-        .filter(|l| l.starts_with(metric) && l[metric.len()..].starts_with(['{', ' ']))
-        .find(|l| labels.iter().all(|label| l.contains(label)))
-        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
 }
 
 /// DESIGN.md §9: a hung API server delays status, never probes or metrics. Before the outbox, a

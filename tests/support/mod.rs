@@ -10,6 +10,7 @@ pub mod coturn;
 pub mod fake_api;
 pub mod kamailio;
 pub mod nginx;
+pub mod operator;
 
 use std::collections::BTreeSet;
 use std::io::Read;

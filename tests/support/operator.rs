@@ -1,0 +1,125 @@
+//! A whole operator (`operator::run`) on the in-test API server ([`super::fake_api`]), watching
+//! one namespace, with its `/metrics`, `/healthz` and `/readyz` on a free loopback port. Stopped
+//! (aborted) when dropped; [`RunningOperator::stop`] stops it as SIGTERM does.
+
+use super::fake_api::FakeApi;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use voipcheck::check::AllowList;
+use voipcheck::operator::leader::{LeaseConfig, LeaseTimings};
+use voipcheck::operator::{self, Clients, OperatorConfig};
+
+/// The namespace of the Lease.
+pub const LEASE_NAMESPACE: &str = "ops";
+pub const LEASE_NAME: &str = "voipcheck-operator";
+/// How long a start, a readiness or a stop may take.
+const WAIT: Duration = Duration::from_secs(30);
+
+pub struct RunningOperator {
+    metrics_port: u16,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<operator::Result<()>>,
+}
+
+impl RunningOperator {
+    /// Replica `identity`, watching `namespace`, with Lease `timings`.
+    pub fn start(
+        api: &FakeApi,
+        namespace: &str,
+        identity: &str,
+        timings: LeaseTimings,
+    ) -> RunningOperator {
+        let metrics_port = super::free_port();
+        let config = OperatorConfig {
+            namespaces: vec![namespace.into()],
+            allow: AllowList::parse(&[]).unwrap(),
+            metrics_addr: ([127, 0, 0, 1], metrics_port).into(),
+            location: "test".into(),
+            max_concurrent_probes: 16,
+            lease: LeaseConfig {
+                name: LEASE_NAME.into(),
+                namespace: LEASE_NAMESPACE.into(),
+                identity: identity.into(),
+                timings,
+            },
+        };
+        let clients = Clients::from_config(api.config()).unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(operator::run(clients, config, async {
+            let _ = stopped.await;
+        }));
+        RunningOperator {
+            metrics_port,
+            stop: Some(stop),
+            task,
+        }
+    }
+
+    /// `GET path` on the metrics endpoint: status code and body. HTTP/1.0, so the body comes
+    /// without chunked encoding.
+    pub async fn get(&self, path: &str) -> Option<(u16, String)> {
+        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", self.metrics_port))
+            .await
+            .ok()?;
+        let request = format!("GET {path} HTTP/1.0\r\nHost: test\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.ok()?;
+        let mut response = String::new();
+        stream.read_to_string(&mut response).await.ok()?;
+        let code = response.get(9..12)?.parse().ok()?;
+        let body = response.split_once("\r\n\r\n")?.1.to_owned();
+        Some((code, body))
+    }
+
+    /// `/metrics` as text; empty while the endpoint is not up.
+    pub async fn metrics(&self) -> String {
+        self.get("/metrics")
+            .await
+            .map(|(_, body)| body)
+            .unwrap_or_default()
+    }
+
+    /// The value of a series on `/metrics` (see [`sample`]).
+    pub async fn sample(&self, metric: &str, labels: &[&str]) -> Option<f64> {
+        sample(&self.metrics().await, metric, labels)
+    }
+
+    pub async fn wait_ready(&self) {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while self.get("/readyz").await.map(|(code, _)| code) != Some(200) {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "/readyz never turned ready"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Stops the operator as SIGTERM does (the Lease is released) and waits for a clean end.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        tokio::time::timeout(WAIT, &mut self.task)
+            .await
+            .expect("the operator stops")
+            .unwrap()
+            .expect("a clean shutdown");
+    }
+}
+
+impl Drop for RunningOperator {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// The value of the first series of `metric` in `text` whose line contains every one of
+/// `labels`.
+pub fn sample(text: &str, metric: &str, labels: &[&str]) -> Option<f64> {
+    text.lines()
+        .filter(|l| l.starts_with(metric) && l[metric.len()..].starts_with(['{', ' ']))
+        .find(|l| labels.iter().all(|label| l.contains(label)))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+}
