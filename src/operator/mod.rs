@@ -47,6 +47,13 @@ use std::sync::Arc;
 use tokio::sync::{oneshot, watch};
 use writer::StatusWriter;
 
+/// How long a shutdown waits for runs in flight (a timeout may be up to 5 min) and then for the
+/// last status writes (a hung API server): with the reconciles' read timeout (15 s) and the
+/// Lease release (2 s) the whole drain stays within the chart's 90 s
+/// `terminationGracePeriodSeconds`.
+const RUNS_DRAIN: std::time::Duration = std::time::Duration::from_secs(45);
+const WRITES_DRAIN: std::time::Duration = std::time::Duration::from_secs(20);
+
 /// The `controller` of the Events this operator publishes.
 pub const REPORTER: &str = "voipcheck";
 
@@ -148,7 +155,7 @@ pub async fn run(
         role_rx.clone(),
         metrics.clone(),
     );
-    let writer = tokio::spawn(writer.run(outbox));
+    let writer = tokio::spawn(writer.run(outbox.clone()));
 
     let (release_lease, lease_released) = oneshot::channel::<()>();
     let campaign = tokio::spawn(leader::campaign(
@@ -188,8 +195,25 @@ pub async fn run(
         tracing::info!("shutting down");
         let _ = stop_controllers.send(());
         let _ = controllers.await;
-        engine.shutdown().await;
-        let _ = writer.await;
+        if tokio::time::timeout(RUNS_DRAIN, engine.shutdown())
+            .await
+            .is_err()
+        {
+            tracing::warn!(after = ?RUNS_DRAIN, "runs still in flight: not waited for");
+        }
+        outbox.close();
+        let mut writer = writer;
+        if tokio::time::timeout(WRITES_DRAIN, &mut writer)
+            .await
+            .is_err()
+        {
+            writer.abort();
+            tracing::warn!(
+                checks = outbox.len(),
+                after = ?WRITES_DRAIN,
+                "statuses not written before the end; the next leader writes them afresh"
+            );
+        }
         let _ = release_lease.send(());
         let _ = campaign.await;
         tracing::info!("stopped");
