@@ -182,6 +182,7 @@ pub(super) fn write(
     location: &str,
 ) -> io::Result<()> {
     let location = escape(location, true);
+    let mut line = Vec::with_capacity(256);
     let mut gathered = gathered.into_iter().peekable();
     for family in Family::all() {
         while let Some(own) = gathered
@@ -194,6 +195,7 @@ pub(super) fn write(
             family,
             location: &location,
             started: false,
+            line: &mut line,
         };
         series.write_family(checks)?;
     }
@@ -217,6 +219,8 @@ struct Series<'a, W> {
     family: Family,
     location: &'a str,
     started: bool,
+    /// The line being written, reused from line to line.
+    line: &'a mut Vec<u8>,
 }
 
 impl<W: Write> Series<'_, W> {
@@ -317,9 +321,9 @@ impl<W: Write> Series<'_, W> {
         Ok(())
     }
 
-    /// One series: `values` are those of [`Family::labels`], in its order.
+    /// One series: `values` are those of [`Family::labels`], in its order. The line is put
+    /// together in a buffer and written at once (a quarter of a million lines per scrape).
     fn line(&mut self, values: &[&str], value: f64) -> io::Result<()> {
-        let out = &mut *self.out;
         let name = self.family.name();
         if !self.started {
             self.started = true;
@@ -330,24 +334,42 @@ impl<W: Write> Series<'_, W> {
             };
             let help = escape(self.family.help(), false);
             write!(
-                out,
+                self.out,
                 "# HELP {PREFIX}{name} {help}\n# TYPE {PREFIX}{name} {kind}\n"
             )?;
         }
-        out.write_all(PREFIX.as_bytes())?;
-        out.write_all(name.as_bytes())?;
-        let mut separator = b"{";
+        let line = &mut self.line;
+        line.clear();
+        line.extend_from_slice(PREFIX.as_bytes());
+        line.extend_from_slice(name.as_bytes());
+        let mut separator = b'{';
         for (label, value) in self.family.labels().iter().zip(values) {
-            out.write_all(separator)?;
-            out.write_all(label.as_bytes())?;
-            out.write_all(b"=\"")?;
-            out.write_all(escape(value, true).as_bytes())?;
-            out.write_all(b"\"")?;
-            separator = b",";
+            line.push(separator);
+            line.extend_from_slice(label.as_bytes());
+            line.extend_from_slice(b"=\"");
+            line.extend_from_slice(escape(value, true).as_bytes());
+            line.push(b'"');
+            separator = b',';
         }
-        out.write_all(b",location=\"")?;
-        out.write_all(self.location.as_bytes())?;
-        writeln!(out, "\"}} {value}")
+        line.extend_from_slice(b",location=\"");
+        line.extend_from_slice(self.location.as_bytes());
+        line.extend_from_slice(b"\"} ");
+        push_value(line, value);
+        line.push(b'\n');
+        self.out.write_all(line)
+    }
+}
+
+/// `value` as Rust's `Display` prints an `f64` (what the crate's encoder writes). Most values
+/// are integers (codes, 0/1, counts, timestamps in seconds): those are printed as integers,
+/// which gives the same digits several times faster.
+fn push_value(line: &mut Vec<u8>, value: f64) {
+    // Below 2^53 an integral f64 is exactly that integer; -0 prints as "-0".
+    let exact = value.fract() == 0.0 && value.abs() < 9_007_199_254_740_992.0;
+    if exact && !(value == 0.0 && value.is_sign_negative()) {
+        line.extend_from_slice(itoa::Buffer::new().format(value as i64).as_bytes());
+    } else {
+        write!(line, "{value}").expect("writing into memory does not fail");
     }
 }
 
@@ -367,7 +389,7 @@ fn incident_labels<'a>(check: &'a CheckMetrics, incident: &'a IncidentSeries) ->
 /// texts, and `"` as well in label values.
 fn escape(text: &str, quote: bool) -> Cow<'_, str> {
     let special = |c: char| c == '\\' || c == '\n' || (quote && c == '"');
-    if !text.contains(special) {
+    if !text.bytes().any(|b| special(char::from(b))) {
         return Cow::Borrowed(text);
     }
     let mut escaped = String::with_capacity(text.len() + 8);
@@ -528,6 +550,34 @@ mod tests {
             .encode_to_string(&vectors.gather())
             .unwrap();
         assert_eq!(String::from_utf8(text).unwrap(), expected);
+    }
+
+    #[test]
+    fn values_are_printed_as_rusts_display_prints_them() {
+        let values = [
+            0.0,
+            -0.0,
+            1.0,
+            -5.0,
+            200.0,
+            0.5,
+            1e-7,
+            0.1 + 0.2,
+            1.7e9 + 0.25,
+            2f64.powi(53),
+            2f64.powi(53) - 1.0,
+            1e16,
+            -1e300,
+            1e21,
+            f64::NAN,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+        ];
+        for value in values {
+            let mut line = Vec::new();
+            push_value(&mut line, value);
+            assert_eq!(String::from_utf8(line).unwrap(), value.to_string());
+        }
     }
 
     #[test]
