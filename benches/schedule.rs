@@ -37,7 +37,7 @@ use voipcheck::api::VoipCheckSpec;
 use voipcheck::check::{self, AllowList, CheckId, StaticSecrets};
 use voipcheck::metrics::{Health, Metrics};
 use voipcheck::probe::dns::Dns;
-use voipcheck::schedule::{CheckEntry, Outbox, Scheduler};
+use voipcheck::schedule::{self, CheckEntry, Outbox, Scheduler};
 
 /// Probes per check run: SIP OPTIONS, STUN, HTTP.
 const PROBES_PER_RUN: u64 = 3;
@@ -65,7 +65,7 @@ impl Settings {
             Settings {
                 checks: 1000,
                 seconds: 65,
-                max_concurrent: 200,
+                max_concurrent: schedule::probe_budget(schedule::open_files_limit()),
                 http_probes: 2000,
                 scrape_every: 15,
                 blackhole_interval: 30,
@@ -76,7 +76,7 @@ impl Settings {
             Settings {
                 checks: 300,
                 seconds: 2,
-                max_concurrent: 200,
+                max_concurrent: schedule::probe_budget(schedule::open_files_limit()),
                 http_probes: 50,
                 scrape_every: 1,
                 blackhole_interval: 5,
@@ -450,7 +450,7 @@ async fn normal_case(settings: &Settings, spec: Arc<VoipCheckSpec>) {
     let (p50, p99) = lag_ms(&metrics);
 
     println!(
-        "checks {}  interval 30s  ran {:.1} s  max concurrent runs {}",
+        "checks {}  interval 30s  ran {:.1} s  max concurrent probes {}",
         settings.checks,
         elapsed.as_secs_f64(),
         settings.max_concurrent
@@ -597,7 +597,7 @@ async fn blackhole_case(settings: &Settings) {
     let achieved = counted as f64 / window.as_secs_f64();
     let needed = settings.checks as f64 / interval as f64;
     println!(
-        "all timeouts: checks {}  interval {interval}s  timeout {timeout}s  max concurrent runs {}  counted {:.1} s after {timeout} s",
+        "all timeouts: checks {}  interval {interval}s  timeout {timeout}s  max concurrent probes {}  counted {:.1} s after {timeout} s",
         settings.checks,
         settings.max_concurrent,
         window.as_secs_f64()
