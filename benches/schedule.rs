@@ -409,6 +409,18 @@ fn encode_cpu(metrics: &Metrics) -> Duration {
     .expect("the encoding thread")
 }
 
+/// A scheduler on the real probes with the run's budget, and the outbox its runs fill.
+fn scheduler(settings: &Settings, metrics: &Metrics) -> (Scheduler, Arc<Outbox>) {
+    let outbox = Arc::new(Outbox::new());
+    let scheduler = Scheduler::new(
+        Dns::system().expect("system resolver"),
+        metrics.clone(),
+        settings.max_concurrent,
+        outbox.clone(),
+    );
+    (scheduler, outbox)
+}
+
 /// The normal case: every peer answers, /metrics is scraped every `--scrape-every` seconds.
 async fn normal_case(settings: &Settings, spec: Arc<VoipCheckSpec>) {
     let metrics = Metrics::new("bench");
@@ -420,13 +432,7 @@ async fn normal_case(settings: &Settings, spec: Arc<VoipCheckSpec>) {
         Health::default(),
         std::future::pending(),
     ));
-    let outbox = Arc::new(Outbox::new());
-    let scheduler = Scheduler::new(
-        Dns::system().expect("system resolver"),
-        metrics.clone(),
-        settings.max_concurrent,
-        outbox.clone(),
-    );
+    let (scheduler, outbox) = scheduler(settings, &metrics);
     let cpu_before = cpu_time();
     let started = Instant::now();
     let (runs, failed) = schedule(&scheduler, &outbox, &spec, settings.checks);
@@ -574,13 +580,7 @@ async fn blackhole_case(settings: &Settings) {
         .expect("a valid spec"),
     );
     let metrics = Metrics::new("bench");
-    let outbox = Arc::new(Outbox::new());
-    let scheduler = Scheduler::new(
-        Dns::system().expect("system resolver"),
-        metrics.clone(),
-        settings.max_concurrent,
-        outbox.clone(),
-    );
+    let (scheduler, outbox) = scheduler(settings, &metrics);
     let (runs, failed) = schedule(&scheduler, &outbox, &spec, settings.checks);
     // Runs end a timeout after they start: from then on they end at the rate they start.
     let warmup = Duration::from_secs(timeout);

@@ -153,13 +153,7 @@ impl LeaseLock {
         spec.holder_identity = None;
         spec.lease_duration_seconds = Some(1);
         lease.spec = Some(spec);
-        let written = self
-            .api
-            .replace(&self.name, &PostParams::default(), &lease)
-            .await
-            .map_err(|e| ApiFailure::of(&e))?;
-        self.seen = Some((written, Instant::now()));
-        Ok(())
+        self.put(&lease).await
     }
 
     /// Whether the Lease as last seen names this replica.
@@ -200,9 +194,15 @@ impl LeaseLock {
             self.duration,
             renew,
         ));
+        self.put(&next).await
+    }
+
+    /// PUT of `lease` (refused with 409 unless its resourceVersion is the stored one); what
+    /// was written becomes the Lease as last seen.
+    async fn put(&mut self, lease: &Lease) -> Result<(), ApiFailure> {
         let written = self
             .api
-            .replace(&self.name, &PostParams::default(), &next)
+            .replace(&self.name, &PostParams::default(), lease)
             .await
             .map_err(|e| ApiFailure::of(&e))?;
         self.seen = Some((written, Instant::now()));
