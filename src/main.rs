@@ -24,6 +24,9 @@ enum Command {
     /// Run the VoipChecks of a file on their schedule, without a cluster: condition transitions on
     /// stdout, metrics on --metrics-addr.
     Run(Box<cli::run::RunArgs>),
+    /// Check a file of VoipChecks and Secrets as `run` reads it (strict: unknown fields are
+    /// errors), without probing: one line per check, exit 0 when all can run, 2 otherwise.
+    Validate(cli::run::ValidateArgs),
     /// Print the VoipCheck CustomResourceDefinition (YAML), e.g. `voipcheck crd | kubectl apply -f -`.
     Crd,
     /// Run the in-cluster controller: watch VoipChecks, probe on schedule, write status and
@@ -36,11 +39,13 @@ fn main() -> ExitCode {
     match &cli.command {
         Command::Run(args) => init_logging("info", args.log_format == cli::LogFormat::Json),
         Command::Operator(args) => init_logging("info", args.log_format == cli::LogFormat::Json),
+        Command::Validate(args) => init_logging("warn", args.log_format == cli::LogFormat::Json),
         _ => init_logging("warn", false),
     }
     match cli.command {
         Command::Probe(args) => block_on(cli::probe::run(*args)),
         Command::Run(args) => block_on(cli::run::run(*args)),
+        Command::Validate(args) => cli::run::validate(&args),
         Command::Crd => {
             print!("{}", voipcheck::api::crd_yaml());
             ExitCode::SUCCESS

@@ -173,17 +173,173 @@ fn sip_register_with_wrong_password_from_env_exits_1_without_echoing_it() {
     );
 }
 
+/// On loopback the mapped address is private: the probe answers, and the check's
+/// `StunReachable` would still be False (`PrivateAddressOnly`, this location's problem), so
+/// the command says so and exits 1 (it printed OK and exited 0 before issue 8).
 #[test]
-fn stun_against_coturn_reports_the_mapped_address() {
+fn stun_against_coturn_reports_the_mapped_address_and_that_it_is_private() {
     let coturn = Coturn::start();
     let out = voipcheck(&["probe", "stun", &coturn.server(), "--output", "json"]);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let report = json(&out);
     let mapped = &report["outcome"]["servers"][0]["binding"]["mapped"];
     assert!(
         mapped.as_str().is_some_and(|m| m.starts_with("127.0.0.1:")),
         "{report:#}"
     );
+    assert_eq!(report["success"], false, "{report:#}");
+    assert_eq!(report["condition"], "StunReachable", "{report:#}");
+    assert_eq!(report["reason"], "PrivateAddressOnly", "{report:#}");
+    assert_eq!(report["blame"], "Local", "{report:#}");
+    let table = voipcheck(&["probe", "stun", &coturn.server()]);
+    assert!(
+        text(&table).contains("FAILED PrivateAddressOnly")
+            && text(&table).contains("this location"),
+        "{}",
+        text(&table)
+    );
+}
+
+/// Values the CRD refuses are refused by the command line too, by the same parser and with
+/// the same bound, exit status 2, and never a panic (several exited 101 before issue 8).
+#[test]
+fn values_the_crd_refuses_exit_2_with_the_bound() {
+    let password = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(password.path(), "pw").unwrap();
+    let password = password.path().to_str().unwrap();
+    let register = |extra: &[&'static str]| -> Vec<String> {
+        let mut args = vec![
+            "probe",
+            "sip-register",
+            "sip:127.0.0.1:9",
+            "--username",
+            "alice",
+        ];
+        args.extend_from_slice(extra);
+        args.iter()
+            .map(|a| a.to_string())
+            .chain(["--password-file".into(), password.into()])
+            .collect()
+    };
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (
+            args(&["probe", "--timeout", "0s", "http", "http://127.0.0.1:9/"]),
+            "between 100ms and 5m",
+        ),
+        (
+            args(&[
+                "probe",
+                "--timeout",
+                "500000000000y",
+                "http",
+                "http://127.0.0.1:9/",
+            ]),
+            "not a duration",
+        ),
+        (
+            args(&[
+                "probe",
+                "--timeout",
+                "99999999999999999999s",
+                "stun",
+                "127.0.0.1:9",
+            ]),
+            "too long",
+        ),
+        (
+            args(&["probe", "sip-options", "tel:+4930123456"]),
+            "sip: or sips: URI",
+        ),
+        (
+            args(&["probe", "sip-options", "sip:100:secret@127.0.0.1"]),
+            "no password",
+        ),
+        (
+            args(&[
+                "probe",
+                "sip-options",
+                "sip:127.0.0.1",
+                "--lagged-threshold",
+                "1h",
+            ]),
+            "between",
+        ),
+        (register(&["--expires", "0"]), "between 60 and 86400"),
+        (
+            args(&[
+                "probe",
+                "http",
+                "http://127.0.0.1:9/",
+                "--expect-status",
+                "999",
+            ]),
+            "between 100 and 599",
+        ),
+        (
+            args(&["probe", "http", "http://user:secret@127.0.0.1:9/"]),
+            "without user:password",
+        ),
+        (args(&["probe", "stun", "127.0.0.1:70000"]), "port"),
+    ];
+    for (args, expected) in cases {
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = voipcheck(&refs);
+        let said = text(&out);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {said}");
+        assert!(
+            said.contains(expected),
+            "{args:?} should say {expected:?}: {said}"
+        );
+        assert!(!said.contains("panicked"), "{args:?}: {said}");
+    }
+}
+
+fn args(list: &[&str]) -> Vec<String> {
+    list.iter().map(|a| a.to_string()).collect()
+}
+
+/// Each failure says which condition the check would set, with which reason, and whose
+/// problem it is: the provider's (a 503), the configuration's (a wrong password).
+#[test]
+fn failures_name_the_condition_the_reason_and_whose_problem_it_is() {
+    let nginx = Nginx::start();
+    let out = voipcheck(&[
+        "probe",
+        "http",
+        nginx.http_url("/status/503").as_str(),
+        "--output",
+        "json",
+    ]);
+    let report = json(&out);
+    assert_eq!(report["condition"], "WebReachable", "{report:#}");
+    assert_eq!(report["reason"], "HttpStatus", "{report:#}");
+    assert_eq!(report["blame"], "Provider", "{report:#}");
+    let table = voipcheck(&["probe", "http", nginx.http_url("/status/503").as_str()]);
+    assert!(
+        text(&table).contains("WebReachable=False reason HttpStatus"),
+        "{}",
+        text(&table)
+    );
+    assert!(text(&table).contains("the provider's"), "{}", text(&table));
+
+    let kamailio = Kamailio::start();
+    let out = voipcheck_with_password(
+        &[
+            "probe",
+            "sip-register",
+            &kamailio.uri("udp"),
+            "--username",
+            "alice",
+        ],
+        Some("not-the-password"),
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("SipRegistered=False reason AuthRejected"),
+        "{}",
+        text(&out)
+    );
+    assert!(text(&out).contains("the configuration's"), "{}", text(&out));
 }
 
 #[test]

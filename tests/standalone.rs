@@ -344,9 +344,21 @@ fn a_bad_file_exits_2_naming_file_document_and_field() {
             ),
             ["document 2", "spec.interval", "often"],
         ),
+        // Exit 101 (a panic in the duration arithmetic) before issue 8.
         (
-            format!("{good}---\napiVersion: apps/v1\nkind: Deployment\nmetadata: {{ name: x }}\n"),
-            ["document 2", "kind", "apps/v1/Deployment"],
+            format!(
+                "{good}---\n{}",
+                good.replace("interval: 5s", "interval: 99999999999999999999s")
+            ),
+            ["document 2", "spec.interval", "too long"],
+        ),
+        // Ignored before issue 8: the default threshold applied.
+        (
+            format!(
+                "{good}---\n{}",
+                good.replace("interval: 5s", "interval: 5s\n  failureTreshold: 5")
+            ),
+            ["document 2", "spec.failureTreshold", "unknown field"],
         ),
         (
             format!("{good}---\nspec: [unclosed\n"),
@@ -479,9 +491,66 @@ fn once_runs_every_probe_now_and_exits_with_the_result() {
     assert_eq!(line["success"], false);
     assert_eq!(line["failure"], "HttpStatus");
 
-    // The operator's default allow-list holds here too: no cloud metadata endpoint.
+    // The operator's default allow-list holds here too: no cloud metadata endpoint. A check
+    // that cannot run is bad input: exit status 2 (1 before issue 8, as for a failed probe).
     let output = run(&http_check("metadata", "http://169.254.169.254/latest/"));
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert_eq!(output.status.code(), Some(1), "{stdout}");
+    assert_eq!(output.status.code(), Some(2), "{stdout}");
     assert!(stdout.contains("default/metadata NOT RUNNABLE"), "{stdout}");
+
+    // Another kind of object beside the checks is skipped with a warning (it rejected the
+    // whole file before issue 8).
+    let deployment = "apiVersion: apps/v1\nkind: Deployment\nmetadata: { name: x }\n";
+    let good = http_check("web", nginx.http_url("/").as_str());
+    let output = run(&format!("{good}---\n{deployment}"));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("document 2") && stderr.contains("skipped apps/v1 Deployment"),
+        "{stderr}"
+    );
+}
+
+/// `voipcheck validate -f` reads the file as `run` does and plans each check, without sending
+/// anything: exit 0 when every check can run, 2 otherwise, one line per check.
+#[test]
+fn validate_checks_a_file_without_probing() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("checks.yaml");
+    let validate = |text: &str| {
+        std::fs::write(&file, text).unwrap();
+        let output = Command::new(env!("CARGO_BIN_EXE_voipcheck"))
+            .args(["validate", "-f", file.to_str().unwrap()])
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        (output.status.code(), text)
+    };
+    // A port nobody listens on: validation must not need the peer.
+    let good = http_check("web", "http://127.0.0.1:9/");
+    let (code, text) = validate(&good);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(
+        text.contains("default/web VALID: probes http:web"),
+        "{text}"
+    );
+
+    let slow = good
+        .replace("name: web }", "name: slow }")
+        .replace("timeout: 1s", "timeout: 5s");
+    let (code, text) = validate(&format!("{good}---\n{slow}"));
+    assert_eq!(code, Some(2), "{text}");
+    assert!(text.contains("default/web VALID"), "{text}");
+    assert!(
+        text.contains("default/slow NOT RUNNABLE") && text.contains("spec.timeout"),
+        "{text}"
+    );
+
+    let (code, text) = validate(&good.replace("  http:", "  htp: []\n  http:"));
+    assert_eq!(code, Some(2), "{text}");
+    assert!(text.contains("spec.htp: unknown field"), "{text}");
 }

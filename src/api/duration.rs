@@ -23,8 +23,10 @@ const MAX_LENGTH: u32 = 32;
 /// A non-negative duration that travels as a Go-style duration string (`30s`, `1m30s`, `500ms`).
 ///
 /// Text must match [`PATTERN`] (as the CRD schema demands, so a file read without a cluster
-/// gets the same answer); the arithmetic is [`kube::core::Duration`]'s, which follows Go's
-/// `time.ParseDuration`. It serialises in canonical form: the largest unit that
+/// gets the same answer); the arithmetic follows Go's `time.ParseDuration`, including its
+/// limit (about 292 years). It is done here in integers rather than by
+/// `kube::core::Duration`, whose float arithmetic panics on values too large for a
+/// `Duration` (`99999999999999999999s`). It serialises in canonical form: the largest unit that
 /// represents the value exactly (`90s` stays `90s`, `120s` becomes `2m`), so a value read
 /// back is equal to the one written.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -62,19 +64,67 @@ impl From<GoDuration> for Duration {
 pub enum ParseDurationError {
     #[error("`{0}` is not a duration like 30s, 2m or 500ms (units h, m, s, ms, us, ns)")]
     Syntax(String),
+    /// Longer than Go's `time.Duration` holds (2^63 - 1 ns, about 292 years).
+    #[error("`{0}` is too long a duration")]
+    TooLong(String),
 }
+
+/// Go's `time.Duration` is an int64 of nanoseconds; CEL's `duration()` has the same limit.
+const MAX_NANOS: u128 = i64::MAX as u128;
 
 impl FromStr for GoDuration {
     type Err = ParseDurationError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let syntax = || ParseDurationError::Syntax(s.to_owned());
         if s.len() > MAX_LENGTH as usize || !SYNTAX.is_match(s) {
-            return Err(syntax());
+            return Err(ParseDurationError::Syntax(s.to_owned()));
         }
-        let parsed: kube::core::Duration = s.parse().map_err(|_| syntax())?;
-        Ok(Self(parsed.into()))
+        let nanos = total_nanos(s).ok_or_else(|| ParseDurationError::TooLong(s.to_owned()))?;
+        let secs = u64::try_from(nanos / 1_000_000_000).expect("MAX_NANOS seconds fit in u64");
+        let subsec = u32::try_from(nanos % 1_000_000_000).expect("below 10^9");
+        Ok(Self(Duration::new(secs, subsec)))
     }
+}
+
+/// The nanoseconds of text that matches [`PATTERN`], `None` beyond [`MAX_NANOS`]. Like Go, a
+/// fraction is exact to the nanosecond and truncated below it (`1.0000000009s` is 1 s).
+fn total_nanos(text: &str) -> Option<u128> {
+    let mut total: u128 = 0;
+    let mut rest = text;
+    while !rest.is_empty() {
+        let number_end = rest
+            .find(|c: char| !c.is_ascii_digit() && c != '.')
+            .unwrap_or(rest.len());
+        let (number, after) = rest.split_at(number_end);
+        let unit_end = after
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(after.len());
+        let (unit, next) = after.split_at(unit_end);
+        let unit_nanos: u128 = match unit {
+            "h" => 3_600_000_000_000,
+            "m" => 60_000_000_000,
+            "s" => 1_000_000_000,
+            "ms" => 1_000_000,
+            "us" => 1_000,
+            _ => 1,
+        };
+        let (whole, fraction) = number.split_once('.').unwrap_or((number, ""));
+        let mut part = digits(whole)?.checked_mul(unit_nanos)?;
+        if !fraction.is_empty() {
+            let scale = 10u128.checked_pow(u32::try_from(fraction.len()).ok()?)?;
+            part = part.checked_add(digits(fraction)?.checked_mul(unit_nanos)? / scale)?;
+        }
+        total = total.checked_add(part).filter(|t| *t <= MAX_NANOS)?;
+        rest = next;
+    }
+    Some(total)
+}
+
+/// A run of ASCII digits as a number; `None` when it does not fit.
+fn digits(text: &str) -> Option<u128> {
+    text.bytes().try_fold(0u128, |value, digit| {
+        value.checked_mul(10)?.checked_add(u128::from(digit - b'0'))
+    })
 }
 
 impl fmt::Display for GoDuration {
@@ -169,6 +219,36 @@ mod tests {
                 Err(ParseDurationError::Syntax(text.into())),
                 "{text:?} accepted"
             );
+        }
+    }
+
+    /// These panicked in `kube::core::Duration`'s float arithmetic, at start and on reload.
+    #[test]
+    fn refuses_durations_beyond_gos_limit_without_panicking() {
+        for text in ["99999999999999999999s", "2562048h", "9223372036854775808ns"] {
+            assert_eq!(
+                text.parse::<GoDuration>(),
+                Err(ParseDurationError::TooLong(text.into())),
+                "{text}"
+            );
+        }
+        assert_eq!(
+            "9223372036854775807ns".parse::<GoDuration>(),
+            Ok(GoDuration(Duration::from_nanos(i64::MAX as u64)))
+        );
+        assert_eq!(
+            "1.0000000009s".parse::<GoDuration>(),
+            Ok(GoDuration(Duration::from_secs(1)))
+        );
+    }
+
+    proptest::proptest! {
+        /// No text makes the parser panic; what it accepts reads back as itself.
+        #[test]
+        fn any_text_parses_or_is_refused(text in "\\PC{0,40}|[0-9.hmsun]{1,32}") {
+            if let Ok(d) = text.parse::<GoDuration>() {
+                proptest::prop_assert_eq!(d.to_string().parse::<GoDuration>(), Ok(d));
+            }
         }
     }
 

@@ -21,7 +21,10 @@ pub use spec::{
     TargetKind, VoipCheck, VoipCheckSpec,
 };
 pub use status::{Incident, LastRun, ProbeResult, VoipCheckStatus};
-pub use validate::{InvalidSpec, SpecError, compile_body_regex, parse_http_url, validate};
+pub use validate::{
+    InvalidSpec, SpecError, check_host_port, check_sip_uri, check_sip_user, compile_body_regex,
+    parse_duration, parse_http_url, parse_int, validate,
+};
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;

@@ -9,7 +9,7 @@
 //! Messages name the field and what is wrong, never the value: a value may be a password pasted
 //! into the wrong field.
 
-use super::duration::GoDuration;
+use super::duration::{GoDuration, ParseDurationError};
 use super::limits::{self, DurationRange, IntRange};
 use super::patterns::compiled as pattern;
 use super::spec::{ControlProbe, HttpCheck, SecretKeyRef, SipCheck, StunCheck, VoipCheckSpec};
@@ -18,6 +18,7 @@ use regex::Regex;
 use std::collections::HashSet;
 use std::fmt;
 use std::net::Ipv6Addr;
+use std::time::Duration;
 use url::Url;
 
 /// One problem: `field` is the path (`spec.sip.server`), `reason` says what is wrong.
@@ -105,6 +106,39 @@ pub fn parse_http_url(text: &str) -> Result<Url, String> {
         return Err(SHAPE.into());
     }
     Ok(url)
+}
+
+/// A duration written as text (a command-line flag): the CRD's syntax, within the range its
+/// spec field has.
+pub fn parse_duration(text: &str, range: DurationRange) -> Result<Duration, String> {
+    let value: GoDuration = text
+        .parse()
+        .map_err(|e: ParseDurationError| e.to_string())?;
+    if range.contains(value) {
+        Ok(value.get())
+    } else {
+        Err(range.requirement())
+    }
+}
+
+/// An integer written as text, within the range its spec field has.
+pub fn parse_int(text: &str, range: IntRange) -> Result<i32, String> {
+    match text.trim().parse::<i32>() {
+        Ok(value) if range.contains(value) => Ok(value),
+        _ => Err(format!("{} (a whole number)", range.requirement())),
+    }
+}
+
+/// A SIP user name (`spec.sip.register.username`).
+pub fn check_sip_user(text: &str) -> Result<(), String> {
+    if text.is_empty() || text.len() > limits::MAX_USERNAME_LENGTH as usize {
+        let max = limits::MAX_USERNAME_LENGTH;
+        return Err(format!("must be 1 to {max} characters"));
+    }
+    if !pattern::SIP_USER.is_match(text) {
+        return Err("must not contain whitespace, '@', ':' or ';'".into());
+    }
+    Ok(())
 }
 
 /// Compiles an HTTP probe's `bodyRegex`, with a bound on the compiled size (the pattern comes
@@ -219,13 +253,9 @@ impl Checker {
             self.fail("spec.sip", "needs register, options or both");
         }
         if let Some(register) = &sip.register {
-            self.shaped(
-                "spec.sip.register.username",
-                &register.username,
-                limits::MAX_USERNAME_LENGTH,
-                &pattern::SIP_USER,
-                "must not contain whitespace, '@', ':' or ';'",
-            );
+            if let Err(reason) = check_sip_user(&register.username) {
+                self.fail("spec.sip.register.username", reason);
+            }
             if let Some(domain) = &register.domain {
                 self.shaped(
                     "spec.sip.register.domain",
@@ -368,7 +398,7 @@ impl Checker {
 }
 
 /// `host`, `host:port` or `[ipv6]:port` with a port from 1 to 65535.
-fn check_host_port(text: &str) -> Result<(), String> {
+pub fn check_host_port(text: &str) -> Result<(), String> {
     const SHAPE: &str = "must be host or host:port ([IPv6]:port for IPv6)";
     if text.len() > limits::MAX_NAME_LENGTH as usize || !pattern::HOST_PORT.is_match(text) {
         return Err(SHAPE.into());
@@ -393,7 +423,7 @@ fn check_authority(authority: &str) -> Result<(), String> {
 }
 
 /// A `sip:`/`sips:` URI the probes can use: the pattern, then port, IPv6 literal and transport.
-fn check_sip_uri(text: &str) -> Result<(), String> {
+pub fn check_sip_uri(text: &str) -> Result<(), String> {
     const SHAPE: &str = "must be a sip: or sips: URI like sip:pbx.example.com;transport=tls \
                          (no password, no headers)";
     if text.len() > limits::MAX_URI_LENGTH as usize || !pattern::SIP_URI.is_match(text) {
@@ -423,6 +453,21 @@ fn check_sip_uri(text: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    proptest::proptest! {
+        /// No text makes a value parser panic, whatever it holds (the same parsers read the
+        /// CRD's fields, the file's and the command line's).
+        #[test]
+        fn value_parsers_never_panic(text in "\\PC{0,80}|(sips?:|https?://)[\\[\\]a-z0-9.:@;=%/]{0,40}") {
+            let _ = check_sip_uri(&text);
+            let _ = check_host_port(&text);
+            let _ = check_sip_user(&text);
+            let _ = parse_http_url(&text);
+            let _ = parse_int(&text, limits::EXPIRES);
+            let _ = parse_duration(&text, limits::TIMEOUT);
+            let _ = compile_body_regex(&text);
+        }
+    }
     use crate::api::spec::{NatBinding, SecretRef, SipErrorCodes};
 
     /// A spec using every probe, valid as it stands.

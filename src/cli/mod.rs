@@ -5,6 +5,7 @@ pub mod operator;
 pub mod output;
 pub mod probe;
 pub mod run;
+pub mod values;
 
 /// How log lines (and `voipcheck run`'s transition lines) are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

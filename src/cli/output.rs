@@ -1,14 +1,20 @@
 //! Printing a probe outcome: an aligned table for people, JSON for scripts.
+//!
+//! Both say what the check's condition would show for this run (condition, reason) and, on
+//! failure, whose problem it is, since that is what a person on the phone with a customer or
+//! the provider's hotline needs to know first.
 
 use serde::Serialize;
 use std::process::ExitCode;
 use voipcheck::probe::Outcome;
+use voipcheck::verdict::{Blame, Reading};
 
 #[derive(Clone, Copy, clap::ValueEnum)]
 pub enum OutputFormat {
     /// Aligned `fact  value` lines, the verdict first.
     Table,
-    /// One JSON object: `{"probe", "success", "failure", "outcome"}`.
+    /// One JSON object: `{"probe", "success", "message", "condition", "reason", "blame",
+    /// "outcome"}`.
     Json,
 }
 
@@ -18,19 +24,37 @@ struct JsonReport<'a, O: Serialize> {
     success: bool,
     /// The failure in words, as the table shows it; the class is in `outcome.failure`.
     message: Option<String>,
+    /// The condition this probe feeds in a VoipCheck, and the reason it would show.
+    condition: &'static str,
+    reason: &'static str,
+    /// Whose problem a failure is: `Provider`, `Configuration` or `Local`.
+    blame: Option<Blame>,
     outcome: &'a O,
 }
 
-/// Prints `outcome` and returns the exit status: 0 success, 1 probe failed.
-pub fn print_outcome<O: Outcome>(probe: &str, outcome: &O, format: OutputFormat) -> ExitCode {
-    let failure = outcome.failure();
+/// Prints `outcome` with its `reading` and returns the exit status: 0 success, 1 the probe
+/// failed or its condition would not be met (e.g. STUN answered with a private address only).
+pub fn print_outcome<O: Outcome>(
+    probe: &str,
+    outcome: &O,
+    reading: &Reading,
+    format: OutputFormat,
+) -> ExitCode {
+    let failed = outcome.failure().is_some() || reading.blame.is_some();
     match format {
-        OutputFormat::Table => print!("{}", table(probe, outcome)),
+        OutputFormat::Table => print!("{}", table(probe, outcome, reading)),
         OutputFormat::Json => {
+            let message = match outcome.failure() {
+                Some(failure) => Some(failure.to_string()),
+                None => reading.blame.map(|_| reading.message.clone()),
+            };
             let report = JsonReport {
                 probe,
-                success: failure.is_none(),
-                message: failure.map(ToString::to_string),
+                success: !failed,
+                message,
+                condition: reading.condition.as_str(),
+                reason: reading.reason.as_str(),
+                blame: reading.blame,
                 outcome,
             };
             match serde_json::to_string_pretty(&report) {
@@ -42,19 +66,39 @@ pub fn print_outcome<O: Outcome>(probe: &str, outcome: &O, format: OutputFormat)
             }
         }
     }
-    if failure.is_none() {
-        ExitCode::SUCCESS
-    } else {
+    if failed {
         ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
     }
 }
 
-fn table<O: Outcome>(probe: &str, outcome: &O) -> String {
-    let verdict = match outcome.failure() {
-        None => "OK".to_owned(),
-        Some(failure) => format!("FAILED {}: {failure}", failure.class()),
+fn table<O: Outcome>(probe: &str, outcome: &O, reading: &Reading) -> String {
+    let verdict = match (outcome.failure(), reading.blame) {
+        (Some(failure), _) => format!("FAILED {}: {failure}", failure.class()),
+        (None, Some(_)) => format!("FAILED {}: {}", reading.reason.as_str(), reading.message),
+        (None, None) => "OK".to_owned(),
     };
-    let mut rows = vec![("probe", probe.to_owned()), ("result", verdict)];
+    let status = if reading.blame.is_some() {
+        "False"
+    } else {
+        "True"
+    };
+    let mut rows = vec![
+        ("probe", probe.to_owned()),
+        ("result", verdict),
+        (
+            "condition",
+            format!(
+                "{}={status} reason {}",
+                reading.condition.as_str(),
+                reading.reason.as_str()
+            ),
+        ),
+    ];
+    if let Some(blame) = reading.blame {
+        rows.push(("whose", blame.explain().to_owned()));
+    }
     rows.extend(outcome.facts());
     let width = rows.iter().map(|(label, _)| label.len()).max().unwrap_or(0);
     rows.iter()

@@ -2,14 +2,17 @@
 //! can use (0 success, 1 probe failed, 2 usage or configuration error).
 
 use super::output::{OutputFormat, print_outcome};
+use super::values;
 use clap::{Args, Subcommand};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
+use voipcheck::check::{ProbeKind, ProbeOutcome, ProbeRun};
 use voipcheck::probe::dns::Dns;
 use voipcheck::probe::tls::CaSource;
-use voipcheck::probe::{ConfigError, http, sip, stun};
+use voipcheck::probe::{ConfigError, Outcome, http, sip, stun};
 use voipcheck::secret::Secret;
+use voipcheck::verdict;
 
 /// The environment variable read for the SIP password when `--password-file` is not given.
 /// A password is never accepted on the command line, where `ps` and shell history would show it.
@@ -18,10 +21,11 @@ pub const PASSWORD_ENV: &str = "VOIPCHECK_SIP_PASSWORD";
 #[derive(Args)]
 pub struct ProbeArgs {
     #[command(subcommand)]
-    kind: ProbeKind,
+    kind: Probe,
 
-    /// Give up after this long (e.g. 500ms, 10s); every network wait is bounded by it.
-    #[arg(long, global = true, default_value = "10s", value_parser = humantime::parse_duration)]
+    /// Give up after this long (100ms to 300s, e.g. 500ms, 10s); every network wait is bounded
+    /// by it.
+    #[arg(long, global = true, default_value = "10s", value_parser = values::timeout)]
     timeout: Duration,
 
     /// How to print the result.
@@ -30,7 +34,7 @@ pub struct ProbeArgs {
 }
 
 #[derive(Subcommand)]
-enum ProbeKind {
+enum Probe {
     /// REGISTER with digest authentication until a final 200 OK ("is the line registered?").
     ///
     /// The password is read from --password-file or from the VOIPCHECK_SIP_PASSWORD environment
@@ -41,9 +45,10 @@ enum ProbeKind {
     SipRegister {
         /// The registrar: sip: or sips: URI, optionally with ;transport=udp|tcp|tls. Without a
         /// port the server is found by DNS as RFC 3263 describes (NAPTR, SRV, A/AAAA).
+        #[arg(value_parser = values::sip_server)]
         server: String,
         /// The account's user name (also used for authentication).
-        #[arg(long)]
+        #[arg(long, value_parser = values::sip_user)]
         username: String,
         /// The domain of the address of record, when it differs from the server's host.
         #[arg(long)]
@@ -51,8 +56,8 @@ enum ProbeKind {
         /// A file holding the password (a trailing newline is ignored).
         #[arg(long)]
         password_file: Option<PathBuf>,
-        /// Requested registration lifetime in seconds.
-        #[arg(long, default_value_t = sip::DEFAULT_EXPIRES)]
+        /// Requested registration lifetime in seconds (60 to 86400).
+        #[arg(long, default_value_t = sip::DEFAULT_EXPIRES, value_parser = values::expires)]
         expires: u32,
         /// Keep the registration instead of removing it (Expires: 0) after success.
         #[arg(long)]
@@ -68,9 +73,10 @@ enum ProbeKind {
         voipcheck probe sip-options 'sip:sip.example.com;transport=tcp' --lagged-threshold 500ms")]
     SipOptions {
         /// The SIP server: sip: or sips: URI (see sip-register).
+        #[arg(value_parser = values::sip_server)]
         server: String,
-        /// Asterisk's qualify maxms: answers slower than this are LAGGED.
-        #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+        /// Asterisk's qualify maxms: answers slower than this are LAGGED (100ms to 30s).
+        #[arg(long, default_value = "2s", value_parser = values::lagged_threshold)]
         lagged_threshold: Duration,
         /// Extra trusted CA certificates (PEM) for TLS, in addition to the system's.
         #[arg(long)]
@@ -84,14 +90,14 @@ enum ProbeKind {
     Stun {
         /// STUN servers as host[:port] (port 3478 when omitted). Several servers that report
         /// different public addresses fail with AddressMismatch.
-        #[arg(required = true)]
+        #[arg(required = true, value_parser = values::stun_server)]
         servers: Vec<String>,
         /// Use TCP instead of UDP.
         #[arg(long)]
         tcp: bool,
         /// Also test whether a NAT binding survives this idle time (the phones' keep-alive,
-        /// e.g. 60s); the probe then takes that long plus the timeout.
-        #[arg(long, value_parser = humantime::parse_duration)]
+        /// e.g. 60s; 1s to 2h); the probe then takes that long plus the timeout.
+        #[arg(long, value_parser = values::keepalive_interval)]
         nat_binding: Option<Duration>,
     },
     /// GET a URL with per-phase timings (resolve, connect, tls, processing, transfer), the TLS
@@ -100,16 +106,18 @@ enum ProbeKind {
         voipcheck probe http https://maxmuster.starface-cloud.com/ --body-contains STARFACE\n  \
         voipcheck probe http https://push.example.com/health --expect-status 200 --expect-status 204")]
     Http {
-        /// The URL (http or https). Credentials in it are sent as Basic auth and never printed.
+        /// The URL (http or https), without user:password: a password on the command line
+        /// shows in `ps` and the shell's history.
+        #[arg(value_parser = values::http_url)]
         url: url::Url,
-        /// An acceptable status code (repeatable); any 2xx when none is given.
-        #[arg(long = "expect-status")]
+        /// An acceptable status code (100 to 599, repeatable); any 2xx when none is given.
+        #[arg(long = "expect-status", value_parser = values::http_status)]
         expect_status: Vec<u16>,
         /// Fail unless the body contains this text.
-        #[arg(long)]
+        #[arg(long, value_parser = values::body_text)]
         body_contains: Option<String>,
         /// Fail unless the body matches this regular expression.
-        #[arg(long)]
+        #[arg(long, value_parser = values::body_regex)]
         body_regex: Option<regex::Regex>,
         /// Report a redirect as it is instead of following it.
         #[arg(long)]
@@ -117,8 +125,8 @@ enum ProbeKind {
         /// How many redirects to follow at most.
         #[arg(long, default_value_t = http::DEFAULT_MAX_REDIRECTS)]
         max_redirects: u8,
-        /// Read at most this many bytes of the body.
-        #[arg(long, default_value_t = http::DEFAULT_MAX_BODY_BYTES)]
+        /// Read at most this many bytes of the body (at most 64 MiB).
+        #[arg(long, default_value_t = http::DEFAULT_MAX_BODY_BYTES, value_parser = values::body_bytes)]
         max_body_bytes: usize,
         /// Extra trusted CA certificates (PEM), in addition to the system's.
         #[arg(long)]
@@ -142,7 +150,7 @@ async fn run_probe(args: ProbeArgs) -> Result<ExitCode, ConfigError> {
     let timeout = args.timeout;
     let format = args.output;
     let code = match args.kind {
-        ProbeKind::SipRegister {
+        Probe::SipRegister {
             server,
             username,
             domain,
@@ -161,9 +169,16 @@ async fn run_probe(args: ProbeArgs) -> Result<ExitCode, ConfigError> {
                 timeout,
                 ca: ca_file.map(CaSource::File),
             };
-            print_outcome("sip-register", &sip::register(&dns, &config).await?, format)
+            let outcome = sip::register(&dns, &config).await?;
+            report(
+                "sip-register",
+                ProbeKind::SipRegister,
+                ProbeOutcome::SipRegister,
+                &outcome,
+                format,
+            )
         }
-        ProbeKind::SipOptions {
+        Probe::SipOptions {
             server,
             lagged_threshold,
             ca_file,
@@ -174,9 +189,16 @@ async fn run_probe(args: ProbeArgs) -> Result<ExitCode, ConfigError> {
                 timeout,
                 ca: ca_file.map(CaSource::File),
             };
-            print_outcome("sip-options", &sip::options(&dns, &config).await?, format)
+            let outcome = sip::options(&dns, &config).await?;
+            report(
+                "sip-options",
+                ProbeKind::SipOptions,
+                ProbeOutcome::SipOptions,
+                &outcome,
+                format,
+            )
         }
-        ProbeKind::Stun {
+        Probe::Stun {
             servers,
             tcp,
             nat_binding,
@@ -191,9 +213,16 @@ async fn run_probe(args: ProbeArgs) -> Result<ExitCode, ConfigError> {
                 timeout,
                 nat_binding,
             };
-            print_outcome("stun", &stun::probe(&dns, &config).await?, format)
+            let outcome = stun::probe(&dns, &config).await?;
+            report(
+                "stun",
+                ProbeKind::Stun,
+                ProbeOutcome::Stun,
+                &outcome,
+                format,
+            )
         }
-        ProbeKind::Http {
+        Probe::Http {
             url,
             expect_status,
             body_contains,
@@ -214,10 +243,34 @@ async fn run_probe(args: ProbeArgs) -> Result<ExitCode, ConfigError> {
                 timeout,
                 max_body_bytes,
             };
-            print_outcome("http", &http::probe(&dns, &config).await?, format)
+            let outcome = http::probe(&dns, &config).await?;
+            report(
+                "http",
+                ProbeKind::Http,
+                ProbeOutcome::Http,
+                &outcome,
+                format,
+            )
         }
     };
     Ok(code)
+}
+
+/// Prints `outcome` with what the check's condition would make of it (reason, whose problem).
+fn report<O: Outcome + Clone>(
+    name: &str,
+    kind: ProbeKind,
+    wrap: fn(O) -> ProbeOutcome,
+    outcome: &O,
+    format: OutputFormat,
+) -> ExitCode {
+    let run = ProbeRun {
+        name: name.to_owned(),
+        kind,
+        outcome: wrap(outcome.clone()),
+        duration: Duration::ZERO,
+    };
+    print_outcome(&run.name, outcome, &verdict::read(&run), format)
 }
 
 /// The SIP password from `--password-file`, else from [`PASSWORD_ENV`].

@@ -1,6 +1,7 @@
 //! `voipcheck run -f checks.yaml`: the checks of a file on their schedule, without a cluster.
 //! Exit status: 0 after SIGTERM/SIGINT (or, with `--once`, every probe passed), 1 with `--once`
-//! when a probe failed or a check cannot run, 2 for a file or option that cannot be used.
+//! when a probe failed, 2 for a file or option that cannot be used (with `--once` also a check
+//! that cannot run: an invalid spec or a missing Secret is bad input, not a failed probe).
 
 use super::LogFormat;
 use clap::Args;
@@ -40,7 +41,8 @@ pub struct RunArgs {
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     max_concurrent_probes: Option<u32>,
 
-    /// Run every check once now, print each probe's result and exit (0 all passed, 1 not).
+    /// Run every check once now, print each probe's result and exit (0 all passed, 1 a probe
+    /// failed, 2 a check cannot run).
     #[arg(long)]
     once: bool,
 }
@@ -58,11 +60,13 @@ pub async fn run(args: RunArgs) -> ExitCode {
     let result = if args.once {
         standalone::once(&args.file, format, max_concurrent)
             .await
-            .map(|passed| {
-                if passed {
-                    ExitCode::SUCCESS
-                } else {
+            .map(|tally| {
+                if tally.not_runnable > 0 {
+                    ExitCode::from(2)
+                } else if tally.failed_probes > 0 {
                     ExitCode::from(1)
+                } else {
+                    ExitCode::SUCCESS
                 }
             })
     } else {
@@ -75,13 +79,45 @@ pub async fn run(args: RunArgs) -> ExitCode {
         };
         standalone::run(options).await.map(|()| ExitCode::SUCCESS)
     };
-    result.unwrap_or_else(|error| {
-        match format {
-            Format::Text => eprintln!("voipcheck: {error}"),
-            Format::Json => tracing::error!("{error}"),
-        }
-        ExitCode::from(2)
-    })
+    result.unwrap_or_else(|error| usage_error(format, &error))
+}
+
+/// `voipcheck validate -f FILE`: reads the file as `run` does and plans every check, without
+/// probing. Exit status 0 when every check can run, 2 otherwise.
+#[derive(Args)]
+#[command(after_help = "Examples:\n  \
+    voipcheck validate -f checks.yaml\n  \
+    voipcheck validate -f checks.yaml --log-format json")]
+pub struct ValidateArgs {
+    /// A multi-document YAML file of VoipChecks and the Secrets they reference, as for `run`.
+    #[arg(short = 'f', long = "file")]
+    file: PathBuf,
+
+    /// One line per check as text or as JSON.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// Checks the file and says, per check, whether it can run.
+pub fn validate(args: &ValidateArgs) -> ExitCode {
+    let format = match args.log_format {
+        LogFormat::Text => Format::Text,
+        LogFormat::Json => Format::Json,
+    };
+    match standalone::validate(&args.file, format) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(2),
+        Err(error) => usage_error(format, &error),
+    }
+}
+
+/// Reports a file or option that cannot be used: exit status 2.
+fn usage_error(format: Format, error: &dyn std::fmt::Display) -> ExitCode {
+    match format {
+        Format::Text => eprintln!("voipcheck: {error}"),
+        Format::Json => tracing::error!("{error}"),
+    }
+    ExitCode::from(2)
 }
 
 /// A `location` becomes a label value on every series: a short name, not free text.

@@ -1,10 +1,14 @@
 //! Reading a `voipcheck run -f` file: multi-document YAML holding VoipChecks and the Secrets they
 //! reference, as `kubectl apply -f` would take it.
 //!
-//! Anything that is not a well-formed VoipCheck or v1 Secret rejects the whole file, with an
-//! error naming the file, the document (1-based, as a person counts `---` separators), its line
-//! and the field. Whether a well-formed VoipCheck can run (validation, Secret references) is the
-//! plan's question, answered per check: see [`super`].
+//! A VoipCheck or v1 Secret that is not well-formed rejects the whole file, with an error naming
+//! the file, the document (1-based, as a person counts `---` separators), its line and the
+//! field. Reading is strict, as kubectl's server-side field validation (`--validate=strict`):
+//! an unknown field is an error with its path, since a misspelt `failureTreshold` would
+//! otherwise fall back silently to the default. Other kinds of objects (a Deployment in the
+//! same file) are skipped and listed in [`Manifests::skipped`]. Whether a well-formed VoipCheck
+//! can run (validation, Secret references) is the plan's question, answered per check: see
+//! [`super`].
 
 use crate::api::VoipCheck;
 use crate::check::{CheckId, StaticSecrets};
@@ -35,6 +39,26 @@ pub struct Manifests {
     /// The file's Secrets. Their values print as `Secret(<redacted>)`, so printing the
     /// manifests shows no credential.
     pub secrets: StaticSecrets,
+    /// Objects of other kinds, not used, for a warning each.
+    pub skipped: Vec<Skipped>,
+}
+
+/// An object of the file that is neither a VoipCheck nor a Secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Skipped {
+    pub place: Place,
+    /// `apps/v1 Deployment`.
+    pub kind: String,
+}
+
+impl fmt::Display for Skipped {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}: skipped {}: only voipcheck.io/v1alpha1 VoipCheck and v1 Secret are read",
+            self.place, self.kind
+        )
+    }
 }
 
 /// A document of a file: "checks.yaml document 2 (line 14)".
@@ -124,8 +148,15 @@ pub fn parse(file: &Path, text: &str) -> Result<Manifests, LoadError> {
                     .map_err(|e| document_error(place.clone(), &e.field, e.reason))?;
                 seen_secrets.insert(id, place);
             }
+            // An empty document (`---` at the end of a file): kubectl ignores it too.
+            (None, None) if value.is_null() => {}
             (None, _) if !value.is_object() => {
                 return Err(document_error(place, ".", "expected a Kubernetes object"));
+            }
+            // Another kind of Kubernetes object, e.g. the Deployment of the same release.
+            (Some(api_version), Some(kind)) if !api_version.starts_with("voipcheck.io/") => {
+                let kind = format!("{api_version} {kind}");
+                manifests.skipped.push(Skipped { place, kind });
             }
             (api_version, kind) => {
                 let message = format!(
@@ -149,12 +180,45 @@ fn field_str<'a>(value: &'a Value, field: &str) -> Option<&'a str> {
     value.get(field).and_then(Value::as_str)
 }
 
-/// Deserializes a document into its API type; an error names the field path.
+/// Deserializes a document into its API type; an error names the field path. The first
+/// unknown field is an error too (serde would ignore it), as `kubectl apply --validate=strict`
+/// refuses it.
 fn typed<T: DeserializeOwned>(place: &Place, value: Value) -> Result<T, LoadError> {
-    serde_path_to_error::deserialize(value).map_err(|e| {
+    let mut unknown = Vec::new();
+    let typed = serde_path_to_error::deserialize(serde_ignored::Deserializer::new(
+        value,
+        &mut |path: serde_ignored::Path<'_>| unknown.push(field_path(&path)),
+    ))
+    .map_err(|e| {
         let field = e.path().to_string();
         document_error(place.clone(), &field, e.into_inner().to_string())
-    })
+    })?;
+    match unknown
+        .into_iter()
+        .find(|path| !KNOWN_TYPE_FIELDS.contains(&path.as_str()))
+    {
+        Some(field) => Err(document_error(place.clone(), &field, "unknown field")),
+        None => Ok(typed),
+    }
+}
+
+/// Fields every object has that the typed structs need not keep: they were read already.
+const KNOWN_TYPE_FIELDS: [&str; 2] = ["apiVersion", "kind"];
+
+/// `spec.http[0].expectStatus` from serde_ignored's path.
+fn field_path(path: &serde_ignored::Path<'_>) -> String {
+    use serde_ignored::Path;
+    match path {
+        Path::Root => String::new(),
+        Path::Seq { parent, index } => format!("{}[{index}]", field_path(parent)),
+        Path::Map { parent, key } => match field_path(parent) {
+            parent if parent.is_empty() => key.clone(),
+            parent => format!("{parent}.{key}"),
+        },
+        Path::Some { parent }
+        | Path::NewtypeStruct { parent }
+        | Path::NewtypeVariant { parent } => field_path(parent),
+    }
 }
 
 fn object_id(
@@ -297,12 +361,62 @@ stringData:
         assert_eq!(field, "spec.http[0].expectStatus[0]");
     }
 
+    /// A Deployment in the same file rejected the whole file before issue 8.
     #[test]
-    fn unknown_kinds_and_missing_names_are_refused() {
+    fn other_kinds_are_skipped_and_listed() {
         let deployment = "apiVersion: apps/v1\nkind: Deployment\nmetadata: { name: x }\n";
-        let (document, _, field, message) = document_error(&format!("{CHECK}---\n{deployment}"));
-        assert_eq!((document, field.as_str()), (2, "kind"));
-        assert!(message.contains("apps/v1/Deployment"), "{message}");
+        let manifests = parse_text(&format!("{CHECK}---\n{deployment}---\n")).unwrap();
+        assert_eq!(manifests.checks.len(), 1);
+        assert_eq!(manifests.skipped.len(), 1);
+        let skipped = &manifests.skipped[0];
+        assert_eq!(
+            (skipped.place.document, skipped.kind.as_str()),
+            (2, "apps/v1 Deployment")
+        );
+        assert!(
+            skipped.to_string().contains("skipped apps/v1 Deployment"),
+            "{skipped}"
+        );
+    }
+
+    /// Unknown fields were dropped silently before issue 8: a misspelt `failureThreshold` fell
+    /// back to the default.
+    #[test]
+    fn unknown_fields_are_refused_with_their_path() {
+        for (text, path) in [
+            (
+                CHECK.replace("  interval: 5s", "  failureTreshold: 5"),
+                "spec.failureTreshold",
+            ),
+            (
+                CHECK.replace("url: 'http", "bodyContain: x, url: 'http"),
+                "spec.http[0].bodyContain",
+            ),
+            (
+                CHECK.replace("  name: lab\n", "  name: lab\n  lables: { a: b }\n"),
+                "metadata.lables",
+            ),
+            (CHECK.replace("spec:", "sepc: {}\nspec:"), "sepc"),
+            (SECRET.replace("stringData:", "strinData:"), "strinData"),
+        ] {
+            let (_, _, field, message) = document_error(&text);
+            assert_eq!(
+                (field.as_str(), message.as_str()),
+                (path, "unknown field"),
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn unknown_kinds_of_our_group_and_missing_names_are_refused() {
+        let typo = CHECK.replace("kind: VoipCheck", "kind: VoipChek");
+        let (_, _, field, message) = document_error(&typo);
+        assert_eq!(field, "kind");
+        assert!(
+            message.contains("voipcheck.io/v1alpha1/VoipChek"),
+            "{message}"
+        );
 
         let (_, _, field, _) = document_error("kind: VoipCheck\nmetadata: { name: x }\n");
         assert_eq!(field, "apiVersion");
@@ -341,6 +455,14 @@ stringData:
                 assert!(!message.is_empty());
             }
             other => panic!("{other}"),
+        }
+    }
+
+    proptest::proptest! {
+        /// Any text is a file or an error naming its place, never a panic.
+        #[test]
+        fn any_text_loads_or_is_refused(text in "\\PC{0,200}|([a-zA-Z:{}\\[\\], \n-]|apiVersion: v1\n|kind: Secret\n){0,30}") {
+            let _ = parse_text(&text);
         }
     }
 

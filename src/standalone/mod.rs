@@ -14,7 +14,9 @@
 mod manifests;
 mod print;
 
-pub use manifests::{DEFAULT_NAMESPACE, FileCheck, LoadError, Manifests, Place, load, parse};
+pub use manifests::{
+    DEFAULT_NAMESPACE, FileCheck, LoadError, Manifests, Place, Skipped, load, parse,
+};
 pub use print::Format;
 
 use crate::check::{self, AllowList, CheckId, Plan, PlanError, StaticSecrets};
@@ -61,7 +63,7 @@ pub enum RunError {
 
 /// Runs the file's checks until SIGTERM or SIGINT.
 pub async fn run(options: Options) -> Result<(), RunError> {
-    let manifests = load(&options.file)?;
+    let manifests = read(&options.file)?;
     let mut signals = Signals::install().map_err(RunError::Signals)?;
     let allow = AllowList::default();
     let dns = resolver(&allow)?;
@@ -116,20 +118,27 @@ pub async fn run(options: Options) -> Result<(), RunError> {
     result
 }
 
-/// Runs every check of the file once, now, and prints each probe's result. `Ok(true)` when
-/// every check could run and every probe passed.
-pub async fn once(file: &Path, format: Format, max_concurrent: usize) -> Result<bool, RunError> {
-    let manifests = load(file)?;
+/// What `--once` saw: how many checks could not run (an invalid spec, a missing Secret: bad
+/// input) and how many probes failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Tally {
+    pub not_runnable: usize,
+    pub failed_probes: usize,
+}
+
+/// Runs every check of the file once, now, and prints each probe's result.
+pub async fn once(file: &Path, format: Format, max_concurrent: usize) -> Result<Tally, RunError> {
+    let manifests = read(file)?;
     let allow = AllowList::default();
     let dns = resolver(&allow)?;
     let permits = Arc::new(Semaphore::new(max_concurrent.max(1)));
     let mut runs = JoinSet::new();
-    let mut all_passed = true;
+    let mut tally = Tally::default();
     for (index, file_check) in manifests.checks.iter().enumerate() {
         let plan = match plan(file_check, &manifests.secrets, &allow) {
             Ok(plan) => plan,
             Err(error) => {
-                all_passed = false;
+                tally.not_runnable += 1;
                 write_line(&print::not_runnable(format, &file_check.id, &error));
                 continue;
             }
@@ -146,7 +155,7 @@ pub async fn once(file: &Path, format: Format, max_concurrent: usize) -> Result<
             Ok(report) => reports.push(report),
             Err(error) => {
                 tracing::error!("a check's run ended abnormally: {error}");
-                all_passed = false;
+                tally.failed_probes += 1;
             }
         }
     }
@@ -154,11 +163,43 @@ pub async fn once(file: &Path, format: Format, max_concurrent: usize) -> Result<
     for (index, report) in reports {
         let id = &manifests.checks[index].id;
         for run in report.probes.iter().chain(&report.control) {
-            all_passed &= run.failure().is_none();
+            tally.failed_probes += usize::from(run.failure().is_some());
             write_line(&print::probe(format, id, run));
         }
     }
-    Ok(all_passed)
+    Ok(tally)
+}
+
+/// Checks the file as `run` would read it, without probing: prints one line per check (valid,
+/// with its probes, or why it cannot run) and returns whether every check can run.
+pub fn validate(file: &Path, format: Format) -> Result<bool, LoadError> {
+    let manifests = read(file)?;
+    let allow = AllowList::default();
+    let mut all_valid = true;
+    for file_check in &manifests.checks {
+        match check::plan(
+            &file_check.id,
+            &file_check.check.spec,
+            &manifests.secrets,
+            &allow,
+        ) {
+            Ok(plan) => write_line(&print::valid(format, &file_check.id, &plan)),
+            Err(error) => {
+                all_valid = false;
+                write_line(&print::not_runnable(format, &file_check.id, &error));
+            }
+        }
+    }
+    Ok(all_valid)
+}
+
+/// Loads the file and warns about each object it skips.
+fn read(file: &Path) -> Result<Manifests, LoadError> {
+    let manifests = load(file)?;
+    for skipped in &manifests.skipped {
+        tracing::warn!("{skipped}");
+    }
+    Ok(manifests)
 }
 
 /// The system's resolver, handing out only addresses `allow` accepts.
@@ -218,7 +259,7 @@ fn reload(
     allow: &AllowList,
     running: &BTreeSet<CheckId>,
 ) -> BTreeSet<CheckId> {
-    match load(file) {
+    match read(file) {
         Ok(manifests) => {
             let ids = apply(scheduler, &manifests, allow, running);
             tracing::info!(file = %file.display(), checks = ids.len(), "reloaded");

@@ -1,7 +1,7 @@
 //! What `voipcheck run` prints on stdout: one line per condition transition, for people or as
 //! JSON lines for a log shipper, and with `--once` one line per probe result.
 
-use crate::check::{CheckId, PlanError, ProbeRun};
+use crate::check::{CheckId, Plan, PlanError, PlannedProbe, ProbeRun};
 use crate::status::Transition;
 use serde::Serialize;
 use std::time::SystemTime;
@@ -51,10 +51,10 @@ struct ProbeLine<'a> {
     duration_seconds: f64,
 }
 
-/// A check of `--once` that cannot run, as a JSON line.
+/// Whether a check can run (`--once`, `validate`), as a JSON line.
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
-struct NotRunnableLine<'a> {
+struct RunnableLine<'a> {
     namespace: &'a str,
     name: &'a str,
     runnable: bool,
@@ -129,11 +129,31 @@ pub fn probe(format: Format, id: &CheckId, run: &ProbeRun) -> String {
 pub fn not_runnable(format: Format, id: &CheckId, error: &PlanError) -> String {
     match format {
         Format::Text => format!("{id} NOT RUNNABLE: {error}"),
-        Format::Json => json(&NotRunnableLine {
+        Format::Json => json(&RunnableLine {
             namespace: &id.namespace,
             name: &id.name,
             runnable: false,
             message: error.to_string(),
+        }),
+    }
+}
+
+/// One line for `voipcheck validate`: check `id` can run, with these probes.
+pub fn valid(format: Format, id: &CheckId, plan: &Plan) -> String {
+    let probes: Vec<String> = plan
+        .probes
+        .iter()
+        .map(PlannedProbe::name)
+        .chain(plan.control.as_ref().map(|_| "control".to_owned()))
+        .collect();
+    let message = format!("probes {}", probes.join(", "));
+    match format {
+        Format::Text => format!("{id} VALID: {message}"),
+        Format::Json => json(&RunnableLine {
+            namespace: &id.namespace,
+            name: &id.name,
+            runnable: true,
+            message,
         }),
     }
 }

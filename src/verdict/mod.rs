@@ -28,7 +28,7 @@ pub(crate) mod fixtures;
 #[cfg(test)]
 mod tests;
 
-pub use probe::probe_reason;
+pub use probe::{Blame, Reading, probe_reason, read};
 
 use crate::api::TargetKind;
 use crate::api::{ConditionStatus, ConditionType, Reason};

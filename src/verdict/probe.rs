@@ -12,8 +12,8 @@ use crate::probe::stun::{AddressClass, ServerAnswer, StunOutcome};
 use crate::probe::{DnsErrorKind, Failure};
 
 /// Where the cause of a failure lies, as the hotline (seed 002) sorts failures.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Blame {
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub enum Blame {
     /// The provider's service does not answer or answers with a server error: timeouts, 5xx,
     /// refused connections, an invalid certificate. Reportable.
     Provider,
@@ -24,6 +24,50 @@ pub(super) enum Blame {
     /// This location's network: the resolver, the NAT in front of the probe, STUN. Not
     /// reportable (seed 002 asks to rule out local causes first).
     Local,
+}
+
+impl Blame {
+    /// Whose problem it is, in the words a person on the phone with the hotline needs.
+    pub fn explain(self) -> &'static str {
+        match self {
+            Blame::Provider => {
+                "the provider's: its service does not answer or fails (reportable to the \
+                 hotline once it persists and the control probe passes)"
+            }
+            Blame::Configuration => {
+                "the configuration's: the service answered and refuses this setup (account, \
+                 ACL, URL, expectation); not reportable"
+            }
+            Blame::Local => {
+                "this location's: its network, NAT or resolver; not reportable (seed 002: \
+                 try from another location first)"
+            }
+        }
+    }
+}
+
+/// One probe run as the check's condition would read it, for `voipcheck probe`: the
+/// condition and reason `status.conditions` would show (before thresholds) and, on failure,
+/// whose problem it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reading {
+    pub condition: ConditionType,
+    pub reason: Reason,
+    /// `None` when the run passed.
+    pub blame: Option<Blame>,
+    /// The condition's message, e.g. `sip-register: no answer within 10s`.
+    pub message: String,
+}
+
+/// Reads one run as its condition would.
+pub fn read(run: &ProbeRun) -> Reading {
+    let observation = observe(run);
+    Reading {
+        condition: condition_of(run.kind),
+        reason: observation.reason,
+        blame: observation.fault,
+        message: observation.detail,
+    }
 }
 
 /// What one run says about one condition.
