@@ -342,6 +342,39 @@ fn rbac_is_cluster_wide_by_default_and_least_privilege() {
     assert!(args.contains(&"--lease-name=prod-voipcheck"), "{args:?}");
 }
 
+/// `secretAccess: get` (issue 8): Secrets by name only, no list or watch, and the operator is
+/// told not to watch them.
+#[test]
+fn get_only_secret_access_grants_get_on_secrets_and_nothing_else() {
+    for values in [
+        json!({ "secretAccess": "get" }),
+        json!({ "secretAccess": "get", "watchNamespaces": ["telephony"] }),
+    ] {
+        let objects = render(values.clone());
+        let role = of_kind(&objects, "ClusterRole")
+            .into_iter()
+            .chain(of_kind(&objects, "Role"))
+            .find(|role| {
+                rules(role)
+                    .iter()
+                    .any(|(_, resources, _, _)| resources[0] == "secrets")
+            })
+            .unwrap_or_else(|| panic!("no role for Secrets with {values}"));
+        let mut expected = watch_rules();
+        expected.remove(&rule("", "secrets", &["get", "list", "watch"], &[]));
+        expected.insert(rule("", "secrets", &["get"], &[]));
+        assert_eq!(rules(role), expected, "{values}");
+        let args = strings(
+            &one(&objects, "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"],
+        );
+        assert!(args.contains(&"--secret-access=get"), "{args:?}");
+    }
+    let defaults = render(json!({}));
+    let args =
+        strings(&one(&defaults, "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]);
+    assert!(args.contains(&"--secret-access=watch"), "{args:?}");
+}
+
 #[test]
 fn watched_namespaces_get_roles_and_no_cluster_role() {
     let objects = render(json!({ "watchNamespaces": ["telephony", "office"] }));

@@ -10,6 +10,7 @@ use std::time::Duration;
 use support::fake_api::{FakeApi, Fault, Kind, Matcher};
 use support::nginx::Nginx;
 use support::operator::{RunningOperator, sample};
+use voipcheck::operator::SecretAccess;
 
 const NS: &str = "telephony";
 /// Longer than a first run (somewhere in the first 5 s interval) plus its 2 s timeout.
@@ -291,5 +292,46 @@ async fn reconciles_are_bounded_in_concurrency() {
         (api.requests_matching(&secret_reads).len() == 40).then_some(())
     })
     .await;
+    operator.stop().await;
+}
+
+/// Issue 8: Kubernetes RBAC cannot grant a metadata-only list, so the operator's `list` on
+/// Secrets let it read every Secret's data in scope. With `--secret-access get` it needs `get`
+/// only: it never lists or watches a Secret (here the API answers those 403, as RBAC would)
+/// and still reads the one its check references.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_get_only_secret_access_secrets_are_never_listed_or_watched() {
+    let api = FakeApi::start();
+    let listing_secrets =
+        Matcher::when(|r| r.method == Method::GET && r.path.ends_with("/secrets"));
+    api.inject(listing_secrets.clone(), Fault::Status(403));
+    api.insert(json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": { "name": "trunk-sip", "namespace": NS },
+        "data": { "password": "c2VjcmV0" }
+    }));
+    api.insert(trunk_check("trunk", "trunk-sip"));
+    let operator =
+        RunningOperator::start_with(&api, NS, "test-0", Default::default(), SecretAccess::Get);
+    operator.wait_ready().await;
+    api.wait_until("the trunk probed", WAIT, |api| {
+        probed(api, "trunk").then_some(())
+    })
+    .await;
+    let status = api.status(NS, "trunk").unwrap();
+    assert!(
+        !status.to_string().contains("CredentialsMissing"),
+        "{status:#}"
+    );
+    assert!(
+        !api.requests_matching(&Matcher::request(Method::GET, "/secrets/trunk-sip"))
+            .is_empty(),
+        "the referenced Secret was not read"
+    );
+    assert_eq!(
+        api.requests_matching(&listing_secrets).len(),
+        0,
+        "Secrets were listed or watched"
+    );
     operator.stop().await;
 }

@@ -25,6 +25,7 @@ use tower_test::mock::{Handle, SendResponse};
 use voipcheck::api::{ConditionStatus, ConditionType, Reason, VoipCheck, VoipCheckStatus};
 use voipcheck::check::{AllowList, CheckId};
 use voipcheck::metrics::Metrics;
+use voipcheck::operator::SecretAccess;
 use voipcheck::operator::cache::Checks;
 use voipcheck::operator::controller::{self, Context};
 use voipcheck::operator::engine::Engine;
@@ -227,6 +228,7 @@ impl Operator {
             AllowList::parse(&[]).unwrap(),
             engine.clone(),
             metrics.clone(),
+            SecretAccess::Watch,
         ));
         Operator {
             api: ApiServer(handle),
@@ -920,6 +922,7 @@ async fn the_operator_watches_its_namespaces_leads_and_releases_the_lease_on_shu
             identity: "test-0".into(),
             timings: Default::default(),
         },
+        secret_access: SecretAccess::Watch,
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let clients = voipcheck::operator::Clients::single(client);

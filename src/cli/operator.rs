@@ -7,13 +7,14 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 use voipcheck::check::AllowList;
 use voipcheck::operator::leader::LeaseConfig;
-use voipcheck::operator::{self, OperatorConfig};
+use voipcheck::operator::{self, OperatorConfig, SecretAccess};
 use voipcheck::schedule;
 
 #[derive(Args)]
 #[command(after_help = "\
 Run in a pod whose service account may: get/list/watch voipchecks (voipcheck.io); patch \
-voipchecks/status; get/list/watch secrets (read only); create/patch events (events.k8s.io); \
+voipchecks/status; get/list/watch secrets (read only; get only with --secret-access get); \
+create/patch events (events.k8s.io); \
 get/create/update leases (coordination.k8s.io) in the lease namespace.
 
 Only the replica holding the Lease probes and writes status; others stand by with warm caches \
@@ -62,6 +63,12 @@ pub struct OperatorArgs {
     /// account's or kubeconfig's namespace).
     #[arg(long, env = "POD_NAMESPACE")]
     lease_namespace: Option<String>,
+
+    /// How changed Secrets are noticed: `watch` (a metadata watch: at once; RBAC get, list and
+    /// watch on Secrets, and Kubernetes' `list` grants reading every Secret's data in scope) or
+    /// `get` (no watch: each check re-reads its Secrets every 5 min on average; RBAC get only).
+    #[arg(long, default_value = "watch", value_name = "watch|get")]
+    secret_access: SecretAccess,
 
     /// This replica's name in the Lease and in Events. Default: POD_NAME, else the host name.
     #[arg(long, env = "POD_NAME")]
@@ -113,6 +120,7 @@ pub fn run(args: OperatorArgs) -> ExitCode {
                 identity,
                 timings: Default::default(),
             },
+            secret_access: args.secret_access,
         };
         match operator::run(clients, config, shutdown_signal()).await {
             Ok(()) => ExitCode::SUCCESS,

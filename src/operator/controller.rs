@@ -5,7 +5,9 @@
 //! store cannot be shared by watches of several namespaces (each re-list replaces the store's
 //! whole content). So `--namespace a --namespace b` runs two controllers with their own caches,
 //! and without `--namespace` one controller watches the cluster. Secret watches are scoped the
-//! same way, so namespaced RBAC (a Role per namespace) is enough.
+//! same way, so namespaced RBAC (a Role per namespace) is enough. With
+//! [`SecretAccess::Get`] there is no Secret watch at all (RBAC `get` only) and checks resync
+//! more often instead ([`secrets::RESYNC_WITHOUT_WATCH`]).
 //!
 //! One bad object never stalls the others: the watch decodes each object on its own
 //! ([`GuardedCheck`]), so an object that does not deserialize under this schema fails neither
@@ -29,7 +31,7 @@
 use super::decide;
 use super::engine::Engine;
 use super::error::{Error, INVALID_OBJECT, Result, plan_error_label};
-use super::secrets;
+use super::secrets::{self, SecretAccess};
 use crate::api::{GuardedCheck, InvalidCheck, VoipCheck};
 use crate::check::{self, AllowList, CheckId};
 use crate::metrics::{Metrics, ReconcileResult};
@@ -68,18 +70,34 @@ pub struct Context {
     pub allow: AllowList,
     pub engine: Arc<Engine>,
     pub metrics: Metrics,
+    pub secret_access: SecretAccess,
     /// Consecutive failed reconciles per object, for the retry backoff.
     failures: Mutex<HashMap<ObjectRef<VoipCheck>, u32>>,
 }
 
 impl Context {
-    pub fn new(client: Client, allow: AllowList, engine: Arc<Engine>, metrics: Metrics) -> Self {
+    pub fn new(
+        client: Client,
+        allow: AllowList,
+        engine: Arc<Engine>,
+        metrics: Metrics,
+        secret_access: SecretAccess,
+    ) -> Self {
         Self {
             client,
             allow,
             engine,
             metrics,
+            secret_access,
             failures: Mutex::default(),
+        }
+    }
+
+    /// The average time between two reconciles of an unchanged check.
+    fn resync(&self) -> Duration {
+        match self.secret_access {
+            SecretAccess::Watch => RESYNC,
+            SecretAccess::Get => secrets::RESYNC_WITHOUT_WATCH,
         }
     }
 
@@ -115,7 +133,7 @@ pub async fn reconcile(check: Arc<VoipCheck>, ctx: Arc<Context>) -> Result<Actio
     ctx.metrics.record_reconcile(result);
     ctx.failures().remove(&ObjectRef::from_obj(check.as_ref()));
     Ok(Action::requeue(decide::resync_after(
-        RESYNC,
+        ctx.resync(),
         check.metadata.uid.as_deref(),
         &id,
     )))
@@ -298,18 +316,25 @@ pub fn run(
         // Status writes change the resourceVersion on every run; only spec changes (generation)
         // need a new plan.
         .predicate_filter(predicates::generation, Default::default());
-    // Metadata only (`PartialObjectMeta`): which Secret changed is enough to know which checks to reconcile; the
-    // values are read by `secrets::fetch` for the checks that use them.
-    let secret_changes = watcher(secrets_api, watcher::Config::default())
-        .default_backoff()
-        .touched_objects();
     let mapper_cache = reader.clone();
-    let controller = Controller::for_stream(checks, reader)
-        .watches_stream(secret_changes, move |secret| {
-            let (namespace, name) = (secret.namespace().unwrap_or_default(), secret.name_any());
-            let checks = mapper_cache.state();
-            decide::referencing_checks(checks.iter().map(Arc::as_ref), &namespace, &name)
-        })
+    let controller = Controller::for_stream(checks, reader);
+    let controller = match ctx.secret_access {
+        SecretAccess::Watch => {
+            // Metadata only (`PartialObjectMeta`): which Secret changed is enough to know which
+            // checks to reconcile; the values are read by `secrets::fetch` for the checks that
+            // use them.
+            let secret_changes = watcher(secrets_api, watcher::Config::default())
+                .default_backoff()
+                .touched_objects();
+            controller.watches_stream(secret_changes, move |secret| {
+                let (namespace, name) = (secret.namespace().unwrap_or_default(), secret.name_any());
+                let checks = mapper_cache.state();
+                decide::referencing_checks(checks.iter().map(Arc::as_ref), &namespace, &name)
+            })
+        }
+        SecretAccess::Get => controller,
+    };
+    let controller = controller
         .with_config(runtime::Config::default().concurrency(CONCURRENCY))
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx);

@@ -27,6 +27,7 @@ pub mod secrets;
 pub mod writer;
 
 pub use error::{Error, Result};
+pub use secrets::SecretAccess;
 
 use crate::api::VoipCheck;
 use crate::check::AllowList;
@@ -68,6 +69,7 @@ pub struct OperatorConfig {
     pub location: String,
     pub max_concurrent_probes: usize,
     pub lease: LeaseConfig,
+    pub secret_access: SecretAccess,
 }
 
 /// The operator's API clients. Watches stream for minutes, so theirs has no read timeout
@@ -174,6 +176,7 @@ pub async fn run(
         config.allow.clone(),
         engine.clone(),
         metrics.clone(),
+        config.secret_access,
     ));
     let controllers =
         futures::future::join_all(scopes.into_iter().zip(caches).map(|(scope, cache)| {

@@ -5,6 +5,11 @@
 //! controller watches Secret *metadata* only, to know when to re-reconcile, and reads the
 //! referenced Secrets with one GET each when it builds a plan. RBAC: `get`, `list`, `watch` on
 //! Secrets; the operator never writes one.
+//!
+//! Kubernetes RBAC cannot grant a metadata-only list: `list` on Secrets lets the service account
+//! read every value in its scope, although this code never asks for one. Where that is too much,
+//! [`SecretAccess::Get`] drops the watch: RBAC `get` only (a Secret must be named to be read),
+//! and a changed Secret takes effect at the check's next resync instead of at once.
 
 use super::error::Result;
 use crate::api::VoipCheckSpec;
@@ -12,6 +17,35 @@ use crate::check::StaticSecrets;
 use k8s_openapi::api::core::v1::Secret;
 use kube::{Api, Client};
 use std::collections::BTreeSet;
+use std::time::Duration;
+
+/// How the operator learns that a Secret a check references changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SecretAccess {
+    /// Watch Secret metadata and reconcile the checks that reference a changed Secret at once.
+    /// RBAC: `get`, `list`, `watch`.
+    #[default]
+    Watch,
+    /// No watch: each check re-reads its Secrets every [`RESYNC_WITHOUT_WATCH`] on average
+    /// (spread by uid). RBAC: `get` only.
+    Get,
+}
+
+/// Without the Secret watch, how often a check re-reads its Secrets on average: a fixed
+/// password reaches the probes within about this long. 10,000 checks then cost 33 GETs/s.
+pub const RESYNC_WITHOUT_WATCH: Duration = Duration::from_secs(5 * 60);
+
+impl std::str::FromStr for SecretAccess {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text {
+            "watch" => Ok(SecretAccess::Watch),
+            "get" => Ok(SecretAccess::Get),
+            _ => Err("must be watch or get".into()),
+        }
+    }
+}
 
 /// Reads every Secret `spec` references in `namespace`, each once, into the plan's Secret
 /// source. A missing Secret is not an error here: it stays absent, and the plan names it in a

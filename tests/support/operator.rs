@@ -9,7 +9,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use voipcheck::check::AllowList;
 use voipcheck::operator::leader::{LeaseConfig, LeaseTimings};
-use voipcheck::operator::{self, Clients, OperatorConfig};
+use voipcheck::operator::{self, Clients, OperatorConfig, SecretAccess};
 
 /// The namespace of the Lease.
 pub const LEASE_NAMESPACE: &str = "ops";
@@ -31,6 +31,17 @@ impl RunningOperator {
         identity: &str,
         timings: LeaseTimings,
     ) -> RunningOperator {
+        Self::start_with(api, namespace, identity, timings, SecretAccess::Watch)
+    }
+
+    /// As [`RunningOperator::start`], learning of Secret changes as `secret_access` says.
+    pub fn start_with(
+        api: &FakeApi,
+        namespace: &str,
+        identity: &str,
+        timings: LeaseTimings,
+        secret_access: SecretAccess,
+    ) -> RunningOperator {
         let metrics_port = super::free_port();
         let config = OperatorConfig {
             namespaces: vec![namespace.into()],
@@ -44,6 +55,7 @@ impl RunningOperator {
                 identity: identity.into(),
                 timings,
             },
+            secret_access,
         };
         let clients = Clients::from_config(api.config()).unwrap();
         let (stop, stopped) = oneshot::channel::<()>();

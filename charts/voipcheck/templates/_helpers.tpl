@@ -56,7 +56,11 @@ is written with server-side apply (patch), Events are created and patched (serie
   verbs: [patch]
 - apiGroups: [""]
   resources: [secrets]
+  {{- if eq .Values.secretAccess "get" }}
+  verbs: [get]
+  {{- else }}
   verbs: [get, list, watch]
+  {{- end }}
 - apiGroups: [events.k8s.io]
   resources: [events]
   verbs: [create, patch]
