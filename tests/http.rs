@@ -341,7 +341,7 @@ async fn unknown_name_is_a_dns_failure() {
     cfg.timeout = Duration::from_secs(30);
     let outcome = run(&cfg).await;
     match &outcome.failure {
-        Some(Failure::DnsFailure { name, kind }) => {
+        Some(Failure::DnsFailure { name, kind, .. }) => {
             assert_eq!(name, "voipcheck-test.invalid");
             assert!(matches!(
                 kind,

@@ -913,6 +913,7 @@ async fn the_operator_watches_its_namespaces_leads_and_releases_the_lease_on_shu
     let config = voipcheck::operator::OperatorConfig {
         namespaces: vec!["team-a".into(), "team-b".into()],
         allow: AllowList::parse(&[]).unwrap(),
+        nameserver: None,
         metrics_addr: ([127, 0, 0, 1], port).into(),
         location: "test".into(),
         max_concurrent_probes: 4,

@@ -10,7 +10,7 @@ use voipcheck::probe::sip::{
     RegisterOutcome, Transport,
 };
 use voipcheck::probe::tls::CaSource;
-use voipcheck::probe::{DnsErrorKind, Failure, Outcome};
+use voipcheck::probe::{DnsErrorKind, DnsRecord, Failure, Outcome};
 use voipcheck::secret::Secret;
 
 const TIMEOUT: Duration = Duration::from_secs(5);
@@ -325,6 +325,7 @@ async fn a_name_that_does_not_exist_is_nxdomain() {
         outcome.failure,
         Some(Failure::DnsFailure {
             name: "no-such-host.invalid".into(),
+            record: DnsRecord::Address,
             kind: DnsErrorKind::NxDomain
         }),
         "{outcome:#?}"

@@ -22,7 +22,7 @@ use voipcheck::probe::dns::Dns;
 use voipcheck::probe::stun::{
     MappedVia, NatBindingMethod, ServerAnswer, StunConfig, StunOutcome, StunTransport, probe,
 };
-use voipcheck::probe::{DnsErrorKind, Failure};
+use voipcheck::probe::{DnsErrorKind, DnsRecord, Failure};
 
 const TIMEOUT: Duration = Duration::from_secs(1);
 /// What a quick failure may take on loopback, and how late a timeout may come.
@@ -498,7 +498,7 @@ async fn tcp_skips_other_transactions() {
     assert_eq!(outcome.failure, None, "{outcome:#?}");
 }
 
-/// The name server does not answer (nothing listens on its port): a DNS failure by the
+/// The name server does not answer (nothing listens on its port): a DNS timeout by the
 /// probe's timeout at the latest, not a STUN Timeout (the STUN server was never asked).
 #[tokio::test]
 async fn unresolvable_server_name_fails_within_the_timeout() {
@@ -518,7 +518,8 @@ async fn unresolvable_server_name_fails_within_the_timeout() {
         outcome.failure,
         Some(Failure::DnsFailure {
             name: "stun.voipcheck.test".to_owned(),
-            kind: DnsErrorKind::ResolverFailed
+            record: DnsRecord::Address,
+            kind: DnsErrorKind::Timeout
         })
     );
     assert!(took < TIMEOUT + MARGIN, "took {took:?}");

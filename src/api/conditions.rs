@@ -118,6 +118,9 @@ stable_names! {
         Forbidden,
         /// 488 Not Acceptable Here; seed 004: usually an ACL or transport/codec configuration.
         NotAcceptableHere,
+        /// The first RFC 3263 target (the primary) failed and a later one (a backup) served:
+        /// still True, a ticket rather than an outage; the message names the failed target.
+        BackupServing,
         /// OPTIONS answered within the lagged threshold (chan_sip `Reachable`).
         Reachable,
         /// OPTIONS answered, but slower than the lagged threshold (chan_sip `LAGGED`).
@@ -244,6 +247,7 @@ impl ConditionType {
             ],
             ConditionType::SipRegistered => &[
                 Registered,
+                BackupServing,
                 AuthRejected,
                 Rejected,
                 Forbidden,
@@ -255,6 +259,7 @@ impl ConditionType {
             ],
             ConditionType::SipReachable => &[
                 Reachable,
+                BackupServing,
                 Lagged,
                 Unreachable,
                 Forbidden,

@@ -9,6 +9,13 @@
 //!
 //! Names are matched by name patterns and IP literals by CIDR ranges; a name is not resolved
 //! here, so `--allow-target 10.0.0.0/8` allows `sip:10.1.2.3` but not `sip:pbx.internal`.
+//!
+//! Every address a probe contacts is checked once more with [`AllowList::allows`]: the
+//! addresses a name resolves to (the configured host, SRV targets, redirect targets) are
+//! allowed by a name pattern matching *that* name or by a range holding the address; an
+//! address no name led to (a STUN server's OTHER-ADDRESS) only by a range. So `*.example.com`
+//! allows whatever `pbx.example.com` resolves to, but only when reached as `pbx.example.com`,
+//! not the same address written as a literal or found under another name.
 
 use crate::probe::ConfigError;
 use ipnet::IpNet;
@@ -78,7 +85,31 @@ impl AllowList {
             })
     }
 
-    /// Whether a resolved address may be connected to.
+    /// Whether `ip`, reached by looking up `name` (or, for an address no name led to, with
+    /// `name` its own text), may be contacted: a range holding it, or a name pattern matching
+    /// `name`. A link-local or metadata address needs a range naming it explicitly or the
+    /// exact host name, as for [`AllowList::allows_host`].
+    pub fn allows(&self, name: &str, ip: IpAddr) -> bool {
+        if self.allows_ip(ip) {
+            return true;
+        }
+        let name = normalise(name);
+        if name.parse::<IpAddr>().is_ok() {
+            return false;
+        }
+        let refused = REFUSED_NETS
+            .iter()
+            .any(|refused| refused.contains(&ip.to_canonical()));
+        if refused {
+            return self
+                .patterns
+                .iter()
+                .any(|p| matches!(p, Pattern::Host(h) if *h == name));
+        }
+        self.allows_host(&name)
+    }
+
+    /// Whether an address may be connected to by its address alone (ranges only).
     pub fn allows_ip(&self, ip: IpAddr) -> bool {
         let ip = ip.to_canonical();
         let nets = self.patterns.iter().filter_map(|p| match p {
@@ -217,6 +248,41 @@ mod tests {
         assert!(!list(&[]).allows_ip(ip("169.254.169.254")));
         assert!(!list(&["pbx.example.com"]).allows_ip(ip("192.0.2.1")));
         assert!(list(&["pbx.example.com", "192.0.2.0/24"]).allows_ip(ip("192.0.2.1")));
+    }
+
+    #[test]
+    fn names_allow_what_they_resolve_to_only_when_reached_by_them() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        #[rustfmt::skip]
+        let cases: &[(&[&str], &str, &str, bool)] = &[
+            // the chart README's example: the names, and whatever they resolve to
+            (&["*.starface-cloud.com"], "maxmuster.starface-cloud.com", "192.0.2.10", true),
+            (&["*.starface-cloud.com"], "maxmuster.starface-cloud.com", "2001:db8::10", true),
+            // the same address under another name, or as a literal, is not allowed
+            (&["*.starface-cloud.com"], "sip.example.net", "192.0.2.10", false),
+            (&["*.starface-cloud.com"], "192.0.2.10", "192.0.2.10", false),
+            (&["pbx.example.com"], "pbx.example.com", "10.0.0.5", true),
+            (&["pbx.example.com"], "PBX.example.com.", "10.0.0.5", true),
+            // a name does not open link-local or metadata addresses ...
+            (&["*.example.com"], "pbx.example.com", "169.254.169.254", false),
+            (&["*.example.com"], "pbx.example.com", "fe80::1", false),
+            (&[], "pbx.example.com", "169.254.169.254", false),
+            // ... unless it names the host exactly
+            (&["metadata.google.internal"], "metadata.google.internal", "169.254.169.254", true),
+            // ranges allow the address whatever the name
+            (&["10.0.0.0/8"], "pbx.internal", "10.1.2.3", true),
+            (&["10.0.0.0/8"], "10.1.2.3", "10.1.2.3", true),
+            (&["10.0.0.0/8"], "pbx.internal", "192.0.2.1", false),
+            // no list: everything but link-local and metadata
+            (&[], "anything.example", "192.0.2.1", true),
+        ];
+        for (patterns, name, address, allowed) in cases {
+            assert_eq!(
+                list(patterns).allows(name, ip(address)),
+                *allowed,
+                "{patterns:?} allows {address} via {name}"
+            );
+        }
     }
 
     #[test]

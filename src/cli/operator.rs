@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use voipcheck::check::AllowList;
 use voipcheck::operator::leader::LeaseConfig;
 use voipcheck::operator::{self, OperatorConfig, SecretAccess};
+use voipcheck::probe::dns::parse_nameserver;
 use voipcheck::schedule;
 
 #[derive(Args)]
@@ -35,6 +36,11 @@ pub struct OperatorArgs {
     /// (169.254.0.0/16, fe80::/10), which need an explicit pattern.
     #[arg(long = "allow-target", value_name = "PATTERN")]
     allow_targets: Vec<String>,
+
+    /// Ask this DNS server (ADDR[:PORT], port 53 by default) instead of the system's
+    /// configuration (/etc/resolv.conf, /etc/hosts).
+    #[arg(long, value_name = "ADDR[:PORT]", value_parser = parse_nameserver)]
+    nameserver: Option<SocketAddr>,
 
     /// Where /metrics, /healthz and /readyz are served.
     #[arg(long, default_value = "0.0.0.0:8080")]
@@ -108,6 +114,7 @@ pub fn run(args: OperatorArgs) -> ExitCode {
         let config = OperatorConfig {
             namespaces: args.namespaces,
             allow,
+            nameserver: args.nameserver,
             metrics_addr: args.metrics_addr,
             location: args.location,
             max_concurrent_probes: args.max_concurrent_probes.map_or_else(

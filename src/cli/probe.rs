@@ -4,11 +4,12 @@
 use super::output::{OutputFormat, print_outcome};
 use super::values;
 use clap::{Args, Subcommand};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 use voipcheck::check::{ProbeKind, ProbeOutcome, ProbeRun};
-use voipcheck::probe::dns::Dns;
+use voipcheck::probe::dns::{Dns, parse_nameserver};
 use voipcheck::probe::tls::CaSource;
 use voipcheck::probe::{ConfigError, Outcome, http, sip, stun};
 use voipcheck::secret::Secret;
@@ -31,6 +32,11 @@ pub struct ProbeArgs {
     /// How to print the result.
     #[arg(long, global = true, value_enum, default_value_t = OutputFormat::Table)]
     output: OutputFormat,
+
+    /// Ask this DNS server (ADDR[:PORT], port 53 by default) instead of the system's
+    /// configuration (/etc/resolv.conf, /etc/hosts).
+    #[arg(long, global = true, value_name = "ADDR[:PORT]", value_parser = parse_nameserver)]
+    nameserver: Option<SocketAddr>,
 }
 
 #[derive(Subcommand)]
@@ -146,7 +152,7 @@ pub async fn run(args: ProbeArgs) -> ExitCode {
 }
 
 async fn run_probe(args: ProbeArgs) -> Result<ExitCode, ConfigError> {
-    let dns = Dns::system()?;
+    let dns = Dns::new(args.nameserver)?;
     let timeout = args.timeout;
     let format = args.output;
     let code = match args.kind {

@@ -8,6 +8,7 @@ use clap::Args;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use voipcheck::probe::dns::parse_nameserver;
 use voipcheck::schedule;
 use voipcheck::standalone::{self, Format, Options};
 
@@ -45,6 +46,11 @@ pub struct RunArgs {
     /// failed, 2 a check cannot run).
     #[arg(long)]
     once: bool,
+
+    /// Ask this DNS server (ADDR[:PORT], port 53 by default) instead of the system's
+    /// configuration (/etc/resolv.conf, /etc/hosts).
+    #[arg(long, value_name = "ADDR[:PORT]", value_parser = parse_nameserver)]
+    nameserver: Option<SocketAddr>,
 }
 
 /// Runs the checks until a signal stops them (or once, with `--once`).
@@ -58,7 +64,7 @@ pub async fn run(args: RunArgs) -> ExitCode {
         |n| n as usize,
     );
     let result = if args.once {
-        standalone::once(&args.file, format, max_concurrent)
+        standalone::once(&args.file, format, max_concurrent, args.nameserver)
             .await
             .map(|tally| {
                 if tally.not_runnable > 0 {
@@ -76,6 +82,7 @@ pub async fn run(args: RunArgs) -> ExitCode {
             location: args.location,
             format,
             max_concurrent,
+            nameserver: args.nameserver,
         };
         standalone::run(options).await.map(|()| ExitCode::SUCCESS)
     };

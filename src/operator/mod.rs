@@ -64,6 +64,8 @@ pub struct OperatorConfig {
     /// Namespaces to watch; empty: all namespaces.
     pub namespaces: Vec<String>,
     pub allow: AllowList,
+    /// `--nameserver`: the DNS server to ask instead of the system's configuration.
+    pub nameserver: Option<SocketAddr>,
     pub metrics_addr: SocketAddr,
     /// The `location` label of every series.
     pub location: String,
@@ -124,9 +126,9 @@ pub async fn run(
     // The allow-list applies to resolved addresses too: a harmless-looking name may point at a
     // metadata address.
     let allow = config.allow.clone();
-    let dns = Dns::system()
+    let dns = Dns::new(config.nameserver)
         .map_err(|e| Error::Config(e.to_string()))?
-        .restricted(move |ip| allow.allows_ip(ip));
+        .restricted(move |name, ip| allow.allows(name, ip));
 
     let scopes: Vec<Option<String>> = if config.namespaces.is_empty() {
         vec![None]

@@ -4,6 +4,7 @@
 //! a closed set). What an outcome *means* (reportable outage or local problem) is decided above
 //! this module, in the verdict logic.
 
+pub mod attempts;
 pub mod dns;
 pub mod http;
 pub mod sip;
@@ -18,9 +19,14 @@ use std::time::Duration;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, thiserror::Error)]
 #[serde(tag = "class")]
 pub enum Failure {
-    /// The name could not be resolved.
-    #[error("DNS lookup of {name} failed: {kind}")]
-    DnsFailure { name: String, kind: DnsErrorKind },
+    /// The name could not be resolved: which name, which record type was asked, and how the
+    /// lookup failed.
+    #[error("DNS {record} lookup of {name}: {kind}")]
+    DnsFailure {
+        name: String,
+        record: DnsRecord,
+        kind: DnsErrorKind,
+    },
     /// The peer actively refused the connection (TCP RST, ICMP port unreachable).
     #[error("connection refused by {peer}")]
     ConnectRefused { peer: String },
@@ -121,24 +127,57 @@ fn in_ms(d: Duration) -> humantime::FormattedDuration {
     humantime::format_duration(Duration::from_millis(d.as_millis() as u64))
 }
 
-/// How a DNS lookup failed. NXDOMAIN is kept apart because a name that does not exist is a
-/// configuration problem, while a failing resolver is not.
+/// How a DNS lookup failed, one kind per answer a resolver gives (RFC 1035 §4.1.1, RFC 2308).
+/// NXDOMAIN and NODATA are kept apart from the rest because a name that does not exist or has
+/// no such record is a configuration problem, while a failing resolver is not.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub enum DnsErrorKind {
-    /// The name does not exist.
+    /// NXDOMAIN: the name does not exist.
     NxDomain,
-    /// The name exists but has no record of the type asked for.
+    /// NODATA: the name exists but has no record of the type asked for.
     NoRecords,
-    /// The resolver did not give an answer (timeout, SERVFAIL, unreachable resolver).
+    /// SERVFAIL: the resolver could not get an answer (the authoritative servers failed or
+    /// DNSSEC validation did).
+    ServFail,
+    /// REFUSED: the name server refuses to answer this client or this name.
+    Refused,
+    /// No answer within the lookup's share of the probe timeout.
+    Timeout,
+    /// Any other failure: the resolver is unreachable, or an answer that is none of the above.
     ResolverFailed,
 }
 
 impl std::fmt::Display for DnsErrorKind {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
-            DnsErrorKind::NxDomain => "no such domain (NXDOMAIN)",
-            DnsErrorKind::NoRecords => "no address records",
-            DnsErrorKind::ResolverFailed => "resolver gave no answer",
+            DnsErrorKind::NxDomain => "no such name (NXDOMAIN)",
+            DnsErrorKind::NoRecords => "the name exists but has no such record (NODATA)",
+            DnsErrorKind::ServFail => "the resolver failed to get an answer (SERVFAIL)",
+            DnsErrorKind::Refused => "the name server refused the query (REFUSED)",
+            DnsErrorKind::Timeout => "no answer from the name server in time (timeout)",
+            DnsErrorKind::ResolverFailed => "the resolver gave no usable answer",
+        })
+    }
+}
+
+/// The record type a failed lookup asked for: A/AAAA for an address, SRV and NAPTR for RFC
+/// 3263's service discovery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum DnsRecord {
+    #[serde(rename = "A/AAAA")]
+    Address,
+    #[serde(rename = "SRV")]
+    Srv,
+    #[serde(rename = "NAPTR")]
+    Naptr,
+}
+
+impl std::fmt::Display for DnsRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            DnsRecord::Address => "A/AAAA",
+            DnsRecord::Srv => "SRV",
+            DnsRecord::Naptr => "NAPTR",
         })
     }
 }

@@ -46,6 +46,8 @@ pub struct Options {
     pub format: Format,
     /// Check runs in flight at most.
     pub max_concurrent: usize,
+    /// `--nameserver`: the DNS server to ask instead of the system's configuration.
+    pub nameserver: Option<SocketAddr>,
 }
 
 /// Why `voipcheck run` cannot start or had to stop.
@@ -66,7 +68,7 @@ pub async fn run(options: Options) -> Result<(), RunError> {
     let manifests = read(&options.file)?;
     let mut signals = Signals::install().map_err(RunError::Signals)?;
     let allow = AllowList::default();
-    let dns = resolver(&allow)?;
+    let dns = resolver(&allow, options.nameserver)?;
     // Bound before anything runs, so a port in use is an error at start, not later.
     let listener = match options.metrics_addr {
         Some(addr) => Some((addr, bind(addr).await?)),
@@ -127,10 +129,15 @@ pub struct Tally {
 }
 
 /// Runs every check of the file once, now, and prints each probe's result.
-pub async fn once(file: &Path, format: Format, max_concurrent: usize) -> Result<Tally, RunError> {
+pub async fn once(
+    file: &Path,
+    format: Format,
+    max_concurrent: usize,
+    nameserver: Option<SocketAddr>,
+) -> Result<Tally, RunError> {
     let manifests = read(file)?;
     let allow = AllowList::default();
-    let dns = resolver(&allow)?;
+    let dns = resolver(&allow, nameserver)?;
     let permits = Arc::new(Semaphore::new(max_concurrent.max(1)));
     let mut runs = JoinSet::new();
     let mut tally = Tally::default();
@@ -203,9 +210,9 @@ fn read(file: &Path) -> Result<Manifests, LoadError> {
 }
 
 /// The system's resolver, handing out only addresses `allow` accepts.
-fn resolver(allow: &AllowList) -> Result<Dns, ConfigError> {
+fn resolver(allow: &AllowList, nameserver: Option<SocketAddr>) -> Result<Dns, ConfigError> {
     let allow = allow.clone();
-    Ok(Dns::system()?.restricted(move |ip| allow.allows_ip(ip)))
+    Ok(Dns::new(nameserver)?.restricted(move |name, ip| allow.allows(name, ip)))
 }
 
 /// The plan of one check of the file; an error is logged with the check's place.

@@ -5,13 +5,16 @@
 use super::{ErrorCodePolicy, History, Policy, Verdict, evaluate};
 use crate::api::{ConditionStatus, ConditionType, Reason, TargetKind};
 use crate::check::{ProbeKind, ProbeOutcome, ProbeRun, RunReport};
+use crate::probe::attempts::Attempt;
 use crate::probe::http::{HttpOutcome, HttpPhases};
-use crate::probe::sip::{OptionsOutcome, QualifyState, RegisterOutcome, StatusLine};
+use crate::probe::sip::{
+    OptionsOutcome, QualifyState, RegisterOutcome, StatusLine, Target, Transport,
+};
 use crate::probe::stun::{
     Binding, MappedVia, NatBindingMethod, NatBindingResult, ServerAnswer, ServerResult,
     StunOutcome, StunTransport, address_mismatch, classify,
 };
-use crate::probe::{DnsErrorKind, Failure, TlsFailure};
+use crate::probe::{DnsErrorKind, DnsRecord, Failure, TlsFailure};
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -40,6 +43,7 @@ pub fn refused() -> Failure {
 pub fn nxdomain() -> Failure {
     Failure::DnsFailure {
         name: "pbx.example.net".into(),
+        record: DnsRecord::Address,
         kind: DnsErrorKind::NxDomain,
     }
 }
@@ -47,6 +51,7 @@ pub fn nxdomain() -> Failure {
 pub fn resolver_failed() -> Failure {
     Failure::DnsFailure {
         name: "pbx.example.net".into(),
+        record: DnsRecord::Address,
         kind: DnsErrorKind::ResolverFailed,
     }
 }
@@ -72,7 +77,23 @@ pub fn every_failure() -> Vec<Failure> {
         resolver_failed(),
         Failure::DnsFailure {
             name: "pbx.example.net".into(),
+            record: DnsRecord::Address,
             kind: DnsErrorKind::NoRecords,
+        },
+        Failure::DnsFailure {
+            name: "_sip._udp.pbx.example.net".into(),
+            record: DnsRecord::Srv,
+            kind: DnsErrorKind::ServFail,
+        },
+        Failure::DnsFailure {
+            name: "pbx.example.net".into(),
+            record: DnsRecord::Address,
+            kind: DnsErrorKind::Refused,
+        },
+        Failure::DnsFailure {
+            name: "pbx.example.net".into(),
+            record: DnsRecord::Address,
+            kind: DnsErrorKind::Timeout,
         },
         refused(),
         Failure::Network {
@@ -168,6 +189,39 @@ impl Run {
         self
     }
 
+    /// The SIP probe added last went to `served` (`host:port`, UDP) after the destinations
+    /// in `failed` failed, in that order (RFC 3263 failover).
+    pub fn via(mut self, served: &str, failed: &[(&str, Failure)]) -> Self {
+        let address = |name: &str| -> SocketAddr {
+            match name
+                .rsplit_once(':')
+                .and_then(|(_, port)| port.parse().ok())
+            {
+                Some(port) => SocketAddr::new([192, 0, 2, 10 + failed.len() as u8].into(), port),
+                None => panic!("{name}: host:port"),
+            }
+        };
+        let target = Some(Target {
+            transport: Transport::Udp,
+            name: served.to_owned(),
+            address: address(served),
+        });
+        let attempts: Vec<Attempt> = failed
+            .iter()
+            .map(|(name, failure)| Attempt {
+                target: (*name).to_owned(),
+                address: Some(address(name)),
+                failure: failure.clone(),
+            })
+            .collect();
+        match self.0.probes.last_mut().map(|run| &mut run.outcome) {
+            Some(ProbeOutcome::SipRegister(o)) => (o.target, o.attempts) = (target, attempts),
+            Some(ProbeOutcome::SipOptions(o)) => (o.target, o.attempts) = (target, attempts),
+            _ => panic!("via() follows a SIP probe"),
+        }
+        self
+    }
+
     /// REGISTER answered 200 OK.
     pub fn registered(self) -> Self {
         self.register_outcome(None)
@@ -195,6 +249,8 @@ impl Run {
             first_response: answered,
             final_response: answered,
             total: answered.unwrap_or(TIMEOUT),
+            attempts: Vec::new(),
+            dns_fallbacks: Vec::new(),
             failure,
         };
         self.probe(
@@ -244,6 +300,8 @@ impl Run {
             rtt,
             first_response: rtt,
             lagged_threshold: Duration::from_secs(2),
+            attempts: Vec::new(),
+            dns_fallbacks: Vec::new(),
             failure,
         };
         self.probe(
@@ -290,6 +348,7 @@ impl Run {
             .map(|(i, ip)| ServerResult {
                 server: format!("stun{i}.example.net"),
                 address: Some(stun_server(i)),
+                attempts: Vec::new(),
                 answer: ServerAnswer::Binding(Binding {
                     local: "192.168.1.10:40000".parse().unwrap(),
                     mapped: SocketAddr::new(*ip, 40000),
@@ -310,6 +369,7 @@ impl Run {
         let server = ServerResult {
             server: "stun0.example.net".into(),
             address: Some(stun_server(0)),
+            attempts: Vec::new(),
             answer: ServerAnswer::Failure(failure.clone()),
         };
         self.stun(vec![server], Some(failure))
@@ -419,6 +479,7 @@ fn http_outcome(
         final_url: url.clone(),
         url,
         peer: None,
+        attempts: Vec::new(),
         redirects: 0,
         status,
         http_version: status.map(|_| "HTTP/1.1".to_owned()),

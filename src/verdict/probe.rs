@@ -8,6 +8,7 @@
 use super::format;
 use crate::api::{ConditionType, Reason};
 use crate::check::{ProbeKind, ProbeOutcome, ProbeRun};
+use crate::probe::attempts::{self, Attempt};
 use crate::probe::stun::{AddressClass, ServerAnswer, StunOutcome};
 use crate::probe::{DnsErrorKind, Failure};
 
@@ -121,7 +122,10 @@ pub(super) fn observe(run: &ProbeRun) -> Observation {
         ProbeOutcome::Stun(outcome) => stun(name, outcome),
         _ => match run.failure() {
             Some(failure) => from_failure(condition, name, failure),
-            None => Observation::passed(condition.reasons()[0], success_detail(run)),
+            None => match backup_serving(run) {
+                Some(detail) => Observation::passed(Reason::BackupServing, detail),
+                None => Observation::passed(condition.reasons()[0], success_detail(run)),
+            },
         },
     }
 }
@@ -137,10 +141,14 @@ fn cause(condition: ConditionType, failure: &Failure) -> (Reason, Blame) {
     use Blame::*;
     let (reason, blame) = match failure {
         // NXDOMAIN of the configured name is configuration (issue 3); so is a name without
-        // records. A resolver that gives no answer is this location's resolver.
+        // records. A resolver that fails, refuses or gives no answer is this location's
+        // resolver.
         Failure::DnsFailure { kind, .. } => match kind {
             DnsErrorKind::NxDomain | DnsErrorKind::NoRecords => (Reason::DnsFailure, Configuration),
-            DnsErrorKind::ResolverFailed => (Reason::DnsFailure, Local),
+            DnsErrorKind::ServFail
+            | DnsErrorKind::Refused
+            | DnsErrorKind::Timeout
+            | DnsErrorKind::ResolverFailed => (Reason::DnsFailure, Local),
         },
         Failure::Timeout { .. } => (Reason::Timeout, Provider),
         Failure::ConnectRefused { .. } | Failure::Network { .. } | Failure::Protocol { .. } => {
@@ -214,6 +222,31 @@ pub(super) fn describe(failure: &Failure) -> String {
         Failure::SipStatus { code } => format!("final response {code}"),
         other => other.to_string(),
     }
+}
+
+/// For a SIP probe that passed on a later RFC 3263 target than the first: what served and
+/// which targets failed before. Another address of the answering target (IPv4 after IPv6) is
+/// Happy Eyeballs doing its job, not a backup.
+fn backup_serving(run: &ProbeRun) -> Option<String> {
+    let (target, attempts) = match &run.outcome {
+        ProbeOutcome::SipRegister(o) => (o.target.as_ref()?, &o.attempts),
+        ProbeOutcome::SipOptions(o) => (o.target.as_ref()?, &o.attempts),
+        _ => return None,
+    };
+    let failed: Vec<Attempt> = attempts
+        .iter()
+        .filter(|a| a.target != target.name)
+        .cloned()
+        .collect();
+    if failed.is_empty() {
+        return None;
+    }
+    Some(format!(
+        "{}; served by the backup {}, the primary failed: {}",
+        success_detail(run),
+        target.name,
+        attempts::listing(&failed)
+    ))
 }
 
 fn success_detail(run: &ProbeRun) -> String {

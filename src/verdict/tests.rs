@@ -47,6 +47,65 @@ fn calls_impossible_register_timeout_is_reportable_after_threshold() {
     );
 }
 
+// --- the provider's primary is down, its backup serves (RFC 3263 failover) ---
+
+#[test]
+fn primary_down_backup_serving_is_a_degraded_pass_not_an_outage() {
+    let primary = ("primary.example.net:5060", refused());
+    for probe in [SipRegistered, SipReachable] {
+        let v = cloud().run(|r| {
+            let r = match probe {
+                SipRegistered => r.registered(),
+                _ => r.qualified(),
+            };
+            r.via("backup.example.net:5060", std::slice::from_ref(&primary))
+        });
+        assert_eq!(v.of(probe), (True, Reason::BackupServing), "{probe}");
+        let message = v.message(probe);
+        assert!(
+            message.contains("served by the backup backup.example.net:5060")
+                && message
+                    .contains("primary.example.net:5060 (192.0.2.11:5060): connection refused"),
+            "{message}"
+        );
+        assert_eq!(v.of(HotlineReportable), (False, Reason::Healthy), "{probe}");
+        assert_eq!(v.of(Ready), (True, Reason::Healthy), "{probe}");
+        assert!(
+            v.message(Ready)
+                .contains(&format!("{probe} (BackupServing)")),
+            "{}",
+            v.message(Ready)
+        );
+    }
+}
+
+#[test]
+fn another_address_of_the_answering_target_is_not_a_backup() {
+    // IPv6 refused, IPv4 of the same name answered: Happy Eyeballs, not failover.
+    let v = cloud().run(|r| {
+        r.registered().via(
+            "pbx.example.net:5060",
+            &[("pbx.example.net:5060", refused())],
+        )
+    });
+    assert_eq!(v.of(SipRegistered), (True, Reason::Registered));
+}
+
+#[test]
+fn all_targets_down_is_the_outage_it_was() {
+    let v = cloud().run(|r| {
+        r.register_fails(timeout()).via(
+            "backup.example.net:5060",
+            &[
+                ("primary.example.net:5060", refused()),
+                ("backup.example.net:5060", timeout()),
+            ],
+        )
+    });
+    assert_eq!(v.of(SipRegistered), (False, Reason::Timeout));
+    assert_eq!(v.of(HotlineReportable), (True, Reason::ProviderOutage));
+}
+
 #[test]
 fn calls_impossible_register_rejected_5xx_is_reportable() {
     let v = cloud().run(|r| r.register_fails(sip_status(503)));

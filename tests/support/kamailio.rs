@@ -163,3 +163,30 @@ fn contacts_of(dump: &str, user: &str) -> Vec<String> {
     }
     contacts
 }
+
+/// An OPTIONS qualify of `server` with chan_sip's default threshold, bounded by `timeout`.
+pub fn options_config(server: String, timeout: Duration) -> voipcheck::probe::sip::OptionsConfig {
+    voipcheck::probe::sip::OptionsConfig {
+        server,
+        lagged_threshold: voipcheck::probe::sip::DEFAULT_LAGGED_THRESHOLD,
+        timeout,
+        ca: None,
+    }
+}
+
+/// OPTIONS to `server` within `timeout`, which must be answered (chan_sip Reachable).
+pub async fn reachable(
+    dns: &voipcheck::probe::dns::Dns,
+    timeout: Duration,
+    server: String,
+) -> voipcheck::probe::sip::OptionsOutcome {
+    let outcome = voipcheck::probe::sip::options(dns, &options_config(server.clone(), timeout))
+        .await
+        .unwrap();
+    assert_eq!(
+        outcome.state,
+        voipcheck::probe::sip::QualifyState::Reachable,
+        "{server}: {outcome:#?}"
+    );
+    outcome
+}

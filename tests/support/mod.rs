@@ -1,4 +1,4 @@
-//! Shared test harness: real peers (Kamailio, coturn, nginx) started on free loopback ports,
+//! Shared test harness: real peers (Kamailio, coturn, nginx, unbound) started on free loopback ports,
 //! stopped when their guard is dropped. Each peer has its own module; this one holds the process
 //! and port plumbing they share.
 //!
@@ -7,6 +7,7 @@
 
 pub mod certs;
 pub mod coturn;
+pub mod dns;
 pub mod fake_api;
 pub mod kamailio;
 pub mod nginx;

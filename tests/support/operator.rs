@@ -46,6 +46,7 @@ impl RunningOperator {
         let config = OperatorConfig {
             namespaces: vec![namespace.into()],
             allow: AllowList::parse(&[]).unwrap(),
+            nameserver: None,
             metrics_addr: ([127, 0, 0, 1], metrics_port).into(),
             location: "test".into(),
             max_concurrent_probes: 16,

@@ -3,6 +3,7 @@
 
 use super::auth::BasicAuth;
 use super::outcome::HttpPhases;
+use crate::probe::attempts::{self, Attempt};
 use crate::probe::dns::Dns;
 use crate::probe::{Failure, tls};
 use bytes::Bytes;
@@ -25,6 +26,10 @@ use url::{Position, Url};
 /// limit keeps a hostile one from making us buffer hyper's default of ~400 KiB.
 const MAX_HEADER_BYTES: usize = 64 * 1024;
 
+/// The probe's timeout, around the whole probe, is what ends a connection race; the race's own
+/// limit only has to lie beyond it.
+const RACE_LIMIT: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
 const USER_AGENT_VALUE: &str = concat!("voipcheck/", env!("CARGO_PKG_VERSION"));
 
 /// A response whose head has arrived; the body is still on the connection.
@@ -39,7 +44,8 @@ pub(super) struct Received {
 }
 
 /// Sends `GET url` on a new connection and waits for the response head; `tls` is used for an
-/// `https` URL. `peer` is set as soon as a connection is attempted.
+/// `https` URL. `peer` is set as soon as a connection is attempted; addresses that could not
+/// be connected to are added to `attempts`.
 pub(super) async fn request(
     dns: &Dns,
     url: &Url,
@@ -47,6 +53,7 @@ pub(super) async fn request(
     tls: &Arc<ClientConfig>,
     phases: &mut HttpPhases,
     peer: &mut Option<SocketAddr>,
+    attempts: &mut Vec<Attempt>,
 ) -> Result<Received, Failure> {
     let host = url.host_str().unwrap_or_default();
     let port = url.port_or_known_default().unwrap_or(80);
@@ -56,7 +63,7 @@ pub(super) async fn request(
     HttpPhases::add(&mut phases.resolve, started.elapsed());
 
     let started = Instant::now();
-    let (tcp, peer) = connect(&addresses, port, peer).await?;
+    let (tcp, peer) = connect(url, &addresses, port, peer, attempts).await?;
     HttpPhases::add(&mut phases.connect, started.elapsed());
 
     let request = build_request(url, auth);
@@ -88,29 +95,51 @@ pub(super) async fn request(
     })
 }
 
-/// Tries each address in turn (as resolved), keeping the last error. `attempted` always names
-/// the latest address tried, also when the deadline cuts the attempt short.
+/// Connects to one of the addresses, racing them as RFC 8305 does (see
+/// [`crate::probe::attempts`]). `attempted` names the address connected to, else the last one
+/// that failed; while the race runs (when the probe's deadline, which bounds it, cuts it
+/// short) the first one tried.
 async fn connect(
+    url: &Url,
     addresses: &[std::net::IpAddr],
     port: u16,
     attempted: &mut Option<SocketAddr>,
+    failed: &mut Vec<Attempt>,
 ) -> Result<(TcpStream, SocketAddr), Failure> {
+    let order: Vec<SocketAddr> = attempts::interleave(addresses)
+        .into_iter()
+        .map(|ip| SocketAddr::new(ip, port))
+        .collect();
+    *attempted = order.first().copied();
+    let open = |addr: SocketAddr| async move {
+        TcpStream::connect(addr)
+            .await
+            .map_err(|e| Failure::from_io(&e, addr))
+    };
+    let limit = tokio::time::Instant::now() + RACE_LIMIT;
+    let (won, lost) = attempts::race(&order, limit, RACE_LIMIT, open).await;
+    let target = url[Position::BeforeHost..Position::AfterPort].to_owned();
     let mut last = None;
-    for ip in addresses {
-        let addr = SocketAddr::new(*ip, port);
-        *attempted = Some(addr);
-        match TcpStream::connect(addr).await {
-            Ok(stream) => {
-                // Small request, latency matters more than packet count.
-                let _ = stream.set_nodelay(true);
-                return Ok((stream, addr));
-            }
-            Err(e) => last = Some(Failure::from_io(&e, addr)),
-        }
+    for (address, failure) in lost {
+        *attempted = Some(address);
+        last = Some(failure.clone());
+        failed.push(Attempt {
+            target: target.clone(),
+            address: Some(address),
+            failure,
+        });
     }
-    Err(last.unwrap_or(Failure::Network {
-        detail: "no address to connect to".into(),
-    }))
+    match won {
+        Some((stream, addr)) => {
+            *attempted = Some(addr);
+            // Small request, latency matters more than packet count.
+            let _ = stream.set_nodelay(true);
+            Ok((stream, addr))
+        }
+        None => Err(last.unwrap_or(Failure::Network {
+            detail: "no address to connect to".into(),
+        })),
+    }
 }
 
 /// GET in origin form with an explicit Host header (hyper's connection-level client adds none)

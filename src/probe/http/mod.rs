@@ -179,6 +179,7 @@ async fn run(
             tls_config,
             &mut outcome.phases,
             &mut outcome.peer,
+            &mut outcome.attempts,
         )
         .await?;
         let head = &received.response;

@@ -1,5 +1,6 @@
 //! What an HTTP probe saw: the facts of the final response, per-phase timings and the failure.
 
+use crate::probe::attempts::{self, Attempt};
 use crate::probe::{Failure, Outcome, secs, timestamp};
 use serde::Serialize;
 use std::net::SocketAddr;
@@ -61,6 +62,9 @@ pub struct HttpOutcome {
     pub final_url: String,
     /// The address of the last connection attempted.
     pub peer: Option<SocketAddr>,
+    /// Addresses whose connection failed (over all hops), in the order they failed; the
+    /// connection to `peer` may still have been made after them.
+    pub attempts: Vec<Attempt>,
     /// Redirects followed.
     pub redirects: u8,
     /// Status of the final response.
@@ -90,6 +94,7 @@ impl HttpOutcome {
             final_url: url.clone(),
             url,
             peer: None,
+            attempts: Vec::new(),
             redirects: 0,
             status: None,
             http_version: None,
@@ -127,6 +132,7 @@ impl Outcome for HttpOutcome {
         if let Some(peer) = self.peer {
             facts.push(("peer", peer.to_string()));
         }
+        facts.extend(attempts::facts(&self.attempts, &[]));
         if let Some(code) = self.status {
             let reason = hyper::StatusCode::from_u16(code)
                 .ok()

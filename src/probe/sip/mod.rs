@@ -1,8 +1,9 @@
 //! SIP probes (issue 2, DESIGN.md §3): REGISTER with digest authentication (`SipRegistered`)
 //! and an OPTIONS qualify with Asterisk chan_sip's semantics (`SipReachable`).
 //!
-//! The pieces, bottom up: [`uri`] reads the configured server URI, [`resolve`] turns it into a
-//! transport and socket address (RFC 3263), [`transport`] carries messages over UDP, TCP or TLS
+//! The pieces, bottom up: [`uri`] reads the configured server URI, [`resolve`] turns it into
+//! the destinations to try (RFC 3263), [`session`] tries each destination and address in turn
+//! until one answers, [`transport`] carries messages over UDP, TCP or TLS
 //! with bounded reads, [`message`] builds requests and reads responses with rsip,
 //! [`transaction`] runs one RFC 3261 client transaction (retransmission, response matching),
 //! [`digest`] answers challenges, and [`register`] and [`options`] are the two probes.
@@ -25,17 +26,24 @@ pub use transport::Transport;
 use serde::Serialize;
 use std::net::SocketAddr;
 
-/// Where a probe sent its requests: the outcome of RFC 3263 resolution.
+/// Where a probe sent its requests: one destination of RFC 3263 resolution and its address.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Target {
     pub transport: Transport,
+    /// The destination as resolution named it, `host:port`: an SRV target or the URI's host.
+    /// The same text as an [`Attempt`](crate::probe::attempts::Attempt)'s `target`.
+    pub name: String,
     pub address: SocketAddr,
 }
 
 impl std::fmt::Display for Target {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} {}", self.transport, self.address)
+        if self.name == self.address.to_string() {
+            write!(f, "{} {}", self.transport, self.address)
+        } else {
+            write!(f, "{} {} ({})", self.transport, self.name, self.address)
+        }
     }
 }
 

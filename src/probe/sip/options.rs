@@ -4,7 +4,9 @@
 //! an answer, as in chan_sip: a 404 still proves the server is alive.
 
 use super::message::{Dialogue, RequestSpec};
+use super::transport::Connection;
 use super::{StatusLine, Target, millis, session, transaction, uri};
+use crate::probe::attempts::{self, Attempt};
 use crate::probe::dns::Dns;
 use crate::probe::tls::CaSource;
 use crate::probe::{ConfigError, Failure, Outcome};
@@ -69,6 +71,11 @@ pub struct OptionsOutcome {
         serialize_with = "crate::probe::secs::serialize"
     )]
     pub lagged_threshold: Duration,
+    /// The destinations and addresses that failed before `target` answered (or, when none
+    /// did, all that were tried), in the order tried.
+    pub attempts: Vec<Attempt>,
+    /// Service discovery queries (NAPTR, SRV) that failed and were fallen back from.
+    pub dns_fallbacks: Vec<Failure>,
     /// `Lagged` for a late answer, `Timeout` for none; transport and DNS failures as they came.
     pub failure: Option<Failure>,
 }
@@ -94,31 +101,21 @@ pub async fn options(dns: &Dns, cfg: &OptionsConfig) -> Result<OptionsOutcome, C
         rtt: None,
         first_response: None,
         lagged_threshold: threshold,
+        attempts: Vec::new(),
+        dns_fallbacks: Vec::new(),
         failure: None,
     };
-    let opened = session::open(dns, &server, cfg.ca.as_ref(), deadline, cfg.timeout).await?;
-    outcome.target = opened.target;
-    let mut conn = match opened.connection {
-        Ok(conn) => conn,
-        Err(failure) => {
-            outcome.failure = Some(failure);
-            return Ok(outcome);
-        }
+    let mut qualify = Qualify {
+        request_uri: server.request_uri(),
+        // chan_sip gives up on a qualify after twice maxms.
+        wait: (threshold * 2).min(cfg.timeout),
     };
-    let mut dialogue = Dialogue::new(conn.local_addr(), conn.transport());
-    let request_uri = server.request_uri();
-    let from = format!("sip:voipcheck@{}", conn.local_addr().ip());
-    let request = dialogue.request(RequestSpec {
-        method: rsip::Method::Options,
-        request_uri: &request_uri,
-        from: &from,
-        to: &request_uri,
-        extra: vec![rsip::headers::Accept::new("application/sdp").into()],
-    });
-    // chan_sip gives up on a qualify after twice maxms.
-    let wait = (threshold * 2).min(cfg.timeout);
-    let answer_deadline = deadline.min(Instant::now() + wait);
-    match transaction::run(&mut conn, &request, answer_deadline, wait).await {
+    let ca = cfg.ca.as_ref();
+    let tried = session::each(dns, &server, ca, deadline, cfg.timeout, &mut qualify).await?;
+    outcome.target = tried.target;
+    outcome.attempts = tried.attempts;
+    outcome.dns_fallbacks = tried.dns_fallbacks;
+    match tried.result {
         Ok(exchange) => {
             let rtt = exchange.final_response;
             outcome.response = Some(StatusLine {
@@ -138,6 +135,34 @@ pub async fn options(dns: &Dns, cfg: &OptionsConfig) -> Result<OptionsOutcome, C
         Err(failure) => outcome.failure = Some(failure),
     }
     Ok(outcome)
+}
+
+/// One OPTIONS transaction on a destination's connection.
+struct Qualify {
+    request_uri: String,
+    wait: Duration,
+}
+
+impl session::Exchange for Qualify {
+    type Output = transaction::Exchange;
+
+    async fn on(
+        &mut self,
+        mut conn: Connection,
+        until: Instant,
+    ) -> Result<transaction::Exchange, Failure> {
+        let mut dialogue = Dialogue::new(conn.local_addr(), conn.transport());
+        let from = format!("sip:voipcheck@{}", conn.local_addr().ip());
+        let request = dialogue.request(RequestSpec {
+            method: rsip::Method::Options,
+            request_uri: &self.request_uri,
+            from: &from,
+            to: &self.request_uri,
+            extra: vec![rsip::headers::Accept::new("application/sdp").into()],
+        });
+        let answer_deadline = until.min(Instant::now() + self.wait);
+        transaction::run(&mut conn, &request, answer_deadline, self.wait).await
+    }
 }
 
 impl Outcome for OptionsOutcome {
@@ -166,6 +191,7 @@ impl Outcome for OptionsOutcome {
         if let Some(server) = &self.server {
             facts.push(("server", server.clone()));
         }
+        facts.extend(attempts::facts(&self.attempts, &self.dns_fallbacks));
         facts
     }
 }

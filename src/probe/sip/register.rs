@@ -11,6 +11,7 @@ use super::message::{Dialogue, RequestSpec, random_token};
 use super::transaction::{self, Exchange};
 use super::transport::Connection;
 use super::{StatusLine, Target, millis, session, uri};
+use crate::probe::attempts;
 use crate::probe::dns::Dns;
 use crate::probe::tls::CaSource;
 use crate::probe::{ConfigError, Failure, Outcome};
@@ -83,6 +84,11 @@ pub struct RegisterOutcome {
         serialize_with = "crate::probe::secs::serialize"
     )]
     pub total: Duration,
+    /// The destinations and addresses that failed before `target` answered (or, when none
+    /// did, all that were tried), in the order tried.
+    pub attempts: Vec<attempts::Attempt>,
+    /// Service discovery queries (NAPTR, SRV) that failed and were fallen back from.
+    pub dns_fallbacks: Vec<Failure>,
     pub failure: Option<Failure>,
 }
 
@@ -107,34 +113,66 @@ pub async fn register(dns: &Dns, cfg: &RegisterConfig) -> Result<RegisterOutcome
     let server = uri::parse(&cfg.server)?;
     let started = Instant::now();
     let deadline = started + cfg.timeout;
-    let mut outcome = RegisterOutcome {
-        target: None,
-        response: None,
-        server: None,
-        auth_algorithm: None,
-        granted_expires: None,
-        unregistered: None,
-        first_response: None,
-        final_response: None,
-        total: Duration::ZERO,
-        failure: None,
+    let domain = cfg.domain.clone().unwrap_or_else(|| server.host_in_uri());
+    let mut attempt = Attempt {
+        cfg,
+        request_uri: server.domain_uri(),
+        domain,
+        outcome: RegisterOutcome::empty(),
     };
-    let opened = session::open(dns, &server, cfg.ca.as_ref(), deadline, cfg.timeout).await?;
-    outcome.target = opened.target;
-    match opened.connection {
-        Ok(conn) => {
-            let domain = cfg.domain.clone().unwrap_or_else(|| server.host_in_uri());
-            let mut run = Registration::new(cfg, conn, server.domain_uri(), &domain, deadline);
-            if let Err(failure) = run.register(&mut outcome).await {
-                outcome.failure = Some(failure);
-            } else if cfg.unregister {
-                outcome.unregistered = Some(run.unregister().await);
-            }
-        }
-        Err(failure) => outcome.failure = Some(failure),
-    }
+    let ca = cfg.ca.as_ref();
+    let tried = session::each(dns, &server, ca, deadline, cfg.timeout, &mut attempt).await?;
+    let mut outcome = attempt.outcome;
+    outcome.target = tried.target;
+    outcome.attempts = tried.attempts;
+    outcome.dns_fallbacks = tried.dns_fallbacks;
+    outcome.failure = tried.result.err();
     outcome.total = started.elapsed();
     Ok(outcome)
+}
+
+/// The registration on one destination's connection; `outcome` holds what the last
+/// destination tried answered.
+struct Attempt<'a> {
+    cfg: &'a RegisterConfig,
+    request_uri: String,
+    domain: String,
+    outcome: RegisterOutcome,
+}
+
+impl session::Exchange for Attempt<'_> {
+    type Output = ();
+
+    async fn on(&mut self, conn: Connection, until: Instant) -> Result<(), Failure> {
+        // What an earlier destination answered (a 503) is not this one's.
+        self.outcome = RegisterOutcome::empty();
+        let request_uri = self.request_uri.clone();
+        let mut run = Registration::new(self.cfg, conn, request_uri, &self.domain, until);
+        run.register(&mut self.outcome).await?;
+        if self.cfg.unregister {
+            self.outcome.unregistered = Some(run.unregister().await);
+        }
+        Ok(())
+    }
+}
+
+impl RegisterOutcome {
+    fn empty() -> Self {
+        RegisterOutcome {
+            target: None,
+            response: None,
+            server: None,
+            auth_algorithm: None,
+            granted_expires: None,
+            unregistered: None,
+            first_response: None,
+            final_response: None,
+            total: Duration::ZERO,
+            attempts: Vec::new(),
+            dns_fallbacks: Vec::new(),
+            failure: None,
+        }
+    }
 }
 
 /// One probe run's registration state: the connection, the request identity, and the
@@ -428,6 +466,7 @@ impl Outcome for RegisterOutcome {
         if let Some(server) = &self.server {
             facts.push(("server", server.clone()));
         }
+        facts.extend(attempts::facts(&self.attempts, &self.dns_fallbacks));
         facts
     }
 }

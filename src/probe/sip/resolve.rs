@@ -1,23 +1,30 @@
-//! RFC 3263 §4: from a SIP URI to the transport, address and port to send to.
+//! RFC 3263 §4: from a SIP URI to the destinations to try, in order (transport, host, port).
 //!
 //! An IP literal or an explicit port skips DNS service discovery; an explicit transport skips
-//! NAPTR; otherwise NAPTR records choose the transport (order, then preference), SRV records the
-//! host and port (priority, then weighted choice, RFC 2782), and A/AAAA the address. Where a step
-//! finds nothing, the next falls back to the defaults of RFC 3263 §4.1/§4.2. The probe uses the
-//! first destination this yields (it measures that server, it does not fail over).
+//! NAPTR; otherwise NAPTR records choose the transports (order, then preference), SRV records
+//! the hosts and ports (priority, then weighted choice, RFC 2782), and the caller looks up each
+//! host's addresses when it comes to it. Where a step finds nothing, the next falls back to the
+//! defaults of RFC 3263 §4.1/§4.2. Every destination is returned, so that the probe can fail
+//! over to a backup as a phone does (§4.3, RFC 3261 §17.1.1).
+//!
+//! Service discovery must not use up the probe's budget: a resolver that drops NAPTR queries
+//! would otherwise leave no time for the address lookup. Each NAPTR and SRV query may take at
+//! most a quarter of the probe's timeout, and all of them together half of it; a query that
+//! runs out, or fails otherwise short of NXDOMAIN, counts as "no records" for its step (RFC 3263
+//! falls back then), and its failure is kept as a note for the outcome.
 
-use super::Target;
 use super::transport::Transport;
 use super::uri::ServerUri;
 use crate::probe::dns::{Dns, Naptr, Srv};
-use crate::probe::{DnsErrorKind, Failure};
-use std::net::{IpAddr, SocketAddr};
+use crate::probe::{DnsErrorKind, DnsRecord, Failure};
+use std::net::IpAddr;
+use std::time::Duration;
+use tokio::time::Instant;
 
 /// The DNS lookups RFC 3263 needs; [`Dns`] in the probes, fixed data in the unit tests.
 pub(super) trait Records {
     async fn naptr(&self, name: &str) -> Result<Vec<Naptr>, Failure>;
     async fn srv(&self, name: &str) -> Result<Vec<Srv>, Failure>;
-    async fn ip(&self, host: &str) -> Result<Vec<IpAddr>, Failure>;
 }
 
 impl Records for Dns {
@@ -27,29 +34,116 @@ impl Records for Dns {
     async fn srv(&self, name: &str) -> Result<Vec<Srv>, Failure> {
         self.lookup_srv(name).await
     }
-    async fn ip(&self, host: &str) -> Result<Vec<IpAddr>, Failure> {
-        self.lookup_ip(host).await
+}
+
+/// One place to send requests to: a transport and a host (name or IP literal) with its port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Destination {
+    pub transport: Transport,
+    pub host: String,
+    pub port: u16,
+}
+
+impl std::fmt::Display for Destination {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.host.parse::<IpAddr>() {
+            Ok(IpAddr::V6(ip)) => write!(f, "[{ip}]:{}", self.port),
+            _ => write!(f, "{}:{}", self.host, self.port),
+        }
     }
 }
 
-/// Resolves `uri` to the destination to probe. `pick(total)` returns a number in `0..=total`
-/// for the weighted SRV choice (random in the probes, fixed in tests).
+/// The destinations, best first, and the discovery steps that failed and were fallen back
+/// from.
+#[derive(Debug, Default, PartialEq)]
+pub(super) struct Resolved {
+    pub destinations: Vec<Destination>,
+    pub notes: Vec<Failure>,
+}
+
+/// Bounds the service discovery queries (see the module documentation).
+struct Discovery {
+    /// All of discovery ends here.
+    until: Instant,
+    /// The most one query may take.
+    per_query: Duration,
+}
+
+impl Discovery {
+    fn new(timeout: Duration) -> Self {
+        Discovery {
+            until: Instant::now() + timeout / 2,
+            per_query: timeout / 4,
+        }
+    }
+
+    /// Runs one query within its share; `Ok(None)` for NXDOMAIN (the name does not exist, so
+    /// nothing below it does either, RFC 8020), an empty list for every other failure, which
+    /// is noted.
+    async fn query<T>(
+        &self,
+        name: &str,
+        record: DnsRecord,
+        lookup: impl Future<Output = Result<Vec<T>, Failure>>,
+        notes: &mut Vec<Failure>,
+    ) -> Option<Vec<T>> {
+        let until = self.until.min(Instant::now() + self.per_query);
+        let failure = match tokio::time::timeout_at(until, lookup).await {
+            Ok(Ok(records)) => return Some(records),
+            Ok(Err(Failure::DnsFailure {
+                kind: DnsErrorKind::NxDomain,
+                ..
+            })) => return None,
+            Ok(Err(failure)) => failure,
+            Err(_) => Failure::DnsFailure {
+                name: name.to_owned(),
+                record,
+                kind: DnsErrorKind::Timeout,
+            },
+        };
+        notes.push(failure);
+        Some(Vec::new())
+    }
+}
+
+/// Resolves `uri` to the destinations to try, in order. `pick(total)` returns a number in
+/// `0..=total` for the weighted SRV choice (random in the probes, fixed in tests); `timeout` is
+/// the probe's, which the discovery queries take their shares of.
 pub(super) async fn resolve<R: Records>(
     records: &R,
     uri: &ServerUri,
     pick: &mut impl FnMut(u32) -> u32,
-) -> Result<Target, Failure> {
+    timeout: Duration,
+) -> Resolved {
+    let mut resolved = Resolved::default();
     let literal = uri.host.parse::<IpAddr>().ok();
-    if literal.is_some() || uri.port.is_some() {
+    let fallback = |uri: &ServerUri, port: Option<u16>| {
         // §4.1: a numeric address or an explicit port means UDP for sip:, TLS for sips:
         let transport = uri.transport.unwrap_or(default_transport(uri.secure));
-        let port = uri.port.unwrap_or(transport.default_port());
-        return address(records, &uri.host, transport, port).await;
+        Destination {
+            transport,
+            host: uri.host.clone(),
+            port: port.unwrap_or(transport.default_port()),
+        }
+    };
+    if literal.is_some() || uri.port.is_some() {
+        resolved.destinations.push(fallback(uri, uri.port));
+        return resolved;
     }
+    let discovery = Discovery::new(timeout);
+    let notes = &mut resolved.notes;
     let services = match uri.transport {
         Some(transport) => vec![(transport, srv_name(transport, &uri.host))],
         None => {
-            let naptrs = records.naptr(&uri.host).await?;
+            let naptr = records.naptr(&uri.host);
+            let Some(naptrs) = discovery
+                .query(&uri.host, DnsRecord::Naptr, naptr, notes)
+                .await
+            else {
+                // NXDOMAIN: the address lookup of the host says so in its own words.
+                resolved.destinations.push(fallback(uri, None));
+                return resolved;
+            };
             let chosen = naptr_services(&naptrs, uri.secure);
             if chosen.is_empty() {
                 // §4.1: no NAPTR, so SRV for every transport we support
@@ -63,28 +157,24 @@ pub(super) async fn resolve<R: Records>(
         }
     };
     for (transport, name) in services {
-        let srvs = match records.srv(&name).await {
-            Ok(srvs) => srvs,
-            Err(Failure::DnsFailure {
-                kind: DnsErrorKind::NxDomain | DnsErrorKind::NoRecords,
-                ..
-            }) => Vec::new(),
-            Err(other) => return Err(other),
-        };
-        let mut last = None;
-        for srv in order_srv(srvs, pick) {
-            match address(records, &srv.target, transport, srv.port).await {
-                Ok(target) => return Ok(target),
-                Err(failure) => last = Some(failure),
-            }
-        }
-        if let Some(failure) = last {
-            return Err(failure);
-        }
+        let srv = records.srv(&name);
+        let srvs = discovery
+            .query(&name, DnsRecord::Srv, srv, notes)
+            .await
+            .unwrap_or_default();
+        resolved
+            .destinations
+            .extend(order_srv(srvs, pick).into_iter().map(|srv| Destination {
+                transport,
+                host: srv.target,
+                port: srv.port,
+            }));
     }
-    // §4.2: no SRV records, so the host's own address with the default port
-    let transport = uri.transport.unwrap_or(default_transport(uri.secure));
-    address(records, &uri.host, transport, transport.default_port()).await
+    if resolved.destinations.is_empty() {
+        // §4.2: no SRV records, so the host's own address with the default port
+        resolved.destinations.push(fallback(uri, None));
+    }
+    resolved
 }
 
 fn default_transport(secure: bool) -> Transport {
@@ -110,23 +200,6 @@ fn srv_name(transport: Transport, host: &str) -> String {
         Transport::Tcp => format!("_sip._tcp.{host}"),
         Transport::Tls => format!("_sips._tcp.{host}"),
     }
-}
-
-async fn address<R: Records>(
-    records: &R,
-    host: &str,
-    transport: Transport,
-    port: u16,
-) -> Result<Target, Failure> {
-    let ips = records.ip(host).await?;
-    let ip = ips.first().ok_or_else(|| Failure::DnsFailure {
-        name: host.to_owned(),
-        kind: DnsErrorKind::NoRecords,
-    })?;
-    Ok(Target {
-        transport,
-        address: SocketAddr::new(*ip, port),
-    })
 }
 
 /// The SRV names NAPTR points to, best first (§4.1): only terminal `S` records for services we
@@ -190,33 +263,45 @@ mod tests {
     use crate::probe::sip::uri;
     use std::collections::HashMap;
 
-    /// DNS as data: names not listed do not exist.
+    /// DNS as data: names not listed do not exist; `silent` names never answer.
     #[derive(Default)]
     struct Zone {
         naptr: HashMap<&'static str, Vec<Naptr>>,
         srv: HashMap<&'static str, Vec<Srv>>,
-        ip: HashMap<&'static str, Vec<IpAddr>>,
+        silent: Vec<&'static str>,
     }
 
-    fn nx(name: &str) -> Failure {
+    fn nx(name: &str, record: DnsRecord) -> Failure {
         Failure::DnsFailure {
             name: name.to_owned(),
+            record,
             kind: DnsErrorKind::NxDomain,
+        }
+    }
+
+    impl Zone {
+        async fn answer<T: Clone>(
+            &self,
+            name: &str,
+            table: &HashMap<&'static str, Vec<T>>,
+            record: DnsRecord,
+        ) -> Result<Vec<T>, Failure> {
+            if self.silent.contains(&name) {
+                std::future::pending::<()>().await;
+            }
+            table.get(name).cloned().ok_or_else(|| nx(name, record))
         }
     }
 
     impl Records for Zone {
         async fn naptr(&self, name: &str) -> Result<Vec<Naptr>, Failure> {
-            Ok(self.naptr.get(name).cloned().unwrap_or_default())
+            match self.answer(name, &self.naptr, DnsRecord::Naptr).await {
+                Err(_) if name.ends_with("example.com") => Ok(Vec::new()),
+                other => other,
+            }
         }
         async fn srv(&self, name: &str) -> Result<Vec<Srv>, Failure> {
-            self.srv.get(name).cloned().ok_or_else(|| nx(name))
-        }
-        async fn ip(&self, host: &str) -> Result<Vec<IpAddr>, Failure> {
-            if let Ok(ip) = host.parse() {
-                return Ok(vec![ip]);
-            }
-            self.ip.get(host).cloned().ok_or_else(|| nx(host))
+            self.answer(name, &self.srv, DnsRecord::Srv).await
         }
     }
 
@@ -239,20 +324,25 @@ mod tests {
         }
     }
 
-    fn ip(text: &str) -> IpAddr {
-        text.parse().unwrap()
-    }
-
-    fn target(transport: Transport, addr: &str) -> Target {
-        Target {
+    fn to(transport: Transport, host: &str, port: u16) -> Destination {
+        Destination {
             transport,
-            address: addr.parse().unwrap(),
+            host: host.into(),
+            port,
         }
     }
 
-    async fn run(zone: &Zone, server: &str) -> Result<Target, Failure> {
+    const TIMEOUT: Duration = Duration::from_secs(8);
+
+    async fn run(zone: &Zone, server: &str) -> Resolved {
         let uri = uri::parse(server).unwrap();
-        resolve(zone, &uri, &mut |_| 0).await
+        resolve(zone, &uri, &mut |_| 0, TIMEOUT).await
+    }
+
+    async fn destinations(zone: &Zone, server: &str) -> Vec<Destination> {
+        let resolved = run(zone, server).await;
+        assert_eq!(resolved.notes, vec![], "{server}");
+        resolved.destinations
     }
 
     fn example_zone() -> Zone {
@@ -277,76 +367,82 @@ mod tests {
             "_sip._tcp.example.com",
             vec![srv(10, 0, 5060, "tcp.example.com.")],
         );
-        zone.ip.insert("tls1.example.com", vec![ip("192.0.2.11")]);
-        zone.ip.insert("backup.example.com", vec![ip("192.0.2.12")]);
-        zone.ip.insert("tcp.example.com", vec![ip("192.0.2.20")]);
-        zone.ip.insert("example.com", vec![ip("192.0.2.1")]);
         zone
     }
 
     #[tokio::test]
-    async fn naptr_order_then_preference_then_srv_priority() {
+    async fn naptr_order_then_preference_then_srv_priority_every_target_in_order() {
         // order 10 beats 50; within order 10, preference 10 (SIPS) beats 20 (TCP); the unknown
-        // E2U service is skipped; SRV priority 10 beats 20.
-        let got = run(&example_zone(), "sip:example.com").await.unwrap();
-        assert_eq!(got, target(Transport::Tls, "192.0.2.11:5061"));
-    }
-
-    #[tokio::test]
-    async fn an_srv_target_without_address_falls_to_the_next() {
-        let mut zone = example_zone();
-        zone.ip.remove("tls1.example.com");
-        let got = run(&zone, "sip:example.com").await.unwrap();
-        assert_eq!(got, target(Transport::Tls, "192.0.2.12:5061"));
+        // E2U service is skipped; SRV priority 10 beats 20; the UDP service has no SRV records.
+        assert_eq!(
+            destinations(&example_zone(), "sip:example.com").await,
+            vec![
+                to(Transport::Tls, "tls1.example.com", 5061),
+                to(Transport::Tls, "backup.example.com", 5061),
+                to(Transport::Tcp, "tcp.example.com", 5060),
+            ]
+        );
     }
 
     #[tokio::test]
     async fn explicit_transport_skips_naptr() {
-        let got = run(&example_zone(), "sip:example.com;transport=tcp")
-            .await
-            .unwrap();
-        assert_eq!(got, target(Transport::Tcp, "192.0.2.20:5060"));
+        assert_eq!(
+            destinations(&example_zone(), "sip:example.com;transport=tcp").await,
+            vec![to(Transport::Tcp, "tcp.example.com", 5060)]
+        );
     }
 
     #[tokio::test]
     async fn explicit_port_or_ip_literal_skips_srv() {
         let zone = example_zone();
-        assert_eq!(
-            run(&zone, "sip:example.com:5070").await.unwrap(),
-            target(Transport::Udp, "192.0.2.1:5070")
-        );
-        assert_eq!(
-            run(&zone, "sips:example.com:5071").await.unwrap(),
-            target(Transport::Tls, "192.0.2.1:5071")
-        );
-        assert_eq!(
-            run(&zone, "sip:[2001:db8::1]").await.unwrap(),
-            target(Transport::Udp, "[2001:db8::1]:5060")
-        );
-        assert_eq!(
-            run(&zone, "sip:198.51.100.7;transport=tcp").await.unwrap(),
-            target(Transport::Tcp, "198.51.100.7:5060")
-        );
+        for (server, expected) in [
+            (
+                "sip:example.com:5070",
+                to(Transport::Udp, "example.com", 5070),
+            ),
+            (
+                "sips:example.com:5071",
+                to(Transport::Tls, "example.com", 5071),
+            ),
+            ("sip:[2001:db8::1]", to(Transport::Udp, "2001:db8::1", 5060)),
+            (
+                "sip:198.51.100.7;transport=tcp",
+                to(Transport::Tcp, "198.51.100.7", 5060),
+            ),
+        ] {
+            assert_eq!(
+                destinations(&zone, server).await,
+                vec![expected],
+                "{server}"
+            );
+        }
     }
 
     #[tokio::test]
     async fn without_naptr_srv_is_asked_per_transport_then_the_host() {
         let mut zone = example_zone();
         zone.naptr.clear();
-        // no _sip._udp, so _sip._tcp is next
+        // no _sip._udp, so _sip._tcp; _sips._tcp too, as a sip: URI may use TLS
         assert_eq!(
-            run(&zone, "sip:example.com").await.unwrap(),
-            target(Transport::Tcp, "192.0.2.20:5060")
+            destinations(&zone, "sip:example.com").await,
+            vec![
+                to(Transport::Tcp, "tcp.example.com", 5060),
+                to(Transport::Tls, "tls1.example.com", 5061),
+                to(Transport::Tls, "backup.example.com", 5061),
+            ]
         );
         // a sips: URI looks only at _sips._tcp
         assert_eq!(
-            run(&zone, "sips:example.com").await.unwrap(),
-            target(Transport::Tls, "192.0.2.11:5061")
+            destinations(&zone, "sips:example.com").await,
+            vec![
+                to(Transport::Tls, "tls1.example.com", 5061),
+                to(Transport::Tls, "backup.example.com", 5061),
+            ]
         );
         zone.srv.clear();
         assert_eq!(
-            run(&zone, "sip:example.com").await.unwrap(),
-            target(Transport::Udp, "192.0.2.1:5060")
+            destinations(&zone, "sip:example.com").await,
+            vec![to(Transport::Udp, "example.com", 5060)]
         );
     }
 
@@ -358,15 +454,66 @@ mod tests {
             vec![naptr(1, 1, "SIP+D2U", "_sip._udp.example.com.")],
         );
         assert_eq!(
-            run(&zone, "sips:example.com").await.unwrap(),
-            target(Transport::Tls, "192.0.2.11:5061")
+            destinations(&zone, "sips:example.com").await[0],
+            to(Transport::Tls, "tls1.example.com", 5061)
         );
     }
 
     #[tokio::test]
-    async fn a_name_that_does_not_exist_is_nxdomain() {
-        let got = run(&Zone::default(), "sip:no-such-host.invalid").await;
-        assert_eq!(got, Err(nx("no-such-host.invalid")));
+    async fn a_name_that_does_not_exist_goes_straight_to_its_address_lookup() {
+        // NXDOMAIN for NAPTR: no SRV names below it can exist (RFC 8020).
+        let resolved = run(&Zone::default(), "sip:no-such-host.invalid").await;
+        assert_eq!(
+            resolved,
+            Resolved {
+                destinations: vec![to(Transport::Udp, "no-such-host.invalid", 5060)],
+                notes: vec![],
+            }
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_naptr_query_takes_a_quarter_of_the_timeout_then_srv_is_asked() {
+        let mut zone = example_zone();
+        zone.silent.push("example.com");
+        let started = Instant::now();
+        let resolved = run(&zone, "sip:example.com").await;
+        assert_eq!(started.elapsed(), TIMEOUT / 4);
+        assert_eq!(
+            resolved.notes,
+            vec![Failure::DnsFailure {
+                name: "example.com".into(),
+                record: DnsRecord::Naptr,
+                kind: DnsErrorKind::Timeout,
+            }]
+        );
+        assert_eq!(
+            resolved.destinations[0],
+            to(Transport::Tcp, "tcp.example.com", 5060)
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn all_of_discovery_takes_at_most_half_of_the_timeout() {
+        let mut zone = example_zone();
+        zone.silent.extend([
+            "example.com",
+            "_sip._udp.example.com",
+            "_sip._tcp.example.com",
+        ]);
+        let started = Instant::now();
+        let resolved = run(&zone, "sip:example.com").await;
+        assert_eq!(started.elapsed(), TIMEOUT / 2);
+        // NAPTR and _sip._udp a quarter each, nothing left for _sip._tcp; an answer that is
+        // there at once (as from the cache) still counts
+        assert_eq!(resolved.notes.len(), 3, "{:?}", resolved.notes);
+        assert_eq!(
+            resolved.destinations,
+            vec![
+                to(Transport::Tls, "tls1.example.com", 5061),
+                to(Transport::Tls, "backup.example.com", 5061),
+            ]
+        );
     }
 
     #[test]

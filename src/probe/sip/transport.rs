@@ -69,6 +69,7 @@ impl std::fmt::Display for Transport {
 
 /// How to reach the peer; TLS carries what the handshake needs, so a TLS dial without a client
 /// configuration cannot be expressed.
+#[derive(Clone)]
 pub(super) enum Dial {
     Udp,
     Tcp,

@@ -20,8 +20,9 @@ pub use classify::{AddressClass, PrivateKind, classify};
 pub use message::MappedVia;
 pub use nat::{Behaviour, NatBehaviour, NatBindingMethod, NatBindingResult};
 
+use super::attempts::{self, Attempt};
 use super::dns::Dns;
-use super::{ConfigError, DnsErrorKind, Failure, Outcome, secs};
+use super::{ConfigError, DnsErrorKind, DnsRecord, Failure, Outcome, secs};
 use message::{Request, Response};
 use serde::Serialize;
 use std::net::{IpAddr, SocketAddr};
@@ -135,8 +136,11 @@ pub struct StunOutcome {
 pub struct ServerResult {
     /// The entry as configured.
     pub server: String,
-    /// The address asked, once the name resolved (the first address of the name).
+    /// The address that answered, or the last one asked when none did; `None` when the name
+    /// did not resolve.
     pub address: Option<SocketAddr>,
+    /// The addresses that did not answer, in the order asked.
+    pub attempts: Vec<Attempt>,
     #[serde(flatten)]
     pub answer: ServerAnswer,
 }
@@ -223,11 +227,17 @@ async fn run(dns: &Dns, cfg: &StunConfig) -> StunOutcome {
     });
     if let (None, Some(idle), Some((address, binding))) = (&failure, cfg.nat_binding, first_answer)
     {
+        // The server chooses its OTHER-ADDRESS: the allow-list decides whether it is asked.
+        let other = binding
+            .other_address
+            .map(|other| (other, dns.check_address(other)));
         let (lifetime, behaviour) =
             tokio::join!(nat::binding_lifetime(address, idle, cfg.timeout), async {
-                match binding.other_address {
-                    Some(other) => Some(nat::behaviour(address, other, cfg.timeout).await),
-                    None => None,
+                match other {
+                    Some((other, Ok(()))) => {
+                        Some(nat::behaviour(address, other, cfg.timeout).await)
+                    }
+                    _ => None,
                 }
             });
         match lifetime {
@@ -235,6 +245,9 @@ async fn run(dns: &Dns, cfg: &StunConfig) -> StunOutcome {
             Err(f) => failure = Some(f),
         }
         nat_behaviour = behaviour;
+        if let Some((_, Err(refused))) = other {
+            failure.get_or_insert(refused);
+        }
     }
     StunOutcome {
         transport: cfg.transport,
@@ -252,24 +265,92 @@ async fn probe_server(
     transport: StunTransport,
     deadline: &Deadline,
 ) -> ServerResult {
+    let mut attempts = Vec::new();
     let (address, answer) = match resolve(dns, &server, deadline).await {
         Err(failure) => (None, ServerAnswer::Failure(failure)),
-        Ok(address) => match exchange(address, transport, deadline).await {
-            Ok(binding) => (Some(address), ServerAnswer::Binding(binding)),
-            Err(failure) => (Some(address), ServerAnswer::Failure(failure)),
-        },
+        Ok(addresses) => {
+            let (address, result) =
+                each_address(&server, &addresses, transport, deadline, &mut attempts).await;
+            let answer = match result {
+                Ok(binding) => ServerAnswer::Binding(binding),
+                Err(failure) => ServerAnswer::Failure(failure),
+            };
+            (address, answer)
+        }
     };
     ServerResult {
         server,
         address,
+        attempts,
         answer,
     }
 }
 
-/// The address to ask: the first address the server's name resolves to.
-async fn resolve(dns: &Dns, server: &str, deadline: &Deadline) -> Result<SocketAddr, Failure> {
+/// Asks the server's addresses in turn until one answers (see [`crate::probe::attempts`]):
+/// over UDP one after another, each with its share of the time left, over TCP racing.
+/// Returns the address that answered (or the last one tried) and the answer; the addresses
+/// that did not answer go to `attempts`.
+async fn each_address(
+    server: &str,
+    addresses: &[SocketAddr],
+    transport: StunTransport,
+    deadline: &Deadline,
+    attempts: &mut Vec<Attempt>,
+) -> (Option<SocketAddr>, Result<Binding, Failure>) {
+    let mut failed = |address: SocketAddr, failure: &Failure| {
+        attempts.push(Attempt {
+            target: server.to_owned(),
+            address: Some(address),
+            failure: failure.clone(),
+        });
+    };
+    let mut last = (None, Err(deadline.expired()));
+    match transport {
+        StunTransport::Udp => {
+            for (index, address) in addresses.iter().copied().enumerate() {
+                let share = Deadline {
+                    at: attempts::udp_share(deadline.at, index + 1 == addresses.len()),
+                    timeout: deadline.timeout,
+                };
+                match exchange(address, transport, &share).await {
+                    Err(failure) if answers_elsewhere(&failure) => {
+                        failed(address, &failure);
+                        last = (Some(address), Err(failure));
+                    }
+                    result => return (Some(address), result),
+                }
+            }
+            last
+        }
+        StunTransport::Tcp => {
+            let ask = |address| exchange(address, transport, deadline);
+            let (won, lost) = attempts::race(addresses, deadline.at, deadline.timeout, ask).await;
+            for (address, failure) in lost {
+                failed(address, &failure);
+                last = (Some(address), Err(failure));
+            }
+            match won {
+                Some((binding, address)) => (Some(address), Ok(binding)),
+                None => last,
+            }
+        }
+    }
+}
+
+/// Whether another address of the server may still answer after this failure: this one did
+/// not answer at all. An error response or a broken answer is the server's word.
+fn answers_elsewhere(failure: &Failure) -> bool {
+    matches!(
+        failure,
+        Failure::Timeout { .. } | Failure::ConnectRefused { .. } | Failure::Network { .. }
+    )
+}
+
+/// The addresses to ask, in the order to ask them (RFC 8305 §4).
+async fn resolve(dns: &Dns, server: &str, deadline: &Deadline) -> Result<Vec<SocketAddr>, Failure> {
     let no_such = |name: &str, kind| Failure::DnsFailure {
         name: name.to_owned(),
+        record: DnsRecord::Address,
         kind,
     };
     // validate() rejects such an entry; one that reaches here cannot name a host.
@@ -277,11 +358,11 @@ async fn resolve(dns: &Dns, server: &str, deadline: &Deadline) -> Result<SocketA
     // A resolver still busy at the deadline is a DNS failure: the server was never asked.
     let ips = timeout_at(deadline.at, dns.lookup_ip(host))
         .await
-        .map_err(|_| no_such(host, DnsErrorKind::ResolverFailed))??;
-    let ip = ips
-        .first()
-        .ok_or_else(|| no_such(host, DnsErrorKind::NoRecords))?;
-    Ok(SocketAddr::new(*ip, port))
+        .map_err(|_| no_such(host, DnsErrorKind::Timeout))??;
+    Ok(attempts::interleave(&ips)
+        .into_iter()
+        .map(|ip| SocketAddr::new(ip, port))
+        .collect())
 }
 
 async fn exchange(
@@ -381,6 +462,7 @@ impl Outcome for StunOutcome {
                 None => server.server.clone(),
             };
             facts.push(("server", asked));
+            facts.extend(attempts::facts(&server.attempts, &[]));
             match &server.answer {
                 ServerAnswer::Binding(b) => {
                     facts.push((
@@ -508,6 +590,7 @@ mod tests {
         ServerResult {
             server: "s".into(),
             address: Some("192.0.2.1:3478".parse().unwrap()),
+            attempts: Vec::new(),
             answer: ServerAnswer::Binding(Binding {
                 local: "10.0.0.2:5000".parse().unwrap(),
                 mapped,
@@ -525,6 +608,7 @@ mod tests {
         ServerResult {
             server: "s".into(),
             address: None,
+            attempts: Vec::new(),
             answer: ServerAnswer::Failure(failure),
         }
     }
