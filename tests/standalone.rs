@@ -498,6 +498,29 @@ fn once_runs_every_probe_now_and_exits_with_the_result() {
     assert_eq!(output.status.code(), Some(2), "{stdout}");
     assert!(stdout.contains("default/metadata NOT RUNNABLE"), "{stdout}");
 
+    // A STUN server on loopback maps a private address: the probe answered, and the check's
+    // StunReachable is False all the same, so --once says so (it printed OK before issue 8).
+    let coturn = Coturn::start();
+    let stun = format!(
+        "apiVersion: voipcheck.io/v1alpha1
+kind: VoipCheck
+metadata: {{ name: nat }}
+spec:
+  target: {{ kind: Other, name: nat }}
+  interval: 5s
+  timeout: 1s
+  stun: {{ servers: ['{}'] }}
+",
+        coturn.server()
+    );
+    let output = run(&stun);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("default/nat stun FAILED StunReachable PrivateAddressOnly, this location"),
+        "{stdout}"
+    );
+
     // Another kind of object beside the checks is skipped with a warning (it rejected the
     // whole file before issue 8).
     let deployment = "apiVersion: apps/v1\nkind: Deployment\nmetadata: { name: x }\n";

@@ -25,7 +25,7 @@ struct JsonReport<'a, O: Serialize> {
     /// The failure in words, as the table shows it; the class is in `outcome.failure`.
     message: Option<String>,
     /// The condition this probe feeds in a VoipCheck, and the reason it would show.
-    condition: &'static str,
+    condition: Option<&'static str>,
     reason: &'static str,
     /// Whose problem a failure is: `Provider`, `Configuration` or `Local`.
     blame: Option<Blame>,
@@ -52,7 +52,7 @@ pub fn print_outcome<O: Outcome>(
                 probe,
                 success: !failed,
                 message,
-                condition: reading.condition.as_str(),
+                condition: reading.condition.map(|c| c.as_str()),
                 reason: reading.reason.as_str(),
                 blame: reading.blame,
                 outcome,
@@ -91,7 +91,7 @@ fn table<O: Outcome>(probe: &str, outcome: &O, reading: &Reading) -> String {
             "condition",
             format!(
                 "{}={status} reason {}",
-                reading.condition.as_str(),
+                reading.condition.map_or("-", |c| c.as_str()),
                 reading.reason.as_str()
             ),
         ),

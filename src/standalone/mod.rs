@@ -24,6 +24,7 @@ use crate::metrics::{self, Health, Metrics};
 use crate::probe::ConfigError;
 use crate::probe::dns::Dns;
 use crate::schedule::{CheckEntry, Outbox, Scheduler};
+use crate::verdict;
 use std::collections::BTreeSet;
 use std::io::Write;
 use std::net::SocketAddr;
@@ -169,9 +170,14 @@ pub async fn once(
     reports.sort_by_key(|(index, _)| *index);
     for (index, report) in reports {
         let id = &manifests.checks[index].id;
-        for run in report.probes.iter().chain(&report.control) {
-            tally.failed_probes += usize::from(run.failure().is_some());
-            write_line(&print::probe(format, id, run));
+        let readings = report.probes.iter().map(|run| (run, verdict::read(run)));
+        let control = report
+            .control
+            .iter()
+            .map(|run| (run, verdict::read_control(run)));
+        for (run, reading) in readings.chain(control) {
+            tally.failed_probes += usize::from(run.failure().is_some() || reading.blame.is_some());
+            write_line(&print::probe(format, id, run, &reading));
         }
     }
     Ok(tally)

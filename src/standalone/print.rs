@@ -3,6 +3,7 @@
 
 use crate::check::{CheckId, Plan, PlanError, PlannedProbe, ProbeRun};
 use crate::status::Transition;
+use crate::verdict::{Blame, Reading};
 use serde::Serialize;
 use std::time::SystemTime;
 
@@ -48,6 +49,13 @@ struct ProbeLine<'a> {
     failure: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     message: Option<String>,
+    /// The condition this probe feeds, the reason it would show, and on failure whose
+    /// problem it is (`Provider`, `Configuration`, `Local`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    condition: Option<&'static str>,
+    reason: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    blame: Option<Blame>,
     duration_seconds: f64,
 }
 
@@ -100,26 +108,40 @@ pub fn transition(
     }
 }
 
-/// One line for a probe's result in a `--once` run.
-pub fn probe(format: Format, id: &CheckId, run: &ProbeRun) -> String {
+/// One line for a probe's result in a `--once` run, read as its condition would read it: a
+/// probe that answered can still fail its condition (a STUN server mapping only a private
+/// address is `StunReachable=False PrivateAddressOnly`).
+pub fn probe(format: Format, id: &CheckId, run: &ProbeRun, reading: &Reading) -> String {
     let failure = run.failure();
     let seconds = run.duration.as_secs_f64();
+    let failed = failure.is_some() || reading.blame.is_some();
+    let message = match failure {
+        Some(failure) => Some(failure.to_string()),
+        None => reading.blame.map(|_| reading.message.clone()),
+    };
     match format {
-        Format::Text => match failure {
-            None => format!("{id} {} OK in {seconds:.3}s", run.name),
-            Some(failure) => format!(
-                "{id} {} FAILED {}: {failure} (after {seconds:.3}s)",
+        Format::Text => match (message, reading.blame) {
+            (Some(message), blame) => format!(
+                "{id} {} FAILED {}{}{}: {message} (after {seconds:.3}s)",
                 run.name,
-                failure.class()
+                reading
+                    .condition
+                    .map_or(String::new(), |c| format!("{} ", c.as_str())),
+                reading.reason.as_str(),
+                blame.map_or(String::new(), |b| format!(", {}", b.label())),
             ),
+            (None, _) => format!("{id} {} OK in {seconds:.3}s", run.name),
         },
         Format::Json => json(&ProbeLine {
             namespace: &id.namespace,
             name: &id.name,
             probe: &run.name,
-            success: failure.is_none(),
+            success: !failed,
             failure: failure.map(|f| f.class()),
-            message: failure.map(ToString::to_string),
+            message,
+            condition: reading.condition.map(|c| c.as_str()),
+            reason: reading.reason.as_str(),
+            blame: reading.blame,
             duration_seconds: seconds,
         }),
     }

@@ -28,7 +28,7 @@ pub(crate) mod fixtures;
 #[cfg(test)]
 mod tests;
 
-pub use probe::{Blame, Reading, probe_reason, read};
+pub use probe::{Blame, Reading, probe_reason, read, read_control};
 
 use crate::api::TargetKind;
 use crate::api::{ConditionStatus, ConditionType, Reason};

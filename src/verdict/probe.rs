@@ -28,6 +28,15 @@ pub enum Blame {
 }
 
 impl Blame {
+    /// Whose problem it is, in two words: `provider`, `configuration`, `this location`.
+    pub fn label(self) -> &'static str {
+        match self {
+            Blame::Provider => "provider",
+            Blame::Configuration => "configuration",
+            Blame::Local => "this location",
+        }
+    }
+
     /// Whose problem it is, in the words a person on the phone with the hotline needs.
     pub fn explain(self) -> &'static str {
         match self {
@@ -47,12 +56,14 @@ impl Blame {
     }
 }
 
-/// One probe run as the check's condition would read it, for `voipcheck probe`: the
-/// condition and reason `status.conditions` would show (before thresholds) and, on failure,
-/// whose problem it is.
+/// One probe run as the check's condition would read it, for `voipcheck probe` and `run
+/// --once`: the condition and reason `status.conditions` would show (before thresholds) and,
+/// on failure, whose problem it is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reading {
-    pub condition: ConditionType,
+    /// `None` for the control probe, which feeds no condition of its own (its failure makes the
+    /// others' `LocalNetworkProblem`).
+    pub condition: Option<ConditionType>,
     pub reason: Reason,
     /// `None` when the run passed.
     pub blame: Option<Blame>,
@@ -62,12 +73,22 @@ pub struct Reading {
 
 /// Reads one run as its condition would.
 pub fn read(run: &ProbeRun) -> Reading {
-    let observation = observe(run);
-    Reading {
-        condition: condition_of(run.kind),
-        reason: observation.reason,
-        blame: observation.fault,
-        message: observation.detail,
+    Reading::of(Some(condition_of(run.kind)), observe(run))
+}
+
+/// Reads a control probe's run: any answer passes (see `control`).
+pub fn read_control(run: &ProbeRun) -> Reading {
+    Reading::of(None, super::control::observe(run))
+}
+
+impl Reading {
+    fn of(condition: Option<ConditionType>, observation: Observation) -> Self {
+        Reading {
+            condition,
+            reason: observation.reason,
+            blame: observation.fault,
+            message: observation.detail,
+        }
     }
 }
 
