@@ -214,3 +214,46 @@ async fn stun_on_a_dual_stack_name_over_udp_and_tcp() {
         );
     }
 }
+
+#[tokio::test]
+async fn http_on_the_ipv6_loopback_as_a_literal_and_by_name() {
+    let nginx = Nginx::start();
+    let unbound = Unbound::start(&[]);
+    let dns = unbound.dns();
+    let port = nginx.http6_port;
+    for url in [
+        format!("http://[::1]:{port}/"),
+        format!("http://dual.voipcheck.test:{port}/"),
+    ] {
+        let mut cfg = HttpConfig::new(url.parse().unwrap());
+        cfg.timeout = TIMEOUT;
+        cfg.body_contains = Some("over IPv6".into());
+        let outcome = http::probe(&dns, &cfg).await.unwrap();
+        assert_eq!(outcome.failure, None, "{url}: {outcome:#?}");
+        assert_eq!(outcome.peer, Some(addr(&format!("[::1]:{port}"))));
+        assert_eq!(outcome.attempts, vec![], "{url}");
+    }
+}
+
+#[tokio::test]
+async fn stun_on_the_ipv6_loopback_as_a_literal_and_by_name() {
+    let coturn = Coturn::start_ipv6();
+    let unbound = Unbound::start(&[]);
+    let port = coturn.addr.port();
+    for transport in [StunTransport::Udp, StunTransport::Tcp] {
+        let cfg = StunConfig {
+            servers: vec![coturn.server(), format!("dual.voipcheck.test:{port}")],
+            transport,
+            timeout: TIMEOUT,
+            nat_binding: None,
+        };
+        let outcome = stun::probe(&unbound.dns(), &cfg).await.unwrap();
+        for server in &outcome.servers {
+            let ServerAnswer::Binding(binding) = &server.answer else {
+                panic!("{transport:?}: {outcome:#?}");
+            };
+            assert_eq!(server.address, Some(coturn.addr));
+            assert_eq!(binding.mapped.ip(), coturn.addr.ip(), "{transport:?}");
+        }
+    }
+}

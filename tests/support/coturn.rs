@@ -2,12 +2,12 @@
 //! `tests/peers/turnserver.conf`.
 
 use super::{Daemon, free_port, peers_dir, require_program};
-use std::net::{SocketAddr, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 pub struct Coturn {
-    /// The primary address: 127.0.0.1 and the listening port.
+    /// The primary address: 127.0.0.1 (or `[::1]`) and the listening port.
     pub addr: SocketAddr,
     /// The RFC 5780 alternate address (127.0.0.2 and the alternate port), when started with
     /// [`Coturn::start_rfc5780`].
@@ -19,27 +19,32 @@ pub struct Coturn {
 impl Coturn {
     /// One listening address: a plain STUN server without RFC 5780.
     pub fn start() -> Coturn {
-        Self::spawn(false)
+        Self::spawn(&[Ipv4Addr::LOCALHOST.into()])
+    }
+
+    /// One listening address on the IPv6 loopback, `[::1]`, only.
+    pub fn start_ipv6() -> Coturn {
+        Self::spawn(&[Ipv6Addr::LOCALHOST.into()])
     }
 
     /// Listening on 127.0.0.1 and 127.0.0.2 (all of 127/8 is on `lo`), each on the listening
     /// and the alternate port, so coturn offers RFC 5780 NAT behaviour discovery.
     pub fn start_rfc5780() -> Coturn {
-        Self::spawn(true)
+        Self::spawn(&[
+            Ipv4Addr::LOCALHOST.into(),
+            Ipv4Addr::new(127, 0, 0, 2).into(),
+        ])
     }
 
-    fn spawn(rfc5780: bool) -> Coturn {
+    /// Two listening IPs make coturn offer RFC 5780.
+    fn spawn(ips: &[IpAddr]) -> Coturn {
+        let rfc5780 = ips.len() > 1;
         let turnserver = require_program("turnserver");
         let dir = tempfile::tempdir().expect("create the coturn directory");
         let (port, alt_port) = (free_port(), free_port());
-        let ips: &[[u8; 4]] = if rfc5780 {
-            &[[127, 0, 0, 1], [127, 0, 0, 2]]
-        } else {
-            &[[127, 0, 0, 1]]
-        };
         let listening_ips = ips
             .iter()
-            .map(|ip| format!("listening-ip={}", std::net::Ipv4Addr::from(*ip)))
+            .map(|ip| format!("listening-ip={ip}"))
             .collect::<Vec<_>>()
             .join("\n");
         let template = std::fs::read_to_string(peers_dir().join("turnserver.conf")).unwrap();
@@ -61,7 +66,7 @@ impl Coturn {
         let ports: &[u16] = if rfc5780 { &[port, alt_port] } else { &[port] };
         let listeners: Vec<SocketAddr> = ips
             .iter()
-            .flat_map(|ip| ports.iter().map(|port| SocketAddr::from((*ip, *port))))
+            .flat_map(|ip| ports.iter().map(|port| SocketAddr::new(*ip, *port)))
             .collect();
         for &listener in &listeners {
             daemon.wait_for_tcp(listener);
@@ -71,14 +76,14 @@ impl Coturn {
             wait_for_udp(&daemon, listener);
         }
         Coturn {
-            addr: SocketAddr::from(([127, 0, 0, 1], port)),
-            other: rfc5780.then(|| SocketAddr::from(([127, 0, 0, 2], alt_port))),
+            addr: SocketAddr::new(ips[0], port),
+            other: rfc5780.then(|| SocketAddr::new(ips[1], alt_port)),
             daemon,
             _dir: dir,
         }
     }
 
-    /// `127.0.0.1:port`, as a probe's server entry.
+    /// `addr` as a probe's server entry (`127.0.0.1:port`, `[::1]:port`).
     pub fn server(&self) -> String {
         self.addr.to_string()
     }
@@ -95,7 +100,11 @@ impl Coturn {
 
 /// Sends a bare Binding request (a 20-byte header, RFC 8489 §5) until the listener answers.
 fn wait_for_udp(daemon: &Daemon, listener: SocketAddr) {
-    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let any: IpAddr = match listener {
+        SocketAddr::V4(_) => Ipv4Addr::UNSPECIFIED.into(),
+        SocketAddr::V6(_) => Ipv6Addr::UNSPECIFIED.into(),
+    };
+    let socket = UdpSocket::bind((any, 0)).unwrap();
     socket
         .set_read_timeout(Some(Duration::from_millis(100)))
         .unwrap();

@@ -27,9 +27,10 @@ impl Unbound {
         for (name, value) in ports {
             zone = zone.replace(&format!("@{name}@"), &value.to_string());
         }
-        for placeholder in placeholders(&zone) {
-            zone = zone.replace(&placeholder, &free_port().to_string());
-        }
+        let placeholder = regex::Regex::new("@[A-Z_]+@").unwrap();
+        zone = placeholder
+            .replace_all(&zone, |_: &regex::Captures| free_port().to_string())
+            .into_owned();
         std::fs::write(dir.path().join("voipcheck.test.zone"), zone).unwrap();
         let conf = std::fs::read_to_string(peers_dir().join("unbound.conf"))
             .unwrap()
@@ -57,25 +58,6 @@ impl Unbound {
     pub fn log_text(&self) -> String {
         self.daemon.log_text()
     }
-}
-
-/// The `@NAME@` placeholders left in `text` (a lone `@` is the zone's origin).
-fn placeholders(text: &str) -> Vec<String> {
-    let mut found = Vec::new();
-    let mut rest = text;
-    while let Some(start) = rest.find('@') {
-        let after = &rest[start + 1..];
-        let name_len = after
-            .find(|c: char| !(c.is_ascii_uppercase() || c == '_'))
-            .unwrap_or(after.len());
-        if name_len > 0 && after[name_len..].starts_with('@') {
-            found.push(rest[start..start + name_len + 2].to_owned());
-            rest = &after[name_len + 1..];
-        } else {
-            rest = after;
-        }
-    }
-    found
 }
 
 /// The type code of the question in a DNS query (RFC 1035 §4.1.2), if it has one.

@@ -22,6 +22,8 @@ pub struct Nginx {
     pub ca: TestCa,
     pub http_port: u16,
     pub https_port: u16,
+    /// Plain HTTP on `[::1]` only.
+    pub http6_port: u16,
     pub expired_port: u16,
     pub not_yet_valid_port: u16,
     pub mismatch_port: u16,
@@ -77,12 +79,14 @@ impl Nginx {
             not_yet_valid_port,
             mismatch_port,
         ] = ports;
+        let http6_port = free_port();
         let template = std::fs::read_to_string(peers_dir().join("nginx.conf")).unwrap();
         let path = |p: &std::path::Path| p.display().to_string();
         let conf = [
             ("@PREFIX@", path(prefix)),
             ("@HTTP_PORT@", http_port.to_string()),
             ("@HTTPS_PORT@", https_port.to_string()),
+            ("@HTTP6_PORT@", http6_port.to_string()),
             ("@EXPIRED_PORT@", expired_port.to_string()),
             ("@NOT_YET_VALID_PORT@", not_yet_valid_port.to_string()),
             ("@MISMATCH_PORT@", mismatch_port.to_string()),
@@ -118,10 +122,15 @@ impl Nginx {
         for port in ports {
             daemon.wait_for_tcp(SocketAddr::from(([127, 0, 0, 1], port)));
         }
+        daemon.wait_for_tcp(SocketAddr::from((
+            std::net::Ipv6Addr::LOCALHOST,
+            http6_port,
+        )));
         Nginx {
             ca,
             http_port,
             https_port,
+            http6_port,
             expired_port,
             not_yet_valid_port,
             mismatch_port,
