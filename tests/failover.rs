@@ -101,7 +101,9 @@ async fn a_dead_srv_primary_fails_over_to_the_backup_and_names_the_primary() {
     let cfg = RegisterConfig {
         server: "sip:failover.voipcheck.test;transport=tcp".into(),
         username: "alice".into(),
+        auth_username: None,
         domain: Some("127.0.0.1".into()),
+        proxy: None,
         password: Secret::new("alice-secret"),
         expires: 60,
         unregister: true,

@@ -88,10 +88,19 @@ fn header<'a>(request: &'a str, name: &str) -> &'a str {
         .unwrap_or_else(|| panic!("no {name} in {request}"))
 }
 
-/// A response to `request` that matches it, with `extra` headers (each ending in CRLF).
+/// A response to `request` that matches it, with `extra` headers (each ending in CRLF). A 2xx
+/// to a REGISTER lists its Contact with the Expires asked for, as a registrar does.
 fn respond(request: &str, status: &str, extra: &str) -> String {
+    let binding = match request.starts_with("REGISTER") && status.starts_with('2') {
+        true => format!(
+            "Contact: {};expires={}\r\n",
+            header(request, "Contact"),
+            header(request, "Expires")
+        ),
+        false => String::new(),
+    };
     format!(
-        "SIP/2.0 {status}\r\nVia: {}\r\nFrom: {}\r\nTo: {};tag=hostile\r\nCall-ID: {}\r\nCSeq: {}\r\n{extra}Content-Length: 0\r\n\r\n",
+        "SIP/2.0 {status}\r\nVia: {}\r\nFrom: {}\r\nTo: {};tag=hostile\r\nCall-ID: {}\r\nCSeq: {}\r\n{binding}{extra}Content-Length: 0\r\n\r\n",
         header(request, "Via"),
         header(request, "From"),
         header(request, "To"),
@@ -103,6 +112,7 @@ fn respond(request: &str, status: &str, extra: &str) -> String {
 fn options_cfg(addr: SocketAddr, transport: &str) -> OptionsConfig {
     OptionsConfig {
         server: format!("sip:{addr};transport={transport}"),
+        proxy: None,
         lagged_threshold: TIMEOUT,
         timeout: TIMEOUT,
         ca: None,
@@ -113,7 +123,9 @@ fn register_cfg(addr: SocketAddr) -> RegisterConfig {
     RegisterConfig {
         server: format!("sip:{addr};transport=udp"),
         username: "alice".into(),
+        auth_username: None,
         domain: Some("example.test".into()),
+        proxy: None,
         password: Secret::new(PASSWORD),
         expires: 300,
         unregister: false,
@@ -348,12 +360,20 @@ async fn a_slow_drip_ends_at_the_timeout() {
     assert!(timeout(&outcome.failure), "{outcome:#?}");
 }
 
+/// Only a provisional response arrived: the failure says so instead of "no answer".
 #[tokio::test]
-async fn a_provisional_response_alone_is_no_answer() {
+async fn a_provisional_response_alone_is_no_final_answer_and_says_what_came() {
     let (addr, _) =
         udp_peer(|request, _| vec![respond(request, "100 Trying", "").into_bytes()]).await;
     let outcome = options(&options_cfg(addr, "udp")).await;
-    assert!(timeout(&outcome.failure), "{outcome:#?}");
+    match &outcome.failure {
+        Some(failure @ Failure::NoFinalAnswer { arrived, .. }) => {
+            assert_eq!(arrived, "100 Trying");
+            assert!(!failure.to_string().contains("no answer"), "{failure}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(outcome.state, QualifyState::Unreachable);
     assert_eq!(outcome.response, None);
 }
 
@@ -379,18 +399,27 @@ async fn a_status_code_outside_100_to_699_is_a_protocol_failure() {
     assert!(protocol(&outcome.failure), "{outcome:#?}");
 }
 
+/// A qualify only needs an answer: a 200 without To tag proves the server alive (before, it
+/// read Unreachable with the 200 hidden). A registrar must tag, so for REGISTER it stays a
+/// protocol failure.
 #[tokio::test]
-async fn a_final_response_without_to_tag_is_a_protocol_failure() {
-    let (addr, _) = udp_peer(|request, _| {
+async fn a_final_response_without_to_tag_answers_options_but_not_register() {
+    let untagged = |request: &str, _| {
         vec![
             respond(request, "200 OK", "")
                 .replace(";tag=hostile", "")
                 .into_bytes(),
         ]
-    })
-    .await;
-    let started = Instant::now();
+    };
+    let (addr, _) = udp_peer(untagged).await;
     let outcome = options(&options_cfg(addr, "udp")).await;
+    assert_eq!(outcome.failure, None, "{outcome:#?}");
+    assert_eq!(outcome.state, QualifyState::Reachable);
+    assert_eq!(outcome.response.unwrap().code, 200);
+
+    let (addr, _) = udp_peer(untagged).await;
+    let started = Instant::now();
+    let outcome = register(&register_cfg(addr)).await;
     match &outcome.failure {
         Some(Failure::Protocol { detail }) => assert!(detail.contains("To tag"), "{detail}"),
         other => panic!("{other:?}"),
@@ -479,7 +508,14 @@ async fn a_sha_256_challenge_is_answered_correctly() {
     assert_eq!(auth_param(auth, "opaque"), "op-aque");
     assert_eq!(auth_param(auth, "nc"), "00000001");
     assert_eq!(auth_param(auth, "qop"), "auth");
-    assert_eq!(auth_param(auth, "uri"), format!("sip:{addr};transport=udp"));
+    // RFC 3261 §10.2: with a domain of its own, the Request-URI (and so the digest uri) is
+    // the domain, not the server the request goes to.
+    assert!(
+        seen[1].starts_with("REGISTER sip:example.test;transport=udp SIP/2.0\r\n"),
+        "{}",
+        seen[1]
+    );
+    assert_eq!(auth_param(auth, "uri"), "sip:example.test;transport=udp");
     // RFC 3261 §10.2: the same Call-ID, a higher CSeq, a new branch.
     assert_eq!(header(&seen[0], "Call-ID"), header(&seen[1], "Call-ID"));
     assert_eq!(header(&seen[1], "CSeq"), "2 REGISTER");
@@ -589,9 +625,21 @@ async fn a_challenge_without_a_usable_scheme_is_a_protocol_failure() {
 async fn final_codes_map_to_their_failure_classes() {
     let cases: [(&str, Failure); 4] = [
         ("488 Not Acceptable Here", Failure::NotAcceptableHere),
-        ("503 Service Unavailable", Failure::SipStatus { code: 503 }),
+        (
+            "503 Service Unavailable",
+            Failure::SipStatus {
+                code: 503,
+                hint: None,
+            },
+        ),
         ("403 Forbidden", Failure::Forbidden),
-        ("423 Interval Too Brief", Failure::SipStatus { code: 423 }),
+        (
+            "423 Interval Too Brief",
+            Failure::SipStatus {
+                code: 423,
+                hint: None,
+            },
+        ),
     ];
     for (status, failure) in cases {
         let (addr, _) =
@@ -622,5 +670,66 @@ async fn a_403_after_the_answer_is_an_auth_rejection() {
         outcome.failure,
         Some(Failure::AuthRejected { code: 403 }),
         "{outcome:#?}"
+    );
+}
+
+// ---- outbound proxy, auth user name, domain ----
+
+/// An outbound proxy receives the requests, with a Route naming it (RFC 3261 §8.1.2); the
+/// Request-URI, To and From name the AOR domain (§10.2); the digest user name is the auth
+/// user name. The registrar's name is never looked up: the proxy is the next hop.
+#[tokio::test]
+async fn an_outbound_proxy_gets_the_requests_with_a_route_and_the_auth_username() {
+    let (proxy, seen) = udp_peer(|request, _| {
+        let answer = if request.contains("Authorization:") {
+            respond(request, "200 OK", "")
+        } else {
+            respond(
+                request,
+                "401 Unauthorized",
+                "WWW-Authenticate: Digest realm=\"r\", nonce=\"x\", qop=\"auth\"\r\n",
+            )
+        };
+        vec![answer.into_bytes()]
+    })
+    .await;
+    let mut cfg = register_cfg(proxy);
+    cfg.server = "sip:registrar.example.test;transport=udp".into();
+    cfg.proxy = Some(format!("sip:{proxy};transport=udp"));
+    cfg.auth_username = Some("trunk-7".into());
+    let outcome = register(&cfg).await;
+    assert_eq!(outcome.failure, None, "{outcome:#?}");
+    assert_eq!(outcome.target.unwrap().address, proxy);
+    {
+        let seen = seen.lock().unwrap();
+        assert!(
+            seen[0].starts_with("REGISTER sip:example.test;transport=udp SIP/2.0\r\n"),
+            "{}",
+            seen[0]
+        );
+        for request in seen.iter() {
+            assert_eq!(
+                header(request, "Route"),
+                format!("<sip:{proxy};transport=udp;lr>")
+            );
+            assert!(header(request, "To").starts_with("<sip:alice@example.test>"));
+        }
+        let auth = header(&seen[1], "Authorization");
+        assert_eq!(auth_param(auth, "username"), "trunk-7");
+        assert_eq!(auth_param(auth, "uri"), "sip:example.test;transport=udp");
+    }
+
+    let (proxy, seen) =
+        udp_peer(|request, _| vec![respond(request, "200 OK", "").into_bytes()]).await;
+    let mut cfg = options_cfg(proxy, "udp");
+    cfg.server = "sip:pbx.example.test;transport=udp".into();
+    cfg.proxy = Some(format!("sip:{proxy};transport=udp"));
+    let outcome = options(&cfg).await;
+    assert_eq!(outcome.failure, None, "{outcome:#?}");
+    let seen = seen.lock().unwrap();
+    assert!(seen[0].starts_with("OPTIONS sip:pbx.example.test;transport=udp SIP/2.0\r\n"));
+    assert_eq!(
+        header(&seen[0], "Route"),
+        format!("<sip:{proxy};transport=udp;lr>")
     );
 }

@@ -114,6 +114,9 @@ stable_names! {
         AuthRejected,
         /// Another final error response; the code is in the message.
         Rejected,
+        /// A 200 OK to REGISTER that does not hold our binding for more than zero seconds
+        /// (expires=0, other bindings only, no Contact): calls cannot reach the line.
+        NotBound,
         /// 403 Forbidden without an auth exchange; seed 004: usually an ACL.
         Forbidden,
         /// 488 Not Acceptable Here; seed 004: usually an ACL or transport/codec configuration.
@@ -250,6 +253,7 @@ impl ConditionType {
                 BackupServing,
                 AuthRejected,
                 Rejected,
+                NotBound,
                 Forbidden,
                 NotAcceptableHere,
                 Timeout,

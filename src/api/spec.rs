@@ -222,6 +222,12 @@ pub struct SipCheck {
         .message("transport must be udp, tcp or tls"))]
     pub server: String,
 
+    /// An outbound proxy, as a sip: or sips: URI like server: every request goes to it (found
+    /// the same way as server), with a Route header naming it, instead of to server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = limits::MAX_URI_LENGTH), pattern(patterns::SIP_URI))]
+    pub proxy: Option<String>,
+
     /// Register an account (digest authentication) and count only a final 200 OK as success.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub register: Option<SipRegister>,
@@ -248,7 +254,13 @@ pub struct SipRegister {
     /// The account's user name (the user part of the address of record).
     #[schemars(length(min = 1, max = limits::MAX_USERNAME_LENGTH), pattern(patterns::SIP_USER))]
     pub username: String,
-    /// The domain of the address of record when it differs from the server's host.
+    /// The user name for digest authentication, when it differs from username (trunks often
+    /// have one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = limits::MAX_USERNAME_LENGTH), pattern(patterns::SIP_USER))]
+    pub auth_username: Option<String>,
+    /// The domain of the address of record when it differs from the server's host; the
+    /// REGISTER's Request-URI then names it (RFC 3261 §10.2).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = limits::MAX_NAME_LENGTH), pattern(patterns::HOST))]
     pub domain: Option<String>,

@@ -56,6 +56,11 @@ pub struct ProbeResult {
     pub reason: String,
     /// How long the probe took.
     pub duration_seconds: f64,
+    /// sip-register after a successful registration: whether the un-REGISTER removed the
+    /// binding ("removed") or why not (the binding then stays until it expires). Not a failure
+    /// of the probe.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unregister: Option<String>,
 }
 
 /// An outage report for the hotline.

@@ -249,12 +249,22 @@ impl Checker {
         if let Err(reason) = check_sip_uri(&sip.server) {
             self.fail("spec.sip.server", reason);
         }
+        if let Some(proxy) = &sip.proxy
+            && let Err(reason) = check_sip_uri(proxy)
+        {
+            self.fail("spec.sip.proxy", reason);
+        }
         if sip.register.is_none() && sip.options.is_none() {
             self.fail("spec.sip", "needs register, options or both");
         }
         if let Some(register) = &sip.register {
             if let Err(reason) = check_sip_user(&register.username) {
                 self.fail("spec.sip.register.username", reason);
+            }
+            if let Some(auth_username) = &register.auth_username
+                && let Err(reason) = check_sip_user(auth_username)
+            {
+                self.fail("spec.sip.register.authUsername", reason);
             }
             if let Some(domain) = &register.domain {
                 self.shaped(

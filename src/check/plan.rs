@@ -130,7 +130,9 @@ pub fn plan(
             let config = sip::RegisterConfig {
                 server: sip.server.clone(),
                 username: register.username.clone(),
+                auth_username: register.auth_username.clone(),
                 domain: register.domain.clone(),
+                proxy: sip.proxy.clone(),
                 password: secrets.credential(field, &r.name, &r.key)?,
                 expires: positive(register.expires),
                 unregister: register.unregister,
@@ -143,6 +145,7 @@ pub fn plan(
         if let Some(options) = &sip.options {
             let config = sip::OptionsConfig {
                 server: sip.server.clone(),
+                proxy: sip.proxy.clone(),
                 lagged_threshold: options.lagged_threshold.get(),
                 timeout,
                 ca,
@@ -282,6 +285,9 @@ fn check_targets(spec: &VoipCheckSpec, allow: &AllowList) -> Result<(), PlanErro
     let mut targets: Vec<(String, String)> = Vec::new();
     if let Some(sip) = &spec.sip {
         targets.push(("spec.sip.server".into(), sip_host(&sip.server).into()));
+        if let Some(proxy) = &sip.proxy {
+            targets.push(("spec.sip.proxy".into(), sip_host(proxy).into()));
+        }
     }
     for (i, check) in spec.http.iter().enumerate() {
         let field = format!("spec.http[{i}].url");

@@ -74,9 +74,14 @@ pub const GRACE: Duration = Duration::from_millis(250);
 
 /// How long `probe` may take with the check's `timeout`, before [`GRACE`]: the timeout, except
 /// for a STUN probe measuring the NAT binding, which idles for the keep-alive interval `T` on
-/// purpose and takes up to `T + 4 x timeout` (see [`crate::probe::stun::StunConfig::timeout`]).
+/// purpose and takes up to `T + 4 x timeout` (see [`crate::probe::stun::StunConfig::timeout`]),
+/// and a REGISTER that removes its binding again, whose un-REGISTER has a budget of its own
+/// after the registration ([`sip::UNREGISTER_BUDGET`]).
 pub fn probe_bound(probe: &PlannedProbe, timeout: Duration) -> Duration {
     match probe {
+        PlannedProbe::SipRegister(sip::RegisterConfig {
+            unregister: true, ..
+        }) => timeout + sip::UNREGISTER_BUDGET.min(timeout),
         PlannedProbe::Stun(StunConfig {
             nat_binding: Some(idle),
             ..

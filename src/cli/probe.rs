@@ -53,12 +53,20 @@ enum Probe {
         /// port the server is found by DNS as RFC 3263 describes (NAPTR, SRV, A/AAAA).
         #[arg(value_parser = values::sip_server)]
         server: String,
-        /// The account's user name (also used for authentication).
+        /// The account's user name: the user part of the address of record (and the digest
+        /// user name unless --auth-username is given).
         #[arg(long, value_parser = values::sip_user)]
         username: String,
-        /// The domain of the address of record, when it differs from the server's host.
+        /// The digest user name, when it differs from --username (trunks often have one).
+        #[arg(long, value_parser = values::sip_user)]
+        auth_username: Option<String>,
+        /// The domain of the address of record, when it differs from the server's host; the
+        /// REGISTER's Request-URI then names it (RFC 3261 §10.2).
         #[arg(long)]
         domain: Option<String>,
+        /// An outbound proxy (sip: or sips: URI): requests go there, with a Route header.
+        #[arg(long, value_parser = values::sip_server)]
+        proxy: Option<String>,
         /// A file holding the password (a trailing newline is ignored).
         #[arg(long)]
         password_file: Option<PathBuf>,
@@ -71,6 +79,10 @@ enum Probe {
         /// Extra trusted CA certificates (PEM) for TLS, in addition to the system's.
         #[arg(long)]
         ca_file: Option<PathBuf>,
+        /// Print the SIP messages exchanged, as a compact flow (credentials and nonces
+        /// redacted).
+        #[arg(short, long)]
+        verbose: bool,
     },
     /// Send OPTIONS and classify the answer as Asterisk's qualify does: REACHABLE, LAGGED
     /// (answered later than the threshold) or UNREACHABLE (no answer within twice the threshold).
@@ -81,12 +93,18 @@ enum Probe {
         /// The SIP server: sip: or sips: URI (see sip-register).
         #[arg(value_parser = values::sip_server)]
         server: String,
+        /// An outbound proxy (sip: or sips: URI): the OPTIONS goes there, with a Route header.
+        #[arg(long, value_parser = values::sip_server)]
+        proxy: Option<String>,
         /// Asterisk's qualify maxms: answers slower than this are LAGGED (100ms to 30s).
         #[arg(long, default_value = "2s", value_parser = values::lagged_threshold)]
         lagged_threshold: Duration,
         /// Extra trusted CA certificates (PEM) for TLS, in addition to the system's.
         #[arg(long)]
         ca_file: Option<PathBuf>,
+        /// Print the SIP messages exchanged, as a compact flow.
+        #[arg(short, long)]
+        verbose: bool,
     },
     /// STUN Binding: the public address seen by one or more STUN servers, and optionally whether
     /// the NAT keeps a binding alive across the phones' keep-alive interval.
@@ -159,16 +177,21 @@ async fn run_probe(args: ProbeArgs) -> Result<ExitCode, ConfigError> {
         Probe::SipRegister {
             server,
             username,
+            auth_username,
             domain,
+            proxy,
             password_file,
             expires,
             keep_registration,
             ca_file,
+            verbose,
         } => {
             let config = sip::RegisterConfig {
                 server,
                 username,
+                auth_username,
                 domain,
+                proxy,
                 password: read_password(password_file.as_deref())?,
                 expires,
                 unregister: !keep_registration,
@@ -176,33 +199,40 @@ async fn run_probe(args: ProbeArgs) -> Result<ExitCode, ConfigError> {
                 ca: ca_file.map(CaSource::File),
             };
             let outcome = sip::register(&dns, &config).await?;
-            report(
+            let code = report(
                 "sip-register",
                 ProbeKind::SipRegister,
                 ProbeOutcome::SipRegister,
                 &outcome,
                 format,
-            )
+            );
+            print_flow(verbose, &outcome.flow, format);
+            code
         }
         Probe::SipOptions {
             server,
+            proxy,
             lagged_threshold,
             ca_file,
+            verbose,
         } => {
             let config = sip::OptionsConfig {
                 server,
+                proxy,
                 lagged_threshold,
                 timeout,
                 ca: ca_file.map(CaSource::File),
             };
             let outcome = sip::options(&dns, &config).await?;
-            report(
+            let code = report(
                 "sip-options",
                 ProbeKind::SipOptions,
                 ProbeOutcome::SipOptions,
                 &outcome,
                 format,
-            )
+            );
+            print_flow(verbose, &outcome.flow, format);
+            code
         }
         Probe::Stun {
             servers,
@@ -277,6 +307,22 @@ fn report<O: Outcome + Clone>(
         duration: Duration::ZERO,
     };
     print_outcome(&run.name, outcome, &verdict::read(&run), format)
+}
+
+/// With `-v`, the SIP messages of the probe after its result, one block per message: on
+/// stdout after the table, on stderr beside JSON (which stays one parsable document).
+fn print_flow(verbose: bool, flow: &[sip::FlowEntry], format: OutputFormat) {
+    if !verbose {
+        return;
+    }
+    let mut text = String::from("\nSIP messages (time since start, → sent, ← received):\n");
+    for entry in flow {
+        text.push_str(&format!("{entry}\n"));
+    }
+    match format {
+        OutputFormat::Table => print!("{text}"),
+        OutputFormat::Json => eprint!("{text}"),
+    }
 }
 
 /// The SIP password from `--password-file`, else from [`PASSWORD_ENV`].

@@ -60,9 +60,28 @@ pub enum Failure {
     /// 488 Not Acceptable Here; seed 004: usually an ACL or codec/transport configuration.
     #[error("488 Not Acceptable Here (seed 004: often an ACL or transport/codec configuration)")]
     NotAcceptableHere,
-    /// Any other final SIP status that is not success.
-    #[error("SIP final response {code}")]
-    SipStatus { code: u16 },
+    /// Any other final SIP status that is not success; with what the response says about
+    /// where to go or when to come back (a redirect's Contact, a 503's Retry-After).
+    #[error("SIP final response {code}{}", hint.as_ref().map(|h| format!(", {h}")).unwrap_or_default())]
+    SipStatus {
+        code: u16,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        hint: Option<StatusHint>,
+    },
+    /// A REGISTER was answered 200 OK, but the answer does not show our binding held for more
+    /// than zero seconds: the registrar accepted the request and will not route calls to us.
+    #[error("200 OK without our binding: {reason}")]
+    NotBound { reason: NotBoundReason },
+    /// No final answer in time, although the server did answer something before (a
+    /// provisional response, or a challenge whose answer then went unanswered): not "no
+    /// answer", since the server is alive.
+    #[error("no final answer within {}; before that the server sent {arrived}", in_ms(*after))]
+    NoFinalAnswer {
+        #[serde(rename = "afterSeconds", serialize_with = "secs::serialize")]
+        after: Duration,
+        /// The status line of the last response that did arrive, e.g. `401 Unauthorized`.
+        arrived: String,
+    },
     /// An HTTP status outside the expected set.
     #[error("HTTP status {code} not among the expected statuses")]
     HttpStatus { code: u16 },
@@ -100,6 +119,8 @@ impl Failure {
             Failure::Forbidden => "Forbidden",
             Failure::NotAcceptableHere => "NotAcceptableHere",
             Failure::SipStatus { .. } => "SipStatus",
+            Failure::NotBound { .. } => "NotBound",
+            Failure::NoFinalAnswer { .. } => "NoFinalAnswer",
             Failure::HttpStatus { .. } => "HttpStatus",
             Failure::BodyMismatch { .. } => "BodyMismatch",
             Failure::AddressMismatch { .. } => "AddressMismatch",
@@ -125,6 +146,34 @@ impl Failure {
 /// A duration for messages, to the millisecond ("2s 3ms", not "2s 3ms 41us 12ns").
 fn in_ms(d: Duration) -> humantime::FormattedDuration {
     humantime::format_duration(Duration::from_millis(d.as_millis() as u64))
+}
+
+/// What a final SIP error response says beyond its code.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, thiserror::Error)]
+#[serde(rename_all = "camelCase")]
+pub enum StatusHint {
+    /// A 3xx's Contact: where the server sends us instead (RFC 3261 §8.1.3.4).
+    #[error("redirecting to {contact}")]
+    RedirectTo { contact: String },
+    /// A 503's (or 3xx/4xx's) Retry-After: when the server expects to serve again (§20.33).
+    #[error("retry after {seconds} s")]
+    RetryAfter { seconds: u32 },
+}
+
+/// Why a 200 OK to REGISTER did not bind us (RFC 3261 §10.2.4: the 200 lists every binding of
+/// the address of record with its expiry).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, thiserror::Error)]
+#[serde(tag = "kind")]
+pub enum NotBoundReason {
+    /// Our Contact is listed with `expires=0` (or, without a parameter, `Expires: 0`).
+    #[error("our Contact is granted 0 seconds")]
+    ExpiresZero,
+    /// Bindings are listed, ours is not among them.
+    #[error("it lists {count} other binding(s) but not ours")]
+    OtherBindingsOnly { count: usize },
+    /// The 200 OK carries no Contact at all.
+    #[error("it lists no Contact at all")]
+    NoContact,
 }
 
 /// How a DNS lookup failed, one kind per answer a resolver gives (RFC 1035 §4.1.1, RFC 2308).

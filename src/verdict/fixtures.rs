@@ -57,7 +57,7 @@ pub fn resolver_failed() -> Failure {
 }
 
 pub fn sip_status(code: u16) -> Failure {
-    Failure::SipStatus { code }
+    Failure::SipStatus { code, hint: None }
 }
 
 pub fn http_status(code: u16) -> Failure {
@@ -245,13 +245,14 @@ impl Run {
             server: None,
             auth_algorithm: None,
             granted_expires: failure.is_none().then_some(300),
-            unregistered: None,
+            unregister: None,
             first_response: answered,
             final_response: answered,
             total: answered.unwrap_or(TIMEOUT),
             attempts: Vec::new(),
             dns_fallbacks: Vec::new(),
             failure,
+            flow: Vec::new(),
         };
         self.probe(
             "sip-register",
@@ -303,6 +304,7 @@ impl Run {
             attempts: Vec::new(),
             dns_fallbacks: Vec::new(),
             failure,
+            flow: Vec::new(),
         };
         self.probe(
             "sip-options",
@@ -500,9 +502,10 @@ fn stun_server(i: usize) -> SocketAddr {
 /// The final response a SIP failure stands for, if it is one.
 fn final_code(failure: &Failure) -> Option<u16> {
     match failure {
-        Failure::AuthRejected { code } | Failure::SipStatus { code } => Some(*code),
+        Failure::AuthRejected { code } | Failure::SipStatus { code, .. } => Some(*code),
         Failure::Forbidden => Some(403),
         Failure::NotAcceptableHere => Some(488),
+        Failure::NotBound { .. } => Some(200),
         _ => None,
     }
 }

@@ -179,7 +179,11 @@ fn cause(condition: ConditionType, failure: &Failure) -> (Reason, Blame) {
         Failure::AuthRejected { .. } => (Reason::AuthRejected, Configuration),
         Failure::Forbidden => (Reason::Forbidden, Configuration),
         Failure::NotAcceptableHere => (Reason::NotAcceptableHere, Configuration),
-        Failure::SipStatus { code } => (Reason::Rejected, sip_status_blame(*code)),
+        Failure::SipStatus { code, .. } => (Reason::Rejected, sip_status_blame(*code)),
+        // The registrar accepted the credentials (so they are right) and still holds no binding
+        // for us: calls to the line cannot reach it, and only the provider can change that.
+        Failure::NotBound { .. } => (Reason::NotBound, Provider),
+        Failure::NoFinalAnswer { .. } => (Reason::Timeout, Provider),
         Failure::HttpStatus { code } if (500..600).contains(code) => (Reason::HttpStatus, Provider),
         Failure::HttpStatus { .. } => (Reason::HttpStatus, Configuration),
         // The page answers, with other content than the check expects: the expectation or the
@@ -198,9 +202,10 @@ fn cause(condition: ConditionType, failure: &Failure) -> (Reason, Blame) {
     let (reason, blame) = match condition {
         // chan_sip's vocabulary: no reply is UNREACHABLE, whether it timed out or was refused.
         ConditionType::SipReachable => match failure {
-            Failure::Timeout { .. } | Failure::ConnectRefused { .. } | Failure::Network { .. } => {
-                (Reason::Unreachable, Provider)
-            }
+            Failure::Timeout { .. }
+            | Failure::NoFinalAnswer { .. }
+            | Failure::ConnectRefused { .. }
+            | Failure::Network { .. } => (Reason::Unreachable, Provider),
             _ => (reason, blame),
         },
         // STUN servers are not the provider's service (seed 004 uses third-party ones): not
@@ -240,7 +245,14 @@ pub(super) fn describe(failure: &Failure) -> String {
             format::duration(*threshold)
         ),
         Failure::HttpStatus { code } => format!("HTTP {code}"),
-        Failure::SipStatus { code } => format!("final response {code}"),
+        Failure::SipStatus { code, hint } => match hint {
+            Some(hint) => format!("final response {code}, {hint}"),
+            None => format!("final response {code}"),
+        },
+        Failure::NoFinalAnswer { after, arrived } => format!(
+            "no final answer within {}; before that the server sent {arrived}",
+            format::duration(*after)
+        ),
         other => other.to_string(),
     }
 }

@@ -113,6 +113,7 @@ fn blame(type_: ConditionType, reason: Reason, hotline: Option<Reason>) -> Blame
         | Reason::TransportError
         | Reason::TlsCertificateInvalid
         | Reason::Unreachable
+        | Reason::NotBound
         | Reason::FrequentErrorCodes => Blame::Provider,
         Reason::Lagged | Reason::AddressMismatch => Blame::Local,
         _ => Blame::Configuration,

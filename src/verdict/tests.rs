@@ -114,6 +114,63 @@ fn calls_impossible_register_rejected_5xx_is_reportable() {
     assert_eq!(v.of(HotlineReportable), (True, Reason::ProviderOutage));
 }
 
+/// Issue 8: a 200 OK that holds no binding of ours is not "registered": calls cannot reach the
+/// line, and with the credentials accepted only the provider can change that.
+#[test]
+fn calls_impossible_a_200_without_our_binding_is_not_bound_and_reportable() {
+    use crate::probe::NotBoundReason;
+    let failure = Failure::NotBound {
+        reason: NotBoundReason::OtherBindingsOnly { count: 2 },
+    };
+    let v = cloud().run(|r| r.register_fails(failure.clone()));
+    assert_eq!(v.of(SipRegistered), (False, Reason::NotBound));
+    assert_eq!(
+        v.message(SipRegistered),
+        "sip-register: 200 OK without our binding: it lists 2 other binding(s) but not ours"
+    );
+    assert_eq!(v.of(HotlineReportable), (True, Reason::ProviderOutage));
+}
+
+/// Issue 8: a 302 names its Contact and a 503 its Retry-After in the condition's message; a
+/// server that answered before but not the last request is a timeout that says what came.
+#[test]
+fn calls_impossible_the_message_shows_redirect_retry_after_and_what_arrived() {
+    use crate::probe::StatusHint;
+    let redirect = Failure::SipStatus {
+        code: 302,
+        hint: Some(StatusHint::RedirectTo {
+            contact: "<sip:a@backup.example.test>".into(),
+        }),
+    };
+    let v = cloud().run(|r| r.register_fails(redirect.clone()));
+    assert_eq!(
+        v.message(SipRegistered),
+        "sip-register: final response 302, redirecting to <sip:a@backup.example.test>"
+    );
+    let unavailable = Failure::SipStatus {
+        code: 503,
+        hint: Some(StatusHint::RetryAfter { seconds: 120 }),
+    };
+    let v = cloud().run(|r| r.register_fails(unavailable.clone()));
+    assert_eq!(
+        v.message(SipRegistered),
+        "sip-register: final response 503, retry after 120 s"
+    );
+    let silent = Failure::NoFinalAnswer {
+        after: Duration::from_secs(10),
+        arrived: "401 Unauthorized to the previous REGISTER".into(),
+    };
+    let v = cloud().run(|r| r.register_fails(silent.clone()));
+    assert_eq!(v.of(SipRegistered), (False, Reason::Timeout));
+    assert_eq!(
+        v.message(SipRegistered),
+        "sip-register: no final answer within 10s; before that the server sent 401 \
+         Unauthorized to the previous REGISTER"
+    );
+    let v = cloud().run(|r| r.options_fails(silent.clone()));
+    assert_eq!(v.of(SipReachable), (False, Reason::Unreachable));
+}
+
 #[test]
 fn calls_impossible_register_408_and_480_are_provider_side() {
     for code in [408, 480] {

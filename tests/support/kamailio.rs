@@ -1,10 +1,10 @@
 //! Kamailio as the test registrar (tests/peers/kamailio.cfg): digest auth with static accounts,
-//! in-memory bindings, UDP and TCP on one loopback port and TLS on another, with a certificate
-//! for 127.0.0.1/localhost issued at start by a throwaway test CA.
+//! in-memory bindings, UDP and TCP on one loopback port (127.0.0.1, or ::1) and TLS on another
+//! (127.0.0.1), with a certificate for 127.0.0.1/localhost issued at start by a throwaway test CA.
 
 use super::certs::TestCa;
 use super::{Daemon, free_port, peers_dir, require_program};
-use std::net::{SocketAddr, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 pub struct KamailioBuilder {
     sha256: bool,
     port: Option<u16>,
+    ipv6: bool,
 }
 
 impl KamailioBuilder {
@@ -30,6 +31,12 @@ impl KamailioBuilder {
         self
     }
 
+    /// Listen for UDP and TCP on [::1] instead of 127.0.0.1.
+    pub fn ipv6(mut self) -> Self {
+        self.ipv6 = true;
+        self
+    }
+
     pub fn start(self) -> Kamailio {
         let program = require_program("kamailio");
         let dir = tempfile::tempdir().expect("temp dir for kamailio");
@@ -40,13 +47,18 @@ impl KamailioBuilder {
         let day = Duration::from_secs(86_400);
         let (cert, key) = ca.issue(&["localhost", "127.0.0.1"], now - day, now + 30 * day);
         let ctl = dir.path().join("ctl.sock");
+        let ip: IpAddr = match self.ipv6 {
+            true => Ipv6Addr::LOCALHOST.into(),
+            false => Ipv4Addr::LOCALHOST.into(),
+        };
+        let listen = SocketAddr::new(ip, port);
         let mut command = Command::new(program);
         command
             .arg("-DD")
             .arg("-E")
             .args(["-f".as_ref(), peers_dir().join("kamailio.cfg").as_os_str()])
-            .args(["-l", &format!("udp:127.0.0.1:{port}")])
-            .args(["-l", &format!("tcp:127.0.0.1:{port}")])
+            .args(["-l", &format!("udp:{listen}")])
+            .args(["-l", &format!("tcp:{listen}")])
             .args(["-l", &format!("tls:127.0.0.1:{tls_port}")])
             .args(["-m", "32", "-M", "4"])
             .args(["-Y".as_ref(), dir.path().as_os_str()])
@@ -60,11 +72,12 @@ impl KamailioBuilder {
             command.args(["-A", "WITH_SHA256"]);
         }
         let mut daemon = Daemon::spawn("kamailio", command, &dir.path().join("kamailio.log"));
-        daemon.wait_for_tcp(SocketAddr::from(([127, 0, 0, 1], port)));
+        daemon.wait_for_tcp(listen);
         daemon.wait_for_tcp(SocketAddr::from(([127, 0, 0, 1], tls_port)));
-        warm_up_udp(&daemon, port);
+        warm_up_udp(&daemon, listen);
         Kamailio {
             daemon,
+            ip,
             port,
             tls_port,
             ca_file: ca.cert_path().to_owned(),
@@ -78,6 +91,8 @@ impl KamailioBuilder {
 /// A running Kamailio; stopped when dropped.
 pub struct Kamailio {
     pub daemon: Daemon,
+    /// Where UDP and TCP listen: 127.0.0.1 or ::1.
+    pub ip: IpAddr,
     /// UDP and TCP.
     pub port: u16,
     pub tls_port: u16,
@@ -99,12 +114,12 @@ impl Kamailio {
 
     /// The registrar URI for `transport` (`udp`, `tcp` or `tls`).
     pub fn uri(&self, transport: &str) -> String {
-        let port = if transport == "tls" {
-            self.tls_port
+        let address = if transport == "tls" {
+            SocketAddr::from(([127, 0, 0, 1], self.tls_port))
         } else {
-            self.port
+            SocketAddr::new(self.ip, self.port)
         };
-        format!("sip:127.0.0.1:{port};transport={transport}")
+        format!("sip:{address};transport={transport}")
     }
 
     /// The Contacts Kamailio holds for `user` right now, from `kamcmd ul.dump`.
@@ -120,9 +135,9 @@ impl Kamailio {
 
 /// Waits until the UDP workers answer. A freshly started Kamailio takes a few hundred ms over
 /// its first UDP requests, which would distort the RTT tests; each worker gets a request here.
-fn warm_up_udp(daemon: &Daemon, port: u16) {
-    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
-    socket.connect(("127.0.0.1", port)).unwrap();
+fn warm_up_udp(daemon: &Daemon, listen: SocketAddr) {
+    let socket = UdpSocket::bind(SocketAddr::new(listen.ip(), 0)).unwrap();
+    socket.connect(listen).unwrap();
     socket
         .set_read_timeout(Some(Duration::from_millis(200)))
         .unwrap();
@@ -137,7 +152,7 @@ fn warm_up_udp(daemon: &Daemon, port: u16) {
             daemon.log_text()
         );
         let request = format!(
-            "OPTIONS sip:127.0.0.1:{port} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bKwarm{answered}\r\nFrom: <sip:warmup@{local}>;tag=w\r\nTo: <sip:127.0.0.1:{port}>\r\nCall-ID: warmup-{answered}\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+            "OPTIONS sip:{listen} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bKwarm{answered}\r\nFrom: <sip:warmup@{local}>;tag=w\r\nTo: <sip:{listen}>\r\nCall-ID: warmup-{answered}\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
         );
         let _ = socket.send(request.as_bytes());
         if socket.recv(&mut buf).is_ok() {
@@ -168,6 +183,7 @@ fn contacts_of(dump: &str, user: &str) -> Vec<String> {
 pub fn options_config(server: String, timeout: Duration) -> voipcheck::probe::sip::OptionsConfig {
     voipcheck::probe::sip::OptionsConfig {
         server,
+        proxy: None,
         lagged_threshold: voipcheck::probe::sip::DEFAULT_LAGGED_THRESHOLD,
         timeout,
         ca: None,

@@ -1,6 +1,6 @@
-//! Shared test harness: real peers (Kamailio, coturn, nginx, unbound) started on free loopback ports,
-//! stopped when their guard is dropped. Each peer has its own module; this one holds the process
-//! and port plumbing they share.
+//! Shared test harness: real peers (Kamailio, SIPp, coturn, nginx, unbound) started on free
+//! loopback ports, stopped when their guard is dropped. Each peer has its own module; this one
+//! holds the process and port plumbing they share.
 //!
 //! Every test binary compiles this module but uses only part of it.
 #![allow(dead_code)]
@@ -12,6 +12,7 @@ pub mod fake_api;
 pub mod kamailio;
 pub mod nginx;
 pub mod operator;
+pub mod sipp;
 
 use std::collections::BTreeSet;
 use std::io::Read;
@@ -116,6 +117,21 @@ impl Daemon {
             self.name,
             self.log_text()
         );
+    }
+
+    /// Waits up to `within` for the process to exit by itself; its exit status, or `None`
+    /// while it still runs.
+    pub fn wait_exit(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + within;
+        loop {
+            match self.child.try_wait() {
+                Ok(Some(status)) => return Some(status),
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20))
+                }
+                _ => return None,
+            }
+        }
     }
 
     /// The daemon's process id (e.g. to read its CPU time from /proc).

@@ -1,9 +1,12 @@
 //! SIP requests built, and responses read, with rsip.
 //!
-//! rsip parses the message; two things it does not give are filled in here: the reason phrase
-//! as sent (rsip replaces it with its own name for known codes) and the compact header forms of
-//! RFC 3261 §7.3.3 (`v`, `i`, `f`, `t`, `m`, `l`), which it keeps as unknown headers.
+//! rsip parses the message; what it does not give is filled in here: the reason phrase as sent
+//! (rsip replaces it with its own name for known codes), folded header lines (RFC 3261 §7.3.1,
+//! which rsip reads as broken headers: unfolded before it parses), the compact header forms of
+//! §7.3.3 (`v`, `i`, `f`, `t`, `m`, `l`, ..., which it keeps as unknown headers), and the
+//! address headers To, From and Contact with IPv6 references ([`super::name_addr`]).
 
+use super::name_addr::{self, NameAddr};
 use super::transport::Transport;
 use rsip::prelude::*;
 use rsip::{Header, Headers};
@@ -121,6 +124,8 @@ pub(super) enum Incoming {
 
 /// Parses one received message.
 pub(super) fn parse(bytes: &[u8]) -> Result<Incoming, String> {
+    let unfolded = unfold(bytes);
+    let bytes = unfolded.as_slice();
     let message = rsip::SipMessage::try_from(bytes).map_err(|e| {
         let mut detail = e.to_string();
         // rsip quotes the unparsed input; a hostile peer's bytes are not worth more than a hint.
@@ -139,6 +144,35 @@ pub(super) fn parse(bytes: &[u8]) -> Result<Incoming, String> {
     }))
 }
 
+/// The message with folded header lines joined (RFC 3261 §7.3.1: a line starting with a space
+/// or tab continues the previous one, and the line break with the whitespace reads as one
+/// space). The body, after the first empty line, is left as it is.
+pub(super) fn unfold(bytes: &[u8]) -> Vec<u8> {
+    let head_end = bytes
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or(bytes.len());
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < head_end {
+        let folded = bytes[i..].starts_with(b"\r\n")
+            && matches!(bytes.get(i + 2), Some(b' ' | b'\t'))
+            && i + 2 < head_end;
+        if folded {
+            out.push(b' ');
+            i += 2;
+            while matches!(bytes.get(i), Some(b' ' | b'\t')) {
+                i += 1;
+            }
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    out.extend_from_slice(&bytes[head_end..]);
+    out
+}
+
 /// The reason phrase of the status line `SIP/2.0 200 OK` (text after the code).
 fn reason_phrase(bytes: &[u8]) -> String {
     let line_end = bytes
@@ -147,7 +181,9 @@ fn reason_phrase(bytes: &[u8]) -> String {
         .unwrap_or(bytes.len());
     let line = String::from_utf8_lossy(&bytes[..line_end]);
     let mut parts = line.splitn(3, ' ');
-    parts.nth(2).unwrap_or_default().trim().to_owned()
+    let reason = parts.nth(2).unwrap_or_default().trim();
+    // A peer's reason phrase is shown and stored: a sentence's worth is enough.
+    reason[..reason.floor_char_boundary(100)].to_owned()
 }
 
 /// The `branch` parameter of a Via value. Read by hand because rsip 0.4's typed Via cannot
@@ -163,22 +199,58 @@ fn via_branch(via: &str) -> Option<&str> {
     })
 }
 
+/// The compact forms of header names (RFC 3261 §7.3.3 and the IANA registry).
+const COMPACT_FORMS: [(&str, &str); 15] = [
+    ("v", "Via"),
+    ("i", "Call-ID"),
+    ("f", "From"),
+    ("t", "To"),
+    ("m", "Contact"),
+    ("l", "Content-Length"),
+    ("c", "Content-Type"),
+    ("e", "Content-Encoding"),
+    ("k", "Supported"),
+    ("s", "Subject"),
+    ("o", "Event"),
+    ("u", "Allow-Events"),
+    ("r", "Refer-To"),
+    ("b", "Referred-By"),
+    ("x", "Session-Expires"),
+];
+
+/// The full name of a header sent as `name`: `Contact` for `m`, anything else as it is.
+pub(super) fn full_header_name(name: &str) -> &str {
+    expanded_name(name).unwrap_or(name)
+}
+
+/// The full name of a compact form, `None` for any other name.
+fn expanded_name(name: &str) -> Option<&'static str> {
+    COMPACT_FORMS
+        .iter()
+        .find(|(short, _)| short.eq_ignore_ascii_case(name))
+        .map(|(_, long)| *long)
+}
+
+/// Gives headers sent in compact form (`m: <sip:...>`) their full names and rsip's types, so
+/// every reader finds them by the usual name.
 fn expand_compact_headers(headers: &mut Headers) {
     for header in headers.iter_mut() {
         let Header::Other(name, value) = header else {
             continue;
         };
-        let value = std::mem::take(value);
-        let expanded: Header = match name.to_ascii_lowercase().as_str() {
-            "v" => rsip::headers::Via::new(value).into(),
-            "i" => rsip::headers::CallId::new(value).into(),
-            "f" => rsip::headers::From::new(value).into(),
-            "t" => rsip::headers::To::new(value).into(),
-            "m" => rsip::headers::Contact::new(value).into(),
-            "l" => rsip::headers::ContentLength::new(value).into(),
-            _ => Header::Other(std::mem::take(name), value),
+        let Some(full) = expanded_name(name) else {
+            continue;
         };
-        *header = expanded;
+        let value = std::mem::take(value);
+        *header = match full {
+            "Via" => rsip::headers::Via::new(value).into(),
+            "Call-ID" => rsip::headers::CallId::new(value).into(),
+            "From" => rsip::headers::From::new(value).into(),
+            "To" => rsip::headers::To::new(value).into(),
+            "Contact" => rsip::headers::Contact::new(value).into(),
+            "Content-Length" => rsip::headers::ContentLength::new(value).into(),
+            other => Header::Other(other.to_owned(), value),
+        };
     }
 }
 
@@ -200,22 +272,31 @@ impl Reply {
     }
 
     /// RFC 3261 §8.2.6.2: a final response carries a To tag. A missing one means the peer is
-    /// not a conforming UAS or proxy.
+    /// not a conforming UAS or proxy; whether that matters is the probe's decision.
     pub fn check_to_tag(&self) -> Result<(), String> {
         let to = self
-            .message
-            .to_header()
-            .and_then(|to| to.typed())
+            .header_values("To")
+            .next()
+            .ok_or_else(|| format!("{} response without To", self.code))?;
+        let to = name_addr::parse(&to)
             .map_err(|e| format!("{} response without a valid To: {e}", self.code))?;
-        let has_tag = to
-            .params
-            .iter()
-            .any(|p| matches!(p, rsip::Param::Tag(tag) if !tag.to_string().is_empty()));
-        if has_tag {
-            Ok(())
-        } else {
-            Err(format!("{} response without a To tag", self.code))
+        match to.param("tag") {
+            Some(tag) if !tag.is_empty() => Ok(()),
+            _ => Err(format!("{} response without a To tag", self.code)),
         }
+    }
+
+    /// The addresses of every Contact header (several per header or several headers), for a
+    /// REGISTER's bindings or a redirect's targets; unreadable ones are skipped.
+    pub fn contacts(&self) -> Vec<(String, Option<NameAddr>)> {
+        self.header_values("Contact")
+            .flat_map(|value| {
+                name_addr::split_list(&value)
+                    .into_iter()
+                    .map(|item| (item.to_owned(), name_addr::parse(item).ok()))
+                    .collect::<Vec<_>>()
+            })
+            .collect()
     }
 
     /// The Server header, or User-Agent where a UA answered (RFC 3261 §20.35, §20.41).
@@ -305,6 +386,26 @@ mod tests {
         assert_eq!(reply.server().as_deref(), Some("test-peer"));
         let other = options(&mut d);
         assert_eq!(reply.answers(&other), Ok(false));
+    }
+
+    #[test]
+    fn folded_lines_are_joined_and_an_ipv6_to_is_read() {
+        let mut d = dialogue();
+        let request = options(&mut d);
+        let text = format!(
+            "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP [::1]:40000\r\n ;branch={}\r\nTo: <sip:[::1]:5060>\r\n\t;tag=v6\r\nFrom: <sip:x@[::1]>;tag=1\r\nCall-ID: c\r\nCSeq:\r\n  {} OPTIONS\r\nContent-Length: 4\r\n\r\nab\r\n",
+            request.branch, request.cseq
+        );
+        let Ok(Incoming::Response(reply)) = parse(text.as_bytes()) else {
+            panic!("not parsed: {text}");
+        };
+        assert_eq!(reply.answers(&request), Ok(true));
+        assert_eq!(reply.check_to_tag(), Ok(()));
+        // The body is left alone: a CRLF and space in it is not a folded header.
+        assert_eq!(
+            unfold(b"SIP/2.0 200 OK\r\nA: b\r\n c\r\n\r\nx\r\n y"),
+            b"SIP/2.0 200 OK\r\nA: b c\r\n\r\nx\r\n y"
+        );
     }
 
     #[test]

@@ -5,11 +5,14 @@
 //! the destinations to try (RFC 3263), [`session`] tries each destination and address in turn
 //! until one answers, [`transport`] carries messages over UDP, TCP or TLS
 //! with bounded reads, [`message`] builds requests and reads responses with rsip,
-//! [`transaction`] runs one RFC 3261 client transaction (retransmission, response matching),
+//! [`name_addr`] reads To, From and Contact (IPv6 included), [`transaction`] runs one RFC 3261
+//! client transaction (retransmission, response matching) and records the [`flow`] of messages,
 //! [`digest`] answers challenges, and [`register`] and [`options`] are the two probes.
 
 mod digest;
+mod flow;
 mod message;
+mod name_addr;
 mod options;
 mod register;
 mod resolve;
@@ -19,8 +22,12 @@ mod transport;
 mod uri;
 
 pub use digest::DigestAlgorithm;
+pub use flow::{Direction, FlowEntry};
 pub use options::{DEFAULT_LAGGED_THRESHOLD, OptionsConfig, OptionsOutcome, QualifyState, options};
-pub use register::{DEFAULT_EXPIRES, RegisterConfig, RegisterOutcome, register};
+pub use register::{
+    DEFAULT_EXPIRES, RegisterConfig, RegisterOutcome, UNREGISTER_BUDGET, UnregisterOutcome,
+    register,
+};
 pub use transport::Transport;
 
 use serde::Serialize;

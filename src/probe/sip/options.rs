@@ -1,8 +1,10 @@
 //! The OPTIONS qualify (DESIGN.md §3, `SipReachable`), judged as Asterisk chan_sip's `qualify`
 //! judges a peer (seeds 000/002 name its states): answered within `maxms` is reachable, answered
 //! later is LAGGED, no answer within twice `maxms` is UNREACHABLE. Any final response counts as
-//! an answer, as in chan_sip: a 404 still proves the server is alive.
+//! an answer, as in chan_sip: a 404 still proves the server is alive, and so does a final
+//! response without To tag (RFC 3261 §8.2.6.2 asks for one, but a qualify only needs an answer).
 
+use super::flow::{Flow, FlowEntry};
 use super::message::{Dialogue, RequestSpec};
 use super::transport::Connection;
 use super::{StatusLine, Target, millis, session, transaction, uri};
@@ -24,6 +26,9 @@ pub struct OptionsConfig {
     /// `sip:`/`sips:` URI, optionally with a user (`sip:lagged@pbx`), `;transport=udp|tcp|tls`
     /// and a port; without a port RFC 3263 chooses.
     pub server: String,
+    /// An outbound proxy (`sip:`/`sips:` URI): the OPTIONS goes there, with a Route header
+    /// naming it, instead of to `server`.
+    pub proxy: Option<String>,
     /// chan_sip's `maxms`: slower answers are LAGGED ([`DEFAULT_LAGGED_THRESHOLD`]).
     pub lagged_threshold: Duration,
     /// Bounds the whole probe, DNS included. The wait for the answer is at most twice the
@@ -78,21 +83,29 @@ pub struct OptionsOutcome {
     pub dns_fallbacks: Vec<Failure>,
     /// `Lagged` for a late answer, `Timeout` for none; transport and DNS failures as they came.
     pub failure: Option<Failure>,
+    /// The messages exchanged (`probe -v`).
+    #[serde(skip)]
+    pub flow: Vec<FlowEntry>,
 }
 
 impl OptionsConfig {
     /// Checks the server URI before anything is sent (what [`options`] refuses with a
     /// [`ConfigError`], short of an unreadable CA file).
     pub fn validate(&self) -> Result<(), ConfigError> {
-        uri::parse(&self.server).map(drop)
+        uri::parse(&self.server)?;
+        uri::parse_proxy(self.proxy.as_deref())?;
+        Ok(())
     }
 }
 
 /// Sends one OPTIONS to `cfg.server` and classifies the answer. `Err` only for bad input.
 pub async fn options(dns: &Dns, cfg: &OptionsConfig) -> Result<OptionsOutcome, ConfigError> {
+    cfg.validate()?;
     let server = uri::parse(&cfg.server)?;
+    let proxy = uri::parse_proxy(cfg.proxy.as_deref())?;
     let threshold = cfg.lagged_threshold;
-    let deadline = Instant::now() + cfg.timeout;
+    let started = Instant::now();
+    let deadline = started + cfg.timeout;
     let mut outcome = OptionsOutcome {
         target: None,
         state: QualifyState::Unreachable,
@@ -104,17 +117,23 @@ pub async fn options(dns: &Dns, cfg: &OptionsConfig) -> Result<OptionsOutcome, C
         attempts: Vec::new(),
         dns_fallbacks: Vec::new(),
         failure: None,
+        flow: Vec::new(),
     };
     let mut qualify = Qualify {
         request_uri: server.request_uri(),
+        route: proxy.as_ref().map(uri::ServerUri::loose_route),
         // chan_sip gives up on a qualify after twice maxms.
         wait: (threshold * 2).min(cfg.timeout),
+        flow: Flow::new(started),
     };
+    // With an outbound proxy, the proxy's destinations are tried as the server's would be.
+    let next_hop = proxy.as_ref().unwrap_or(&server);
     let ca = cfg.ca.as_ref();
-    let tried = session::each(dns, &server, ca, deadline, cfg.timeout, &mut qualify).await?;
+    let tried = session::each(dns, next_hop, ca, deadline, cfg.timeout, &mut qualify).await?;
     outcome.target = tried.target;
     outcome.attempts = tried.attempts;
     outcome.dns_fallbacks = tried.dns_fallbacks;
+    outcome.flow = qualify.flow.entries;
     match tried.result {
         Ok(exchange) => {
             let rtt = exchange.final_response;
@@ -137,10 +156,14 @@ pub async fn options(dns: &Dns, cfg: &OptionsConfig) -> Result<OptionsOutcome, C
     Ok(outcome)
 }
 
-/// One OPTIONS transaction on a destination's connection.
+/// One OPTIONS transaction on a destination's connection; `flow` keeps the messages of every
+/// destination tried.
 struct Qualify {
     request_uri: String,
+    /// `Route: <proxy;lr>` when an outbound proxy is used.
+    route: Option<String>,
     wait: Duration,
+    flow: Flow,
 }
 
 impl session::Exchange for Qualify {
@@ -152,16 +175,26 @@ impl session::Exchange for Qualify {
         until: Instant,
     ) -> Result<transaction::Exchange, Failure> {
         let mut dialogue = Dialogue::new(conn.local_addr(), conn.transport());
-        let from = format!("sip:voipcheck@{}", conn.local_addr().ip());
+        // An IPv6 host in a URI is in brackets (RFC 3261 §25.1).
+        let from = match conn.local_addr().ip() {
+            std::net::IpAddr::V4(ip) => format!("sip:voipcheck@{ip}"),
+            std::net::IpAddr::V6(ip) => format!("sip:voipcheck@[{ip}]"),
+        };
+        let mut extra: Vec<rsip::Header> = Vec::new();
+        if let Some(route) = &self.route {
+            extra.push(rsip::headers::Route::new(route.clone()).into());
+        }
+        extra.push(rsip::headers::Accept::new("application/sdp").into());
         let request = dialogue.request(RequestSpec {
             method: rsip::Method::Options,
             request_uri: &self.request_uri,
             from: &from,
             to: &self.request_uri,
-            extra: vec![rsip::headers::Accept::new("application/sdp").into()],
+            extra,
         });
         let answer_deadline = until.min(Instant::now() + self.wait);
-        transaction::run(&mut conn, &request, answer_deadline, self.wait).await
+        let flow = &mut self.flow;
+        transaction::run(&mut conn, &request, answer_deadline, self.wait, flow).await
     }
 }
 

@@ -1,20 +1,30 @@
 //! The REGISTER probe (DESIGN.md §3, `SipRegistered`): register an account as a phone would,
-//! success only on a final 200 OK, then (by default) remove the binding again so monitoring
-//! leaves nothing behind.
+//! success only on a final 200 OK that shows our binding, then (by default) remove the binding
+//! again so monitoring leaves nothing behind.
 //!
 //! Digest challenges (401/407) are answered once; a second challenge after an answer is a
 //! rejection, except one `stale=true` re-challenge, which only says the nonce aged (RFC 2617
 //! §3.2.1). A 423 is retried once with the server's Min-Expires (RFC 3261 §10.2.8).
+//!
+//! Which binding is ours: the Contact we send has a user part of its own for each run
+//! (`alice-1f2e3d4c`), and a Contact of the 200 OK is ours when its user part is that one.
+//! Host, port and parameters may differ: a registrar behind NAT handling rewrites them to the
+//! address it saw (Kamailio's `fix_nated_register`, Asterisk's `rewrite_contact`), the user part
+//! stays. "Registered" means the 200 OK lists our binding with an expiry above zero (RFC 3261
+//! §10.2.4: the 200 lists every current binding of the address of record).
 
 use super::digest::{Answer, Challenge, DigestAlgorithm};
+use super::flow::{Flow, FlowEntry};
 use super::message::{Dialogue, RequestSpec, random_token};
+use super::name_addr::NameAddr;
 use super::transaction::{self, Exchange};
 use super::transport::Connection;
-use super::{StatusLine, Target, millis, session, uri};
+use super::uri::{self, ServerUri};
+use super::{StatusLine, Target, millis, session};
 use crate::probe::attempts;
 use crate::probe::dns::Dns;
 use crate::probe::tls::CaSource;
-use crate::probe::{ConfigError, Failure, Outcome};
+use crate::probe::{ConfigError, Failure, NotBoundReason, Outcome, StatusHint};
 use crate::secret::Secret;
 use rsip::Header;
 use rsip::prelude::*;
@@ -30,20 +40,34 @@ pub const DEFAULT_EXPIRES: u32 = 300;
 /// challenged again. Anything past this is a server going in circles.
 const MAX_REQUESTS: u32 = 5;
 
+/// The time the un-REGISTER gets after a successful registration, whatever the registration
+/// left of the probe's timeout (never more than the timeout itself): a slow registration must
+/// not leave the monitoring binding behind, where calls could be forked to it. Over UDP it
+/// allows the request and three retransmissions (RFC 3261 §17.1.2.2: 0.5 s, 1 s, 2 s).
+pub const UNREGISTER_BUDGET: Duration = Duration::from_secs(3);
+
 /// Which account to register where.
 #[derive(Debug, Clone)]
 pub struct RegisterConfig {
     /// The registrar: `sip:`/`sips:` URI, `;transport=udp|tcp|tls`; without a port RFC 3263.
     pub server: String,
+    /// The user part of the address of record.
     pub username: String,
-    /// Domain of the address-of-record; the server's host when `None`.
+    /// The digest user name, when it differs from `username` (trunks often have one).
+    pub auth_username: Option<String>,
+    /// Domain of the address-of-record, and then the REGISTER's Request-URI (RFC 3261 §10.2);
+    /// the server's host when `None`.
     pub domain: Option<String>,
+    /// An outbound proxy (`sip:`/`sips:` URI): requests go there, with a Route header naming
+    /// it (RFC 3261 §8.1.2, loose routing), instead of to `server`.
+    pub proxy: Option<String>,
     pub password: Secret,
     /// Registration interval asked for, in seconds ([`DEFAULT_EXPIRES`]).
     pub expires: u32,
     /// Remove the binding (Expires: 0) after a successful registration.
     pub unregister: bool,
-    /// Bounds the whole probe: DNS, connecting, registering and un-registering.
+    /// Bounds DNS, connecting and registering; the un-REGISTER has [`UNREGISTER_BUDGET`] of
+    /// its own.
     pub timeout: Duration,
     /// Extra trust anchors (PEM) for TLS, e.g. a private PBX CA.
     pub ca: Option<CaSource>,
@@ -60,12 +84,12 @@ pub struct RegisterOutcome {
     pub server: Option<String>,
     /// The digest algorithm used to answer the challenge, if there was one.
     pub auth_algorithm: Option<DigestAlgorithm>,
-    /// The registration interval the server granted: our Contact's `expires` in the 200 OK,
-    /// or its Expires header.
+    /// The registration interval the server granted our binding: our Contact's `expires` in
+    /// the 200 OK, or its Expires header.
     #[serde(rename = "grantedExpiresSeconds")]
     pub granted_expires: Option<u32>,
-    /// Whether the binding was removed again; `None` when not tried.
-    pub unregistered: Option<bool>,
+    /// The removal of the binding after a successful registration; `None` when not tried.
+    pub unregister: Option<UnregisterOutcome>,
     /// From the first REGISTER to its first response.
     #[serde(
         rename = "firstResponseSeconds",
@@ -90,54 +114,88 @@ pub struct RegisterOutcome {
     /// Service discovery queries (NAPTR, SRV) that failed and were fallen back from.
     pub dns_fallbacks: Vec<Failure>,
     pub failure: Option<Failure>,
+    /// The messages exchanged, credentials redacted (`probe -v`).
+    #[serde(skip)]
+    pub flow: Vec<FlowEntry>,
+}
+
+/// How the un-REGISTER went. Its failure does not fail the probe (the registration worked),
+/// but it is shown: the binding may stay until it expires.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UnregisterOutcome {
+    /// The final response, when one came.
+    pub response: Option<StatusLine>,
+    /// `None` when the binding was removed (a 2xx).
+    pub failure: Option<Failure>,
+}
+
+impl std::fmt::Display for UnregisterOutcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.failure {
+            None => f.write_str("removed"),
+            Some(failure) => write!(f, "failed: {failure}"),
+        }
+    }
 }
 
 impl RegisterConfig {
-    /// Checks the server URI and user name before anything is sent (what [`register`] refuses
-    /// with a [`ConfigError`], short of an unreadable CA file).
+    /// Checks the URIs and user names before anything is sent (what [`register`] refuses with
+    /// a [`ConfigError`], short of an unreadable CA file).
     pub fn validate(&self) -> Result<(), ConfigError> {
         uri::parse(&self.server)?;
-        if self.username.is_empty() || self.username.contains(['@', ':', ' ', '<', '>', '"']) {
-            return Err(ConfigError::new(
-                "username",
-                "must be a plain SIP user name",
-            ));
+        uri::parse_proxy(self.proxy.as_deref())?;
+        plain_user("username", &self.username)?;
+        if let Some(auth) = &self.auth_username {
+            plain_user("authUsername", auth)?;
         }
         Ok(())
     }
+}
+
+fn plain_user(field: &str, name: &str) -> Result<(), ConfigError> {
+    if name.is_empty() || name.contains(['@', ':', ' ', '<', '>', '"', ',', ';']) {
+        return Err(ConfigError::new(field, "must be a plain SIP user name"));
+    }
+    Ok(())
 }
 
 /// Registers per `cfg`. `Err` only for bad input (an unusable URI or CA file).
 pub async fn register(dns: &Dns, cfg: &RegisterConfig) -> Result<RegisterOutcome, ConfigError> {
     cfg.validate()?;
     let server = uri::parse(&cfg.server)?;
+    let proxy = uri::parse_proxy(cfg.proxy.as_deref())?;
     let started = Instant::now();
     let deadline = started + cfg.timeout;
-    let domain = cfg.domain.clone().unwrap_or_else(|| server.host_in_uri());
     let mut attempt = Attempt {
         cfg,
-        request_uri: server.domain_uri(),
-        domain,
+        server: &server,
+        proxy: proxy.as_ref(),
         outcome: RegisterOutcome::empty(),
+        flow: Flow::new(started),
     };
+    // With an outbound proxy, the proxy's destinations are tried as the server's would be.
+    let next_hop = proxy.as_ref().unwrap_or(&server);
     let ca = cfg.ca.as_ref();
-    let tried = session::each(dns, &server, ca, deadline, cfg.timeout, &mut attempt).await?;
+    let tried = session::each(dns, next_hop, ca, deadline, cfg.timeout, &mut attempt).await?;
     let mut outcome = attempt.outcome;
     outcome.target = tried.target;
     outcome.attempts = tried.attempts;
     outcome.dns_fallbacks = tried.dns_fallbacks;
     outcome.failure = tried.result.err();
+    outcome.flow = attempt.flow.entries;
     outcome.total = started.elapsed();
     Ok(outcome)
 }
 
 /// The registration on one destination's connection; `outcome` holds what the last
-/// destination tried answered.
+/// destination tried answered, `flow` the messages of all of them.
 struct Attempt<'a> {
     cfg: &'a RegisterConfig,
-    request_uri: String,
-    domain: String,
+    server: &'a ServerUri,
+    proxy: Option<&'a ServerUri>,
     outcome: RegisterOutcome,
+    flow: Flow,
 }
 
 impl session::Exchange for Attempt<'_> {
@@ -146,11 +204,13 @@ impl session::Exchange for Attempt<'_> {
     async fn on(&mut self, conn: Connection, until: Instant) -> Result<(), Failure> {
         // What an earlier destination answered (a 503) is not this one's.
         self.outcome = RegisterOutcome::empty();
-        let request_uri = self.request_uri.clone();
-        let mut run = Registration::new(self.cfg, conn, request_uri, &self.domain, until);
-        run.register(&mut self.outcome).await?;
+        let mut run = Registration::new(self.cfg, conn, self.server, self.proxy, until);
+        run.register(&mut self.outcome, &mut self.flow).await?;
         if self.cfg.unregister {
-            self.outcome.unregistered = Some(run.unregister().await);
+            let budget = UNREGISTER_BUDGET.min(self.cfg.timeout);
+            run.deadline = Instant::now() + budget;
+            run.timeout = budget;
+            self.outcome.unregister = Some(run.unregister(&mut self.flow).await);
         }
         Ok(())
     }
@@ -164,13 +224,14 @@ impl RegisterOutcome {
             server: None,
             auth_algorithm: None,
             granted_expires: None,
-            unregistered: None,
+            unregister: None,
             first_response: None,
             final_response: None,
             total: Duration::ZERO,
             attempts: Vec::new(),
             dns_fallbacks: Vec::new(),
             failure: None,
+            flow: Vec::new(),
         }
     }
 }
@@ -183,8 +244,14 @@ struct Registration<'a> {
     dialogue: Dialogue,
     request_uri: String,
     aor: String,
+    /// Our Contact's unique user part (see the module comment).
+    contact_user: String,
     contact: String,
+    /// `Route: <proxy;lr>` when an outbound proxy is used.
+    route: Option<String>,
     deadline: Instant,
+    /// What a timeout of the current phase reports.
+    timeout: Duration,
     auth: Option<AuthState>,
 }
 
@@ -206,33 +273,62 @@ impl<'a> Registration<'a> {
     fn new(
         cfg: &'a RegisterConfig,
         conn: Connection,
-        request_uri: String,
-        domain: &str,
+        server: &ServerUri,
+        proxy: Option<&ServerUri>,
         deadline: Instant,
     ) -> Self {
         let dialogue = Dialogue::new(conn.local_addr(), conn.transport());
-        let contact = dialogue.contact_uri(&cfg.username);
+        let contact_user = format!("{}-{}", cfg.username, &random_token()[..8]);
+        let contact = dialogue.contact_uri(&contact_user);
+        let domain = cfg.domain.clone().unwrap_or_else(|| server.host_in_uri());
+        // RFC 3261 §10.2: the Request-URI names the domain of the location service.
+        let request_uri = match &cfg.domain {
+            Some(domain) => server.uri_for(domain),
+            None => server.domain_uri(),
+        };
         Registration {
             cfg,
             conn,
             dialogue,
             request_uri,
             aor: format!("sip:{}@{domain}", cfg.username),
+            contact_user,
             contact,
+            route: proxy.map(ServerUri::loose_route),
             deadline,
+            timeout: cfg.timeout,
             auth: None,
         }
     }
 
     /// Registers until a final decision, recording what it sees in `outcome`.
-    async fn register(&mut self, outcome: &mut RegisterOutcome) -> Result<(), Failure> {
+    async fn register(
+        &mut self,
+        outcome: &mut RegisterOutcome,
+        flow: &mut Flow,
+    ) -> Result<(), Failure> {
         let mut expires = self.cfg.expires;
         let mut stale_retried = false;
         let mut interval_retried = false;
         let first_sent = Instant::now();
         for _ in 0..MAX_REQUESTS {
             let answered_fresh = self.auth.as_ref().is_some_and(|a| a.nonce_count == 0);
-            let exchange = self.send(expires).await?;
+            let exchange = match self.send(expires, flow).await {
+                Ok(exchange) => exchange,
+                // The server answered the request before (a challenge): it is alive, and "no
+                // answer" would mislead.
+                Err(Failure::Timeout { after }) if outcome.response.is_some() => {
+                    let previous = outcome.response.as_ref().map(ToString::to_string);
+                    return Err(Failure::NoFinalAnswer {
+                        after,
+                        arrived: format!(
+                            "{} to the previous REGISTER",
+                            previous.unwrap_or_default()
+                        ),
+                    });
+                }
+                Err(failure) => return Err(failure),
+            };
             outcome.final_response = Some(first_sent.elapsed());
             outcome
                 .first_response
@@ -243,12 +339,15 @@ impl<'a> Registration<'a> {
                 reason: reply.reason.clone(),
             });
             outcome.server = reply.server();
+            // RFC 3261 §8.2.6.2: a registrar tags its final responses.
+            reply
+                .check_to_tag()
+                .map_err(|detail| Failure::Protocol { detail })?;
             let next = match reply.code {
-                // issue 2: success only on a final 200 OK
-                200 => {
-                    outcome.granted_expires = self.granted_expires(&exchange);
-                    Next::Done(Ok(()))
-                }
+                // issue 2: success only on a final 200 OK; issue 8: that shows our binding
+                200 => Next::Done(self.binding(&exchange).map(|granted| {
+                    outcome.granted_expires = granted;
+                })),
                 401 | 407 => self.take_challenge(&exchange, answered_fresh, &mut stale_retried),
                 423 => match min_expires(&exchange) {
                     Some(min) if !interval_retried && min > expires => {
@@ -256,12 +355,12 @@ impl<'a> Registration<'a> {
                         expires = min;
                         Next::Retry
                     }
-                    _ => Next::Done(Err(Failure::SipStatus { code: 423 })),
+                    _ => Next::Done(Err(status_failure(&exchange))),
                 },
                 403 if self.auth.is_some() => Next::Done(Err(Failure::AuthRejected { code: 403 })),
                 403 => Next::Done(Err(Failure::Forbidden)),
                 488 => Next::Done(Err(Failure::NotAcceptableHere)),
-                code => Next::Done(Err(Failure::SipStatus { code })),
+                _ => Next::Done(Err(status_failure(&exchange))),
             };
             outcome.auth_algorithm = self.auth.as_ref().map(|a| a.challenge.algorithm);
             match next {
@@ -272,7 +371,7 @@ impl<'a> Registration<'a> {
         let code = outcome.response.as_ref().map_or(0, |r| r.code);
         Err(match code {
             401 | 407 => Failure::AuthRejected { code },
-            code => Failure::SipStatus { code },
+            code => Failure::SipStatus { code, hint: None },
         })
     }
 
@@ -312,15 +411,21 @@ impl<'a> Registration<'a> {
 
     /// Sends one REGISTER (with credentials when a challenge is known) and waits for its final
     /// response.
-    async fn send(&mut self, expires: u32) -> Result<Exchange, Failure> {
-        let mut extra: Vec<Header> = vec![
-            rsip::headers::Contact::new(format!("<{}>", self.contact)).into(),
-            rsip::headers::Expires::from(expires).into(),
-        ];
+    async fn send(&mut self, expires: u32, flow: &mut Flow) -> Result<Exchange, Failure> {
+        let mut extra: Vec<Header> = Vec::new();
+        if let Some(route) = &self.route {
+            extra.push(rsip::headers::Route::new(route.clone()).into());
+        }
+        extra.push(rsip::headers::Contact::new(format!("<{}>", self.contact)).into());
+        extra.push(rsip::headers::Expires::from(expires).into());
         if let Some(auth) = &mut self.auth {
             auth.nonce_count += 1;
             let value = Answer {
-                username: &self.cfg.username,
+                username: self
+                    .cfg
+                    .auth_username
+                    .as_ref()
+                    .unwrap_or(&self.cfg.username),
                 password: &self.cfg.password,
                 method: "REGISTER",
                 uri: &self.request_uri,
@@ -341,60 +446,107 @@ impl<'a> Registration<'a> {
             to: &self.aor,
             extra,
         });
-        transaction::run(&mut self.conn, &request, self.deadline, self.cfg.timeout).await
+        transaction::run(&mut self.conn, &request, self.deadline, self.timeout, flow).await
     }
 
-    /// Removes our binding (Expires: 0, RFC 3261 §10.2.2); `true` on a 2xx. A challenge is
-    /// answered once, as for the registration.
-    async fn unregister(&mut self) -> bool {
+    /// Removes our binding (Expires: 0, RFC 3261 §10.2.2). A challenge is answered once, as for
+    /// the registration.
+    async fn unregister(&mut self, flow: &mut Flow) -> UnregisterOutcome {
+        let mut result = UnregisterOutcome {
+            response: None,
+            failure: None,
+        };
         for _ in 0..2 {
             let answered_fresh = self.auth.as_ref().is_some_and(|a| a.nonce_count == 0);
-            let Ok(exchange) = self.send(0).await else {
-                return false;
+            let exchange = match self.send(0, flow).await {
+                Ok(exchange) => exchange,
+                Err(failure) => {
+                    result.failure = Some(failure);
+                    return result;
+                }
             };
+            result.response = Some(StatusLine {
+                code: exchange.reply.code,
+                reason: exchange.reply.reason.clone(),
+            });
             match exchange.reply.code {
-                200..=299 => return true,
+                200..=299 => return result,
                 401 | 407 => {
                     let mut stale_retried = true;
-                    if let Next::Done(_) =
+                    if let Next::Done(Err(failure)) =
                         self.take_challenge(&exchange, answered_fresh, &mut stale_retried)
                     {
-                        return false;
+                        result.failure = Some(failure);
+                        return result;
                     }
                 }
-                _ => return false,
+                _ => {
+                    result.failure = Some(status_failure(&exchange));
+                    return result;
+                }
             }
         }
-        false
+        let code = result.response.as_ref().map_or(0, |r| r.code);
+        result.failure = Some(Failure::AuthRejected { code });
+        result
     }
 
-    /// The expiry granted to our Contact in a 200 OK (RFC 3261 §10.2.4): its `expires`
-    /// parameter, else the Expires header.
-    fn granted_expires(&self, exchange: &Exchange) -> Option<u32> {
-        let ours = exchange
-            .reply
-            .header_values("Contact")
-            .flat_map(|value| split_list(&value))
-            .find_map(|contact| {
-                let typed = rsip::headers::Contact::new(contact).typed().ok()?;
-                let same = typed.uri.host_with_port.to_string()
-                    == self.conn.local_addr().to_string()
-                    && typed.uri.user() == Some(self.cfg.username.as_str());
-                if !same {
-                    return None;
-                }
-                typed.params.iter().find_map(|p| match p {
-                    rsip::Param::Expires(e) => e.to_string().parse().ok(),
-                    _ => None,
-                })
-            });
-        ours.or_else(|| {
+    /// Our binding in a 200 OK and the expiry granted to it (RFC 3261 §10.2.4): its `expires`
+    /// parameter, else the Expires header; `Ok(None)` when the registrar names none.
+    fn binding(&self, exchange: &Exchange) -> Result<Option<u32>, Failure> {
+        let not_bound = |reason| Failure::NotBound { reason };
+        let contacts = exchange.reply.contacts();
+        if contacts.is_empty() {
+            return Err(not_bound(NotBoundReason::NoContact));
+        }
+        let ours: Option<NameAddr> = contacts
+            .iter()
+            .filter_map(|(_, parsed)| parsed.as_ref())
+            .find(|c| c.user.as_deref() == Some(self.contact_user.as_str()))
+            .cloned();
+        let Some(ours) = ours else {
+            return Err(not_bound(NotBoundReason::OtherBindingsOnly {
+                count: contacts.len(),
+            }));
+        };
+        let header = || {
             exchange
                 .reply
                 .header_values("Expires")
                 .next()
-                .and_then(|v| v.trim().parse().ok())
-        })
+                .and_then(|v| v.trim().parse::<u32>().ok())
+        };
+        let granted = ours
+            .param("expires")
+            .and_then(|v| v.parse::<u32>().ok())
+            .or_else(header);
+        match granted {
+            Some(0) => Err(not_bound(NotBoundReason::ExpiresZero)),
+            granted => Ok(granted),
+        }
+    }
+}
+
+/// A final response that is neither success nor one of the classes of its own, with what it
+/// says about where to go (3xx Contact) or when to come back (Retry-After).
+fn status_failure(exchange: &Exchange) -> Failure {
+    let reply = &exchange.reply;
+    let contacts: Vec<String> = reply.contacts().into_iter().map(|(raw, _)| raw).collect();
+    let redirect = ((300..400).contains(&reply.code) && !contacts.is_empty()).then(|| {
+        let mut contact = contacts.join(", ");
+        contact.truncate(contact.floor_char_boundary(200));
+        StatusHint::RedirectTo { contact }
+    });
+    let retry_after = || {
+        reply
+            .header_values("Retry-After")
+            .next()
+            .and_then(|v| v.split([';', '(', ' ']).next()?.trim().parse().ok())
+            .map(|seconds| StatusHint::RetryAfter { seconds })
+    };
+    Failure::SipStatus {
+        code: reply.code,
+        hint: redirect.or_else(retry_after),
     }
 }
 
@@ -405,30 +557,6 @@ fn min_expires(exchange: &Exchange) -> Option<u32> {
         .header_values("Min-Expires")
         .next()
         .and_then(|v| v.trim().parse().ok())
-}
-
-/// Splits a header value holding a comma-separated list (several Contacts in one header),
-/// leaving commas inside `<...>` and quoted strings alone.
-fn split_list(value: &str) -> Vec<String> {
-    let mut items = Vec::new();
-    let mut current = String::new();
-    let (mut in_angle, mut in_quote) = (false, false);
-    for c in value.chars() {
-        match c {
-            '"' => in_quote = !in_quote,
-            '<' if !in_quote => in_angle = true,
-            '>' if !in_quote => in_angle = false,
-            ',' if !in_quote && !in_angle => {
-                items.push(std::mem::take(&mut current).trim().to_owned());
-                continue;
-            }
-            _ => {}
-        }
-        current.push(c);
-    }
-    items.push(current.trim().to_owned());
-    items.retain(|i| !i.is_empty());
-    items
 }
 
 impl Outcome for RegisterOutcome {
@@ -453,11 +581,8 @@ impl Outcome for RegisterOutcome {
                 or_dash(self.granted_expires.map(|s| format!("{s} s"))),
             ),
             (
-                "unregistered",
-                or_dash(
-                    self.unregistered
-                        .map(|u| if u { "yes" } else { "no" }.into()),
-                ),
+                "unregister",
+                or_dash(self.unregister.as_ref().map(ToString::to_string)),
             ),
             ("first response", millis(self.first_response)),
             ("final response", millis(self.final_response)),
@@ -468,21 +593,5 @@ impl Outcome for RegisterOutcome {
         }
         facts.extend(attempts::facts(&self.attempts, &self.dns_fallbacks));
         facts
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn splits_contact_lists_outside_brackets_and_quotes() {
-        assert_eq!(
-            split_list(r#"<sip:a@h;x=1,2>;expires=60, "B, b" <sip:b@h>;expires=30"#),
-            vec![
-                "<sip:a@h;x=1,2>;expires=60".to_owned(),
-                r#""B, b" <sip:b@h>;expires=30"#.to_owned()
-            ]
-        );
     }
 }

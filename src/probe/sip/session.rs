@@ -41,15 +41,17 @@ pub(super) trait Exchange {
 }
 
 /// Whether a failure on one destination leaves the next one worth trying: it did not answer
-/// (timeout, transport error) or said it cannot serve now (503).
+/// (timeout, also after a provisional response or a challenge: the transaction timed out,
+/// transport error) or said it cannot serve now (503).
 fn next_may_serve(failure: &Failure) -> bool {
     matches!(
         failure,
         Failure::Timeout { .. }
+            | Failure::NoFinalAnswer { .. }
             | Failure::ConnectRefused { .. }
             | Failure::Network { .. }
             | Failure::Tls { .. }
-            | Failure::SipStatus { code: 503 }
+            | Failure::SipStatus { code: 503, .. }
     )
 }
 

@@ -1,6 +1,7 @@
 //! One non-INVITE client transaction (RFC 3261 §17.1.2): send, retransmit over UDP, and wait
 //! for the final response that matches, all within the probe's deadline.
 
+use super::flow::{Direction, Flow};
 use super::message::{self, Incoming, Outgoing, Reply};
 use super::transport::Connection;
 use crate::probe::Failure;
@@ -25,35 +26,46 @@ pub(super) struct Exchange {
 /// Runs the transaction for `request` until a final response or `deadline`.
 ///
 /// Responses whose Via branch or CSeq differ are someone else's and are ignored (§17.1.3);
-/// provisional ones only stop the fast retransmissions (§17.1.2.2). A final response that
-/// matches but lacks its To tag is a protocol failure. Undecodable messages end a stream
+/// provisional ones only stop the fast retransmissions (§17.1.2.2). Whether a final response
+/// without To tag is acceptable is the probe's decision (an OPTIONS qualify only needs an
+/// answer; a registrar must tag). Undecodable messages end a stream
 /// transaction at once (the stream cannot be trusted after them); over UDP they are skipped,
 /// as §18.1.2 asks, and reported as the failure if nothing better arrives by the deadline.
-/// `timeout` is only what a [`Failure::Timeout`] reports.
+/// `timeout` is only what a [`Failure::Timeout`] reports; when only a provisional response
+/// came, the failure says so ([`Failure::NoFinalAnswer`]). Every message sent and received goes
+/// into `flow`.
 pub(super) async fn run(
     conn: &mut Connection,
     request: &Outgoing,
     deadline: Instant,
     timeout: Duration,
+    flow: &mut Flow,
 ) -> Result<Exchange, Failure> {
     let sent_at = Instant::now();
+    flow.record(Direction::Sent, &request.bytes);
     conn.send(&request.bytes).await?;
     let reliable = conn.transport().is_reliable();
     let mut interval = T1;
     let mut retransmit_at = (!reliable).then_some(sent_at + T1);
     let mut first_response = None;
     let mut undecodable: Option<String> = None;
+    let mut provisional: Option<String> = None;
     loop {
         let wake = retransmit_at.map_or(deadline, |at| at.min(deadline));
         let bytes = match tokio::time::timeout_at(wake, conn.recv()).await {
             Ok(received) => received?,
             Err(_) if Instant::now() >= deadline => {
-                return Err(match undecodable {
-                    Some(detail) => Failure::Protocol { detail },
-                    None => Failure::Timeout { after: timeout },
+                return Err(match (undecodable, provisional) {
+                    (Some(detail), _) => Failure::Protocol { detail },
+                    (None, Some(arrived)) => Failure::NoFinalAnswer {
+                        after: timeout,
+                        arrived,
+                    },
+                    (None, None) => Failure::Timeout { after: timeout },
                 });
             }
             Err(_) => {
+                flow.record(Direction::Sent, &request.bytes);
                 conn.send(&request.bytes).await?;
                 interval = (interval * 2).min(T2);
                 retransmit_at = Some(Instant::now() + interval);
@@ -61,6 +73,7 @@ pub(super) async fn run(
             }
         };
         let received_at = Instant::now();
+        flow.record(Direction::Received, &bytes);
         let reply = match message::parse(&bytes) {
             Ok(Incoming::Response(reply)) => reply,
             Ok(Incoming::Request) => continue,
@@ -86,14 +99,12 @@ pub(super) async fn run(
         }
         let first = *first_response.get_or_insert(received_at - sent_at);
         if reply.code < 200 {
+            provisional = Some(format!("{} {}", reply.code, reply.reason));
             if !reliable {
                 retransmit_at = Some(received_at + T2);
             }
             continue;
         }
-        reply
-            .check_to_tag()
-            .map_err(|detail| Failure::Protocol { detail })?;
         return Ok(Exchange {
             reply,
             first_response: first,

@@ -7,6 +7,7 @@
 //! [`Failure::Protocol`], and the buffer never grows past that size plus one read.
 //! Reads have no timeout of their own: the transaction bounds them by the probe's deadline.
 
+use super::message;
 use crate::probe::{Failure, tls};
 use rustls::ClientConfig;
 use rustls::pki_types::ServerName;
@@ -299,12 +300,14 @@ fn framed_length(buf: &[u8]) -> Result<Option<usize>, Failure> {
     Ok(Some(total))
 }
 
-/// The value of the Content-Length header (or its compact form `l`, RFC 3261 §7.3.3).
+/// The value of the Content-Length header (or its compact form `l`, RFC 3261 §7.3.3), also
+/// when folded onto a continuation line (§7.3.1).
 fn content_length(head: &[u8]) -> Result<usize, Failure> {
     let protocol = |detail: &str| Failure::Protocol {
         detail: detail.to_owned(),
     };
-    let text = std::str::from_utf8(head).map_err(|_| protocol("headers are not UTF-8"))?;
+    let head = message::unfold(head);
+    let text = std::str::from_utf8(&head).map_err(|_| protocol("headers are not UTF-8"))?;
     for line in text.split("\r\n").skip(1) {
         let Some((name, value)) = line.split_once(':') else {
             continue;
@@ -340,11 +343,11 @@ mod tests {
 
     #[tokio::test]
     async fn splits_a_stream_by_content_length_and_skips_keepalives() {
-        let input = b"\r\n\r\nSIP/2.0 200 OK\r\nContent-Length: 3\r\n\r\nabcSIP/2.0 100 Trying\r\nl: 0\r\n\r\n";
+        let input = b"\r\n\r\nSIP/2.0 200 OK\r\nContent-Length:\r\n 3\r\n\r\nabcSIP/2.0 100 Trying\r\nl: 0\r\n\r\n";
         let got = frames(input).await;
         assert_eq!(
             got[0].as_deref().unwrap(),
-            b"SIP/2.0 200 OK\r\nContent-Length: 3\r\n\r\nabc"
+            b"SIP/2.0 200 OK\r\nContent-Length:\r\n 3\r\n\r\nabc"
         );
         assert_eq!(
             got[1].as_deref().unwrap(),

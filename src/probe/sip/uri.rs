@@ -39,7 +39,13 @@ impl ServerUri {
 
     /// The URI without user part: the Request-URI of a REGISTER (RFC 3261 §10.2).
     pub fn domain_uri(&self) -> String {
-        format!("{}{}", self.scheme(), self.host_port()) + &self.transport_param()
+        self.uri_for(&self.host_port())
+    }
+
+    /// This URI's scheme and transport around another host: the Request-URI of a REGISTER
+    /// for a separately configured domain (RFC 3261 §10.2: the domain of the location service).
+    pub fn uri_for(&self, host: &str) -> String {
+        format!("{}{host}", self.scheme()) + &self.transport_param()
     }
 
     /// The URI as configured, user part included: the Request-URI of an OPTIONS.
@@ -50,6 +56,12 @@ impl ServerUri {
             .map(|u| format!("{u}@"))
             .unwrap_or_default();
         format!("{}{user}{}", self.scheme(), self.host_port()) + &self.transport_param()
+    }
+
+    /// The Route header value that sends a request through this URI as an outbound proxy
+    /// (RFC 3261 §8.1.2, loose routing).
+    pub fn loose_route(&self) -> String {
+        format!("<{};lr>", self.domain_uri())
     }
 
     fn scheme(&self) -> &'static str {
@@ -68,7 +80,17 @@ const IPV6_PLACEHOLDER: &str = "ipv6-reference.invalid";
 
 /// Reads `server`; a missing scheme means `sip:` (so `pbx.example.com:5060` works too).
 pub(super) fn parse(server: &str) -> Result<ServerUri, ConfigError> {
-    let bad = |reason: String| ConfigError::new("server", reason);
+    parse_field("server", server)
+}
+
+/// Reads the optional outbound proxy URI (field `proxy`).
+pub(super) fn parse_proxy(proxy: Option<&str>) -> Result<Option<ServerUri>, ConfigError> {
+    proxy.map(|p| parse_field("proxy", p)).transpose()
+}
+
+/// Reads the URI given as `field` (`server`, `proxy`), as [`parse`] does.
+pub(super) fn parse_field(field: &str, server: &str) -> Result<ServerUri, ConfigError> {
+    let bad = |reason: String| ConfigError::new(field, reason);
     let text = server.trim();
     let lower = text.to_ascii_lowercase();
     let text = if lower.starts_with("sip:") || lower.starts_with("sips:") {
