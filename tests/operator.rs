@@ -538,7 +538,7 @@ async fn a_run_against_the_lab_writes_the_exact_status() {
         json!({
             "time": "<time>",
             "probes": [
-                { "name": "sip-register", "success": true, "reason": "Registered", "durationSeconds": "<duration>" },
+                { "name": "sip-register", "success": true, "reason": "Registered", "durationSeconds": "<duration>", "unregister": "removed" },
                 { "name": "http:web-ui", "success": true, "reason": "Reachable", "durationSeconds": "<duration>" }
             ]
         }),
