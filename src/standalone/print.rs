@@ -149,15 +149,7 @@ pub fn probe(format: Format, id: &CheckId, run: &ProbeRun, reading: &Reading) ->
 
 /// One line for a check of a `--once` run that cannot run at all.
 pub fn not_runnable(format: Format, id: &CheckId, error: &PlanError) -> String {
-    match format {
-        Format::Text => format!("{id} NOT RUNNABLE: {error}"),
-        Format::Json => json(&RunnableLine {
-            namespace: &id.namespace,
-            name: &id.name,
-            runnable: false,
-            message: error.to_string(),
-        }),
-    }
+    runnable(format, id, false, error.to_string())
 }
 
 /// One line for `voipcheck validate`: check `id` can run, with these probes.
@@ -168,13 +160,17 @@ pub fn valid(format: Format, id: &CheckId, plan: &Plan) -> String {
         .map(PlannedProbe::name)
         .chain(plan.control.as_ref().map(|_| "control".to_owned()))
         .collect();
-    let message = format!("probes {}", probes.join(", "));
+    runnable(format, id, true, format!("probes {}", probes.join(", ")))
+}
+
+fn runnable(format: Format, id: &CheckId, runnable: bool, message: String) -> String {
     match format {
-        Format::Text => format!("{id} VALID: {message}"),
+        Format::Text if runnable => format!("{id} VALID: {message}"),
+        Format::Text => format!("{id} NOT RUNNABLE: {message}"),
         Format::Json => json(&RunnableLine {
             namespace: &id.namespace,
             name: &id.name,
-            runnable: true,
+            runnable,
             message,
         }),
     }
