@@ -24,7 +24,7 @@ pub struct ProbeArgs {
     #[command(subcommand)]
     kind: Probe,
 
-    /// Give up after this long (100ms to 300s, e.g. 500ms, 10s); every network wait is bounded
+    /// Give up after this long (100ms to 5m, e.g. 500ms, 10s); every network wait is bounded
     /// by it.
     #[arg(long, global = true, default_value = "10s", value_parser = values::timeout)]
     timeout: Duration,
