@@ -4,18 +4,22 @@
 
 mod support;
 
+use serde_json::json;
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 use support::coturn::Coturn;
 use support::dns::Unbound;
 use support::kamailio::{Kamailio, options_config, reachable};
 use support::nginx::Nginx;
+use voipcheck::api::{ConditionStatus, ConditionType, Reason, VoipCheckSpec};
+use voipcheck::check::{self, AllowList, CheckId, StaticSecrets};
 use voipcheck::probe::http::{self, HttpConfig};
 use voipcheck::probe::sip::{self, QualifyState, RegisterConfig};
 use voipcheck::probe::stun::{self, ServerAnswer, StunConfig, StunTransport};
 use voipcheck::probe::tls::CaSource;
 use voipcheck::probe::{Failure, attempts::Attempt};
 use voipcheck::secret::Secret;
+use voipcheck::verdict;
 
 const TIMEOUT: Duration = Duration::from_secs(4);
 
@@ -256,6 +260,64 @@ async fn stun_on_the_ipv6_loopback_as_a_literal_and_by_name() {
             };
             assert_eq!(server.address, Some(coturn.addr));
             assert_eq!(binding.mapped.ip(), coturn.addr.ip(), "{transport:?}");
+        }
+    }
+}
+
+/// The whole chain, plan to verdict, as the operator runs it (allow-list by name included):
+/// a dead primary with a serving backup is a degraded pass naming the primary, every target
+/// dead the outage it always was.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_check_reads_backup_serving_as_degraded_and_all_dead_as_an_outage() {
+    let kamailio = Kamailio::start();
+    let unbound = Unbound::start(&[("SIP", kamailio.port)]);
+    let allow = AllowList::parse(&["*.voipcheck.test".to_owned()]).unwrap();
+    let resolver = allow.clone();
+    let dns = unbound
+        .dns()
+        .restricted(move |name, ip| resolver.allows(name, ip));
+    let secrets = StaticSecrets::new();
+    let port = kamailio.port;
+    let cases = [
+        ("failover", (ConditionStatus::True, Reason::BackupServing)),
+        ("alldead", (ConditionStatus::False, Reason::Unreachable)),
+    ];
+    for (name, reachable) in cases {
+        let spec: VoipCheckSpec = serde_json::from_value(json!({
+            "target": { "kind": "Cloud", "name": "lab" },
+            "timeout": "4s",
+            "failureThreshold": 1,
+            "sip": {
+                "server": format!("sip:{name}.voipcheck.test"),
+                "options": {},
+            }
+        }))
+        .unwrap();
+        let plan = check::plan(&CheckId::new("lab", name), &spec, &secrets, &allow).unwrap();
+        let report = check::run(&dns, &plan).await;
+        let (_, verdict) = verdict::evaluate(
+            &plan.policy,
+            &Default::default(),
+            &report,
+            SystemTime::now(),
+        );
+        let condition = verdict.condition(ConditionType::SipReachable).unwrap();
+        assert_eq!(
+            (condition.status, condition.reason),
+            reachable,
+            "{name}: {condition:?}"
+        );
+        let hotline = verdict.condition(ConditionType::HotlineReportable).unwrap();
+        if name == "failover" {
+            let primary = format!("primary.voipcheck.test:{port} (127.0.0.3:{port})");
+            assert!(
+                condition.message.contains(&primary),
+                "{}",
+                condition.message
+            );
+            assert_eq!(hotline.reason, Reason::Healthy);
+        } else {
+            assert_eq!(hotline.reason, Reason::ProviderOutage);
         }
     }
 }
