@@ -14,7 +14,7 @@ use voipcheck::probe::Failure;
 use voipcheck::probe::dns::Dns;
 use voipcheck::probe::http::{self, HttpConfig};
 use voipcheck::probe::sip;
-use voipcheck::probe::stun::{self, StunConfig, StunTransport};
+use voipcheck::probe::stun::{self, StunConfig, StunRequire, StunTransport};
 
 const TIMEOUT: Duration = Duration::from_secs(4);
 
@@ -85,6 +85,8 @@ async fn a_stun_servers_other_address_outside_the_list_is_not_contacted() {
         transport: StunTransport::Udp,
         timeout: Duration::from_secs(1),
         nat_binding: Some(Duration::from_millis(200)),
+        require: StunRequire::All,
+        ca: None,
     };
     // only the server's own address: the NAT behaviour tests would ask 127.0.0.2
     let outcome = stun::probe(&restricted(&unbound, &["127.0.0.1/32"]), &cfg)

@@ -51,7 +51,8 @@ fn lab_spec(kamailio: &Kamailio, nginx: &Nginx, coturn: &Coturn) -> VoipCheckSpe
                 "name": "private",
                 "url": nginx.http_url("/private").as_str(),
                 "bodyContains": "private STARFACE page",
-                "basicAuthSecretRef": { "name": "login" }
+                "basicAuthSecretRef": { "name": "login" },
+                "allowInsecureBasicAuth": true
             }
         ],
         "stun": {

@@ -342,6 +342,58 @@ fn failures_name_the_condition_the_reason_and_whose_problem_it_is() {
     assert!(text(&out).contains("the configuration's"), "{}", text(&out));
 }
 
+/// On loopback every mapping is private, so a probe that reaches its servers reads
+/// `PrivateAddressOnly`; a dead server of two must read as that server's failure instead.
+#[test]
+fn stun_with_a_dead_server_fails_naming_it_unless_any_will_do() {
+    let coturn = Coturn::start();
+    let dead = format!("127.0.0.1:{}", support::free_port());
+    let all = voipcheck(&["probe", "stun", &coturn.server(), &dead, "--output", "json"]);
+    assert_eq!(all.status.code(), Some(1), "{}", text(&all));
+    let report = json(&all);
+    assert_eq!(report["reason"], "TransportError", "{report:#}");
+    assert_eq!(
+        report["outcome"]["failure"]["class"], "StunServerFailed",
+        "{report:#}"
+    );
+    let message = report["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains(&format!("STUN server {dead} failed (1 of 2 answered)")),
+        "{report:#}"
+    );
+    let any = voipcheck(&[
+        "probe",
+        "stun",
+        &coturn.server(),
+        &dead,
+        "--require",
+        "any",
+        "--output",
+        "json",
+    ]);
+    assert_eq!(json(&any)["reason"], "PrivateAddressOnly", "{}", text(&any));
+}
+
+#[test]
+fn stun_over_tls_with_the_flag_or_a_stuns_entry() {
+    let coturn = Coturn::start();
+    let ca = coturn.ca.cert_path().to_str().unwrap().to_owned();
+    let tls_addr = coturn.tls_addr.to_string();
+    let tls_server = coturn.tls_server();
+    for args in [vec!["--tls", tls_addr.as_str()], vec![tls_server.as_str()]] {
+        let mut all = vec!["probe", "stun", "--ca-file", &ca, "--output", "json"];
+        all.extend(args);
+        let out = voipcheck(&all);
+        let report = json(&out);
+        // Answered over TLS: the mapping (private on loopback) is what the verdict reads.
+        assert_eq!(report["reason"], "PrivateAddressOnly", "{report:#}");
+        assert_eq!(
+            report["outcome"]["servers"][0]["transport"], "Tls",
+            "{report:#}"
+        );
+    }
+}
+
 #[test]
 fn http_probe_exit_status_follows_the_http_status() {
     let nginx = Nginx::start();

@@ -136,7 +136,7 @@ fn cel_rules_compile_and_stay_within_the_cost_budget() {
     let mut found = Vec::new();
     rules(&schema, &mut found);
     let texts: Vec<&str> = found.iter().map(|(rule, _)| rule.as_str()).collect();
-    assert_eq!(texts.len(), 13, "rules lost or added: {texts:#?}");
+    assert_eq!(texts.len(), 14, "rules lost or added: {texts:#?}");
     for (rule, node) in &found {
         let warnings = analyze_rule(rule, &compile_schema(node), ScopeContext::CrdValidation);
         assert!(warnings.is_empty(), "{rule}: {warnings:?}");
@@ -197,6 +197,12 @@ fn cel_accepts_a_full_check_with_defaults_filled_in() {
     assert_eq!(cel_errors(&full()), Vec::<String>::new());
     let http_only = with(&[("/sip", Value::Null), ("/stun", Value::Null)]);
     assert_eq!(cel_errors(&http_only), Vec::<String>::new());
+    let insecure_allowed = with(&[(
+        "/http",
+        json!([{ "name": "portal", "url": "http://portal.example.net/",
+                 "basicAuthSecretRef": { "name": "login" }, "allowInsecureBasicAuth": true }]),
+    )]);
+    assert_eq!(cel_errors(&insecure_allowed), Vec::<String>::new());
 }
 
 #[test]
@@ -283,6 +289,15 @@ fn cel_refuses_what_no_single_field_can() {
             "control with neither",
             with(&[("/control", json!({}))]),
             "exactly one",
+        ),
+        (
+            "basic auth over plain http",
+            with(&[(
+                "/http",
+                json!([{ "name": "portal", "url": "http://portal.example.net/",
+                         "basicAuthSecretRef": { "name": "login" } }]),
+            )]),
+            "use https:// or set allowInsecureBasicAuth: true",
         ),
     ];
     for (case, object, message) in cases {

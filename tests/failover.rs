@@ -15,7 +15,7 @@ use voipcheck::api::{ConditionStatus, ConditionType, Reason, VoipCheckSpec};
 use voipcheck::check::{self, AllowList, CheckId, StaticSecrets};
 use voipcheck::probe::http::{self, HttpConfig};
 use voipcheck::probe::sip::{self, QualifyState, RegisterConfig};
-use voipcheck::probe::stun::{self, ServerAnswer, StunConfig, StunTransport};
+use voipcheck::probe::stun::{self, ServerAnswer, StunConfig, StunRequire, StunTransport};
 use voipcheck::probe::tls::CaSource;
 use voipcheck::probe::{Failure, attempts::Attempt};
 use voipcheck::secret::Secret;
@@ -206,6 +206,8 @@ async fn stun_on_a_dual_stack_name_over_udp_and_tcp() {
             transport,
             timeout: TIMEOUT,
             nat_binding: None,
+            require: StunRequire::All,
+            ca: None,
         };
         let outcome = stun::probe(&dns, &cfg).await.unwrap();
         let server = &outcome.servers[0];
@@ -252,6 +254,8 @@ async fn stun_on_the_ipv6_loopback_as_a_literal_and_by_name() {
             transport,
             timeout: TIMEOUT,
             nat_binding: None,
+            require: StunRequire::All,
+            ca: None,
         };
         let outcome = stun::probe(&unbound.dns(), &cfg).await.unwrap();
         for server in &outcome.servers {

@@ -5,9 +5,10 @@
 mod support;
 
 use std::time::{Duration, Instant};
+use support::nghttpd::{self, Nghttpd};
 use support::nginx::{self, Nginx};
 use voipcheck::probe::dns::Dns;
-use voipcheck::probe::http::{self, ExpectStatus, HttpConfig, HttpOutcome};
+use voipcheck::probe::http::{self, ContentCoding, ExpectStatus, HttpConfig, HttpOutcome};
 use voipcheck::probe::tls::CaSource;
 use voipcheck::probe::{DnsErrorKind, Failure, Outcome, TlsFailure};
 
@@ -295,6 +296,76 @@ async fn big_body_is_read_up_to_the_limit() {
     assert!(!outcome.body_truncated);
 }
 
+fn fact(outcome: &HttpOutcome, name: &str) -> String {
+    let facts = outcome.facts();
+    facts
+        .iter()
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.clone())
+        .unwrap_or_else(|| panic!("no {name:?} in {facts:?}"))
+}
+
+#[tokio::test]
+async fn gzip_from_nginx_is_decoded_before_the_body_check() {
+    let nginx = Nginx::start();
+    // Pre-compressed and sent gzip-encoded to every client (gzip_static always).
+    let mut cfg = config(nginx.http_url("/page.html"));
+    cfg.body_contains = Some("STARFACE login, pre-compressed".into());
+    let outcome = run(&cfg).await;
+    assert_success(&outcome, &nginx);
+    assert_eq!(outcome.content_encoding, vec![ContentCoding::Gzip]);
+    assert_eq!(outcome.body_bytes, nginx::GZIP_PAGE.len());
+    assert!(!outcome.body_truncated);
+
+    // Compressed on the fly: nginx's `gzip on` answers the probe's Accept-Encoding.
+    cfg.url = nginx.http_url("/gzip");
+    cfg.body_contains = Some("STARFACE login, gzip".into());
+    let outcome = run(&cfg).await;
+    assert_success(&outcome, &nginx);
+    assert_eq!(outcome.content_encoding, vec![ContentCoding::Gzip]);
+    assert!(
+        fact(&outcome, "body").contains(&format!(
+            "gzip decoded from {} bytes",
+            outcome.body_encoded_bytes
+        )),
+        "{:?}",
+        outcome.facts()
+    );
+    assert_eq!(
+        serde_json::to_value(&outcome).unwrap()["contentEncoding"],
+        serde_json::json!(["gzip"])
+    );
+}
+
+#[tokio::test]
+async fn h2_only_tls_server_is_probed_over_http2() {
+    let server = Nghttpd::start(false);
+    let mut cfg = config(server.url("/"));
+    cfg.ca = Some(CaSource::File(server.ca.cert_path().to_owned()));
+    cfg.body_contains = Some("STARFACE login over h2".into());
+    let outcome = run(&cfg).await;
+    assert!(
+        outcome.failure.is_none(),
+        "probe failed: {outcome:#?}\nnghttpd log:\n{}",
+        server.log_text()
+    );
+    assert_eq!(outcome.status, Some(200));
+    assert_eq!(outcome.http_version.as_deref(), Some("HTTP/2.0"));
+    assert_eq!(fact(&outcome, "version"), "HTTP/2.0");
+    assert_eq!(outcome.body_bytes, nghttpd::PAGE.len());
+    assert!(outcome.phases.tls.is_some() && outcome.phases.transfer.is_some());
+}
+
+#[tokio::test]
+async fn http1_server_still_speaks_http1_over_tls() {
+    let nginx = Nginx::start();
+    let mut cfg = config(nginx.https_url("127.0.0.1", nginx.https_port, "/"));
+    cfg.ca = Some(CaSource::File(nginx.ca.cert_path().to_owned()));
+    let outcome = run(&cfg).await;
+    assert_success(&outcome, &nginx);
+    assert_eq!(outcome.http_version.as_deref(), Some("HTTP/1.1"));
+}
+
 #[tokio::test]
 async fn throttled_body_times_out_at_the_deadline() {
     let nginx = Nginx::start();
@@ -363,12 +434,17 @@ async fn url_credentials_are_sent_as_basic_auth_and_never_shown() {
         url
     };
     let secrets = [nginx::PASSWORD, nginx::PASSWORD_IN_URL, "wrong-pass"];
+    // Plain HTTP, which Basic auth needs an explicit yes for.
+    let insecure = |url| HttpConfig {
+        allow_insecure_basic_auth: true,
+        ..config(url)
+    };
 
-    let cfg = config(with_password(nginx::PASSWORD_IN_URL));
+    let cfg = insecure(with_password(nginx::PASSWORD_IN_URL));
     let outcome = run(&cfg).await;
     assert_success(&outcome, &nginx);
     assert_eq!(outcome.url, nginx.http_url("/private").as_str());
-    let wrong = config(with_password("wrong-pass"));
+    let wrong = insecure(with_password("wrong-pass"));
     let rejected = run(&wrong).await;
     assert_eq!(rejected.failure, Some(Failure::HttpStatus { code: 401 }));
     let anonymous = run(&config(nginx.http_url("/private"))).await;

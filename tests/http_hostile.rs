@@ -1,16 +1,19 @@
 //! The HTTP probe against hostile or broken peers: tiny TCP servers inside the test that answer
 //! with garbage, silence, a drip, an endless head or body, or a body shorter than announced.
 //! Each must end in one exact failure class within the probe timeout (plus scheduling margin),
-//! without a panic. Redirect edge cases that nginx cannot stage are here too.
+//! without a panic. Redirect edge cases that nginx cannot stage are here too, and the content
+//! codings nginx does not produce (deflate, zlib-wrapped and raw; br; a decompression bomb; an
+//! unknown coding); gzip from a real nginx is in tests/http.rs.
 
 use std::future::Future;
+use std::io::Write;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use voipcheck::probe::dns::Dns;
-use voipcheck::probe::http::{self, HttpConfig, HttpOutcome};
-use voipcheck::probe::{Failure, TlsFailure};
+use voipcheck::probe::http::{self, ContentCoding, HttpConfig, HttpOutcome};
+use voipcheck::probe::{DecodingFailure, Failure, TlsFailure};
 
 const TIMEOUT: Duration = Duration::from_secs(1);
 /// Allowed lateness after the deadline: timer granularity and a busy two-core test machine.
@@ -331,6 +334,7 @@ async fn credentials_are_not_sent_to_another_origin() {
     let url = url::Url::parse(&format!("http://monitor:s3cret@{first}/")).unwrap();
     let cfg = HttpConfig {
         timeout: TIMEOUT,
+        allow_insecure_basic_auth: true,
         ..HttpConfig::new(url)
     };
     let dns = Dns::with_nameserver(([127, 0, 0, 1], 9).into());
@@ -349,5 +353,195 @@ async fn credentials_are_not_sent_to_another_origin() {
     assert!(
         !head.to_ascii_lowercase().contains("authorization"),
         "{head}"
+    );
+}
+
+#[tokio::test]
+async fn basic_auth_over_plain_http_is_refused_before_anything_is_sent() {
+    let (heads, mut seen) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let addr = peer(move |mut s| {
+        let heads = heads.clone();
+        async move {
+            let _ = heads.send(read_request(&mut s).await);
+        }
+    })
+    .await;
+    let url = url::Url::parse(&format!("http://monitor:s3cret@{addr}/")).unwrap();
+    let cfg = HttpConfig {
+        timeout: TIMEOUT,
+        ..HttpConfig::new(url)
+    };
+    let dns = Dns::with_nameserver(([127, 0, 0, 1], 9).into());
+    let error = http::probe(&dns, &cfg).await.unwrap_err();
+    assert_eq!(error.field, "basicAuth");
+    assert!(error.reason.contains("allowInsecureBasicAuth"), "{error}");
+    assert!(!error.to_string().contains("s3cret"), "{error}");
+    // Nothing reached the server: no connection at all within a generous wait.
+    let connection = tokio::time::timeout(Duration::from_millis(300), seen.recv()).await;
+    assert!(connection.is_err(), "the server saw {connection:?}");
+}
+
+const PAGE: &[u8] = b"<html><title>STARFACE Cloud</title><body>STARFACE login</body></html>\n";
+
+/// Serves `body` with `Content-Encoding: coding` to every request whose `Accept-Encoding` offers
+/// it; a request that does not gets a 406, which fails the probe. `zstd`, which the probe does
+/// not offer, is sent regardless, as a misconfigured server does.
+async fn serve_coded(coding: &'static str, body: Vec<u8>) -> SocketAddr {
+    peer(move |mut s| {
+        let body = body.clone();
+        async move {
+            let head = read_request(&mut s).await.to_ascii_lowercase();
+            let offered = head
+                .lines()
+                .find_map(|l| l.strip_prefix("accept-encoding:"))
+                .is_some_and(|v| v.split(',').any(|c| c.trim() == coding));
+            let response = match offered || coding == "zstd" {
+                true => format!(
+                    "HTTP/1.1 200 OK\r\nContent-Encoding: {coding}\r\nContent-Length: {}\r\n\r\n",
+                    body.len()
+                ),
+                false => "HTTP/1.1 406 Not Acceptable\r\nContent-Length: 0\r\n\r\n".into(),
+            };
+            let _ = s.write_all(response.as_bytes()).await;
+            let _ = s.write_all(&body).await;
+        }
+    })
+    .await
+}
+
+async fn probe_coded(addr: SocketAddr, max_body_bytes: usize) -> HttpOutcome {
+    let cfg = HttpConfig {
+        timeout: Duration::from_secs(5),
+        body_contains: Some("STARFACE login".into()),
+        max_body_bytes,
+        ..HttpConfig::new(url::Url::parse(&format!("http://{addr}/")).unwrap())
+    };
+    let dns = Dns::with_nameserver(([127, 0, 0, 1], 9).into());
+    http::probe(&dns, &cfg).await.unwrap()
+}
+
+fn flate<W: Write>(
+    mut encoder: W,
+    finish: impl FnOnce(W) -> std::io::Result<Vec<u8>>,
+    data: &[u8],
+) -> Vec<u8> {
+    encoder.write_all(data).unwrap();
+    finish(encoder).unwrap()
+}
+
+fn brotli(data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut encoder = brotli::CompressorWriter::new(&mut out, 4096, 9, 22);
+    encoder.write_all(data).unwrap();
+    drop(encoder);
+    out
+}
+
+fn assert_decoded(outcome: &HttpOutcome, coding: ContentCoding, encoded: usize) {
+    assert!(outcome.failure.is_none(), "{outcome:#?}");
+    assert_eq!(outcome.content_encoding, vec![coding]);
+    assert_eq!(outcome.body_bytes, PAGE.len());
+    assert_eq!(outcome.body_encoded_bytes, encoded);
+}
+
+#[tokio::test]
+async fn deflate_zlib_wrapped_and_raw_are_decoded() {
+    let level = flate2::Compression::default();
+    let zlib = flate(
+        flate2::write::ZlibEncoder::new(Vec::new(), level),
+        |e| e.finish(),
+        PAGE,
+    );
+    let raw = flate(
+        flate2::write::DeflateEncoder::new(Vec::new(), level),
+        |e| e.finish(),
+        PAGE,
+    );
+    for body in [zlib, raw] {
+        let len = body.len();
+        let outcome = probe_coded(
+            serve_coded("deflate", body).await,
+            http::DEFAULT_MAX_BODY_BYTES,
+        )
+        .await;
+        assert_decoded(&outcome, ContentCoding::Deflate, len);
+    }
+}
+
+#[tokio::test]
+async fn brotli_is_decoded() {
+    let body = brotli(PAGE);
+    let len = body.len();
+    let outcome = probe_coded(serve_coded("br", body).await, http::DEFAULT_MAX_BODY_BYTES).await;
+    assert_decoded(&outcome, ContentCoding::Br, len);
+}
+
+#[tokio::test]
+async fn decompression_bomb_fails_and_reads_only_to_the_limit() {
+    // 64 MiB of zeros after the page: about 64 KiB of gzip.
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    encoder.write_all(PAGE).unwrap();
+    let zeros = vec![0u8; 1 << 20];
+    for _ in 0..64 {
+        encoder.write_all(&zeros).unwrap();
+    }
+    let bomb = encoder.finish().unwrap();
+    let started = std::time::Instant::now();
+    let outcome = probe_coded(
+        serve_coded("gzip", bomb).await,
+        http::DEFAULT_MAX_BODY_BYTES,
+    )
+    .await;
+    let Some(Failure::ContentDecoding {
+        detail:
+            DecodingFailure::Bomb {
+                encoded_bytes,
+                limit_bytes,
+                ..
+            },
+    }) = &outcome.failure
+    else {
+        panic!("expected a decompression bomb: {outcome:#?}");
+    };
+    assert_eq!(*limit_bytes, http::DEFAULT_MAX_BODY_BYTES);
+    assert!(
+        *encoded_bytes * http::MAX_RATIO < *limit_bytes,
+        "{outcome:?}"
+    );
+    let message = outcome.failure.as_ref().unwrap().to_string();
+    assert!(message.contains("decompression bomb"), "{message}");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn a_long_compressed_page_is_truncated_like_an_uncoded_one() {
+    // Text that compresses about 3-fold: a long page, not a bomb.
+    let mut page = PAGE.to_vec();
+    page.extend((0..400_000u32).flat_map(|i| format!("{i:x} ").into_bytes()));
+    let body = brotli(&page);
+    let outcome = probe_coded(serve_coded("br", body).await, 64 * 1024).await;
+    assert!(outcome.failure.is_none(), "{outcome:#?}");
+    assert_eq!(outcome.body_bytes, 64 * 1024);
+    assert!(outcome.body_truncated);
+}
+
+#[tokio::test]
+async fn unknown_coding_fails_with_its_name() {
+    let outcome = probe_coded(
+        serve_coded("zstd", PAGE.to_vec()).await,
+        http::DEFAULT_MAX_BODY_BYTES,
+    )
+    .await;
+    assert_eq!(
+        outcome.failure,
+        Some(Failure::ContentDecoding {
+            detail: DecodingFailure::Unsupported {
+                coding: "zstd".into()
+            }
+        })
     );
 }

@@ -48,7 +48,8 @@ async fn real_run(kamailio: &Kamailio, nginx: &Nginx, id: &CheckId) -> (Plan, Ru
             {
                 "name": "private",
                 "url": nginx.http_url("/private").as_str(),
-                "basicAuthSecretRef": { "name": "login" }
+                "basicAuthSecretRef": { "name": "login" },
+                "allowInsecureBasicAuth": true
             },
             { "name": "down", "url": nginx.http_url("/status/503").as_str() }
         ],

@@ -4,11 +4,13 @@ mod support;
 
 use std::time::Duration;
 use support::coturn::Coturn;
+use support::stund::Stund;
 use voipcheck::probe::dns::Dns;
 use voipcheck::probe::stun::{
     AddressClass, Behaviour, MappedVia, NatBindingMethod, PrivateKind, ServerAnswer, StunConfig,
-    StunOutcome, StunTransport, probe,
+    StunOutcome, StunRequire, StunTransport, probe,
 };
+use voipcheck::probe::tls::CaSource;
 use voipcheck::probe::{Failure, Outcome};
 
 const TIMEOUT: Duration = Duration::from_secs(3);
@@ -24,6 +26,8 @@ fn config(servers: Vec<String>, transport: StunTransport) -> StunConfig {
         transport,
         timeout: TIMEOUT,
         nat_binding: None,
+        require: StunRequire::All,
+        ca: None,
     }
 }
 
@@ -48,6 +52,26 @@ fn assert_loopback_mapping(outcome: &StunOutcome, index: usize) {
     assert_eq!(b.retransmits, 0);
     let software = b.software.as_deref().unwrap_or_default();
     assert!(software.contains("Coturn"), "SOFTWARE {software:?}");
+}
+
+#[tokio::test]
+async fn rfc3489_reference_server_is_understood() {
+    let stund = Stund::start();
+    let outcome = probe(&dns(), &config(vec![stund.server()], StunTransport::Udp))
+        .await
+        .expect("valid configuration");
+    assert_eq!(outcome.failure, None, "{outcome:#?}");
+    let b = binding(&outcome, 0);
+    assert_eq!(b.mapped, b.local);
+    assert_eq!(b.source_address, Some(stund.addr));
+    assert_eq!(b.changed_address, Some(stund.changed));
+    let facts = outcome.facts();
+    assert!(
+        facts
+            .iter()
+            .any(|(k, v)| *k == "changed address (RFC 3489)" && *v == stund.changed.to_string()),
+        "{facts:?}"
+    );
 }
 
 #[tokio::test]
@@ -98,19 +122,68 @@ async fn two_servers_that_agree_are_no_mismatch() {
 }
 
 #[tokio::test]
-async fn one_silent_server_of_two_is_reported_but_not_a_failure() {
+async fn one_dead_server_of_two_fails_unless_any_answer_will_do() {
     let mut stopped = Coturn::start();
     let running = Coturn::start();
     stopped.stop();
-    let mut cfg = config(vec![stopped.server(), running.server()], StunTransport::Udp);
+    let mut cfg = config(vec![running.server(), stopped.server()], StunTransport::Udp);
     cfg.timeout = Duration::from_secs(1);
+    let outcome = probe(&dns(), &cfg).await.expect("valid configuration");
+    let Some(Failure::StunServerFailed {
+        server,
+        answered: 1,
+        of: 2,
+        cause,
+    }) = &outcome.failure
+    else {
+        panic!("expected the dead server named: {outcome:#?}");
+    };
+    assert_eq!(*server, stopped.server());
+    assert!(
+        matches!(**cause, Failure::ConnectRefused { .. }),
+        "{cause:?}"
+    );
+    let message = outcome.failure.as_ref().unwrap().to_string();
+    assert!(message.contains(&stopped.server()), "{message}");
+    assert_loopback_mapping(&outcome, 0);
+
+    cfg.require = StunRequire::Any;
     let outcome = probe(&dns(), &cfg).await.expect("valid configuration");
     assert_eq!(outcome.failure, None, "{outcome:#?}");
     assert!(matches!(
-        outcome.servers[0].answer,
+        outcome.servers[1].answer,
         ServerAnswer::Failure(Failure::ConnectRefused { .. })
     ));
-    assert_loopback_mapping(&outcome, 1);
+    assert_loopback_mapping(&outcome, 0);
+}
+
+#[tokio::test]
+async fn stuns_entry_asks_coturn_over_tls() {
+    let coturn = Coturn::start();
+    let mut cfg = config(vec![coturn.tls_server()], StunTransport::Udp);
+    cfg.ca = Some(CaSource::File(coturn.ca.cert_path().to_owned()));
+    let outcome = probe(&dns(), &cfg).await.expect("valid configuration");
+    assert_eq!(outcome.failure, None, "{outcome:#?}\n{}", coturn.log_text());
+    assert_eq!(outcome.servers[0].transport, StunTransport::Tls);
+    assert_eq!(outcome.servers[0].address, Some(coturn.tls_addr));
+    let b = binding(&outcome, 0);
+    assert_eq!(b.mapped, b.local, "the TLS connection's own address");
+    assert_eq!(b.retransmits, 0);
+    let facts = outcome.facts();
+    assert!(
+        facts
+            .iter()
+            .any(|(k, v)| *k == "server" && v.ends_with(", TLS)")),
+        "{facts:?}"
+    );
+
+    // The same listener without the test CA: the certificate is refused, as TLS.
+    cfg.ca = None;
+    let outcome = probe(&dns(), &cfg).await.expect("valid configuration");
+    assert!(
+        matches!(outcome.failure, Some(Failure::Tls { .. })),
+        "{outcome:#?}"
+    );
 }
 
 /// UDP to a closed port: the kernel answers with ICMP port unreachable, which a connected UDP
@@ -243,6 +316,8 @@ fn nat_config(nat: &ToyNat, idle: Duration) -> StunConfig {
         transport: StunTransport::Udp,
         timeout: Duration::from_secs(1),
         nat_binding: Some(idle),
+        require: StunRequire::All,
+        ca: None,
     }
 }
 

@@ -20,7 +20,8 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use voipcheck::probe::dns::Dns;
 use voipcheck::probe::stun::{
-    MappedVia, NatBindingMethod, ServerAnswer, StunConfig, StunOutcome, StunTransport, probe,
+    MappedVia, NatBindingMethod, ServerAnswer, StunConfig, StunOutcome, StunRequire, StunTransport,
+    probe,
 };
 use voipcheck::probe::{DnsErrorKind, DnsRecord, Failure};
 
@@ -161,6 +162,8 @@ async fn run(server: SocketAddr, transport: StunTransport) -> (StunOutcome, Dura
         transport,
         timeout: TIMEOUT,
         nat_binding: None,
+        require: StunRequire::All,
+        ca: None,
     };
     let start = Instant::now();
     let outcome = probe(&Dns::with_nameserver("127.0.0.1:9".parse().unwrap()), &cfg)
@@ -268,6 +271,8 @@ async fn udp_silence_times_out_after_rfc_8489_retransmissions() {
         transport: StunTransport::Udp,
         timeout: Duration::from_millis(3700),
         nat_binding: None,
+        require: StunRequire::All,
+        ca: None,
     };
     let start = Instant::now();
     let outcome = probe(&Dns::with_nameserver("127.0.0.1:9".parse().unwrap()), &cfg)
@@ -358,6 +363,8 @@ async fn nat_binding_falls_back_on_420_unknown_attribute() {
         transport: StunTransport::Udp,
         timeout: TIMEOUT,
         nat_binding: Some(Duration::from_millis(100)),
+        require: StunRequire::All,
+        ca: None,
     };
     let outcome = probe(&Dns::with_nameserver("127.0.0.1:9".parse().unwrap()), &cfg)
         .await
@@ -384,6 +391,8 @@ async fn nat_binding_against_a_server_that_falls_silent_is_a_timeout() {
         transport: StunTransport::Udp,
         timeout: TIMEOUT,
         nat_binding: Some(Duration::from_millis(100)),
+        require: StunRequire::All,
+        ca: None,
     };
     let start = Instant::now();
     let outcome = probe(&Dns::with_nameserver("127.0.0.1:9".parse().unwrap()), &cfg)
@@ -508,6 +517,8 @@ async fn unresolvable_server_name_fails_within_the_timeout() {
         transport: StunTransport::Udp,
         timeout: TIMEOUT,
         nat_binding: None,
+        require: StunRequire::All,
+        ca: None,
     };
     let start = Instant::now();
     let outcome = probe(&Dns::with_nameserver(nameserver), &cfg)

@@ -17,13 +17,13 @@ pub use duration::{GoDuration, ParseDurationError};
 pub use guard::{GuardedCheck, InvalidCheck};
 pub use spec::{
     BASIC_AUTH_KEYS, ControlProbe, HttpCheck, NatBinding, Report, SecretKeyRef, SecretKeyUse,
-    SecretRef, SipCheck, SipErrorCodes, SipOptions, SipRegister, StunCheck, StunTransport, Target,
-    TargetKind, VoipCheck, VoipCheckSpec,
+    SecretRef, SipCheck, SipErrorCodes, SipOptions, SipRegister, StunCheck, StunRequire,
+    StunTransport, Target, TargetKind, VoipCheck, VoipCheckSpec,
 };
 pub use status::{Incident, LastRun, ProbeResult, VoipCheckStatus};
 pub use validate::{
-    InvalidSpec, SpecError, check_host_port, check_sip_uri, check_sip_user, compile_body_regex,
-    parse_duration, parse_http_url, parse_int, validate,
+    InvalidSpec, SpecError, check_host_port, check_sip_uri, check_sip_user, check_stun_server,
+    compile_body_regex, parse_duration, parse_http_url, parse_int, validate,
 };
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;

@@ -8,9 +8,19 @@ use std::sync::LazyLock;
 /// A host name or IPv4 address (no IPv6: `domain` of a SIP account).
 pub const HOST: &str = r"^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?$";
 
+/// The body of [`HOST_PORT`], shared with [`STUN_SERVER`].
+macro_rules! host_port {
+    () => {
+        r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?)(:[0-9]{1,5})?"
+    };
+}
+
 /// `host` or `host:port`, IPv6 literals in brackets (`[2001:db8::1]:3478`).
-pub const HOST_PORT: &str =
-    r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?)(:[0-9]{1,5})?$";
+pub const HOST_PORT: &str = concat!("^", host_port!(), "$");
+
+/// A STUN server entry: [`HOST_PORT`], optionally after a `stun:` or `stuns:` scheme (RFC 7064;
+/// `stuns:` means STUN over TLS).
+pub const STUN_SERVER: &str = concat!("^([Ss][Tt][Uu][Nn][Ss]?:)?", host_port!(), "$");
 
 /// A `sip:` or `sips:` URI (RFC 3261 §19.1) with an optional user part, a host (IPv6 in
 /// brackets), an optional port and `;name=value` parameters; no headers. The user part cannot
@@ -44,6 +54,7 @@ pub(crate) mod compiled {
     use super::*;
     compiled!(HOST);
     compiled!(HOST_PORT);
+    compiled!(STUN_SERVER);
     compiled!(SIP_URI);
     compiled!(SIP_USER);
     compiled!(HTTP_URL);

@@ -320,6 +320,9 @@ pub struct SipErrorCodes {
 
 /// One HTTP(S) probe.
 #[derive(KubeSchema, Serialize, Deserialize, Debug, Clone, PartialEq)]
+#[x_kube(validation = Rule::new("!has(self.basicAuthSecretRef) || self.url.lowerAscii().startsWith('https://') || (has(self.allowInsecureBasicAuth) && self.allowInsecureBasicAuth)")
+    .message("basicAuthSecretRef over plain http:// sends the password readable on the network: use https:// or set allowInsecureBasicAuth: true")
+    .field_path(".basicAuthSecretRef"))]
 #[serde(rename_all = "camelCase")]
 pub struct HttpCheck {
     /// Name of this probe, unique within the check (lower-case letters, digits and '-'); it is
@@ -353,9 +356,14 @@ pub struct HttpCheck {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_secret_ref: Option<SecretKeyRef>,
     /// A Secret of type kubernetes.io/basic-auth (keys username and password) to log in with
-    /// HTTP Basic authentication, e.g. to a portal behind a login.
+    /// HTTP Basic authentication, e.g. to a portal behind a login. Only over https:// unless
+    /// allowInsecureBasicAuth is true.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub basic_auth_secret_ref: Option<SecretRef>,
+    /// Send basicAuthSecretRef's credentials over plain http:// too, where anyone on the path
+    /// can read them (false: such a check is refused as InvalidSpec).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_insecure_basic_auth: bool,
 }
 
 /// STUN probes.
@@ -363,15 +371,26 @@ pub struct HttpCheck {
 #[serde(rename_all = "camelCase")]
 pub struct StunCheck {
     /// STUN servers as host or host:port ([IPv6]:port for IPv6 literals; the port defaults to
-    /// 3478). With two or more, differing public addresses are reported as AddressMismatch.
+    /// 3478), or stuns:host[:port] for STUN over TLS (port 5349 by default). With two or more,
+    /// differing public addresses are reported as AddressMismatch, and each must answer unless
+    /// require is Any.
     #[schemars(
         length(min = 1, max = limits::MAX_STUN_SERVERS),
-        inner(length(min = 1, max = limits::MAX_NAME_LENGTH), pattern(patterns::HOST_PORT))
+        inner(length(min = 1, max = limits::MAX_NAME_LENGTH), pattern(patterns::STUN_SERVER))
     )]
     pub servers: Vec<String>,
-    /// Transport of the Binding requests: UDP (what phones use) or TCP.
+    /// Transport of the Binding requests: UDP (what phones use), TCP, or TLS (over TCP, RFC
+    /// 8489 §6.2.2; the same as writing every server as stuns:).
     #[serde(default)]
     pub transport: StunTransport,
+    /// All (default): every server must answer; one that does not makes StunReachable False,
+    /// naming it. Any: the servers are alternatives and one answer is enough.
+    #[serde(default)]
+    pub require: StunRequire,
+    /// A Secret key holding PEM CA certificates to trust for STUN over TLS in addition to the
+    /// system's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_secret_ref: Option<SecretKeyRef>,
     /// Measure whether the NAT binding outlives the phones' keep-alive interval
     /// (RFC 5780 §4.6); always over UDP.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -386,6 +405,16 @@ pub enum StunTransport {
     Udp,
     #[serde(rename = "TCP")]
     Tcp,
+    #[serde(rename = "TLS")]
+    Tls,
+}
+
+/// How many of several STUN servers must answer.
+#[derive(JsonSchema, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum StunRequire {
+    #[default]
+    All,
+    Any,
 }
 
 /// NAT binding lifetime measurement.
@@ -480,6 +509,9 @@ impl VoipCheckSpec {
                     });
                 }
             }
+        }
+        if let Some(ca) = self.stun.as_ref().and_then(|s| s.ca_secret_ref.as_ref()) {
+            uses.push(key_ref("spec.stun.caSecretRef".to_owned(), ca));
         }
         uses
     }

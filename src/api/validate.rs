@@ -13,7 +13,7 @@ use super::duration::{GoDuration, ParseDurationError};
 use super::limits::{self, DurationRange, IntRange};
 use super::patterns::compiled as pattern;
 use super::spec::{ControlProbe, HttpCheck, SecretKeyRef, SipCheck, StunCheck, VoipCheckSpec};
-use crate::probe::ConfigError;
+use crate::probe::{ConfigError, http, stun};
 use regex::Regex;
 use std::collections::HashSet;
 use std::fmt;
@@ -367,6 +367,10 @@ impl Checker {
             }
             if let Some(auth) = &probe.basic_auth_secret_ref {
                 self.secret_name(&field("basicAuthSecretRef.name"), &auth.name);
+                let plain = parse_http_url(&probe.url).is_ok_and(|url| url.scheme() == "http");
+                if plain && !probe.allow_insecure_basic_auth {
+                    self.fail(field("basicAuthSecretRef"), http::INSECURE_BASIC_AUTH);
+                }
             }
         }
     }
@@ -377,9 +381,12 @@ impl Checker {
             self.fail("spec.stun.servers", format!("must list 1 to {max} servers"));
         }
         for (i, server) in stun.servers.iter().enumerate() {
-            if let Err(reason) = check_host_port(server) {
+            if let Err(reason) = check_stun_server(server) {
                 self.fail(format!("spec.stun.servers[{i}]"), reason);
             }
+        }
+        if let Some(ca) = &stun.ca_secret_ref {
+            self.secret_ref("spec.stun.caSecretRef", ca);
         }
         if let Some(nat) = &stun.nat_binding {
             self.duration(
@@ -414,6 +421,16 @@ pub fn check_host_port(text: &str) -> Result<(), String> {
         return Err(SHAPE.into());
     }
     check_authority(text)
+}
+
+/// A STUN server entry: `host[:port]` after an optional `stun:`/`stuns:` scheme.
+pub fn check_stun_server(text: &str) -> Result<(), String> {
+    const SHAPE: &str =
+        "must be host, host:port ([IPv6]:port for IPv6) or stuns:host[:port] for TLS";
+    if text.len() > limits::MAX_NAME_LENGTH as usize || !pattern::STUN_SERVER.is_match(text) {
+        return Err(SHAPE.into());
+    }
+    check_authority(stun::split_scheme(text).1)
 }
 
 /// The parts of `host[:port]` the pattern cannot check: the port's range and the IPv6 literal.
@@ -471,6 +488,7 @@ mod tests {
         fn value_parsers_never_panic(text in "\\PC{0,80}|(sips?:|https?://)[\\[\\]a-z0-9.:@;=%/]{0,40}") {
             let _ = check_sip_uri(&text);
             let _ = check_host_port(&text);
+            let _ = check_stun_server(&text);
             let _ = check_sip_user(&text);
             let _ = parse_http_url(&text);
             let _ = parse_int(&text, limits::EXPIRES);
@@ -498,7 +516,7 @@ mod tests {
                 { "name": "web-ui", "url": "https://maxmuster.starface-cloud.com/",
                   "expectStatus": [200], "bodyContains": "STARFACE", "bodyRegex": "STAR(FACE)?" }
             ],
-            "stun": { "servers": ["stun.sipgate.net:3478", "[2001:db8::1]"], "natBinding": {} },
+            "stun": { "servers": ["stun.sipgate.net:3478", "[2001:db8::1]", "stuns:stun.example.org"], "natBinding": {} },
             "control": { "url": "https://example.org/" },
             "report": { "serverLicense": "ABC-123", "contact": "NOC +49 721 000" }
         }))
@@ -563,6 +581,7 @@ mod tests {
         ("probe name with capitals", |s| s.http[0].name = "WebUI".into(), "spec.http[0].name", "lower-case"),
         ("duplicate probe name", |s| { let twin = s.http[0].clone(); s.http.push(twin); }, "spec.http[1].name", "duplicate probe name"),
         ("ftp URL", |s| s.http[0].url = "ftp://example.org/".into(), "spec.http[0].url", "http:// or https://"),
+        ("basic auth over http", |s| { s.http[0].url = "http://example.org/".into(); s.http[0].basic_auth_secret_ref = Some(SecretRef { name: "login".into() }); }, "spec.http[0].basicAuthSecretRef", "allowInsecureBasicAuth"),
         ("basic-auth Secret name with a slash", |s| s.http[0].basic_auth_secret_ref = Some(SecretRef { name: "a/b".into() }), "spec.http[0].basicAuthSecretRef.name", "Secret name"),
         ("URL with credentials", |s| s.http[0].url = "https://admin:hunter2@example.org/".into(), "spec.http[0].url", "without user:password"),
         ("URL with a bad port", |s| s.http[0].url = "https://example.org:99999/".into(), "spec.http[0].url", "is not a URL"),
@@ -572,7 +591,8 @@ mod tests {
         ("empty bodyContains", |s| s.http[0].body_contains = Some(String::new()), "spec.http[0].bodyContains", "must not be empty"),
         ("seventeen HTTP probes", |s| { s.http = (0..17).map(|i| { let mut p = s.http[0].clone(); p.name = format!("p{i}"); p }).collect(); }, "spec.http", "at most 16"),
         ("no STUN server", |s| stun(s).servers.clear(), "spec.stun.servers", "1 to 8"),
-        ("STUN server as URL", |s| stun(s).servers[0] = "stun:stun.sipgate.net".into(), "spec.stun.servers[0]", "host or host:port"),
+        ("STUN server as URL", |s| stun(s).servers[0] = "stun://stun.sipgate.net".into(), "spec.stun.servers[0]", "host, host:port"),
+        ("TURN server", |s| stun(s).servers[0] = "turn:stun.sipgate.net".into(), "spec.stun.servers[0]", "stuns:host[:port] for TLS"),
         ("STUN port 0", |s| stun(s).servers[0] = "stun.sipgate.net:0".into(), "spec.stun.servers[0]", "port outside"),
         ("keep-alive above 2h", |s| stun(s).nat_binding = Some(NatBinding { keepalive_interval: GoDuration::from_secs(7201) }), "spec.stun.natBinding.keepaliveInterval", "between 1s and 2h"),
         ("control with both", |s| s.control.as_mut().unwrap().stun_server = Some("stun.example.org".into()), "spec.control", "exactly one"),

@@ -8,7 +8,7 @@
 
 use super::run::ProbeKind;
 use super::{AllowList, CheckId};
-use crate::api::{self, InvalidSpec, SpecError, StunTransport, VoipCheckSpec};
+use crate::api::{self, InvalidSpec, SpecError, StunRequire, StunTransport, VoipCheckSpec};
 use crate::probe::tls::CaSource;
 use crate::probe::{http, sip, stun};
 use crate::secret::Secret;
@@ -169,6 +169,7 @@ pub fn plan(
             None => None,
         };
         config.follow_redirects = check.follow_redirects;
+        config.allow_insecure_basic_auth = check.allow_insecure_basic_auth;
         config.timeout = timeout;
         if let Some(r) = &check.ca_secret_ref {
             config.ca = Some(secrets.ca(&field("caSecretRef"), &r.name, &r.key)?);
@@ -193,12 +194,21 @@ pub fn plan(
             transport: match stun_check.transport {
                 StunTransport::Udp => stun::StunTransport::Udp,
                 StunTransport::Tcp => stun::StunTransport::Tcp,
+                StunTransport::Tls => stun::StunTransport::Tls,
             },
             timeout,
             nat_binding: stun_check
                 .nat_binding
                 .as_ref()
                 .map(|n| n.keepalive_interval.get()),
+            require: match stun_check.require {
+                StunRequire::All => stun::StunRequire::All,
+                StunRequire::Any => stun::StunRequire::Any,
+            },
+            ca: match &stun_check.ca_secret_ref {
+                Some(r) => Some(secrets.ca("spec.stun.caSecretRef", &r.name, &r.key)?),
+                None => None,
+            },
         };
         config.validate().map_err(|e| refused("spec.stun", e))?;
         if config.nat_binding.is_some() {
@@ -229,6 +239,8 @@ pub fn plan(
                     transport: stun::StunTransport::Udp,
                     timeout,
                     nat_binding: None,
+                    require: stun::StunRequire::All,
+                    ca: None,
                 };
                 config.validate().map_err(|e| refused("spec.control", e))?;
                 PlannedProbe::Stun(config)
@@ -297,7 +309,7 @@ fn check_targets(spec: &VoipCheckSpec, allow: &AllowList) -> Result<(), PlanErro
         for (i, server) in stun.servers.iter().enumerate() {
             targets.push((
                 format!("spec.stun.servers[{i}]"),
-                authority_host(server).into(),
+                authority_host(stun::split_scheme(server).1).into(),
             ));
         }
     }

@@ -298,6 +298,8 @@ mod tests {
                 transport: stun::StunTransport::Udp,
                 timeout,
                 nat_binding,
+                require: stun::StunRequire::All,
+                ca: None,
             })
         };
         assert_eq!(probe_bound(&stun(None), timeout), timeout);

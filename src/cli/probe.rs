@@ -112,13 +112,24 @@ enum Probe {
         voipcheck probe stun stun.sipgate.net:3478 stun.l.google.com:19302\n  \
         voipcheck probe stun stun.example.com --nat-binding 60s --timeout 5s")]
     Stun {
-        /// STUN servers as host[:port] (port 3478 when omitted). Several servers that report
-        /// different public addresses fail with AddressMismatch.
+        /// STUN servers as host[:port] (port 3478 when omitted), or stuns:host[:port] for STUN
+        /// over TLS (port 5349). Several servers that report different public addresses fail
+        /// with AddressMismatch; by default each must answer (see --require).
         #[arg(required = true, value_parser = values::stun_server)]
         servers: Vec<String>,
         /// Use TCP instead of UDP.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "tls")]
         tcp: bool,
+        /// Use TLS over TCP (RFC 8489 §6.2.2, port 5349 by default) for every server.
+        #[arg(long)]
+        tls: bool,
+        /// all: a server that does not answer fails the probe (exit 1), naming it; any: one
+        /// answer is enough.
+        #[arg(long, value_enum, default_value_t = Require::All)]
+        require: Require,
+        /// Extra trusted CA certificates (PEM) for TLS, in addition to the system's.
+        #[arg(long)]
+        ca_file: Option<PathBuf>,
         /// Also test whether a NAT binding survives this idle time (the phones' keep-alive,
         /// e.g. 60s; 1s to 2h); the probe then takes that long plus the timeout.
         #[arg(long, value_parser = values::keepalive_interval)]
@@ -156,6 +167,13 @@ enum Probe {
         #[arg(long)]
         ca_file: Option<PathBuf>,
     },
+}
+
+/// `--require` of the STUN probe.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Require {
+    All,
+    Any,
 }
 
 /// Runs the probe the arguments name and prints its outcome.
@@ -237,17 +255,25 @@ async fn run_probe(args: ProbeArgs) -> Result<ExitCode, ConfigError> {
         Probe::Stun {
             servers,
             tcp,
+            tls,
+            require,
+            ca_file,
             nat_binding,
         } => {
             let config = stun::StunConfig {
                 servers,
-                transport: if tcp {
-                    stun::StunTransport::Tcp
-                } else {
-                    stun::StunTransport::Udp
+                transport: match (tcp, tls) {
+                    (_, true) => stun::StunTransport::Tls,
+                    (true, false) => stun::StunTransport::Tcp,
+                    (false, false) => stun::StunTransport::Udp,
                 },
                 timeout,
                 nat_binding,
+                require: match require {
+                    Require::All => stun::StunRequire::All,
+                    Require::Any => stun::StunRequire::Any,
+                },
+                ca: ca_file.map(CaSource::File),
             };
             let outcome = stun::probe(&dns, &config).await?;
             report(
@@ -278,6 +304,8 @@ async fn run_probe(args: ProbeArgs) -> Result<ExitCode, ConfigError> {
                 ca: ca_file.map(CaSource::File),
                 timeout,
                 max_body_bytes,
+                // The CLI takes no credentials (a URL with user:password is refused).
+                allow_insecure_basic_auth: false,
             };
             let outcome = http::probe(&dns, &config).await?;
             report(

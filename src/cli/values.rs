@@ -45,7 +45,7 @@ pub fn sip_user(text: &str) -> Result<String, String> {
 
 /// A STUN server: as `spec.stun.servers[]`.
 pub fn stun_server(text: &str) -> Result<String, String> {
-    api::check_host_port(text).map(|()| text.to_owned())
+    api::check_stun_server(text).map(|()| text.to_owned())
 }
 
 /// An HTTP URL: as `spec.http[].url`, so without credentials, which `ps` and shell history

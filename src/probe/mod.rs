@@ -88,6 +88,19 @@ pub enum Failure {
     /// The HTTP body did not contain the expected text or match the expected pattern.
     #[error("response body does not match: {detail}")]
     BodyMismatch { detail: String },
+    /// The HTTP body's content coding could not be undone: unknown, corrupt, or a
+    /// decompression bomb.
+    #[error("response body: {detail}")]
+    ContentDecoding { detail: DecodingFailure },
+    /// One of several STUN servers gave no answer while the check needs all of them
+    /// (`stun.require: All`); `cause` is that server's failure.
+    #[error("STUN server {server} failed ({answered} of {of} answered): {cause}")]
+    StunServerFailed {
+        server: String,
+        answered: usize,
+        of: usize,
+        cause: Box<Failure>,
+    },
     /// STUN servers disagree about our public address (seed 004: two public IPs).
     #[error("STUN servers report different public addresses: {addresses}")]
     AddressMismatch { addresses: String },
@@ -123,6 +136,8 @@ impl Failure {
             Failure::NoFinalAnswer { .. } => "NoFinalAnswer",
             Failure::HttpStatus { .. } => "HttpStatus",
             Failure::BodyMismatch { .. } => "BodyMismatch",
+            Failure::ContentDecoding { .. } => "ContentDecoding",
+            Failure::StunServerFailed { .. } => "StunServerFailed",
             Failure::AddressMismatch { .. } => "AddressMismatch",
             Failure::StunError { .. } => "StunError",
             Failure::TargetNotAllowed { .. } => "TargetNotAllowed",
@@ -250,6 +265,29 @@ pub enum TlsFailure {
     BadCertificate { detail: String },
     #[error("handshake failed: {detail}")]
     Handshake { detail: String },
+}
+
+/// Why an HTTP body's content coding (RFC 9110 §8.4) could not be decoded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, thiserror::Error)]
+#[serde(tag = "reason")]
+pub enum DecodingFailure {
+    /// A coding the probe does not offer in `Accept-Encoding` (gzip, deflate, br).
+    #[error("unsupported content coding {coding:?}")]
+    Unsupported { coding: String },
+    /// The bytes are not valid for the coding.
+    #[error("invalid {coding} data: {detail}")]
+    Corrupt { coding: String, detail: String },
+    /// The body expands beyond the body limit at a ratio no real page has.
+    #[error(
+        "decompression bomb: {encoded_bytes} {coding} bytes expand beyond the {limit_bytes}-byte body limit"
+    )]
+    Bomb {
+        coding: String,
+        #[serde(rename = "encodedBytes")]
+        encoded_bytes: usize,
+        #[serde(rename = "limitBytes")]
+        limit_bytes: usize,
+    },
 }
 
 /// The input to a probe is unusable (bad URI, unreadable CA file, ...). Unlike [`Failure`] this

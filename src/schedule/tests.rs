@@ -521,6 +521,8 @@ async fn a_nat_binding_measurement_runs_beside_the_runs_and_delays_none() {
         transport: crate::probe::stun::StunTransport::Udp,
         timeout: plan.timeout,
         nat_binding: Some(Duration::from_secs(60)),
+        require: crate::probe::stun::StunRequire::All,
+        ca: None,
     });
     let id = nat.id.clone();
     harness.scheduler.upsert(nat);

@@ -347,23 +347,28 @@ impl Run {
         let servers = ips
             .iter()
             .enumerate()
-            .map(|(i, ip)| ServerResult {
-                server: format!("stun{i}.example.net"),
-                address: Some(stun_server(i)),
-                attempts: Vec::new(),
-                answer: ServerAnswer::Binding(Binding {
-                    local: "192.168.1.10:40000".parse().unwrap(),
-                    mapped: SocketAddr::new(*ip, 40000),
-                    mapped_via: MappedVia::XorMappedAddress,
-                    class: classify(*ip),
-                    rtt: Duration::from_millis(20),
-                    retransmits: 0,
-                    software: None,
-                    other_address: None,
-                }),
-            })
+            .map(|(i, ip)| mapped_server(i, *ip))
             .collect();
         self.stun(servers, address_mismatch(&ips))
+    }
+
+    /// One server answered with a public address, a second one failed, and all must answer.
+    pub fn stun_one_dead(self, failure: Failure) -> Self {
+        let answered = mapped_server(0, "203.0.113.7".parse().unwrap());
+        let dead = ServerResult {
+            server: "stun1.example.net".into(),
+            address: Some(stun_server(1)),
+            attempts: Vec::new(),
+            transport: StunTransport::Udp,
+            answer: ServerAnswer::Failure(failure.clone()),
+        };
+        let overall = Failure::StunServerFailed {
+            server: "stun1.example.net".into(),
+            answered: 1,
+            of: 2,
+            cause: Box::new(failure),
+        };
+        self.stun(vec![answered, dead], Some(overall))
     }
 
     /// No server answered.
@@ -372,6 +377,7 @@ impl Run {
             server: "stun0.example.net".into(),
             address: Some(stun_server(0)),
             attempts: Vec::new(),
+            transport: StunTransport::Udp,
             answer: ServerAnswer::Failure(failure.clone()),
         };
         self.stun(vec![server], Some(failure))
@@ -489,9 +495,33 @@ fn http_outcome(
         phases: HttpPhases::default(),
         duration: Duration::from_micros(45_123),
         cert_not_after,
+        content_encoding: Vec::new(),
+        body_encoded_bytes: 0,
         body_bytes: 0,
         body_truncated: false,
         failure,
+    }
+}
+
+/// Server `i` of a check, answering with a mapping to `ip`.
+fn mapped_server(i: usize, ip: IpAddr) -> ServerResult {
+    ServerResult {
+        server: format!("stun{i}.example.net"),
+        address: Some(stun_server(i)),
+        attempts: Vec::new(),
+        transport: StunTransport::Udp,
+        answer: ServerAnswer::Binding(Binding {
+            local: "192.168.1.10:40000".parse().unwrap(),
+            mapped: SocketAddr::new(ip, 40000),
+            mapped_via: MappedVia::XorMappedAddress,
+            class: classify(ip),
+            rtt: Duration::from_millis(20),
+            retransmits: 0,
+            software: None,
+            other_address: None,
+            source_address: None,
+            changed_address: None,
+        }),
     }
 }
 

@@ -161,6 +161,8 @@ pub(super) fn from_failure(condition: ConditionType, name: &str, failure: &Failu
 fn cause(condition: ConditionType, failure: &Failure) -> (Reason, Blame) {
     use Blame::*;
     let (reason, blame) = match failure {
+        // The dead server's own failure says why.
+        Failure::StunServerFailed { cause: inner, .. } => return cause(condition, inner),
         // NXDOMAIN of the configured name is configuration (issue 3); so is a name without
         // records. A resolver that fails, refuses or gives no answer is this location's
         // resolver.
@@ -172,9 +174,10 @@ fn cause(condition: ConditionType, failure: &Failure) -> (Reason, Blame) {
             | DnsErrorKind::ResolverFailed => (Reason::DnsFailure, Local),
         },
         Failure::Timeout { .. } => (Reason::Timeout, Provider),
-        Failure::ConnectRefused { .. } | Failure::Network { .. } | Failure::Protocol { .. } => {
-            (Reason::TransportError, Provider)
-        }
+        Failure::ConnectRefused { .. }
+        | Failure::Network { .. }
+        | Failure::Protocol { .. }
+        | Failure::ContentDecoding { .. } => (Reason::TransportError, Provider),
         Failure::Tls { .. } => (Reason::TlsCertificateInvalid, Provider),
         Failure::AuthRejected { .. } => (Reason::AuthRejected, Configuration),
         Failure::Forbidden => (Reason::Forbidden, Configuration),
@@ -253,6 +256,15 @@ pub(super) fn describe(failure: &Failure) -> String {
             "no final answer within {}; before that the server sent {arrived}",
             format::duration(*after)
         ),
+        Failure::StunServerFailed {
+            server,
+            answered,
+            of,
+            cause,
+        } => format!(
+            "STUN server {server} failed ({answered} of {of} answered): {}",
+            describe(cause)
+        ),
         other => other.to_string(),
     }
 }
@@ -312,7 +324,9 @@ fn success_detail(run: &ProbeRun) -> String {
 /// servers disagree.
 fn stun(name: &str, outcome: &StunOutcome) -> Observation {
     let condition = ConditionType::StunReachable;
-    if let Some(failure @ Failure::AddressMismatch { .. }) = &outcome.failure {
+    if let Some(failure @ (Failure::AddressMismatch { .. } | Failure::StunServerFailed { .. })) =
+        &outcome.failure
+    {
         return from_failure(condition, name, failure);
     }
     let bindings: Vec<_> = outcome

@@ -663,6 +663,17 @@ fn stun_no_server_answering_is_a_local_timeout() {
     );
 }
 
+#[test]
+fn stun_one_dead_server_of_two_fails_naming_it() {
+    let v = cloud().run(|r| r.stun_one_dead(timeout()));
+    assert_eq!(v.of(StunReachable), (False, Reason::Timeout));
+    let message = v.message(StunReachable);
+    assert!(
+        message.contains("STUN server stun1.example.net failed (1 of 2 answered): no answer"),
+        "{message}"
+    );
+}
+
 // --- NAT binding shorter than the phones' keep-alive (seeds 000/001/002) ---
 
 #[test]

@@ -1,6 +1,7 @@
 //! Debian coturn (`turnserver`) as the STUN peer, on free loopback ports, configured from
 //! `tests/peers/turnserver.conf`.
 
+use super::certs::TestCa;
 use super::{Daemon, free_port, peers_dir, require_program};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::process::Command;
@@ -12,6 +13,10 @@ pub struct Coturn {
     /// The RFC 5780 alternate address (127.0.0.2 and the alternate port), when started with
     /// [`Coturn::start_rfc5780`].
     pub other: Option<SocketAddr>,
+    /// The TLS listener on the first listening IP, with a certificate for 127.0.0.1, ::1 and
+    /// localhost from `ca`.
+    pub tls_addr: SocketAddr,
+    pub ca: TestCa,
     daemon: Daemon,
     _dir: tempfile::TempDir,
 }
@@ -41,7 +46,12 @@ impl Coturn {
         let rfc5780 = ips.len() > 1;
         let turnserver = require_program("turnserver");
         let dir = tempfile::tempdir().expect("create the coturn directory");
-        let (port, alt_port) = (free_port(), free_port());
+        let (port, alt_port, tls_port) = (free_port(), free_port(), free_port());
+        let ca = TestCa::new();
+        let now = std::time::SystemTime::now();
+        let day = Duration::from_secs(86_400);
+        let names = ["127.0.0.1", "::1", "localhost"];
+        let (cert, key) = ca.issue(&names, now - day, now + 30 * day);
         let listening_ips = ips
             .iter()
             .map(|ip| format!("listening-ip={ip}"))
@@ -52,6 +62,9 @@ impl Coturn {
             .replace("@LISTENING_IPS@", &listening_ips)
             .replace("@PORT@", &port.to_string())
             .replace("@ALT_PORT@", &alt_port.to_string())
+            .replace("@TLS_PORT@", &tls_port.to_string())
+            .replace("@CERT@", &cert.display().to_string())
+            .replace("@PKEY@", &key.display().to_string())
             .replace("@DIR@", &dir.path().display().to_string());
         assert!(
             !conf.contains('@'),
@@ -68,7 +81,8 @@ impl Coturn {
             .iter()
             .flat_map(|ip| ports.iter().map(|port| SocketAddr::new(*ip, *port)))
             .collect();
-        for &listener in &listeners {
+        let tls_addr = SocketAddr::new(ips[0], tls_port);
+        for &listener in listeners.iter().chain([&tls_addr]) {
             daemon.wait_for_tcp(listener);
         }
         // coturn serves UDP from other threads than TCP: wait until each UDP listener answers.
@@ -78,6 +92,8 @@ impl Coturn {
         Coturn {
             addr: SocketAddr::new(ips[0], port),
             other: rfc5780.then(|| SocketAddr::new(ips[1], alt_port)),
+            tls_addr,
+            ca,
             daemon,
             _dir: dir,
         }
@@ -86,6 +102,11 @@ impl Coturn {
     /// `addr` as a probe's server entry (`127.0.0.1:port`, `[::1]:port`).
     pub fn server(&self) -> String {
         self.addr.to_string()
+    }
+
+    /// `stuns:127.0.0.1:tls-port`, the TLS listener as a probe's server entry.
+    pub fn tls_server(&self) -> String {
+        format!("stuns:{}", self.tls_addr)
     }
 
     pub fn log_text(&self) -> String {

@@ -10,9 +10,11 @@ pub mod coturn;
 pub mod dns;
 pub mod fake_api;
 pub mod kamailio;
+pub mod nghttpd;
 pub mod nginx;
 pub mod operator;
 pub mod sipp;
+pub mod stund;
 
 use std::collections::BTreeSet;
 use std::io::Read;

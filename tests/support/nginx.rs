@@ -15,6 +15,10 @@ pub const PASSWORD: &str = "p@ss w/rd";
 /// [`PASSWORD`] as it is written in a URL.
 pub const PASSWORD_IN_URL: &str = "p%40ss%20w%2Frd";
 
+/// The page served gzip-encoded at `/page.html`, to any client.
+pub const GZIP_PAGE: &str =
+    "<html><title>STARFACE Cloud</title><body>STARFACE login, pre-compressed</body></html>\n";
+
 /// Size of the file served at `/big` and, throttled to 64 KiB/s, at `/slow`.
 pub const BIG_BYTES: usize = 2 * 1024 * 1024;
 
@@ -45,6 +49,7 @@ impl Nginx {
         }
         std::fs::write(prefix.join("html/big"), big_body()).unwrap();
         std::fs::write(prefix.join("html/private"), "private STARFACE page\n").unwrap();
+        std::fs::write(prefix.join("html/page.html.gz"), gzip(GZIP_PAGE.as_bytes())).unwrap();
         std::fs::write(
             prefix.join("htpasswd"),
             format!("{USERNAME}:{{PLAIN}}{PASSWORD}\n"),
@@ -168,6 +173,13 @@ fn url(s: &str) -> url::Url {
 
 fn whole_seconds(t: SystemTime) -> SystemTime {
     UNIX_EPOCH + Duration::from_secs(t.duration_since(UNIX_EPOCH).unwrap().as_secs())
+}
+
+fn gzip(data: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    encoder.write_all(data).unwrap();
+    encoder.finish().unwrap()
 }
 
 /// The alphabet over and over: printable, and a wrong offset would show.

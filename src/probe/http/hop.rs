@@ -2,6 +2,7 @@
 //! head, and (for the final hop) the body. Each phase's time is added to [`HttpPhases`].
 
 use super::auth::BasicAuth;
+use super::coding;
 use super::outcome::HttpPhases;
 use crate::probe::attempts::{self, Attempt};
 use crate::probe::dns::Dns;
@@ -9,9 +10,11 @@ use crate::probe::{Failure, tls};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
-use hyper::header::{ACCEPT, AUTHORIZATION, CONNECTION, HOST, HeaderValue, USER_AGENT};
-use hyper::{Request, Response};
-use hyper_util::rt::TokioIo;
+use hyper::header::{
+    ACCEPT, ACCEPT_ENCODING, AUTHORIZATION, CONNECTION, HOST, HeaderValue, USER_AGENT,
+};
+use hyper::{Request, Response, Version};
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls::ClientConfig;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -66,7 +69,6 @@ pub(super) async fn request(
     let (tcp, peer) = connect(url, &addresses, port, peer, attempts).await?;
     HttpPhases::add(&mut phases.connect, started.elapsed());
 
-    let request = build_request(url, auth);
     let started = Instant::now();
     let (head, connection, cert_not_after) = if url.scheme() == "https" {
         let server_name = tls::server_name(host).map_err(|e| Failure::Protocol {
@@ -78,12 +80,18 @@ pub(super) async fn request(
             .map_err(|e| tls::handshake_failure(&e, host))?;
         HttpPhases::add(&mut phases.tls, started.elapsed());
         let not_after = tls::leaf_not_after(stream.get_ref().1);
+        let protocol = match stream.get_ref().1.alpn_protocol() {
+            Some(b"h2") => Protocol::Http2,
+            _ => Protocol::Http1,
+        };
         let started = Instant::now();
-        let (head, connection) = exchange(stream, request, peer).await?;
+        let request = build_request(url, auth, protocol);
+        let (head, connection) = exchange(stream, request, peer, protocol).await?;
         HttpPhases::add(&mut phases.processing, started.elapsed());
         (head, connection, not_after)
     } else {
-        let (head, connection) = exchange(tcp, request, peer).await?;
+        let request = build_request(url, auth, Protocol::Http1);
+        let (head, connection) = exchange(tcp, request, peer, Protocol::Http1).await?;
         HttpPhases::add(&mut phases.processing, started.elapsed());
         (head, connection, None)
     };
@@ -142,16 +150,30 @@ async fn connect(
     }
 }
 
-/// GET in origin form with an explicit Host header (hyper's connection-level client adds none)
-/// and `Connection: close`: each hop uses its own connection.
-fn build_request(url: &Url, auth: Option<&BasicAuth>) -> Request<Empty<Bytes>> {
-    let target = &url[Position::BeforePath..Position::AfterQuery];
+/// The HTTP version spoken on a connection: HTTP/2 when TLS's ALPN chose `h2` (RFC 9113
+/// §3.2), otherwise HTTP/1.1 (no h2c upgrade on plain HTTP: web UIs offer h2 over TLS only).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Protocol {
+    Http1,
+    Http2,
+}
+
+/// GET with the codings we decode. HTTP/1.1: origin form with an explicit Host header
+/// (hyper's connection-level client adds none) and `Connection: close`, as each hop uses its own
+/// connection. HTTP/2: absolute form, from which hyper takes `:scheme` and `:authority`;
+/// connection-specific headers are not allowed there (RFC 9113 §8.2.2).
+fn build_request(url: &Url, auth: Option<&BasicAuth>, protocol: Protocol) -> Request<Empty<Bytes>> {
     let authority = &url[Position::BeforeHost..Position::AfterPort];
-    let mut request = Request::get(target)
-        .header(HOST, authority)
+    let builder = match protocol {
+        Protocol::Http1 => Request::get(&url[Position::BeforePath..Position::AfterQuery])
+            .header(HOST, authority)
+            .header(CONNECTION, "close"),
+        Protocol::Http2 => Request::get(&url[..Position::AfterQuery]).version(Version::HTTP_2),
+    };
+    let mut request = builder
         .header(USER_AGENT, USER_AGENT_VALUE)
         .header(ACCEPT, "*/*")
-        .header(CONNECTION, "close")
+        .header(ACCEPT_ENCODING, coding::ACCEPT_ENCODING)
         .body(Empty::new())
         .expect("a path, query and host taken from a parsed URL are a valid request");
     if let Some(auth) = auth {
@@ -162,30 +184,40 @@ fn build_request(url: &Url, auth: Option<&BasicAuth>) -> Request<Empty<Bytes>> {
     request
 }
 
-/// HTTP/1.1 over `stream` with hyper's connection-level client: sends `request`, returns the
+/// `protocol` over `stream` with hyper's connection-level client: sends `request`, returns the
 /// response head and the task driving the connection.
 async fn exchange<S>(
     stream: S,
     request: Request<Empty<Bytes>>,
     peer: SocketAddr,
+    protocol: Protocol,
 ) -> Result<(Response<Incoming>, JoinSet<()>), Failure>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let (mut sender, connection) = hyper::client::conn::http1::Builder::new()
-        .max_header_size(MAX_HEADER_BYTES)
-        .handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| hyper_failure(&e, peer))?;
+    let io = TokioIo::new(stream);
+    let failed = |e: hyper::Error| hyper_failure(&e, peer);
     let mut driver = JoinSet::new();
     // Errors of the connection reach us through the response or body futures.
-    driver.spawn(async move {
-        let _ = connection.await;
-    });
-    let response = sender
-        .send_request(request)
-        .await
-        .map_err(|e| hyper_failure(&e, peer))?;
+    let response = match protocol {
+        Protocol::Http1 => {
+            let mut builder = hyper::client::conn::http1::Builder::new();
+            let handshake = builder.max_header_size(MAX_HEADER_BYTES).handshake(io);
+            let (mut sender, connection) = handshake.await.map_err(failed)?;
+            driver.spawn(async move { drop(connection.await) });
+            sender.send_request(request).await
+        }
+        Protocol::Http2 => {
+            let mut builder = hyper::client::conn::http2::Builder::new(TokioExecutor::new());
+            let handshake = builder
+                .max_header_list_size(MAX_HEADER_BYTES as u32)
+                .handshake(io);
+            let (mut sender, connection) = handshake.await.map_err(failed)?;
+            driver.spawn(async move { drop(connection.await) });
+            sender.send_request(request).await
+        }
+    };
+    let response = response.map_err(failed)?;
     Ok((response, driver))
 }
 

@@ -7,7 +7,9 @@
 //! One deadline (`timeout`) bounds everything, all phases of all hops. The response head is
 //! bounded by hyper (64 KiB here), the body by `max_body_bytes`.
 //!
-//! A body longer than `max_body_bytes` is not a failure: reading stops at the limit, the outcome
+//! The final body is decoded first when it has a content coding (gzip, deflate, br: what
+//! `Accept-Encoding` offers; see [`coding`]); the limit applies to the encoded bytes read and to
+//! the decoded bytes. A body longer than `max_body_bytes` is not a failure: reading stops at the limit, the outcome
 //! says `bodyTruncated`, and `body_contains` / `body_regex` are matched against the prefix read.
 //! A web UI check asks "is it up and is it the right page?", which the first MiB answers; failing
 //! on size would turn a growing page into a false outage. (blackbox_exporter's `body_size_limit`
@@ -15,12 +17,16 @@
 //!
 //! Credentials in the URL's userinfo are sent as Basic auth to the configured origin only (a
 //! redirect to another origin goes without them) and appear nowhere in the outcome, its errors,
-//! `Debug` output or logs.
+//! `Debug` output or logs. Over plain `http://` they would cross the network readable by anyone
+//! on the path, so such a configuration is refused before anything is sent unless
+//! `allow_insecure_basic_auth` says the check author wants exactly that.
 
 mod auth;
+mod coding;
 mod hop;
 mod outcome;
 
+pub use coding::{ContentCoding, MAX_RATIO};
 pub use outcome::{HttpOutcome, HttpPhases};
 
 use super::dns::Dns;
@@ -96,8 +102,10 @@ pub struct HttpConfig {
     pub ca: Option<CaSource>,
     /// Deadline for the whole probe.
     pub timeout: Duration,
-    /// Body bytes read at most (see the module documentation).
+    /// Body bytes read at most, before and after decoding (see the module documentation).
     pub max_body_bytes: usize,
+    /// Send the URL's credentials over plain `http://` too (spec `allowInsecureBasicAuth`).
+    pub allow_insecure_basic_auth: bool,
 }
 
 impl HttpConfig {
@@ -113,6 +121,7 @@ impl HttpConfig {
             ca: None,
             timeout: DEFAULT_TIMEOUT,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            allow_insecure_basic_auth: false,
         }
     }
 }
@@ -129,6 +138,7 @@ impl fmt::Debug for HttpConfig {
             .field("ca", &self.ca)
             .field("timeout", &self.timeout)
             .field("max_body_bytes", &self.max_body_bytes)
+            .field("allow_insecure_basic_auth", &self.allow_insecure_basic_auth)
             .finish()
     }
 }
@@ -138,9 +148,11 @@ impl fmt::Debug for HttpConfig {
 /// sent. Everything the network does ends up in the outcome.
 pub async fn probe(dns: &Dns, cfg: &HttpConfig) -> Result<HttpOutcome, ConfigError> {
     check_target(&cfg.url).map_err(|reason| ConfigError::new("url", reason))?;
+    check_basic_auth(cfg).map_err(|reason| ConfigError::new("basicAuth", reason))?;
     // Also for plain HTTP: a redirect may lead to HTTPS, and a bad CA file is a configuration
     // error whatever the scheme.
-    let tls_config = tls::client_config(cfg.ca.as_ref(), &[b"http/1.1"])?;
+    // HTTP/2 first, as browsers offer it: web UIs behind modern load balancers may speak only h2.
+    let tls_config = tls::client_config(cfg.ca.as_ref(), &[b"h2", b"http/1.1"])?;
 
     let mut outcome = HttpOutcome::new(redacted(&cfg.url).to_string());
     let started = Instant::now();
@@ -204,9 +216,14 @@ async fn run(
             continue;
         }
 
+        let codings = coding::codings(received.response.headers())?;
+        outcome.content_encoding = codings.clone();
         let started = Instant::now();
-        let (body, truncated) = hop::read_body(&mut received, cfg.max_body_bytes).await?;
+        let (encoded, cut) = hop::read_body(&mut received, cfg.max_body_bytes).await?;
         HttpPhases::add(&mut outcome.phases.transfer, started.elapsed());
+        outcome.body_encoded_bytes = encoded.len();
+        let (body, full) = coding::decode(&codings, &encoded, cfg.max_body_bytes)?;
+        let truncated = cut || full;
         outcome.body_bytes = body.len();
         outcome.body_truncated = truncated;
         return check_response(cfg, received.response.status(), &body, truncated);
@@ -220,6 +237,20 @@ fn check_target(url: &Url) -> Result<(), String> {
         other => Err(format!("scheme {other} is not http or https")),
     }
 }
+
+/// Basic auth is refused over plain HTTP unless explicitly allowed: the password would be
+/// readable on the network (RFC 7617 §4).
+fn check_basic_auth(cfg: &HttpConfig) -> Result<(), &'static str> {
+    let plain = cfg.url.scheme() == "http";
+    match BasicAuth::from_url(&cfg.url) {
+        Some(_) if plain && !cfg.allow_insecure_basic_auth => Err(INSECURE_BASIC_AUTH),
+        _ => Ok(()),
+    }
+}
+
+/// Why Basic auth over `http://` is refused, for the probe and the spec's validation.
+pub const INSECURE_BASIC_AUTH: &str = "Basic auth over plain http:// would send the password \
+    readable by anyone on the path; use https:// or set allowInsecureBasicAuth: true";
 
 /// Where a redirect points, resolved against `url` (RFC 9110 §10.2.2 allows a relative
 /// `Location`). `None` when the response is not a redirect; a 3xx without `Location` is then
@@ -290,6 +321,17 @@ mod tests {
         assert!(!text.contains("hunter2"), "{text}");
         assert!(!text.contains("user"), "{text}");
         assert!(text.contains("https://example.com/"), "{text}");
+    }
+
+    #[test]
+    fn basic_auth_over_http_needs_an_explicit_yes() {
+        let mut c = HttpConfig::new(Url::parse("http://user:pw@example.com/").unwrap());
+        assert_eq!(check_basic_auth(&c), Err(INSECURE_BASIC_AUTH));
+        c.allow_insecure_basic_auth = true;
+        assert_eq!(check_basic_auth(&c), Ok(()));
+        assert_eq!(check_basic_auth(&cfg()), Ok(()));
+        let anonymous = HttpConfig::new(Url::parse("http://example.com/").unwrap());
+        assert_eq!(check_basic_auth(&anonymous), Ok(()));
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! What an HTTP probe saw: the facts of the final response, per-phase timings and the failure.
 
+use super::ContentCoding;
 use crate::probe::attempts::{self, Attempt};
 use crate::probe::{Failure, Outcome, secs, timestamp};
 use serde::Serialize;
@@ -69,7 +70,7 @@ pub struct HttpOutcome {
     pub redirects: u8,
     /// Status of the final response.
     pub status: Option<u16>,
-    /// e.g. `HTTP/1.1`.
+    /// `HTTP/1.1`, `HTTP/1.0`, or `HTTP/2.0` when TLS's ALPN chose h2.
     pub http_version: Option<String>,
     /// The final response's `Server` header (lossy UTF-8, at most 200 characters).
     pub server: Option<String>,
@@ -81,7 +82,13 @@ pub struct HttpOutcome {
     /// takes the final response's TLS state).
     #[serde(serialize_with = "timestamp::option::serialize")]
     pub cert_not_after: Option<SystemTime>,
-    /// Body bytes read (at most the configured limit).
+    /// The final response's content codings, in the order the server applied them (empty for
+    /// an uncoded body).
+    pub content_encoding: Vec<ContentCoding>,
+    /// Body bytes received, as sent (at most the configured limit).
+    pub body_encoded_bytes: usize,
+    /// Body bytes after decoding the content codings (at most the configured limit): what the
+    /// body checks match.
     pub body_bytes: usize,
     /// The body was longer than the limit; reading stopped there and only that prefix was matched.
     pub body_truncated: bool,
@@ -102,6 +109,8 @@ impl HttpOutcome {
             phases: HttpPhases::default(),
             duration: Duration::ZERO,
             cert_not_after: None,
+            content_encoding: Vec::new(),
+            body_encoded_bytes: 0,
             body_bytes: 0,
             body_truncated: false,
             failure: None,
@@ -116,6 +125,7 @@ impl HttpOutcome {
         self.http_version = None;
         self.server = None;
         self.cert_not_after = None;
+        self.content_encoding.clear();
     }
 }
 
@@ -164,7 +174,21 @@ impl Outcome for HttpOutcome {
             } else {
                 ""
             };
-            facts.push(("body", format!("{} bytes{truncated}", self.body_bytes)));
+            let coded = match self.content_encoding.as_slice() {
+                [] => String::new(),
+                codings => {
+                    let names: Vec<String> = codings.iter().map(|c| c.to_string()).collect();
+                    format!(
+                        ", {} decoded from {} bytes",
+                        names.join(", "),
+                        self.body_encoded_bytes
+                    )
+                }
+            };
+            facts.push((
+                "body",
+                format!("{} bytes{coded}{truncated}", self.body_bytes),
+            ));
         }
         facts
     }

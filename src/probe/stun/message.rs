@@ -89,6 +89,10 @@ pub(super) struct Mapping {
     pub other_address: Option<SocketAddr>,
     /// RFC 5780 RESPONSE-ORIGIN: where the server says it sent the response from.
     pub response_origin: Option<SocketAddr>,
+    /// RFC 3489 §11.2.5 SOURCE-ADDRESS (RESPONSE-ORIGIN's predecessor), from an RFC 3489 server.
+    pub source_address: Option<SocketAddr>,
+    /// RFC 3489 §11.2.3 CHANGED-ADDRESS (OTHER-ADDRESS's predecessor), from an RFC 3489 server.
+    pub changed_address: Option<SocketAddr>,
 }
 
 /// A response that belongs to the transaction.
@@ -181,12 +185,14 @@ fn decode(message: &[u8]) -> Result<Response, String> {
         ));
     }
     // RFC 8489 §6.3.3/§6.3.4: a response with unknown comprehension-required attributes fails
-    // the transaction.
+    // the transaction. RFC 3489's own attributes are known, though stun-rs no longer decodes them.
     let unknown: Vec<String> = msg
         .attributes()
         .iter()
-        .filter(|a| a.is_unknown() && a.attribute_type().is_comprehension_required())
-        .map(|a| format!("{:#06x}", a.attribute_type().as_u16()))
+        .filter(|a| a.is_unknown())
+        .map(|a| a.attribute_type())
+        .filter(|t| t.is_comprehension_required() && !RFC3489_ATTRIBUTES.contains(&t.as_u16()))
+        .map(|t| format!("{:#06x}", t.as_u16()))
         .collect();
     if !unknown.is_empty() {
         return Err(format!(
@@ -195,7 +201,7 @@ fn decode(message: &[u8]) -> Result<Response, String> {
         ));
     }
     match msg.class() {
-        MessageClass::SuccessResponse => success(&msg).map(Response::Success),
+        MessageClass::SuccessResponse => success(&msg, message).map(Response::Success),
         MessageClass::ErrorResponse => error(&msg),
         MessageClass::Request | MessageClass::Indication => Err(
             "peer sent a Binding request or indication back instead of a response (an echo?)"
@@ -204,7 +210,7 @@ fn decode(message: &[u8]) -> Result<Response, String> {
     }
 }
 
-fn success(msg: &StunMessage) -> Result<Mapping, String> {
+fn success(msg: &StunMessage, raw: &[u8]) -> Result<Mapping, String> {
     let (mapped, via) = if let Some(attr) = msg.get::<XorMappedAddress>() {
         let xor = attr.expect_xor_mapped_address();
         (*xor.socket_address(), MappedVia::XorMappedAddress)
@@ -228,7 +234,47 @@ fn success(msg: &StunMessage) -> Result<Mapping, String> {
         response_origin: msg
             .get::<ResponseOrigin>()
             .map(|a| *a.expect_response_origin().socket_address()),
+        source_address: rfc3489_address(raw, SOURCE_ADDRESS)?,
+        changed_address: rfc3489_address(raw, CHANGED_ADDRESS)?,
     })
+}
+
+/// RFC 3489 §11.2 attributes that RFC 5389 dropped from the comprehension-required range and
+/// stun-rs (an RFC 8489 implementation) does not decode: RESPONSE-ADDRESS, SOURCE-ADDRESS,
+/// CHANGED-ADDRESS, PASSWORD and REFLECTED-FROM. An RFC 3489 server (e.g. the reference
+/// `stund`) sends SOURCE-ADDRESS and CHANGED-ADDRESS in every Binding response.
+const RFC3489_ATTRIBUTES: [u16; 5] = [0x0002, SOURCE_ADDRESS, CHANGED_ADDRESS, 0x0007, 0x000b];
+const SOURCE_ADDRESS: u16 = 0x0004;
+const CHANGED_ADDRESS: u16 = 0x0005;
+
+/// The value of the RFC 3489 address attribute `wanted` (MAPPED-ADDRESS's layout, §11.2.1:
+/// zero, family, port, address), read from the raw message since stun-rs keeps no value of an
+/// attribute it does not know. The message was already decoded by stun-rs, so the attribute
+/// headers and lengths are consistent; the value itself is checked here.
+fn rfc3489_address(message: &[u8], wanted: u16) -> Result<Option<SocketAddr>, String> {
+    let mut rest = message.get(MESSAGE_HEADER_SIZE..).unwrap_or_default();
+    while let Some((header, after)) = rest.split_first_chunk::<4>() {
+        let kind = u16::from_be_bytes([header[0], header[1]]);
+        let length = usize::from(u16::from_be_bytes([header[2], header[3]]));
+        let value = after.get(..length).unwrap_or(after);
+        if kind == wanted {
+            return address_value(value)
+                .map(Some)
+                .ok_or_else(|| format!("malformed RFC 3489 attribute {wanted:#06x}"));
+        }
+        rest = after.get(length.next_multiple_of(4)..).unwrap_or_default();
+    }
+    Ok(None)
+}
+
+fn address_value(value: &[u8]) -> Option<SocketAddr> {
+    let port = u16::from_be_bytes([*value.get(2)?, *value.get(3)?]);
+    let ip: std::net::IpAddr = match (value.get(1)?, value.get(4..)?) {
+        (1, ip) => <[u8; 4]>::try_from(ip).ok()?.into(),
+        (2, ip) => <[u8; 16]>::try_from(ip).ok()?.into(),
+        _ => return None,
+    };
+    Some(SocketAddr::new(ip, port))
 }
 
 fn error(msg: &StunMessage) -> Result<Response, String> {
@@ -324,8 +370,46 @@ mod tests {
                 software: Some("coturn".into()),
                 other_address: Some(addr(3)),
                 response_origin: Some(addr(4)),
+                source_address: None,
+                changed_address: None,
             }
         );
+    }
+
+    /// What the RFC 3489 reference server (stund 0.97) answers: MAPPED-ADDRESS,
+    /// SOURCE-ADDRESS, CHANGED-ADDRESS, XOR-MAPPED-ADDRESS and SERVER (now SOFTWARE).
+    #[test]
+    fn rfc3489_source_and_changed_address_are_known() {
+        let txid = TransactionId::from([7u8; 12]);
+        let mut message = hex::decode("010100442112a442").unwrap();
+        message.extend_from_slice(txid.as_bytes());
+        for attribute in [
+            "00010008",
+            "0001ec7e7f000001",
+            "00040008",
+            "000134a67f000001",
+            "00050008",
+            "000134a77f000002",
+            "00200008",
+            "0001cd6c5e12a443",
+            "80220010",
+            "566f766964612e6f726720302e393700",
+        ] {
+            message.extend(hex::decode(attribute).unwrap());
+        }
+        let Judged::Answer(Response::Success(m)) = judge(&message, &txid) else {
+            panic!("not a success: {:?}", judge(&message, &txid));
+        };
+        let loopback = |last: u8, port: u16| SocketAddr::from(([127, 0, 0, last], port));
+        assert_eq!(m.mapped, loopback(1, 0xec7e));
+        assert_eq!(m.source_address, Some(loopback(1, 13478)));
+        assert_eq!(m.changed_address, Some(loopback(2, 13479)));
+        assert!(m.software.is_some_and(|s| s.starts_with("Vovida.org 0.97")));
+
+        // A CHANGED-ADDRESS of an unknown family is malformed.
+        let mut bad = message.clone();
+        bad[20 + 12 + 12 + 5] = 9;
+        assert!(matches!(judge(&bad, &txid), Judged::Broken(_)));
     }
 
     #[test]

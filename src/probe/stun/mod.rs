@@ -22,6 +22,7 @@ pub use nat::{Behaviour, NatBehaviour, NatBindingMethod, NatBindingResult};
 
 use super::attempts::{self, Attempt};
 use super::dns::Dns;
+use super::tls::CaSource;
 use super::{ConfigError, DnsErrorKind, DnsRecord, Failure, Outcome, secs};
 use message::{Request, Response};
 use serde::Serialize;
@@ -32,16 +33,24 @@ use transport::Deadline;
 
 /// The port a server entry without one uses (RFC 8489 §18.5: "stun" on 3478).
 pub const DEFAULT_PORT: u16 = 3478;
+/// The port of a TLS server entry without one (RFC 8489 §18.5: "stuns" on 5349).
+pub const DEFAULT_TLS_PORT: u16 = 5349;
 
 /// What to probe.
 #[derive(Debug, Clone)]
 pub struct StunConfig {
-    /// `host`, `host:port`, `ip:port` or `[ipv6]:port`; the port defaults to 3478. Asked in
-    /// parallel; the NAT measurements use the first one (in this order) that answered.
+    /// `host`, `host:port`, `ip:port` or `[ipv6]:port`; the port defaults to 3478. A `stuns:`
+    /// prefix (RFC 7064) asks that server over TLS (port 5349 by default), `stun:` is the plain
+    /// form. Asked in parallel; the NAT measurements use the first one (in this order) that
+    /// answered without TLS.
     pub servers: Vec<String>,
-    /// Transport of the Binding requests. The NAT measurements always use UDP: UDP mappings
-    /// are the ones that expire between the phones' keep-alives.
+    /// Transport of the Binding requests to servers without `stuns:`. The NAT measurements
+    /// always use UDP: UDP mappings are the ones that expire between the phones' keep-alives.
     pub transport: StunTransport,
+    /// Whether every server must answer (a dead one fails the probe) or one answer is enough.
+    pub require: StunRequire,
+    /// Extra trust anchors for TLS servers, on top of the system's.
+    pub ca: Option<CaSource>,
     /// Bounds each server's Binding (name resolution included) and each transaction of the
     /// NAT measurements. With `nat_binding` set to `T`, the probe takes up to `T + 4 x timeout`
     /// (the Bindings, then up to three transactions besides the idle wait).
@@ -55,6 +64,19 @@ pub struct StunConfig {
 pub enum StunTransport {
     Udp,
     Tcp,
+    /// STUN over TLS over TCP (RFC 8489 §6.2.2), framed as over TCP.
+    Tls,
+}
+
+/// How many of several servers must answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+pub enum StunRequire {
+    /// Each server is a dependency (the phones are configured with it): a dead one fails the
+    /// probe, naming it.
+    #[default]
+    All,
+    /// The servers are alternatives: one answer is enough.
+    Any,
 }
 
 impl StunConfig {
@@ -64,17 +86,54 @@ impl StunConfig {
             return Err(ConfigError::new("stun.servers", "at least one server"));
         }
         for server in &self.servers {
-            parse_server(server).map_err(|reason| ConfigError::new("stun.servers", reason))?;
+            self.entry(server)
+                .map_err(|reason| ConfigError::new("stun.servers", reason))?;
         }
         if self.timeout.is_zero() {
             return Err(ConfigError::new("timeout", "must be more than zero"));
         }
+        if let Some(ca) = &self.ca {
+            ca.certificates()?;
+        }
         Ok(())
+    }
+
+    /// A server entry's transport, host and port.
+    fn entry<'a>(&self, server: &'a str) -> Result<(StunTransport, &'a str, u16), String> {
+        let (tls, rest) = split_scheme(server);
+        let transport = if tls {
+            StunTransport::Tls
+        } else {
+            self.transport
+        };
+        let (host, port) = parse_server(rest)?;
+        let port = match (port, transport) {
+            (Some(port), _) => port,
+            (None, StunTransport::Tls) => DEFAULT_TLS_PORT,
+            (None, _) => DEFAULT_PORT,
+        };
+        Ok((transport, host, port))
     }
 }
 
-/// Splits a server entry into host and port.
-fn parse_server(server: &str) -> Result<(&str, u16), String> {
+/// Splits off a server entry's RFC 7064 scheme: `true` for `stuns:` (TLS), and the entry
+/// without `stun:`/`stuns:`. `stun:3478` is the host `stun` (e.g. a Kubernetes Service of that
+/// name) with a port, not a scheme before the host `3478`.
+pub fn split_scheme(entry: &str) -> (bool, &str) {
+    match entry.split_once(':') {
+        Some((scheme, rest)) if rest.parse::<u16>().is_err() => {
+            match scheme.to_ascii_lowercase().as_str() {
+                "stuns" => (true, rest),
+                "stun" => (false, rest),
+                _ => (false, entry),
+            }
+        }
+        _ => (false, entry),
+    }
+}
+
+/// Splits a server entry (without scheme) into host and port, if it names one.
+fn parse_server(server: &str) -> Result<(&str, Option<u16>), String> {
     let bad = |why: &str| format!("{server:?}: {why}");
     let (host, port) = if let Some(rest) = server.strip_prefix('[') {
         let (host, after) = rest
@@ -103,10 +162,10 @@ fn parse_server(server: &str) -> Result<(&str, u16), String> {
         return Err(bad("no host name"));
     }
     let port = match port {
-        None => DEFAULT_PORT,
+        None => None,
         Some(port) => match port.parse::<u16>() {
             Ok(0) | Err(_) => return Err(bad("port must be 1-65535")),
-            Ok(port) => port,
+            Ok(port) => Some(port),
         },
     };
     Ok((host, port))
@@ -123,8 +182,9 @@ pub struct StunOutcome {
     pub nat_binding: Option<NatBindingResult>,
     /// RFC 5780 §4.3/§4.4, when `nat_binding` was set and that server offers OTHER-ADDRESS.
     pub nat_behaviour: Option<NatBehaviour>,
-    /// No server answered (the first server's failure), the answers disagree
-    /// (`AddressMismatch`), or the requested NAT binding measurement could not be made.
+    /// No server answered (the first server's failure), one did not while all must
+    /// (`StunServerFailed`), the answers disagree (`AddressMismatch`), or the requested NAT
+    /// binding measurement could not be made.
     pub failure: Option<Failure>,
     #[serde(rename = "durationSeconds", serialize_with = "secs::serialize")]
     pub duration: Duration,
@@ -141,6 +201,8 @@ pub struct ServerResult {
     pub address: Option<SocketAddr>,
     /// The addresses that did not answer, in the order asked.
     pub attempts: Vec<Attempt>,
+    /// How this server was asked (`stuns:` entries over TLS).
+    pub transport: StunTransport,
     #[serde(flatten)]
     pub answer: ServerAnswer,
 }
@@ -171,6 +233,10 @@ pub struct Binding {
     pub software: Option<String>,
     /// RFC 5780 OTHER-ADDRESS: the server supports NAT behaviour discovery.
     pub other_address: Option<SocketAddr>,
+    /// RFC 3489 SOURCE-ADDRESS: where an RFC 3489 server says it answered from.
+    pub source_address: Option<SocketAddr>,
+    /// RFC 3489 CHANGED-ADDRESS: an RFC 3489 server's alternate IP and port.
+    pub changed_address: Option<SocketAddr>,
 }
 
 impl StunOutcome {
@@ -201,14 +267,10 @@ async fn run(dns: &Dns, cfg: &StunConfig) -> StunOutcome {
     let start = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
     for (index, server) in cfg.servers.iter().enumerate() {
-        let (dns, server, transport, timeout) =
-            (dns.clone(), server.clone(), cfg.transport, cfg.timeout);
+        let (dns, cfg, server) = (dns.clone(), cfg.clone(), server.clone());
         tasks.spawn(async move {
-            let deadline = Deadline::after(timeout);
-            (
-                index,
-                probe_server(&dns, server, transport, &deadline).await,
-            )
+            let deadline = Deadline::after(cfg.timeout);
+            (index, probe_server(&dns, &cfg, server, &deadline).await)
         });
     }
     let mut results: Vec<Option<ServerResult>> = vec![None; cfg.servers.len()];
@@ -219,12 +281,15 @@ async fn run(dns: &Dns, cfg: &StunConfig) -> StunOutcome {
     }
     let servers: Vec<ServerResult> = results.into_iter().flatten().collect();
 
-    let mut failure = overall_failure(&servers);
+    let mut failure = overall_failure(&servers, cfg.require);
     let (mut nat_binding, mut nat_behaviour) = (None, None);
-    let first_answer = servers.iter().find_map(|s| match (&s.answer, s.address) {
-        (ServerAnswer::Binding(b), Some(address)) => Some((address, b)),
-        _ => None,
-    });
+    let first_answer = servers
+        .iter()
+        .filter(|s| s.transport != StunTransport::Tls)
+        .find_map(|s| match (&s.answer, s.address) {
+            (ServerAnswer::Binding(b), Some(address)) => Some((address, b)),
+            _ => None,
+        });
     if let (None, Some(idle), Some((address, binding))) = (&failure, cfg.nat_binding, first_answer)
     {
         // The server chooses its OTHER-ADDRESS: the allow-list decides whether it is asked.
@@ -261,16 +326,33 @@ async fn run(dns: &Dns, cfg: &StunConfig) -> StunOutcome {
 
 async fn probe_server(
     dns: &Dns,
+    cfg: &StunConfig,
     server: String,
-    transport: StunTransport,
     deadline: &Deadline,
 ) -> ServerResult {
     let mut attempts = Vec::new();
-    let (address, answer) = match resolve(dns, &server, deadline).await {
+    // validate() rejects an entry that does not parse; one that reaches here names no host.
+    let Ok((transport, host, port)) = cfg.entry(&server) else {
+        let failure = Failure::DnsFailure {
+            name: server.clone(),
+            record: DnsRecord::Address,
+            kind: DnsErrorKind::NxDomain,
+        };
+        return ServerResult {
+            transport: cfg.transport,
+            server,
+            address: None,
+            attempts,
+            answer: ServerAnswer::Failure(failure),
+        };
+    };
+    let tls = (transport == StunTransport::Tls).then_some((host, cfg.ca.as_ref()));
+    let (address, answer) = match resolve(dns, host, port, deadline).await {
         Err(failure) => (None, ServerAnswer::Failure(failure)),
         Ok(addresses) => {
+            let how = How { transport, tls };
             let (address, result) =
-                each_address(&server, &addresses, transport, deadline, &mut attempts).await;
+                each_address(&server, &addresses, how, deadline, &mut attempts).await;
             let answer = match result {
                 Ok(binding) => ServerAnswer::Binding(binding),
                 Err(failure) => ServerAnswer::Failure(failure),
@@ -282,18 +364,27 @@ async fn probe_server(
         server,
         address,
         attempts,
+        transport,
         answer,
     }
 }
 
+/// How to ask a server: the transport, and for TLS the name its certificate must carry and
+/// the extra trust anchors.
+#[derive(Clone, Copy)]
+struct How<'a> {
+    transport: StunTransport,
+    tls: Option<(&'a str, Option<&'a CaSource>)>,
+}
+
 /// Asks the server's addresses in turn until one answers (see [`crate::probe::attempts`]):
-/// over UDP one after another, each with its share of the time left, over TCP racing.
+/// over UDP one after another, each with its share of the time left, over TCP and TLS racing.
 /// Returns the address that answered (or the last one tried) and the answer; the addresses
 /// that did not answer go to `attempts`.
 async fn each_address(
     server: &str,
     addresses: &[SocketAddr],
-    transport: StunTransport,
+    how: How<'_>,
     deadline: &Deadline,
     attempts: &mut Vec<Attempt>,
 ) -> (Option<SocketAddr>, Result<Binding, Failure>) {
@@ -305,14 +396,14 @@ async fn each_address(
         });
     };
     let mut last = (None, Err(deadline.expired()));
-    match transport {
+    match how.transport {
         StunTransport::Udp => {
             for (index, address) in addresses.iter().copied().enumerate() {
                 let share = Deadline {
                     at: attempts::udp_share(deadline.at, index + 1 == addresses.len()),
                     timeout: deadline.timeout,
                 };
-                match exchange(address, transport, &share).await {
+                match exchange(address, how, &share).await {
                     Err(failure) if answers_elsewhere(&failure) => {
                         failed(address, &failure);
                         last = (Some(address), Err(failure));
@@ -322,8 +413,8 @@ async fn each_address(
             }
             last
         }
-        StunTransport::Tcp => {
-            let ask = |address| exchange(address, transport, deadline);
+        StunTransport::Tcp | StunTransport::Tls => {
+            let ask = |address| exchange(address, how, deadline);
             let (won, lost) = attempts::race(addresses, deadline.at, deadline.timeout, ask).await;
             for (address, failure) in lost {
                 failed(address, &failure);
@@ -347,14 +438,17 @@ fn answers_elsewhere(failure: &Failure) -> bool {
 }
 
 /// The addresses to ask, in the order to ask them (RFC 8305 §4).
-async fn resolve(dns: &Dns, server: &str, deadline: &Deadline) -> Result<Vec<SocketAddr>, Failure> {
+async fn resolve(
+    dns: &Dns,
+    host: &str,
+    port: u16,
+    deadline: &Deadline,
+) -> Result<Vec<SocketAddr>, Failure> {
     let no_such = |name: &str, kind| Failure::DnsFailure {
         name: name.to_owned(),
         record: DnsRecord::Address,
         kind,
     };
-    // validate() rejects such an entry; one that reaches here cannot name a host.
-    let (host, port) = parse_server(server).map_err(|_| no_such(server, DnsErrorKind::NxDomain))?;
     // A resolver still busy at the deadline is a DNS failure: the server was never asked.
     let ips = timeout_at(deadline.at, dns.lookup_ip(host))
         .await
@@ -365,13 +459,14 @@ async fn resolve(dns: &Dns, server: &str, deadline: &Deadline) -> Result<Vec<Soc
         .collect())
 }
 
+/// One Binding with `address`, as `how` says.
 async fn exchange(
     address: SocketAddr,
-    transport: StunTransport,
+    how: How<'_>,
     deadline: &Deadline,
 ) -> Result<Binding, Failure> {
     let request = Request::binding();
-    let (reply, local) = match transport {
+    let (reply, local) = match how.transport {
         StunTransport::Udp => {
             let socket = transport::connected_udp(address).await?;
             let local = socket
@@ -382,7 +477,13 @@ async fn exchange(
                 local,
             )
         }
-        StunTransport::Tcp => transport::tcp(address, &request, deadline).await?,
+        StunTransport::Tcp | StunTransport::Tls => {
+            let tls = match how.tls {
+                Some((host, ca)) => Some(transport::TlsPeer::new(host, ca)?),
+                None => None,
+            };
+            transport::tcp(address, tls, &request, deadline).await?
+        }
     };
     let mapping = match reply.response {
         Response::Success(mapping) => mapping,
@@ -397,26 +498,37 @@ async fn exchange(
         retransmits: reply.retransmits,
         software: mapping.software,
         other_address: mapping.other_address,
+        source_address: mapping.source_address,
+        changed_address: mapping.changed_address,
     })
 }
 
 /// The probe's failure from the servers' results: none answered (the first server's failure),
-/// or those that answered disagree about the public address.
-fn overall_failure(servers: &[ServerResult]) -> Option<Failure> {
+/// those that answered disagree about the public address, or (with [`StunRequire::All`]) one
+/// did not answer, named.
+fn overall_failure(servers: &[ServerResult], require: StunRequire) -> Option<Failure> {
     let mut mapped = Vec::new();
     let mut first_failure = None;
     for server in servers {
         match &server.answer {
             ServerAnswer::Binding(b) => mapped.push(b.mapped.ip()),
             ServerAnswer::Failure(f) => {
-                first_failure.get_or_insert(f);
+                first_failure.get_or_insert((server, f));
             }
         }
     }
     if mapped.is_empty() {
-        return first_failure.cloned();
+        return first_failure.map(|(_, f)| f.clone());
     }
-    address_mismatch(&mapped)
+    address_mismatch(&mapped).or_else(|| match (require, first_failure) {
+        (StunRequire::All, Some((server, failure))) => Some(Failure::StunServerFailed {
+            server: server.server.clone(),
+            answered: mapped.len(),
+            of: servers.len(),
+            cause: Box::new(failure.clone()),
+        }),
+        _ => None,
+    })
 }
 
 /// Seed 004: "multiple public IP addresses at the customer" — one server sees address A, another
@@ -448,17 +560,14 @@ impl Outcome for StunOutcome {
     }
 
     fn facts(&self) -> Vec<(&'static str, String)> {
-        let mut facts = vec![(
-            "transport",
-            match self.transport {
-                StunTransport::Udp => "UDP",
-                StunTransport::Tcp => "TCP",
-            }
-            .to_owned(),
-        )];
+        let mut facts = vec![("transport", transport_name(self.transport).to_owned())];
         for server in &self.servers {
+            let over = match server.transport == self.transport {
+                true => String::new(),
+                false => format!(", {}", transport_name(server.transport)),
+            };
             let asked = match server.address {
-                Some(address) => format!("{} ({address})", server.server),
+                Some(address) => format!("{} ({address}{over})", server.server),
                 None => server.server.clone(),
             };
             facts.push(("server", asked));
@@ -482,6 +591,12 @@ impl Outcome for StunOutcome {
                     if let Some(other) = b.other_address {
                         facts.push(("other address (RFC 5780)", other.to_string()));
                     }
+                    if let Some(source) = b.source_address {
+                        facts.push(("source address (RFC 3489)", source.to_string()));
+                    }
+                    if let Some(changed) = b.changed_address {
+                        facts.push(("changed address (RFC 3489)", changed.to_string()));
+                    }
                 }
                 ServerAnswer::Failure(f) => facts.push(("failure", f.to_string())),
             }
@@ -494,6 +609,14 @@ impl Outcome for StunOutcome {
         }
         facts.push(("duration", millis(self.duration)));
         facts
+    }
+}
+
+fn transport_name(transport: StunTransport) -> &'static str {
+    match transport {
+        StunTransport::Udp => "UDP",
+        StunTransport::Tcp => "TCP",
+        StunTransport::Tls => "TLS",
     }
 }
 
@@ -546,12 +669,12 @@ mod tests {
     #[test]
     fn server_entries_parse() {
         let ok = [
-            ("stun.sipgate.net", ("stun.sipgate.net", 3478)),
-            ("stun.sipgate.net:10000", ("stun.sipgate.net", 10000)),
-            ("127.0.0.1:3479", ("127.0.0.1", 3479)),
-            ("[::1]:5349", ("::1", 5349)),
-            ("[2001:db8::1]", ("2001:db8::1", 3478)),
-            ("2001:db8::1", ("2001:db8::1", 3478)),
+            ("stun.sipgate.net", ("stun.sipgate.net", None)),
+            ("stun.sipgate.net:10000", ("stun.sipgate.net", Some(10000))),
+            ("127.0.0.1:3479", ("127.0.0.1", Some(3479))),
+            ("[::1]:5349", ("::1", Some(5349))),
+            ("[2001:db8::1]", ("2001:db8::1", None)),
+            ("2001:db8::1", ("2001:db8::1", None)),
         ];
         for (entry, want) in ok {
             assert_eq!(parse_server(entry), Ok(want), "{entry}");
@@ -577,6 +700,8 @@ mod tests {
             transport: StunTransport::Udp,
             timeout: Duration::from_secs(2),
             nat_binding: None,
+            require: StunRequire::All,
+            ca: None,
         };
         assert_eq!(cfg.validate().unwrap_err().field, "stun.servers");
         cfg.servers.pop();
@@ -591,6 +716,7 @@ mod tests {
             server: "s".into(),
             address: Some("192.0.2.1:3478".parse().unwrap()),
             attempts: Vec::new(),
+            transport: StunTransport::Udp,
             answer: ServerAnswer::Binding(Binding {
                 local: "10.0.0.2:5000".parse().unwrap(),
                 mapped,
@@ -600,39 +726,99 @@ mod tests {
                 retransmits: 0,
                 software: None,
                 other_address: None,
+                source_address: None,
+                changed_address: None,
             }),
         }
     }
 
     fn failed(failure: Failure) -> ServerResult {
         ServerResult {
-            server: "s".into(),
+            server: "dead".into(),
             address: None,
             attempts: Vec::new(),
+            transport: StunTransport::Udp,
             answer: ServerAnswer::Failure(failure),
         }
     }
 
     #[test]
-    fn overall_failure_needs_all_servers_silent_or_a_mismatch() {
+    fn overall_failure_names_a_dead_server_unless_any_answer_will_do() {
+        use StunRequire::{All, Any};
         let timeout = Failure::Timeout {
             after: Duration::from_secs(1),
         };
         let refused = Failure::ConnectRefused { peer: "x".into() };
-        assert_eq!(
-            overall_failure(&[failed(refused.clone()), failed(timeout.clone())]),
-            Some(refused)
-        );
-        assert_eq!(
-            overall_failure(&[failed(timeout.clone()), answered("198.51.7.1:4000")]),
-            None
-        );
-        assert_eq!(
-            overall_failure(&[answered("8.8.4.4:4000"), answered("8.8.8.8:4000")])
+        for require in [All, Any] {
+            assert_eq!(
+                overall_failure(&[failed(refused.clone()), failed(timeout.clone())], require),
+                Some(refused.clone())
+            );
+            assert_eq!(
+                overall_failure(
+                    &[answered("8.8.4.4:4000"), answered("8.8.8.8:4000")],
+                    require
+                )
                 .unwrap()
                 .class(),
-            "AddressMismatch"
+                "AddressMismatch"
+            );
+        }
+        let one_dead = [failed(timeout.clone()), answered("198.51.7.1:4000")];
+        assert_eq!(overall_failure(&one_dead, Any), None);
+        let failure = overall_failure(&one_dead, All).unwrap();
+        assert_eq!(
+            failure,
+            Failure::StunServerFailed {
+                server: "dead".into(),
+                answered: 1,
+                of: 2,
+                cause: Box::new(timeout),
+            }
         );
+        assert_eq!(
+            failure.to_string(),
+            "STUN server dead failed (1 of 2 answered): no answer within 1s"
+        );
+    }
+
+    #[test]
+    fn stuns_entries_use_tls_and_port_5349() {
+        let cfg = StunConfig {
+            servers: vec![],
+            transport: StunTransport::Udp,
+            timeout: Duration::from_secs(1),
+            nat_binding: None,
+            require: StunRequire::All,
+            ca: None,
+        };
+        let cases = [
+            (
+                "stuns:stun.example.org",
+                (StunTransport::Tls, "stun.example.org", 5349),
+            ),
+            ("STUNS:[::1]:443", (StunTransport::Tls, "::1", 443)),
+            (
+                "stun:stun.example.org",
+                (StunTransport::Udp, "stun.example.org", 3478),
+            ),
+            ("127.0.0.1:3479", (StunTransport::Udp, "127.0.0.1", 3479)),
+            ("::1", (StunTransport::Udp, "::1", 3478)),
+            ("stun:3478", (StunTransport::Udp, "stun", 3478)),
+            ("stuns:5349", (StunTransport::Udp, "stuns", 5349)),
+        ];
+        for (entry, want) in cases {
+            assert_eq!(cfg.entry(entry), Ok(want), "{entry}");
+        }
+        let tls = StunConfig {
+            transport: StunTransport::Tls,
+            ..cfg.clone()
+        };
+        assert_eq!(
+            tls.entry("stun.example.org"),
+            Ok((StunTransport::Tls, "stun.example.org", 5349))
+        );
+        assert!(cfg.entry("stuns:").is_err());
     }
 
     #[test]

@@ -1,13 +1,17 @@
-//! One Binding transaction: over UDP with the retransmissions of RFC 8489 §6.2.1, over TCP as
-//! one framed request and response (§6.2.2). Every wait ends at the caller's [`Deadline`];
-//! every read is bounded by [`MAX_MESSAGE`].
+//! One Binding transaction: over UDP with the retransmissions of RFC 8489 §6.2.1, over TCP or
+//! TLS-over-TCP as one framed request and response (§6.2.2). Every wait ends at the caller's
+//! [`Deadline`]; every read is bounded by [`MAX_MESSAGE`].
 
 use super::message::{Judged, MAX_MESSAGE, Request, Response, frame_length, judge};
-use crate::probe::Failure;
+use crate::probe::tls::{self, CaSource};
+use crate::probe::{ConfigError, Failure};
+use rustls::ClientConfig;
+use rustls::pki_types::ServerName;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
 use stun_rs::{MESSAGE_HEADER_SIZE, TransactionId};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 use tokio::time::{Instant, timeout_at};
 
@@ -161,25 +165,67 @@ pub(super) async fn receive(
     }
 }
 
-/// A transaction over TCP: connect, send `request`, read framed messages until the answer.
-/// Returns the local address of the connection with the reply (the mapping is compared to it).
+/// A TLS server (RFC 8489 §6.2.2, `stuns:`): the name its certificate must carry and the
+/// trust anchors to verify it with. STUN has no ALPN identifier of its own, so none is offered.
+pub(super) struct TlsPeer {
+    name: ServerName<'static>,
+    shown: String,
+    config: Arc<ClientConfig>,
+}
+
+impl TlsPeer {
+    pub fn new(host: &str, ca: Option<&CaSource>) -> Result<TlsPeer, Failure> {
+        let config_error = |e: ConfigError| Failure::Tls {
+            detail: crate::probe::TlsFailure::Handshake {
+                detail: e.to_string(),
+            },
+        };
+        Ok(TlsPeer {
+            name: tls::server_name(host).map_err(config_error)?,
+            shown: host.to_owned(),
+            config: tls::client_config(ca, &[]).map_err(config_error)?,
+        })
+    }
+}
+
+/// A transaction over TCP, or over TLS when `tls` is given: connect (and handshake), send
+/// `request`, read framed messages until the answer. Returns the local address of the
+/// connection with the reply (the mapping is compared to it).
 pub(super) async fn tcp(
     server: SocketAddr,
+    tls: Option<TlsPeer>,
     request: &Request,
     deadline: &Deadline,
 ) -> Result<(Reply, SocketAddr), Failure> {
-    timeout_at(deadline.at, tcp_exchange(server, request))
+    let exchange = async {
+        let io = |e: std::io::Error| Failure::from_io(&e, server);
+        let stream = TcpStream::connect(server).await.map_err(io)?;
+        let local = stream.local_addr().map_err(io)?;
+        let reply = match tls {
+            None => stream_exchange(stream, server, request).await?,
+            Some(peer) => {
+                let stream = tokio_rustls::TlsConnector::from(peer.config)
+                    .connect(peer.name, stream)
+                    .await
+                    .map_err(|e| tls::handshake_failure(&e, &peer.shown))?;
+                stream_exchange(stream, server, request).await?
+            }
+        };
+        Ok((reply, local))
+    };
+    timeout_at(deadline.at, exchange)
         .await
         .map_err(|_| deadline.expired())?
 }
 
-async fn tcp_exchange(
+/// Sends `request` on a connected stream and reads framed messages until its answer. The
+/// round trip is timed from the request, after any handshake.
+async fn stream_exchange(
+    mut stream: impl AsyncRead + AsyncWrite + Unpin,
     server: SocketAddr,
     request: &Request,
-) -> Result<(Reply, SocketAddr), Failure> {
+) -> Result<Reply, Failure> {
     let io = |e: std::io::Error| Failure::from_io(&e, server);
-    let mut stream = TcpStream::connect(server).await.map_err(io)?;
-    let local = stream.local_addr().map_err(io)?;
     let start = Instant::now();
     stream.write_all(&request.bytes).await.map_err(io)?;
     loop {
@@ -187,13 +233,12 @@ async fn tcp_exchange(
         match judge(&frame, &request.txid) {
             Judged::Ignore => continue,
             Judged::Answer(response) => {
-                let reply = Reply {
+                return Ok(Reply {
                     response,
                     from: server,
                     rtt: start.elapsed(),
                     retransmits: 0,
-                };
-                return Ok((reply, local));
+                });
             }
             Judged::Broken(detail) => return Err(Failure::Protocol { detail }),
         }
