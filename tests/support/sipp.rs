@@ -30,7 +30,15 @@ impl Sipp {
             .args(["-i", &ip.to_string()])
             .args(["-p", &port.to_string()])
             .args(["-m", &calls.to_string()])
-            .args(["-t", "u1", "-nostdin", "-trace_err"]);
+            .args([
+                "-t",
+                "u1",
+                "-nostdin",
+                "-trace_err",
+                "-trace_msg",
+                "-message_file",
+            ])
+            .arg(dir.path().join("messages.log"));
         let daemon = Daemon::spawn("sipp", command, &dir.path().join("sipp.log"));
         let mut sipp = Sipp {
             daemon,
@@ -59,6 +67,23 @@ impl Sipp {
                 self.daemon.log_text()
             ),
         }
+    }
+
+    /// Waits until SIPp has received a message containing `text` (from its message trace).
+    pub fn wait_for_message(&self, text: &str, within: Duration) {
+        let path = self._dir.path().join("messages.log");
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            let log = std::fs::read_to_string(&path).unwrap_or_default();
+            if log.contains(text) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!(
+            "sipp got no message with {text:?} within {within:?}:\n{}",
+            self.daemon.log_text()
+        );
     }
 
     /// SIPp binds its UDP port when ready: until then the port can be bound here.
