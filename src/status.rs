@@ -5,7 +5,7 @@
 
 use crate::api::{ConditionStatus, ConditionType, Reason};
 use crate::api::{Incident, LastRun, ProbeResult, VoipCheckSpec, VoipCheckStatus};
-use crate::check::{ProbeOutcome, ProbeRun, RunReport};
+use crate::check::{ProbeRun, RunReport};
 use crate::verdict::{Verdict, probe_reason};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
@@ -116,12 +116,7 @@ fn probe_result(run: &ProbeRun) -> ProbeResult {
         reason: probe_reason(run).as_str().to_owned(),
         // Milliseconds are what a person reads; more digits are noise in the status.
         duration_seconds: run.duration.as_millis() as f64 / 1000.0,
-        unregister: match &run.outcome {
-            ProbeOutcome::SipRegister(outcome) => {
-                outcome.unregister.as_ref().map(ToString::to_string)
-            }
-            _ => None,
-        },
+        unregister: run.unregister(),
     }
 }
 

@@ -64,6 +64,17 @@ impl ProbeRun {
             ProbeOutcome::Cancelled(failure) => Some(failure),
         }
     }
+
+    /// How the un-REGISTER after a successful registration went, in words (`removed`, or
+    /// `failed: …`); `None` for other probes and when none was tried.
+    pub fn unregister(&self) -> Option<String> {
+        match &self.outcome {
+            ProbeOutcome::SipRegister(outcome) => {
+                outcome.unregister.as_ref().map(ToString::to_string)
+            }
+            _ => None,
+        }
+    }
 }
 
 /// How long a probe may run past its own bound before it is cancelled. Every probe bounds

@@ -57,6 +57,9 @@ struct ProbeLine<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     blame: Option<Blame>,
     duration_seconds: f64,
+    /// sip-register: how the un-REGISTER went (`removed`, or why not).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    unregister: Option<String>,
 }
 
 /// Whether a check can run (`--once`, `validate`), as a JSON line.
@@ -130,7 +133,14 @@ pub fn probe(format: Format, id: &CheckId, run: &ProbeRun, reading: &Reading) ->
                 reading.reason.as_str(),
                 blame.map_or(String::new(), |b| format!(", {}", b.label())),
             ),
-            (None, _) => format!("{id} {} OK in {seconds:.3}s", run.name),
+            // A failed un-REGISTER does not fail the probe, but the binding stays: say so.
+            (None, _) => match run.unregister().filter(|u| u != "removed") {
+                Some(unregister) => format!(
+                    "{id} {} OK in {seconds:.3}s (un-REGISTER {unregister})",
+                    run.name
+                ),
+                None => format!("{id} {} OK in {seconds:.3}s", run.name),
+            },
         },
         Format::Json => json(&ProbeLine {
             namespace: &id.namespace,
@@ -143,6 +153,7 @@ pub fn probe(format: Format, id: &CheckId, run: &ProbeRun, reading: &Reading) ->
             reason: reading.reason.as_str(),
             blame: reading.blame,
             duration_seconds: seconds,
+            unregister: run.unregister(),
         }),
     }
 }
@@ -248,5 +259,52 @@ mod tests {
                 "message": "no answer within 2s"
             })
         );
+    }
+
+    /// Issue 8: an un-REGISTER that failed is no failed probe, but the line says so.
+    #[test]
+    fn a_failed_unregister_shows_on_the_ok_line() {
+        use crate::check::{ProbeKind, ProbeOutcome};
+        use crate::probe::Failure;
+        use crate::probe::sip::{RegisterOutcome, StatusLine, UnregisterOutcome};
+        let outcome = RegisterOutcome {
+            target: None,
+            response: Some(StatusLine {
+                code: 200,
+                reason: "OK".into(),
+            }),
+            server: None,
+            auth_algorithm: None,
+            granted_expires: Some(300),
+            unregister: Some(UnregisterOutcome {
+                response: None,
+                failure: Some(Failure::Timeout {
+                    after: Duration::from_secs(3),
+                }),
+            }),
+            first_response: None,
+            final_response: None,
+            total: Duration::from_millis(20),
+            attempts: Vec::new(),
+            dns_fallbacks: Vec::new(),
+            failure: None,
+            flow: Vec::new(),
+        };
+        let run = ProbeRun {
+            name: "sip-register".into(),
+            kind: ProbeKind::SipRegister,
+            outcome: ProbeOutcome::SipRegister(outcome),
+            duration: Duration::from_millis(20),
+        };
+        let id = CheckId::new("default", "lab");
+        let reading = crate::verdict::read(&run);
+        assert_eq!(
+            probe(Format::Text, &id, &run, &reading),
+            "default/lab sip-register OK in 0.020s (un-REGISTER failed: no answer within 3s)"
+        );
+        let line: serde_json::Value =
+            serde_json::from_str(&probe(Format::Json, &id, &run, &reading)).unwrap();
+        assert_eq!(line["success"], true);
+        assert_eq!(line["unregister"], "failed: no answer within 3s");
     }
 }
