@@ -357,6 +357,24 @@ async fn h2_only_tls_server_is_probed_over_http2() {
 }
 
 #[tokio::test]
+async fn a_demanded_client_certificate_is_a_tls_failure() {
+    let server = Nghttpd::start(true);
+    let mut cfg = config(server.url("/"));
+    cfg.ca = Some(CaSource::File(server.ca.cert_path().to_owned()));
+    let outcome = run(&cfg).await;
+    assert!(
+        matches!(
+            outcome.failure,
+            Some(Failure::Tls {
+                detail: TlsFailure::ClientCertificateRequired
+            })
+        ),
+        "{outcome:#?}\nnghttpd log:\n{}",
+        server.log_text()
+    );
+}
+
+#[tokio::test]
 async fn http1_server_still_speaks_http1_over_tls() {
     let nginx = Nginx::start();
     let mut cfg = config(nginx.https_url("127.0.0.1", nginx.https_port, "/"));

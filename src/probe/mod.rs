@@ -263,6 +263,13 @@ pub enum TlsFailure {
     HostnameMismatch { name: String },
     #[error("certificate rejected: {detail}")]
     BadCertificate { detail: String },
+    /// The server wants a client certificate (mutual TLS), which the probe does not present:
+    /// it asked for one and then ended the connection (e.g. with a `certificate_required` or
+    /// `bad_certificate` alert).
+    #[error(
+        "the server demands a client certificate (mutual TLS), which the probe does not present"
+    )]
+    ClientCertificateRequired,
     #[error("handshake failed: {detail}")]
     Handshake { detail: String },
 }

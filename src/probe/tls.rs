@@ -2,11 +2,13 @@
 //! anchors, and the translation of handshake errors into a [`TlsFailure`] a person can act on.
 
 use super::{ConfigError, Failure, TlsFailure};
+use rustls::client::ResolvesClientCert;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{CertificateError, ClientConfig, RootCertStore};
 use std::fmt;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -67,10 +69,65 @@ impl fmt::Debug for CaSource {
 }
 
 /// A client configuration trusting the system's roots plus, optionally, the CAs in `ca`
-/// (PEM), e.g. a private PBX CA. `alpn` lists the protocols to offer (HTTP offers `http/1.1`).
+/// (PEM), e.g. a private PBX CA. `alpn` lists the protocols to offer (HTTP offers `h2` and
+/// `http/1.1`).
 pub fn client_config(
     ca: Option<&CaSource>,
     alpn: &[&[u8]],
+) -> Result<Arc<ClientConfig>, ConfigError> {
+    build(ca, alpn, None)
+}
+
+/// As [`client_config`], and notes when a server asks for a client certificate: a TLS 1.3
+/// server that requires one ends the connection only after our side of the handshake is done,
+/// and the next write may just see a broken pipe. The request is what tells that failure apart.
+pub fn client_config_noting_demand(
+    ca: Option<&CaSource>,
+    alpn: &[&[u8]],
+) -> Result<(Arc<ClientConfig>, CertificateDemand), ConfigError> {
+    let recorder = Arc::new(DemandRecorder::default());
+    let config = build(ca, alpn, Some(recorder.clone()))?;
+    Ok((config, CertificateDemand(recorder)))
+}
+
+/// Whether the server of the latest handshake with a [`client_config_noting_demand`]
+/// configuration asked for a client certificate.
+#[derive(Debug, Clone)]
+pub struct CertificateDemand(Arc<DemandRecorder>);
+
+impl CertificateDemand {
+    /// Whether a certificate was asked for since the last call (connections of one probe are
+    /// made one after another, so each call covers one handshake).
+    pub fn take(&self) -> bool {
+        self.0.0.swap(false, Ordering::Relaxed)
+    }
+}
+
+/// A client certificate "resolver" that has none to offer and notes that one was asked for.
+#[derive(Debug, Default)]
+struct DemandRecorder(AtomicBool);
+
+impl ResolvesClientCert for DemandRecorder {
+    fn resolve(
+        &self,
+        _root_hint_subjects: &[&[u8]],
+        _sigschemes: &[rustls::SignatureScheme],
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        self.0.store(true, Ordering::Relaxed);
+        None
+    }
+
+    /// Claims certificates so that rustls asks when a server requests one; the handshake then
+    /// goes on without one, as with no client authentication at all.
+    fn has_certs(&self) -> bool {
+        true
+    }
+}
+
+fn build(
+    ca: Option<&CaSource>,
+    alpn: &[&[u8]],
+    recorder: Option<Arc<DemandRecorder>>,
 ) -> Result<Arc<ClientConfig>, ConfigError> {
     let mut roots = system_roots().clone();
     if let Some(ca) = ca {
@@ -81,11 +138,14 @@ pub fn client_config(
         }
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = ClientConfig::builder_with_provider(provider)
+    let config = ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| ConfigError::new("tls", e))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+        .with_root_certificates(roots);
+    let mut config = match recorder {
+        Some(recorder) => config.with_client_cert_resolver(recorder),
+        None => config.with_no_client_auth(),
+    };
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     Ok(Arc::new(config))
 }
@@ -126,11 +186,25 @@ pub fn handshake_failure(err: &std::io::Error, server: &str) -> Failure {
     };
     let detail = match tls {
         rustls::Error::InvalidCertificate(cert) => certificate_failure(cert, server),
-        other => TlsFailure::Handshake {
+        other => client_certificate_demand(other).unwrap_or_else(|| TlsFailure::Handshake {
             detail: other.to_string(),
-        },
+        }),
     };
     Failure::Tls { detail }
+}
+
+/// A server that requires a client certificate and gets none ends the connection with an
+/// alert: `certificate_required` (TLS 1.3, RFC 8446 §4.4.2.4) or `bad_certificate` (TLS 1.2
+/// servers, e.g. OpenSSL's). In TLS 1.3 that alert arrives after our side of the handshake is
+/// done, with the first read of the application protocol.
+fn client_certificate_demand(err: &rustls::Error) -> Option<TlsFailure> {
+    use rustls::AlertDescription::{BadCertificate, CertificateRequired};
+    match err {
+        rustls::Error::AlertReceived(CertificateRequired | BadCertificate) => {
+            Some(TlsFailure::ClientCertificateRequired)
+        }
+        _ => None,
+    }
 }
 
 fn certificate_failure(err: &CertificateError, server: &str) -> TlsFailure {

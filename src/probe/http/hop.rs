@@ -43,7 +43,7 @@ pub(super) struct Received {
     pub cert_not_after: Option<SystemTime>,
     /// Drives the connection while the body is read; dropping it aborts the connection task, so
     /// nothing outlives the probe (a slow-dripping peer included).
-    _connection: JoinSet<()>,
+    _connection: JoinSet<Result<(), hyper::Error>>,
 }
 
 /// Sends `GET url` on a new connection and waits for the response head; `tls` is used for an
@@ -53,7 +53,7 @@ pub(super) async fn request(
     dns: &Dns,
     url: &Url,
     auth: Option<&BasicAuth>,
-    tls: &Arc<ClientConfig>,
+    tls: &TlsClient,
     phases: &mut HttpPhases,
     peer: &mut Option<SocketAddr>,
     attempts: &mut Vec<Attempt>,
@@ -74,11 +74,16 @@ pub(super) async fn request(
         let server_name = tls::server_name(host).map_err(|e| Failure::Protocol {
             detail: e.to_string(),
         })?;
-        let stream = TlsConnector::from(tls.clone())
+        tls.demand.take();
+        let stream = TlsConnector::from(tls.config.clone())
             .connect(server_name, tcp)
             .await
-            .map_err(|e| tls::handshake_failure(&e, host))?;
+            .map_err(|e| match tls.demand.take() {
+                true => client_certificate_required(),
+                false => tls::handshake_failure(&e, host),
+            })?;
         HttpPhases::add(&mut phases.tls, started.elapsed());
+        let demanded = tls.demand.take();
         let not_after = tls::leaf_not_after(stream.get_ref().1);
         let protocol = match stream.get_ref().1.alpn_protocol() {
             Some(b"h2") => Protocol::Http2,
@@ -86,7 +91,17 @@ pub(super) async fn request(
         };
         let started = Instant::now();
         let request = build_request(url, auth, protocol);
-        let (head, connection) = exchange(stream, request, peer, protocol).await?;
+        // A server that asked for a certificate and then fails the exchange refused us for
+        // having none (TLS 1.3 sends that verdict after the handshake).
+        let (head, connection) =
+            exchange(stream, request, peer, protocol)
+                .await
+                .map_err(|e| match (demanded, &e) {
+                    (true, Failure::Network { .. } | Failure::Protocol { .. }) => {
+                        client_certificate_required()
+                    }
+                    _ => e,
+                })?;
         HttpPhases::add(&mut phases.processing, started.elapsed());
         (head, connection, not_after)
     } else {
@@ -101,6 +116,19 @@ pub(super) async fn request(
         cert_not_after,
         _connection: connection,
     })
+}
+
+fn client_certificate_required() -> Failure {
+    Failure::Tls {
+        detail: crate::probe::TlsFailure::ClientCertificateRequired,
+    }
+}
+
+/// The TLS client of an HTTPS probe: its configuration, and whether the server of the latest
+/// handshake asked for a client certificate.
+pub(super) struct TlsClient {
+    pub config: Arc<ClientConfig>,
+    pub demand: tls::CertificateDemand,
 }
 
 /// Connects to one of the addresses, racing them as RFC 8305 does (see
@@ -191,20 +219,21 @@ async fn exchange<S>(
     request: Request<Empty<Bytes>>,
     peer: SocketAddr,
     protocol: Protocol,
-) -> Result<(Response<Incoming>, JoinSet<()>), Failure>
+) -> Result<(Response<Incoming>, JoinSet<Result<(), hyper::Error>>), Failure>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let io = TokioIo::new(stream);
     let failed = |e: hyper::Error| hyper_failure(&e, peer);
     let mut driver = JoinSet::new();
-    // Errors of the connection reach us through the response or body futures.
+    // Errors of the connection reach us through the response or body futures, except where
+    // HTTP/2 only reports the request as canceled: then the connection's own error says why.
     let response = match protocol {
         Protocol::Http1 => {
             let mut builder = hyper::client::conn::http1::Builder::new();
             let handshake = builder.max_header_size(MAX_HEADER_BYTES).handshake(io);
             let (mut sender, connection) = handshake.await.map_err(failed)?;
-            driver.spawn(async move { drop(connection.await) });
+            driver.spawn(connection);
             sender.send_request(request).await
         }
         Protocol::Http2 => {
@@ -213,12 +242,18 @@ where
                 .max_header_list_size(MAX_HEADER_BYTES as u32)
                 .handshake(io);
             let (mut sender, connection) = handshake.await.map_err(failed)?;
-            driver.spawn(async move { drop(connection.await) });
+            driver.spawn(connection);
             sender.send_request(request).await
         }
     };
-    let response = response.map_err(failed)?;
-    Ok((response, driver))
+    match response {
+        Ok(response) => Ok((response, driver)),
+        Err(e) if e.is_canceled() => match driver.join_next().await {
+            Some(Ok(Err(cause))) => Err(failed(cause)),
+            _ => Err(failed(e)),
+        },
+        Err(e) => Err(failed(e)),
+    }
 }
 
 /// Reads the body up to `limit` bytes; `true` when the body was longer and reading stopped.

@@ -36,9 +36,7 @@ use auth::{BasicAuth, redacted};
 use hyper::StatusCode;
 use hyper::header::{LOCATION, SERVER};
 use regex::Regex;
-use rustls::ClientConfig;
 use std::fmt;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 use url::Url;
 
@@ -152,7 +150,9 @@ pub async fn probe(dns: &Dns, cfg: &HttpConfig) -> Result<HttpOutcome, ConfigErr
     // Also for plain HTTP: a redirect may lead to HTTPS, and a bad CA file is a configuration
     // error whatever the scheme.
     // HTTP/2 first, as browsers offer it: web UIs behind modern load balancers may speak only h2.
-    let tls_config = tls::client_config(cfg.ca.as_ref(), &[b"h2", b"http/1.1"])?;
+    let (config, demand) =
+        tls::client_config_noting_demand(cfg.ca.as_ref(), &[b"h2", b"http/1.1"])?;
+    let tls_config = hop::TlsClient { config, demand };
 
     let mut outcome = HttpOutcome::new(redacted(&cfg.url).to_string());
     let started = Instant::now();
@@ -173,7 +173,7 @@ pub async fn probe(dns: &Dns, cfg: &HttpConfig) -> Result<HttpOutcome, ConfigErr
 async fn run(
     dns: &Dns,
     cfg: &HttpConfig,
-    tls_config: &Arc<ClientConfig>,
+    tls_config: &hop::TlsClient,
     outcome: &mut HttpOutcome,
 ) -> Result<(), Failure> {
     let mut url = cfg.url.clone();
