@@ -341,7 +341,7 @@ async fn gzip_from_nginx_is_decoded_before_the_body_check() {
 async fn h2_only_tls_server_is_probed_over_http2() {
     let server = Nghttpd::start(false);
     let mut cfg = config(server.url("/"));
-    cfg.ca = Some(CaSource::File(server.ca.cert_path().to_owned()));
+    cfg.ca = Some(CaSource::File(server.ca_file.clone()));
     cfg.body_contains = Some("STARFACE login over h2".into());
     let outcome = run(&cfg).await;
     assert!(
@@ -360,7 +360,7 @@ async fn h2_only_tls_server_is_probed_over_http2() {
 async fn a_demanded_client_certificate_is_a_tls_failure() {
     let server = Nghttpd::start(true);
     let mut cfg = config(server.url("/"));
-    cfg.ca = Some(CaSource::File(server.ca.cert_path().to_owned()));
+    cfg.ca = Some(CaSource::File(server.ca_file.clone()));
     let outcome = run(&cfg).await;
     assert!(
         matches!(
@@ -372,6 +372,152 @@ async fn a_demanded_client_certificate_is_a_tls_failure() {
         "{outcome:#?}\nnghttpd log:\n{}",
         server.log_text()
     );
+}
+
+/// Runs openssl with `args` in `dir`, panicking with its output when it fails.
+fn openssl(dir: &std::path::Path, args: &[&str]) {
+    let out = std::process::Command::new(support::require_program("openssl"))
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .expect("run openssl");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// notAfter of the PEM certificate at `path`.
+fn not_after(path: &std::path::Path) -> std::time::SystemTime {
+    let pem = std::fs::read(path).unwrap();
+    let (_, pem) = x509_parser::pem::parse_x509_pem(&pem).unwrap();
+    let cert = pem.parse_x509().unwrap();
+    let secs = cert.validity().not_after.timestamp() as u64;
+    std::time::UNIX_EPOCH + Duration::from_secs(secs)
+}
+
+#[tokio::test]
+async fn the_earliest_expiry_of_the_presented_chain_is_reported() {
+    // root (30 days) -> intermediate (3 days) -> leaf (20 days), made by openssl.
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+    ];
+    std::fs::write(
+        d.join("ca.ext"),
+        "basicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign,cRLSign\n",
+    )
+    .unwrap();
+    std::fs::write(
+        d.join("leaf.ext"),
+        "basicConstraints=CA:FALSE\nsubjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    let root = [
+        &["req", "-x509"][..],
+        &ec,
+        &[
+            "-keyout",
+            "root.key",
+            "-out",
+            "root.pem",
+            "-days",
+            "30",
+            "-subj",
+            "/CN=voipcheck chain root",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+        ],
+    ]
+    .concat();
+    openssl(d, &root);
+    for (name, cn) in [
+        ("int", "/CN=voipcheck intermediate"),
+        ("leaf", "/CN=127.0.0.1"),
+    ] {
+        let key = format!("{name}.key");
+        let csr = format!("{name}.csr");
+        openssl(
+            d,
+            &[
+                &["req"][..],
+                &ec,
+                &["-keyout", &key, "-out", &csr, "-subj", cn],
+            ]
+            .concat(),
+        );
+    }
+    openssl(
+        d,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "int.csr",
+            "-CA",
+            "root.pem",
+            "-CAkey",
+            "root.key",
+            "-CAcreateserial",
+            "-out",
+            "int.pem",
+            "-days",
+            "3",
+            "-extfile",
+            "ca.ext",
+        ],
+    );
+    openssl(
+        d,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "leaf.csr",
+            "-CA",
+            "int.pem",
+            "-CAkey",
+            "int.key",
+            "-CAcreateserial",
+            "-out",
+            "leaf.pem",
+            "-days",
+            "20",
+            "-extfile",
+            "leaf.ext",
+        ],
+    );
+    let chain = [
+        std::fs::read(d.join("leaf.pem")).unwrap(),
+        std::fs::read(d.join("int.pem")).unwrap(),
+    ]
+    .concat();
+    std::fs::write(d.join("chain.pem"), chain).unwrap();
+
+    let server = Nghttpd::start_with(
+        &d.join("chain.pem"),
+        &d.join("leaf.key"),
+        d.join("root.pem"),
+    );
+    let mut cfg = config(server.url("/"));
+    cfg.ca = Some(CaSource::File(server.ca_file.clone()));
+    let outcome = run(&cfg).await;
+    assert!(
+        outcome.failure.is_none(),
+        "{outcome:#?}\n{}",
+        server.log_text()
+    );
+    let intermediate = not_after(&d.join("int.pem"));
+    assert!(intermediate < not_after(&d.join("leaf.pem")));
+    assert_eq!(outcome.cert_not_after, Some(intermediate));
 }
 
 #[tokio::test]

@@ -105,8 +105,8 @@ impl Family {
                     "HTTP status of the final response of the last run; 0 when none came."
                 }
                 ProbeGauge::TlsCertExpiry => {
-                    "notAfter of the server's leaf certificate seen in the last run, as a Unix \
-                     timestamp."
+                    "Earliest notAfter of the certificates the server presented in the last run \
+                     (leaf and intermediates), as a Unix timestamp."
                 }
                 ProbeGauge::StunRtt => {
                     "Round trip of the STUN Binding of the first server that answered."

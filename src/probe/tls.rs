@@ -232,10 +232,16 @@ fn system_time(t: UnixTime) -> SystemTime {
     UNIX_EPOCH + Duration::from_secs(t.as_secs())
 }
 
-/// The end of the validity period of the certificate the server presented (its leaf).
-pub fn leaf_not_after(conn: &rustls::ClientConnection) -> Option<SystemTime> {
-    let leaf = conn.peer_certificates()?.first()?;
-    let (_, cert) = x509_parser::parse_x509_certificate(leaf.as_ref()).ok()?;
-    let secs = cert.validity().not_after.timestamp();
-    Some(UNIX_EPOCH + Duration::from_secs(u64::try_from(secs).ok()?))
+/// The earliest end of validity among the certificates the server presented (its leaf and
+/// the intermediates it sent), as blackbox_exporter's `probe_ssl_earliest_cert_expiry`: an
+/// intermediate that expires first breaks the chain as surely as the leaf does.
+pub fn earliest_not_after(conn: &rustls::ClientConnection) -> Option<SystemTime> {
+    conn.peer_certificates()?
+        .iter()
+        .filter_map(|der| {
+            let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref()).ok()?;
+            let secs = u64::try_from(cert.validity().not_after.timestamp()).ok()?;
+            Some(UNIX_EPOCH + Duration::from_secs(secs))
+        })
+        .min()
 }

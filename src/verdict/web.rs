@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 
 /// Failing probes decide the reason: the first provider-side failure if there is one (so a 503
 /// on one URL is not hidden behind a 404 on another), else the first failure. When all pass,
-/// a leaf certificate expiring within `warning` gives `TlsCertificateExpiring`, still True: the
+/// a presented certificate (leaf or intermediate) expiring within `warning` gives `TlsCertificateExpiring`, still True: the
 /// pages work today.
 pub(super) fn observe_all(runs: &[&ProbeRun], warning: Duration, now: SystemTime) -> Observation {
     let observed: Vec<Observation> = runs.iter().map(|run| observe(run)).collect();
@@ -51,7 +51,7 @@ pub(super) fn observe_all(runs: &[&ProbeRun], warning: Duration, now: SystemTime
     Observation::passed(reason, detail)
 }
 
-/// The leaf certificate's notAfter, when it falls within `warning` from `now`.
+/// The presented chain's earliest notAfter, when it falls within `warning` from `now`.
 fn expires(run: &ProbeRun, warning: Duration, now: SystemTime) -> Option<SystemTime> {
     match &run.outcome {
         ProbeOutcome::Http(outcome) => outcome

@@ -5,6 +5,7 @@
 use super::certs::TestCa;
 use super::{Daemon, free_port, require_program};
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, SystemTime};
 
@@ -13,9 +14,11 @@ pub const PAGE: &str =
     "<html><title>STARFACE Cloud</title><body>STARFACE login over h2</body></html>\n";
 
 pub struct Nghttpd {
-    pub ca: TestCa,
+    /// The trust anchor to verify the server's certificate with (PEM).
+    pub ca_file: PathBuf,
     pub port: u16,
     daemon: Daemon,
+    _ca: Option<TestCa>,
     _dir: tempfile::TempDir,
 }
 
@@ -23,15 +26,32 @@ impl Nghttpd {
     /// A server for 127.0.0.1 with a certificate from a new [`TestCa`]; `verify_client` makes it
     /// request a client certificate (nghttpd's `--verify-client`).
     pub fn start(verify_client: bool) -> Nghttpd {
+        let ca = TestCa::new();
+        let now = SystemTime::now();
+        let day = Duration::from_secs(86_400);
+        let (cert, key) = ca.issue(&["127.0.0.1"], now - day, now + 30 * day);
+        let ca_file = ca.cert_path().to_owned();
+        Self::spawn(&cert, &key, ca_file, Some(ca), verify_client)
+    }
+
+    /// A server presenting `cert` (PEM, the leaf first, then intermediates) with `key`, whose
+    /// chain `ca_file` anchors.
+    pub fn start_with(cert: &Path, key: &Path, ca_file: PathBuf) -> Nghttpd {
+        Self::spawn(cert, key, ca_file, None, false)
+    }
+
+    fn spawn(
+        cert: &Path,
+        key: &Path,
+        ca_file: PathBuf,
+        ca: Option<TestCa>,
+        verify_client: bool,
+    ) -> Nghttpd {
         let program = require_program("nghttpd");
         let dir = tempfile::tempdir().expect("create the nghttpd directory");
         let htdocs = dir.path().join("htdocs");
         std::fs::create_dir(&htdocs).unwrap();
         std::fs::write(htdocs.join("index.html"), PAGE).unwrap();
-        let ca = TestCa::new();
-        let now = SystemTime::now();
-        let day = Duration::from_secs(86_400);
-        let (cert, key) = ca.issue(&["127.0.0.1"], now - day, now + 30 * day);
         let port = free_port();
         let mut command = Command::new(program);
         command
@@ -39,14 +59,15 @@ impl Nghttpd {
             .arg(format!("--htdocs={}", htdocs.display()))
             .args(verify_client.then_some("--verify-client"))
             .arg(port.to_string())
-            .arg(&key)
-            .arg(&cert);
+            .arg(key)
+            .arg(cert);
         let mut daemon = Daemon::spawn("nghttpd", command, &dir.path().join("nghttpd.log"));
         daemon.wait_for_tcp(SocketAddr::from(([127, 0, 0, 1], port)));
         Nghttpd {
-            ca,
+            ca_file,
             port,
             daemon,
+            _ca: ca,
             _dir: dir,
         }
     }

@@ -39,7 +39,7 @@ const USER_AGENT_VALUE: &str = concat!("voipcheck/", env!("CARGO_PKG_VERSION"));
 pub(super) struct Received {
     pub response: Response<Incoming>,
     pub peer: SocketAddr,
-    /// Leaf certificate expiry, for HTTPS.
+    /// The earliest expiry of the presented chain, for HTTPS.
     pub cert_not_after: Option<SystemTime>,
     /// Drives the connection while the body is read; dropping it aborts the connection task, so
     /// nothing outlives the probe (a slow-dripping peer included).
@@ -84,7 +84,7 @@ pub(super) async fn request(
             })?;
         HttpPhases::add(&mut phases.tls, started.elapsed());
         let demanded = tls.demand.take();
-        let not_after = tls::leaf_not_after(stream.get_ref().1);
+        let not_after = tls::earliest_not_after(stream.get_ref().1);
         let protocol = match stream.get_ref().1.alpn_protocol() {
             Some(b"h2") => Protocol::Http2,
             _ => Protocol::Http1,

@@ -78,8 +78,9 @@ pub struct HttpOutcome {
     /// Wall time of the whole probe, all hops.
     #[serde(rename = "durationSeconds", serialize_with = "secs::serialize")]
     pub duration: Duration,
-    /// notAfter of the leaf certificate of the final hop, when it was HTTPS (as blackbox_exporter
-    /// takes the final response's TLS state).
+    /// The earliest notAfter of the certificates the final hop's server presented (leaf and
+    /// intermediates), when it was HTTPS (as blackbox_exporter takes the final response's TLS
+    /// state for `probe_ssl_earliest_cert_expiry`).
     #[serde(serialize_with = "timestamp::option::serialize")]
     pub cert_not_after: Option<SystemTime>,
     /// The final response's content codings, in the order the server applied them (empty for
