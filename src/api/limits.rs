@@ -76,6 +76,10 @@ pub const ERROR_WINDOW: DurationRange =
     DurationRange::new(GoDuration::from_secs(60), GoDuration::from_secs(24 * HOUR));
 pub const KEEPALIVE_INTERVAL: DurationRange =
     DurationRange::new(GoDuration::from_secs(1), GoDuration::from_secs(2 * HOUR));
+pub const TLS_EXPIRY_WARNING: DurationRange = DurationRange::new(
+    GoDuration::from_secs(HOUR),
+    GoDuration::from_secs(8760 * HOUR),
+);
 
 pub const FAILURE_THRESHOLD: IntRange = IntRange { min: 1, max: 100 };
 pub const SUCCESS_THRESHOLD: IntRange = IntRange { min: 1, max: 100 };

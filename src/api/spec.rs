@@ -112,6 +112,13 @@ pub struct VoipCheckSpec {
     #[x_kube(validation = limits::TIMEOUT.rule())]
     pub timeout: GoDuration,
 
+    /// A TLS certificate the HTTPS probes see (leaf or intermediate) that expires within this
+    /// turns WebReachable to TlsCertificateExpiring (still True), as a duration (1h to 8760h;
+    /// default 336h, two weeks).
+    #[serde(default = "defaults::tls_expiry_warning")]
+    #[x_kube(validation = limits::TLS_EXPIRY_WARNING.rule())]
+    pub tls_expiry_warning: GoDuration,
+
     /// Consecutive failed runs before a condition turns False (and before a failure can become
     /// reportable).
     #[serde(default = "defaults::failure_threshold")]
@@ -566,5 +573,9 @@ mod defaults {
     /// Seed 000: phones send a keep-alive every 60 seconds.
     pub fn keepalive_interval() -> GoDuration {
         GoDuration::from_secs(60)
+    }
+    /// Two weeks leave time to renew by hand, and match the common blackbox_exporter alert.
+    pub fn tls_expiry_warning() -> GoDuration {
+        GoDuration::from_secs(14 * 24 * 3600)
     }
 }

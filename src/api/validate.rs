@@ -50,6 +50,11 @@ pub fn validate(spec: &VoipCheckSpec) -> Result<(), InvalidSpec> {
     );
     c.duration("spec.interval", spec.interval, limits::INTERVAL);
     c.duration("spec.timeout", spec.timeout, limits::TIMEOUT);
+    c.duration(
+        "spec.tlsExpiryWarning",
+        spec.tls_expiry_warning,
+        limits::TLS_EXPIRY_WARNING,
+    );
     if spec.timeout >= spec.interval {
         c.fail("spec.timeout", "must be shorter than interval");
     }
@@ -594,6 +599,7 @@ mod tests {
         ("STUN server as URL", |s| stun(s).servers[0] = "stun://stun.sipgate.net".into(), "spec.stun.servers[0]", "host, host:port"),
         ("TURN server", |s| stun(s).servers[0] = "turn:stun.sipgate.net".into(), "spec.stun.servers[0]", "stuns:host[:port] for TLS"),
         ("STUN port 0", |s| stun(s).servers[0] = "stun.sipgate.net:0".into(), "spec.stun.servers[0]", "port outside"),
+        ("TLS warning of 2 years", |s| s.tls_expiry_warning = GoDuration::from_secs(2 * 8760 * 3600), "spec.tlsExpiryWarning", "between 1h and 8760h"),
         ("keep-alive above 2h", |s| stun(s).nat_binding = Some(NatBinding { keepalive_interval: GoDuration::from_secs(7201) }), "spec.stun.natBinding.keepaliveInterval", "between 1s and 2h"),
         ("control with both", |s| s.control.as_mut().unwrap().stun_server = Some("stun.example.org".into()), "spec.control", "exactly one"),
         ("control with neither", |s| s.control.as_mut().unwrap().url = None, "spec.control", "exactly one"),

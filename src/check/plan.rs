@@ -19,10 +19,6 @@ use url::Url;
 
 pub use super::secrets::{SecretLookup, SecretSource, StaticSecrets};
 
-/// A TLS certificate expiring sooner than this is reported (`TlsCertificateExpiring`): two
-/// weeks leave time to renew by hand, and match the common blackbox_exporter alert.
-pub const CERT_EXPIRY_WARNING: Duration = Duration::from_secs(14 * 24 * 3600);
-
 /// Everything one run of a check needs, resolved and validated.
 #[derive(Debug, Clone)]
 pub struct Plan {
@@ -282,7 +278,7 @@ fn policy(spec: &VoipCheckSpec) -> Policy {
             .as_ref()
             .and_then(|s| s.nat_binding.as_ref())
             .map(|n| n.keepalive_interval.get()),
-        cert_expiry_warning: CERT_EXPIRY_WARNING,
+        cert_expiry_warning: spec.tls_expiry_warning.get(),
     }
 }
 
@@ -548,10 +544,29 @@ mod tests {
                 success_threshold: 1,
                 error_codes: None,
                 keepalive: Some(Duration::from_secs(60)),
-                cert_expiry_warning: CERT_EXPIRY_WARNING,
+                cert_expiry_warning: Duration::from_secs(14 * 24 * 3600),
             }
         );
         assert!(!format!("{plan:?}").contains("change-me"));
+    }
+
+    #[test]
+    fn the_tls_expiry_warning_is_the_checks_own() {
+        let plan = try_plan(
+            &spec(json!({ "tlsExpiryWarning": "720h" })),
+            &secrets(),
+            &[],
+        )
+        .unwrap();
+        assert_eq!(
+            plan.policy.cert_expiry_warning,
+            Duration::from_secs(30 * 24 * 3600)
+        );
+        let default = try_plan(&spec(json!({})), &secrets(), &[]).unwrap();
+        assert_eq!(
+            default.policy.cert_expiry_warning,
+            Duration::from_secs(14 * 24 * 3600)
+        );
     }
 
     #[test]
