@@ -357,11 +357,19 @@ impl Writer<'_> {
             Some(f64::from(status as u8)),
         );
         self.gauge(ProbeGauge::SipRtt, secs(outcome.first_response));
+        self.cert_expiry(outcome.cert_not_after);
     }
 
     fn options(&mut self, outcome: &OptionsOutcome) {
         self.sip_response("OPTIONS", outcome.response.as_ref());
         self.gauge(ProbeGauge::SipRtt, secs(outcome.rtt));
+        self.cert_expiry(outcome.cert_not_after);
+    }
+
+    /// `tls_cert_expiry_timestamp_seconds`: HTTPS and SIP over TLS alike, absent otherwise.
+    fn cert_expiry(&mut self, not_after: Option<SystemTime>) {
+        let expiry = not_after.and_then(|t| t.duration_since(UNIX_EPOCH).ok());
+        self.gauge(ProbeGauge::TlsCertExpiry, secs(expiry));
     }
 
     /// `sip_responses_total` and `sip_last_status_code` for the final response, if any.
@@ -379,10 +387,7 @@ impl Writer<'_> {
         for (phase, duration) in outcome.phases.named() {
             self.0.set_phase(phase, secs(duration));
         }
-        let expiry = outcome
-            .cert_not_after
-            .and_then(|t| t.duration_since(UNIX_EPOCH).ok());
-        self.gauge(ProbeGauge::TlsCertExpiry, secs(expiry));
+        self.cert_expiry(outcome.cert_not_after);
     }
 
     fn stun(&mut self, outcome: &StunOutcome) {

@@ -32,7 +32,8 @@ async fn real_run(kamailio: &Kamailio, nginx: &Nginx, id: &CheckId) -> (Plan, Ru
         "interval": "10s",
         "timeout": "2s",
         "sip": {
-            "server": kamailio.uri("udp"),
+            "server": kamailio.uri("tls"),
+            "caSecretRef": { "name": "sip-ca", "key": "ca.crt" },
             "register": {
                 "username": "alice",
                 "credentialsSecretRef": { "name": "sip", "key": "password" }
@@ -58,6 +59,8 @@ async fn real_run(kamailio: &Kamailio, nginx: &Nginx, id: &CheckId) -> (Plan, Ru
     .unwrap();
     let mut secrets = StaticSecrets::new();
     secrets.insert(&id.namespace, "sip", "password", Secret::new(SIP_PASSWORD));
+    let sip_ca = std::fs::read_to_string(&kamailio.ca_file).unwrap();
+    secrets.insert(&id.namespace, "sip-ca", "ca.crt", Secret::new(sip_ca));
     let ca = std::fs::read_to_string(nginx.ca.cert_path()).unwrap();
     secrets.insert(&id.namespace, "web-ca", "ca.crt", Secret::new(ca));
     secrets.insert(
@@ -225,10 +228,21 @@ async fn real_runs_give_lint_free_metrics_without_credentials() {
         probe("voipcheck_tls_cert_expiry_timestamp_seconds", "http:web-ui"),
         not_after.as_secs() as f64
     );
+    // SIP over TLS too (issue 8: it exported none before).
+    let sip_not_after = kamailio
+        .cert_not_after
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap();
+    for sip in ["sip-register", "sip-options"] {
+        assert_eq!(
+            probe("voipcheck_tls_cert_expiry_timestamp_seconds", sip),
+            sip_not_after.as_secs() as f64
+        );
+    }
     assert_eq!(
         series_with(&text, "voipcheck_tls_cert_expiry_timestamp_seconds{").len(),
-        1,
-        "only HTTPS has one"
+        3,
+        "only HTTPS and SIP over TLS have one"
     );
     let responses = [
         ("code", "200"),

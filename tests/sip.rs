@@ -87,6 +87,9 @@ async fn registers_over(transport: &str, expected: Transport) {
         "{outcome:?}"
     );
     assert_eq!(outcome.unregister.as_ref().map(|u| &u.failure), Some(&None));
+    // Issue 8: SIP over TLS reports its certificate chain's expiry, as HTTPS does.
+    let expected_expiry = (expected == Transport::Tls).then_some(kamailio.cert_not_after);
+    assert_eq!(outcome.cert_not_after, expected_expiry, "{outcome:#?}");
     let first = outcome.first_response.unwrap();
     let last = outcome.final_response.unwrap();
     assert!(first <= last && last <= outcome.total, "{outcome:?}");
@@ -256,6 +259,15 @@ async fn options_is_reachable_with_a_measured_rtt() {
     tls.ca = Some(CaSource::File(kamailio.ca_file.clone()));
     let outcome = options(&tls).await;
     assert_eq!(outcome.state, QualifyState::Reachable, "{outcome:#?}");
+    assert_eq!(outcome.cert_not_after, Some(kamailio.cert_not_after));
+    assert!(
+        outcome
+            .facts()
+            .iter()
+            .any(|(k, _)| *k == "certificate expires"),
+        "{:?}",
+        outcome.facts()
+    );
 }
 
 #[tokio::test]

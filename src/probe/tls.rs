@@ -232,6 +232,14 @@ fn system_time(t: UnixTime) -> SystemTime {
     UNIX_EPOCH + Duration::from_secs(t.as_secs())
 }
 
+/// The probe table's line for a certificate chain's expiry, when there was one.
+pub fn expiry_fact(not_after: Option<SystemTime>) -> Option<(&'static str, String)> {
+    not_after.map(|t| {
+        let at = humantime::format_rfc3339_seconds(t).to_string();
+        ("certificate expires", at)
+    })
+}
+
 /// The earliest end of validity among the certificates the server presented (its leaf and
 /// the intermediates it sent), as blackbox_exporter's `probe_ssl_earliest_cert_expiry`: an
 /// intermediate that expires first breaks the chain as surely as the leaf does.

@@ -5,7 +5,7 @@
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 pub struct TestCa {
     dir: tempfile::TempDir,
@@ -70,4 +70,9 @@ impl TestCa {
         std::fs::write(&key_path, key.serialize_pem()).expect("write the server key");
         (cert_path, key_path)
     }
+}
+
+/// `t` without its fraction of a second, as an X.509 validity time keeps it.
+pub fn whole_seconds(t: SystemTime) -> SystemTime {
+    UNIX_EPOCH + Duration::from_secs(t.duration_since(UNIX_EPOCH).unwrap().as_secs())
 }

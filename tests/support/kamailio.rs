@@ -2,7 +2,7 @@
 //! in-memory bindings, UDP and TCP on one loopback port (127.0.0.1, or ::1) and TLS on another
 //! (127.0.0.1), with a certificate for 127.0.0.1/localhost issued at start by a throwaway test CA.
 
-use super::certs::TestCa;
+use super::certs::{TestCa, whole_seconds};
 use super::{Daemon, free_port, peers_dir, require_program};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::path::PathBuf;
@@ -43,9 +43,10 @@ impl KamailioBuilder {
         let port = self.port.unwrap_or_else(free_port);
         let tls_port = free_port();
         let ca = TestCa::new();
-        let now = std::time::SystemTime::now();
+        let now = whole_seconds(std::time::SystemTime::now());
         let day = Duration::from_secs(86_400);
-        let (cert, key) = ca.issue(&["localhost", "127.0.0.1"], now - day, now + 30 * day);
+        let cert_not_after = now + 30 * day;
+        let (cert, key) = ca.issue(&["localhost", "127.0.0.1"], now - day, cert_not_after);
         let ctl = dir.path().join("ctl.sock");
         let ip: IpAddr = match self.ipv6 {
             true => Ipv6Addr::LOCALHOST.into(),
@@ -81,6 +82,7 @@ impl KamailioBuilder {
             port,
             tls_port,
             ca_file: ca.cert_path().to_owned(),
+            cert_not_after,
             _ca: ca,
             ctl,
             _dir: dir,
@@ -98,6 +100,8 @@ pub struct Kamailio {
     pub tls_port: u16,
     /// The test CA that issued the TLS certificate (PEM).
     pub ca_file: PathBuf,
+    /// When the TLS certificate expires.
+    pub cert_not_after: std::time::SystemTime,
     _ca: TestCa,
     ctl: PathBuf,
     _dir: tempfile::TempDir,

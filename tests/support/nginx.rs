@@ -2,11 +2,11 @@
 //! expired, a not-yet-valid and a wrong-name certificate from a [`TestCa`]. The locations are in
 //! `tests/peers/nginx.conf`.
 
-use super::certs::TestCa;
+use super::certs::{TestCa, whole_seconds};
 use super::{Daemon, free_port, peers_dir, require_program};
 use std::net::SocketAddr;
 use std::process::Command;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 /// The account `/private` accepts (HTTP Basic auth). The password has characters that must be
 /// percent-encoded in a URL's userinfo (not `:`, which ends a password in nginx's htpasswd).
@@ -169,10 +169,6 @@ impl Nginx {
 
 fn url(s: &str) -> url::Url {
     url::Url::parse(s).expect("a valid test URL")
-}
-
-fn whole_seconds(t: SystemTime) -> SystemTime {
-    UNIX_EPOCH + Duration::from_secs(t.duration_since(UNIX_EPOCH).unwrap().as_secs())
 }
 
 fn gzip(data: &[u8]) -> Vec<u8> {

@@ -163,12 +163,7 @@ impl Outcome for HttpOutcome {
             }
         }
         facts.push(("total", millis(self.duration)));
-        if let Some(not_after) = self.cert_not_after {
-            facts.push((
-                "certificate expires",
-                humantime::format_rfc3339_seconds(not_after).to_string(),
-            ));
-        }
+        facts.extend(crate::probe::tls::expiry_fact(self.cert_not_after));
         if self.status.is_some() {
             let truncated = if self.body_truncated {
                 " (stopped at the limit)"

@@ -14,7 +14,7 @@ use crate::probe::tls::CaSource;
 use crate::probe::{ConfigError, Failure, Outcome};
 use rsip::prelude::*;
 use serde::Serialize;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 use tokio::time::Instant;
 
 /// chan_sip's default `qualify` threshold (`maxms`).
@@ -81,6 +81,10 @@ pub struct OptionsOutcome {
     pub attempts: Vec<Attempt>,
     /// Service discovery queries (NAPTR, SRV) that failed and were fallen back from.
     pub dns_fallbacks: Vec<Failure>,
+    /// Over TLS: the earliest notAfter of the certificate chain the answering server presented
+    /// (leaf and intermediates, as blackbox_exporter's `probe_ssl_earliest_cert_expiry`).
+    #[serde(serialize_with = "crate::probe::timestamp::option::serialize")]
+    pub cert_not_after: Option<SystemTime>,
     /// `Lagged` for a late answer, `Timeout` for none; transport and DNS failures as they came.
     pub failure: Option<Failure>,
     /// The messages exchanged (`probe -v`).
@@ -117,6 +121,7 @@ pub async fn options(dns: &Dns, cfg: &OptionsConfig) -> Result<OptionsOutcome, C
         attempts: Vec::new(),
         dns_fallbacks: Vec::new(),
         failure: None,
+        cert_not_after: None,
         flow: Vec::new(),
     };
     let mut qualify = Qualify {
@@ -133,6 +138,7 @@ pub async fn options(dns: &Dns, cfg: &OptionsConfig) -> Result<OptionsOutcome, C
     outcome.target = tried.target;
     outcome.attempts = tried.attempts;
     outcome.dns_fallbacks = tried.dns_fallbacks;
+    outcome.cert_not_after = tried.cert_not_after;
     outcome.flow = qualify.flow.entries;
     match tried.result {
         Ok(exchange) => {
@@ -224,6 +230,7 @@ impl Outcome for OptionsOutcome {
         if let Some(server) = &self.server {
             facts.push(("server", server.clone()));
         }
+        facts.extend(crate::probe::tls::expiry_fact(self.cert_not_after));
         facts.extend(attempts::facts(&self.attempts, &self.dns_fallbacks));
         facts
     }

@@ -29,7 +29,7 @@ use crate::secret::Secret;
 use rsip::Header;
 use rsip::prelude::*;
 use serde::Serialize;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 use tokio::time::Instant;
 
 /// The registration interval asked for unless configured (seconds).
@@ -112,6 +112,10 @@ pub struct RegisterOutcome {
     /// did, all that were tried), in the order tried.
     pub attempts: Vec<attempts::Attempt>,
     /// Service discovery queries (NAPTR, SRV) that failed and were fallen back from.
+    /// Over TLS: the earliest notAfter of the certificate chain the answering server presented
+    /// (leaf and intermediates, as blackbox_exporter's `probe_ssl_earliest_cert_expiry`).
+    #[serde(serialize_with = "crate::probe::timestamp::option::serialize")]
+    pub cert_not_after: Option<SystemTime>,
     pub dns_fallbacks: Vec<Failure>,
     pub failure: Option<Failure>,
     /// The messages exchanged, credentials redacted (`probe -v`).
@@ -182,6 +186,7 @@ pub async fn register(dns: &Dns, cfg: &RegisterConfig) -> Result<RegisterOutcome
     outcome.target = tried.target;
     outcome.attempts = tried.attempts;
     outcome.dns_fallbacks = tried.dns_fallbacks;
+    outcome.cert_not_after = tried.cert_not_after;
     outcome.failure = tried.result.err();
     outcome.flow = attempt.flow.entries;
     outcome.total = started.elapsed();
@@ -231,6 +236,7 @@ impl RegisterOutcome {
             attempts: Vec::new(),
             dns_fallbacks: Vec::new(),
             failure: None,
+            cert_not_after: None,
             flow: Vec::new(),
         }
     }
@@ -591,6 +597,7 @@ impl Outcome for RegisterOutcome {
         if let Some(server) = &self.server {
             facts.push(("server", server.clone()));
         }
+        facts.extend(crate::probe::tls::expiry_fact(self.cert_not_after));
         facts.extend(attempts::facts(&self.attempts, &self.dns_fallbacks));
         facts
     }

@@ -15,7 +15,7 @@ use crate::probe::dns::Dns;
 use crate::probe::tls::CaSource;
 use crate::probe::{ConfigError, DnsErrorKind, DnsRecord, Failure, tls};
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 use tokio::time::Instant;
 
 /// What trying the destinations gave.
@@ -27,6 +27,9 @@ pub(super) struct Tried<T> {
     pub attempts: Vec<Attempt>,
     /// Service discovery queries (NAPTR, SRV) that failed and were fallen back from.
     pub dns_fallbacks: Vec<Failure>,
+    /// Over TLS: the earliest expiry in the certificate chain of the last server that
+    /// completed a handshake (the one that answered, when one did).
+    pub cert_not_after: Option<SystemTime>,
     /// The exchange's result on the destination that answered, else the last failure.
     pub result: Result<T, Failure>,
 }
@@ -72,6 +75,7 @@ pub(super) async fn each<E: Exchange>(
         target: None,
         attempts: Vec::new(),
         dns_fallbacks: resolved.notes,
+        cert_not_after: None,
         result: Err(Failure::Timeout { after: timeout }),
     };
     let count = resolved.destinations.len();
@@ -121,6 +125,7 @@ pub(super) async fn each<E: Exchange>(
         }
         if let Some((conn, address)) = won {
             tried.target = Some(target(destination, address));
+            tried.cert_not_after = conn.cert_not_after();
             let result = exchange.on(conn, attempts::udp_share(deadline, last)).await;
             if tried.settle(destination, address, result) {
                 return Ok(tried);

@@ -14,6 +14,7 @@ use rustls::pki_types::ServerName;
 use serde::Serialize;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::SystemTime;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 
@@ -87,6 +88,8 @@ pub(super) struct Connection {
     local: SocketAddr,
     peer: SocketAddr,
     transport: Transport,
+    /// Over TLS: the earliest end of validity in the certificate chain the server presented.
+    cert_not_after: Option<SystemTime>,
 }
 
 enum Io {
@@ -110,6 +113,7 @@ impl Connection {
     /// bound it by the probe's deadline.
     pub async fn open(peer: SocketAddr, dial: Dial) -> Result<Connection, Failure> {
         let io_failure = |e: std::io::Error| Failure::from_io(&e, peer);
+        let mut cert_not_after = None;
         let (io, transport) = match dial {
             Dial::Udp => {
                 let any: SocketAddr = if peer.is_ipv4() {
@@ -134,6 +138,7 @@ impl Connection {
                     .connect(name, tcp)
                     .await
                     .map_err(|e| tls::handshake_failure(&e, &shown))?;
+                cert_not_after = tls::earliest_not_after(tls.get_ref().1);
                 (Io::stream(Stream::Tls(Box::new(tls))), Transport::Tls)
             }
         };
@@ -154,7 +159,13 @@ impl Connection {
             local,
             peer,
             transport,
+            cert_not_after,
         })
+    }
+
+    /// Over TLS, when the earliest certificate of the server's chain stops being valid.
+    pub fn cert_not_after(&self) -> Option<SystemTime> {
+        self.cert_not_after
     }
 
     /// Our address as the peer should see it in Via and Contact.
