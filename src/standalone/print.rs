@@ -287,6 +287,7 @@ mod tests {
             total: Duration::from_millis(20),
             attempts: Vec::new(),
             dns_fallbacks: Vec::new(),
+            cert_not_after: None,
             failure: None,
             flow: Vec::new(),
         };

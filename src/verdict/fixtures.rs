@@ -251,6 +251,7 @@ impl Run {
             total: answered.unwrap_or(TIMEOUT),
             attempts: Vec::new(),
             dns_fallbacks: Vec::new(),
+            cert_not_after: None,
             failure,
             flow: Vec::new(),
         };
@@ -303,6 +304,7 @@ impl Run {
             lagged_threshold: Duration::from_secs(2),
             attempts: Vec::new(),
             dns_fallbacks: Vec::new(),
+            cert_not_after: None,
             failure,
             flow: Vec::new(),
         };
