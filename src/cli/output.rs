@@ -40,14 +40,14 @@ pub fn print_outcome<O: Outcome>(
     reading: &Reading,
     format: OutputFormat,
 ) -> ExitCode {
-    let failed = outcome.failure().is_some() || reading.blame.is_some();
+    let failed = !reading.passed;
     match format {
         OutputFormat::Table => print!("{}", table(probe, outcome, reading)),
         OutputFormat::Json => {
-            let message = match outcome.failure() {
-                Some(failure) => Some(failure.to_string()),
-                None => reading.blame.map(|_| reading.message.clone()),
-            };
+            let message = failed.then(|| match outcome.failure() {
+                Some(failure) => failure.to_string(),
+                None => reading.message.clone(),
+            });
             let report = JsonReport {
                 probe,
                 success: !failed,
@@ -74,10 +74,10 @@ pub fn print_outcome<O: Outcome>(
 }
 
 fn table<O: Outcome>(probe: &str, outcome: &O, reading: &Reading) -> String {
-    let verdict = match (outcome.failure(), reading.blame) {
-        (Some(failure), _) => format!("FAILED {}: {failure}", failure.class()),
-        (None, Some(_)) => format!("FAILED {}: {}", reading.reason.as_str(), reading.message),
-        (None, None) => "OK".to_owned(),
+    let verdict = match (reading.passed, outcome.failure()) {
+        (true, _) => "OK".to_owned(),
+        (false, Some(failure)) => format!("FAILED {}: {failure}", failure.class()),
+        (false, None) => format!("FAILED {}: {}", reading.reason.as_str(), reading.message),
     };
     let status = if reading.blame.is_some() {
         "False"

@@ -176,7 +176,7 @@ pub async fn once(
             .iter()
             .map(|run| (run, verdict::read_control(run)));
         for (run, reading) in readings.chain(control) {
-            tally.failed_probes += usize::from(run.failure().is_some() || reading.blame.is_some());
+            tally.failed_probes += usize::from(!reading.passed);
             write_line(&print::probe(format, id, run, &reading));
         }
     }

@@ -117,11 +117,11 @@ pub fn transition(
 pub fn probe(format: Format, id: &CheckId, run: &ProbeRun, reading: &Reading) -> String {
     let failure = run.failure();
     let seconds = run.duration.as_secs_f64();
-    let failed = failure.is_some() || reading.blame.is_some();
-    let message = match failure {
-        Some(failure) => Some(failure.to_string()),
-        None => reading.blame.map(|_| reading.message.clone()),
-    };
+    let failed = !reading.passed;
+    let message = failed.then(|| match failure {
+        Some(failure) => failure.to_string(),
+        None => reading.message.clone(),
+    });
     match format {
         Format::Text => match (message, reading.blame) {
             (Some(message), blame) => format!(

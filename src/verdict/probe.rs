@@ -69,25 +69,33 @@ pub struct Reading {
     pub blame: Option<Blame>,
     /// The condition's message, e.g. `sip-register: no answer within 10s`.
     pub message: String,
+    /// Whether the run passed: the probe itself succeeded (for the control probe: got any
+    /// answer) and its condition would be met.
+    pub passed: bool,
 }
 
 /// Reads one run as its condition would.
 pub fn read(run: &ProbeRun) -> Reading {
-    Reading::of(Some(condition_of(run.kind)), observe(run))
+    let observation = observe(run);
+    let passed = observation.is_pass() && run.failure().is_none();
+    Reading::of(Some(condition_of(run.kind)), observation, passed)
 }
 
-/// Reads a control probe's run: any answer passes (see `control`).
+/// Reads a control probe's run: any answer passes (see `control`), a 404 included.
 pub fn read_control(run: &ProbeRun) -> Reading {
-    Reading::of(None, super::control::observe(run))
+    let observation = super::control::observe(run);
+    let passed = observation.is_pass();
+    Reading::of(None, observation, passed)
 }
 
 impl Reading {
-    fn of(condition: Option<ConditionType>, observation: Observation) -> Self {
+    fn of(condition: Option<ConditionType>, observation: Observation, passed: bool) -> Self {
         Reading {
             condition,
             reason: observation.reason,
             blame: observation.fault,
             message: observation.detail,
+            passed,
         }
     }
 }
