@@ -7,6 +7,7 @@
 pub mod attempts;
 pub mod dns;
 pub mod http;
+pub mod media;
 pub mod sip;
 pub mod stun;
 pub mod tls;
@@ -82,6 +83,45 @@ pub enum Failure {
         /// The status line of the last response that did arrive, e.g. `401 Unauthorized`.
         arrived: String,
     },
+    /// A test call's INVITE got a provisional answer (100 Trying) but neither ringing (18x)
+    /// nor a final response within the probe timeout.
+    #[error("the call did not ring: no 18x or final response within {}", in_ms(*after))]
+    NoRinging {
+        #[serde(rename = "afterSeconds", serialize_with = "secs::serialize")]
+        after: Duration,
+    },
+    /// A test call rang (18x) and was not answered within the ring timeout; it was cancelled.
+    #[error("rang, but not answered within the {} ring timeout", in_ms(*after))]
+    NotAnswered {
+        #[serde(rename = "afterSeconds", serialize_with = "secs::serialize")]
+        after: Duration,
+    },
+    /// The far end hung up (BYE) before the test call's media ended.
+    #[error("the far end hung up {} after the answer, before the media ended", in_ms(*after))]
+    DroppedEarly {
+        #[serde(rename = "afterSeconds", serialize_with = "secs::serialize")]
+        after: Duration,
+    },
+    /// The call was answered but its media could not be agreed: no SDP answer, an SDP that
+    /// cannot be read, or none of the offered codecs.
+    #[error("media not negotiated: {detail}")]
+    MediaNotNegotiated { detail: String },
+    /// The hairpin test call's own callee could not be registered, so no call could reach it.
+    #[error("the callee could not be registered: {cause}")]
+    CalleeNotRegistered { cause: Box<Failure> },
+    /// RTP arrived in one direction only (seed 004: NAT, firewall, ALG); `silent` is the
+    /// direction in which nothing arrived.
+    #[error("one-way audio: no RTP {silent}")]
+    OneWayAudio { silent: media::MediaDirection },
+    /// The call was answered and no RTP arrived in either direction.
+    #[error("no audio: no RTP arrived in either direction")]
+    NoAudio,
+    /// Audio arrived, but its MOS is below the threshold.
+    #[error("MOS {mos} below the {threshold} threshold")]
+    PoorQuality {
+        mos: media::Mos,
+        threshold: media::Mos,
+    },
     /// An HTTP status outside the expected set.
     #[error("HTTP status {code} not among the expected statuses")]
     HttpStatus { code: u16 },
@@ -134,6 +174,14 @@ impl Failure {
             Failure::SipStatus { .. } => "SipStatus",
             Failure::NotBound { .. } => "NotBound",
             Failure::NoFinalAnswer { .. } => "NoFinalAnswer",
+            Failure::NoRinging { .. } => "NoRinging",
+            Failure::NotAnswered { .. } => "NotAnswered",
+            Failure::DroppedEarly { .. } => "DroppedEarly",
+            Failure::MediaNotNegotiated { .. } => "MediaNotNegotiated",
+            Failure::CalleeNotRegistered { .. } => "CalleeNotRegistered",
+            Failure::OneWayAudio { .. } => "OneWayAudio",
+            Failure::NoAudio => "NoAudio",
+            Failure::PoorQuality { .. } => "PoorQuality",
             Failure::HttpStatus { .. } => "HttpStatus",
             Failure::BodyMismatch { .. } => "BodyMismatch",
             Failure::ContentDecoding { .. } => "ContentDecoding",

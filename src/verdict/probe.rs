@@ -171,6 +171,7 @@ fn cause(condition: ConditionType, failure: &Failure) -> (Reason, Blame) {
     let (reason, blame) = match failure {
         // The dead server's own failure says why.
         Failure::StunServerFailed { cause: inner, .. } => return cause(condition, inner),
+        Failure::CalleeNotRegistered { cause: inner } => return cause(condition, inner),
         // NXDOMAIN of the configured name is configuration (issue 3); so is a name without
         // records. A resolver that fails, refuses or gives no answer is this location's
         // resolver.
@@ -195,6 +196,11 @@ fn cause(condition: ConditionType, failure: &Failure) -> (Reason, Blame) {
         // for us: calls to the line cannot reach it, and only the provider can change that.
         Failure::NotBound { .. } => (Reason::NotBound, Provider),
         Failure::NoFinalAnswer { .. } => (Reason::Timeout, Provider),
+        Failure::NoRinging { .. } | Failure::NotAnswered { .. } => (Reason::Timeout, Provider),
+        Failure::DroppedEarly { .. } => (Reason::TransportError, Provider),
+        Failure::MediaNotNegotiated { .. } => (Reason::NotAcceptableHere, Configuration),
+        Failure::OneWayAudio { .. } | Failure::NoAudio => (Reason::TransportError, Local),
+        Failure::PoorQuality { .. } => (Reason::TransportError, Provider),
         Failure::HttpStatus { code } if (500..600).contains(code) => (Reason::HttpStatus, Provider),
         Failure::HttpStatus { .. } => (Reason::HttpStatus, Configuration),
         // The page answers, with other content than the check expects: the expectation or the

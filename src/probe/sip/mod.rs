@@ -9,6 +9,7 @@
 //! client transaction (retransmission, response matching) and records the [`flow`] of messages,
 //! [`digest`] answers challenges, and [`register`] and [`options`] are the two probes.
 
+mod call;
 mod digest;
 mod flow;
 mod message;
@@ -21,6 +22,10 @@ mod transaction;
 mod transport;
 mod uri;
 
+pub use call::{
+    Account, AnswerPolicy, CallConfig, CallOutcome, Callee, DEFAULT_RING_TIMEOUT, HANGUP_BUDGET,
+    Hangup, Party, SdpAddress,
+};
 pub use digest::DigestAlgorithm;
 pub use flow::{Direction, FlowEntry};
 pub use options::{DEFAULT_LAGGED_THRESHOLD, OptionsConfig, OptionsOutcome, QualifyState, options};
