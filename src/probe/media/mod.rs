@@ -183,6 +183,44 @@ impl MediaReport {
     }
 }
 
+impl MediaReport {
+    /// The report's lines in the probe's human table: per direction what arrived, then the
+    /// round trip and the MOS.
+    pub fn facts(&self) -> Vec<(&'static str, String)> {
+        let mut facts = vec![("codec", self.codec.to_string())];
+        if let Some(outgoing) = &self.outgoing {
+            facts.push(("audio outgoing", outgoing.to_string()));
+        }
+        facts.push(("audio incoming", self.incoming.to_string()));
+        if let Some(rtt) = self.round_trip {
+            facts.push((
+                "round trip",
+                format!("{:.1} ms", rtt.as_secs_f64() * 1000.0),
+            ));
+        }
+        facts.push(("MOS", self.mos().to_string()));
+        facts
+    }
+}
+
+impl std::fmt::Display for StreamStats {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} of {} packets, {:.1}% lost, jitter {:.1} ms, MOS {}",
+            self.received,
+            self.sent,
+            self.loss_ratio * 100.0,
+            self.jitter.as_secs_f64() * 1000.0,
+            self.mos
+        )?;
+        if self.measured_by == MeasuredBy::RtcpReport {
+            f.write_str(" (far end's RTCP report)")?;
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

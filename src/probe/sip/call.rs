@@ -5,11 +5,11 @@
 
 use super::digest::DigestAlgorithm;
 use super::flow::FlowEntry;
-use super::{StatusLine, Target};
-use crate::probe::Failure;
+use super::{StatusLine, Target, millis};
 use crate::probe::attempts;
 use crate::probe::media::{MediaConfig, MediaReport};
 use crate::probe::tls::CaSource;
+use crate::probe::{Failure, Outcome};
 use crate::secret::Secret;
 use serde::Serialize;
 use std::time::{Duration, SystemTime};
@@ -170,4 +170,61 @@ pub struct CallOutcome {
     /// The messages exchanged, credentials redacted (`probe -v`).
     #[serde(skip)]
     pub flow: Vec<FlowEntry>,
+}
+
+impl std::fmt::Display for Hangup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let by = match self.by {
+            Party::Caller => "by the probe",
+            Party::FarEnd => "by the far end",
+        };
+        write!(f, "{} {by}", self.method)?;
+        match &self.response {
+            Some(response) => write!(f, ", answered {response}"),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Outcome for CallOutcome {
+    fn failure(&self) -> Option<&Failure> {
+        self.failure.as_ref()
+    }
+
+    fn facts(&self) -> Vec<(&'static str, String)> {
+        let or_dash = |v: Option<String>| v.unwrap_or_else(|| "-".into());
+        let mut facts = vec![
+            (
+                "target",
+                or_dash(self.target.as_ref().map(ToString::to_string)),
+            ),
+            (
+                "ringing",
+                or_dash(self.ringing.as_ref().map(ToString::to_string)),
+            ),
+            (
+                "response",
+                or_dash(self.response.as_ref().map(ToString::to_string)),
+            ),
+            ("post-dial delay", millis(self.post_dial_delay)),
+            ("setup time", millis(self.setup_time)),
+        ];
+        if self.callee_reached.is_some() {
+            facts.push(("callee reached", millis(self.callee_reached)));
+        }
+        facts.push((
+            "hang-up",
+            or_dash(self.hangup.as_ref().map(ToString::to_string)),
+        ));
+        if let Some(media) = &self.media {
+            facts.extend(media.facts());
+        }
+        facts.push(("total", millis(Some(self.total))));
+        if let Some(server) = &self.server {
+            facts.push(("server", server.clone()));
+        }
+        facts.extend(crate::probe::tls::expiry_fact(self.cert_not_after));
+        facts.extend(attempts::facts(&self.attempts, &self.dns_fallbacks));
+        facts
+    }
 }
