@@ -3,11 +3,13 @@
 //! userinfo or an unbounded value.
 //!
 //! Every series of a check carries `namespace` and `name`; probe series add `probe`
-//! (`sip-register`, `sip-options`, `http:<name>`, `stun`, `control`); every series of the
-//! registry carries `location` (given to [`Metrics::new`]). The remaining labels take values
-//! from closed sets: SIP `method` and `code` (a three-digit status; anything else `invalid`),
-//! blackbox_exporter's `phase` names, and the condition `type`/`status`/`reason` enums. Reason
-//! phrases, addresses, URLs and server names stay in status and logs.
+//! (`sip-register`, `sip-options`, `sip-call`, `http:<name>`, `stun`, `control`); every series
+//! of the registry carries `location` (given to [`Metrics::new`]). The remaining labels take
+//! values from closed sets: SIP `method` (`REGISTER`, `OPTIONS`, `INVITE`) and `code` (a
+//! three-digit status; anything else `invalid`), a test call's media `direction` (`outgoing`,
+//! `incoming`, seen from the caller), blackbox_exporter's `phase` names, and the condition
+//! `type`/`status`/`reason` enums. Reason phrases, addresses, URLs and server names stay in
+//! status and logs.
 //!
 //! Gauges describe the last run. A value the last run did not produce (no response, no
 //! certificate, no NAT measurement) removes its series instead of leaving a stale one, except
@@ -28,6 +30,12 @@
 //! | `stun_rtt_seconds` | gauge | namespace, name, probe |
 //! | `stun_public_address` | gauge 0/1 | namespace, name, probe |
 //! | `nat_binding_lifetime_seconds` | gauge (idle time survived; 0: expired) | namespace, name, probe |
+//! | `call_post_dial_delay_seconds` | gauge (INVITE to the first 18x) | namespace, name, probe |
+//! | `call_setup_seconds` | gauge (INVITE to the 2xx) | namespace, name, probe |
+//! | `rtp_round_trip_seconds` | gauge | namespace, name, probe |
+//! | `rtp_loss_ratio` | gauge 0 to 1 | namespace, name, probe, direction |
+//! | `rtp_jitter_seconds` | gauge | namespace, name, probe, direction |
+//! | `call_mos` | gauge 1 to 4.5 | namespace, name, probe, direction |
 //! | `condition` | gauge, always 1 | namespace, name, type, status, reason |
 //! | `hotline_reportable` | gauge 0/1 | namespace, name |
 //! | `last_run_timestamp_seconds` | gauge (Unix time) | namespace, name |
@@ -66,10 +74,14 @@ pub use http::{Health, serve, serve_on};
 use crate::api::{ConditionStatus, ConditionType, Incident, TargetKind};
 use crate::check::{CheckId, ProbeOutcome, ProbeRun, RunReport};
 use crate::probe::http::HttpOutcome;
-use crate::probe::sip::{OptionsOutcome, RegisterOutcome, StatusLine};
+use crate::probe::media::{MediaDirection, MediaReport};
+use crate::probe::sip::{CallOutcome, OptionsOutcome, RegisterOutcome, StatusLine};
 use crate::probe::stun::{ServerAnswer, StunOutcome};
 use crate::verdict::Verdict;
-use checks::{HTTP_PHASES, IncidentSeries, ProbeGauge, ProbeMetrics, SipCode, Store};
+use checks::{
+    DIRECTIONS, DirectionGauge, HTTP_PHASES, IncidentSeries, ProbeGauge, ProbeMetrics, SipCode,
+    Store,
+};
 use prometheus::{HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 use std::collections::{HashMap, HashSet};
 use std::io::{self, Write};
@@ -339,6 +351,7 @@ impl Writer<'_> {
         match &run.outcome {
             ProbeOutcome::SipRegister(outcome) => self.register(outcome),
             ProbeOutcome::SipOptions(outcome) => self.options(outcome),
+            ProbeOutcome::SipCall(outcome) => self.call(outcome),
             ProbeOutcome::Http(outcome) => self.http(outcome),
             ProbeOutcome::Stun(outcome) => self.stun(outcome),
             ProbeOutcome::Cancelled(_) => self.cancelled(run),
@@ -364,6 +377,42 @@ impl Writer<'_> {
         self.sip_response("OPTIONS", outcome.response.as_ref());
         self.gauge(ProbeGauge::SipRtt, secs(outcome.rtt));
         self.cert_expiry(outcome.cert_not_after);
+    }
+
+    /// A test call: its INVITE's final response (`sip_responses_total{method="INVITE"}`,
+    /// `sip_last_status_code`), its timings and its audio.
+    fn call(&mut self, outcome: &CallOutcome) {
+        self.sip_response("INVITE", outcome.response.as_ref());
+        self.gauge(ProbeGauge::CallPostDialDelay, secs(outcome.post_dial_delay));
+        self.gauge(ProbeGauge::CallSetup, secs(outcome.setup_time));
+        self.cert_expiry(outcome.cert_not_after);
+        self.media(outcome.media.as_ref());
+    }
+
+    /// The per-direction RTP figures and the round trip; a direction nobody measured (an echo
+    /// without RTCP has no `outgoing`) and a call without audio have no series.
+    fn media(&mut self, media: Option<&MediaReport>) {
+        self.gauge(
+            ProbeGauge::RtpRoundTrip,
+            secs(media.and_then(|m| m.round_trip)),
+        );
+        for direction in DIRECTIONS {
+            let stats = media.and_then(|m| match direction {
+                MediaDirection::Outgoing => m.outgoing.as_ref(),
+                MediaDirection::Incoming => Some(&m.incoming),
+            });
+            let values = [
+                (DirectionGauge::RtpLoss, stats.map(|s| s.loss_ratio)),
+                (
+                    DirectionGauge::RtpJitter,
+                    stats.map(|s| s.jitter.as_secs_f64()),
+                ),
+                (DirectionGauge::Mos, stats.map(|s| s.mos.as_f64())),
+            ];
+            for (gauge, value) in values {
+                self.0.set_direction(gauge, direction, value);
+            }
+        }
     }
 
     /// `tls_cert_expiry_timestamp_seconds`: HTTPS and SIP over TLS alike, absent otherwise.
@@ -428,6 +477,15 @@ impl Writer<'_> {
             ProbeKind::SipOptions => {
                 self.gauge(ProbeGauge::SipLastStatusCode, Some(0.0));
                 &[ProbeGauge::SipRtt]
+            }
+            ProbeKind::SipCall => {
+                self.gauge(ProbeGauge::SipLastStatusCode, Some(0.0));
+                self.media(None);
+                &[
+                    ProbeGauge::CallPostDialDelay,
+                    ProbeGauge::CallSetup,
+                    ProbeGauge::TlsCertExpiry,
+                ]
             }
             ProbeKind::Http => {
                 self.gauge(ProbeGauge::HttpStatusCode, Some(0.0));

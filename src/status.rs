@@ -565,6 +565,35 @@ mod tests {
         }
     }
 
+    /// A 404 of a destination that answered before is the provider's; after a restart the
+    /// written status must keep that memory, or the next 404 would read as a wrong number.
+    #[test]
+    fn a_resumed_call_outage_remembers_the_destination_answered_before() {
+        let not_found = || Failure::SipStatus {
+            code: 404,
+            hint: None,
+        };
+        for answered_first in [true, false] {
+            let mut written = Written::new(Policy::test(Cloud).call(false));
+            if answered_first {
+                written.run(|r| r.registered().call_answered(Duration::from_millis(80), None));
+            }
+            written.run(|r| r.registered().call_fails(not_found()));
+            resume(&mut written);
+            let transitions = written.run(|r| r.registered().call_fails(not_found()));
+            assert_eq!(transitions, [], "answered first: {answered_first}");
+            let reportable = written.condition(ConditionType::HotlineReportable);
+            let expected = match answered_first {
+                true => ("True", "ProviderOutage"),
+                false => ("False", "ConfigurationProblem"),
+            };
+            assert_eq!(
+                (reportable.status.as_str(), reportable.reason.as_str()),
+                expected
+            );
+        }
+    }
+
     #[test]
     fn a_resumed_error_rate_verdict_stands_until_its_window_can_judge_again() {
         let window = Duration::from_secs(600);

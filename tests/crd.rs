@@ -89,6 +89,7 @@ fn printer_columns_read_the_conditions() {
             condition(ConditionType::SipReachable, "reason"),
             1,
         ),
+        ("Call", condition(ConditionType::CallPossible, "reason"), 0),
         ("Web", condition(ConditionType::WebReachable, "reason"), 0),
         ("STUN", condition(ConditionType::StunReachable, "reason"), 0),
         ("Age", ".metadata.creationTimestamp".to_owned(), 0),
@@ -136,7 +137,7 @@ fn cel_rules_compile_and_stay_within_the_cost_budget() {
     let mut found = Vec::new();
     rules(&schema, &mut found);
     let texts: Vec<&str> = found.iter().map(|(rule, _)| rule.as_str()).collect();
-    assert_eq!(texts.len(), 15, "rules lost or added: {texts:#?}");
+    assert_eq!(texts.len(), 24, "rules lost or added: {texts:#?}");
     for (rule, node) in &found {
         let warnings = analyze_rule(rule, &compile_schema(node), ScopeContext::CrdValidation);
         assert!(warnings.is_empty(), "{rule}: {warnings:?}");
@@ -203,6 +204,33 @@ fn cel_accepts_a_full_check_with_defaults_filled_in() {
                  "basicAuthSecretRef": { "name": "login" }, "allowInsecureBasicAuth": true }]),
     )]);
     assert_eq!(cel_errors(&insecure_allowed), Vec::<String>::new());
+    assert_eq!(cel_errors(&calling(json!({}))), Vec::<String>::new());
+    let hairpin = calling(json!({
+        "to": null,
+        "callee": { "username": "monitor-b",
+                    "credentialsSecretRef": { "name": "monitor-b", "key": "password" } },
+        "media": { "advertise": "StunMapped", "codec": "PCMU" },
+        "thresholds": { "mos": "4.05", "postDialDelay": "3s" }
+    }));
+    assert_eq!(cel_errors(&hairpin), Vec::<String>::new());
+}
+
+/// `full()` with a test call to an echo number (with audio) and an interval it fits in;
+/// `call` is merged over that call, a `null` removing a field.
+fn calling(call: Value) -> Value {
+    let mut base = json!({ "to": "sip:echo@maxmuster.starface-cloud.com", "media": {} });
+    for (key, value) in call.as_object().unwrap() {
+        match value {
+            Value::Null => base.as_object_mut().unwrap().remove(key),
+            _ => base
+                .as_object_mut()
+                .unwrap()
+                .insert(key.clone(), value.clone()),
+        };
+    }
+    let mut object = with(&[("/interval", json!("1m"))]);
+    object["spec"]["sip"]["call"] = base;
+    object
 }
 
 #[test]
@@ -305,7 +333,80 @@ fn cel_refuses_what_no_single_field_can() {
             "use https:// or set allowInsecureBasicAuth: true",
         ),
     ];
-    for (case, object, message) in cases {
+    let call_cases: Vec<(&str, Value, &str)> = vec![
+        (
+            "call with to and callee",
+            calling(json!({ "callee": { "username": "b",
+                "credentialsSecretRef": { "name": "b", "key": "password" } } })),
+            "set exactly one of to and callee",
+        ),
+        (
+            "call with neither",
+            calling(json!({ "to": null })),
+            "set exactly one of to and callee",
+        ),
+        (
+            "call without register",
+            {
+                let mut object = calling(json!({}));
+                object["spec"]["sip"]
+                    .as_object_mut()
+                    .unwrap()
+                    .remove("register");
+                object
+            },
+            "sip.call needs sip.register",
+        ),
+        (
+            "media with RingingIsEnough",
+            calling(json!({ "answer": "RingingIsEnough" })),
+            "media needs answer: Required",
+        ),
+        (
+            "StunMapped without STUN",
+            {
+                let mut object = calling(json!({ "media": { "advertise": "StunMapped" } }));
+                object["spec"].as_object_mut().unwrap().remove("stun");
+                object
+            },
+            "StunMapped needs spec.stun.servers",
+        ),
+        (
+            "a call that does not fit the defaulted interval",
+            {
+                let mut object = calling(json!({}));
+                object["spec"].as_object_mut().unwrap().remove("interval");
+                object
+            },
+            "interval must be longer than a test call can take",
+        ),
+        (
+            "a call of 10s + 20s + 30s + 3s in a minute",
+            calling(json!({ "media": { "duration": "30s" } })),
+            "interval must be longer than a test call can take",
+        ),
+        (
+            "MOS 4.6",
+            calling(json!({ "thresholds": { "mos": "4.6" } })),
+            "must be a MOS between 1.0 and 4.5",
+        ),
+        (
+            "ring timeout 5m",
+            calling(json!({ "ringTimeout": "5m" })),
+            "between 1s and 3m",
+        ),
+        (
+            "media of 2m",
+            calling(json!({ "media": { "duration": "2m" } })),
+            "between 1s and 1m",
+        ),
+        (
+            "post-dial delay of 2m",
+            calling(json!({ "thresholds": { "postDialDelay": "2m" } })),
+            "between 100ms and 1m",
+        ),
+    ];
+    for (case, object, message) in cases.into_iter().chain(call_cases) {
         let errors = cel_errors(&object);
         assert!(
             errors.iter().any(|e| e.contains(message)),

@@ -69,6 +69,13 @@ stable_names! {
         /// SIP OPTIONS qualify with Asterisk chan_sip's semantics: an answer within the lagged
         /// threshold (seeds 000/001/002: `UNREACHABLE` / `LAGGED` in the PBX log).
         SipReachable,
+        /// A test call from the monitoring account is answered (or rings, with
+        /// `answer: RingingIsEnough`): seed 002's first criterion, "no calls can be made,
+        /// incoming or outgoing", observed instead of inferred from REGISTER.
+        CallPossible,
+        /// The test call's audio arrives both ways with a MOS at or above the threshold (seed
+        /// 004: calls connect, but without audio). Only with `sip.call.media`.
+        MediaQuality,
         /// The share of 404/480/500/503 final responses over the window stays below the
         /// threshold (seed 002, Connect: these codes found "very often"). `True` is normal.
         SipErrorRate,
@@ -132,6 +139,35 @@ stable_names! {
         Unreachable,
         /// The error-code share is at or below the threshold.
         WithinThreshold,
+
+        // --- test calls ---
+        /// The test call was answered (2xx); the timings are in the message.
+        Answered,
+        /// The test call rang (180/183) and `answer: RingingIsEnough` counts that as success.
+        Ringing,
+        /// The call went through, but it rang later than `thresholds.postDialDelay`: still True,
+        /// a ticket rather than an outage.
+        SlowPostDialDelay,
+        /// The INVITE got no ringing (18x) and no final response in time.
+        NoRinging,
+        /// The call rang and was not answered within `ringTimeout`; it was cancelled.
+        NotAnswered,
+        /// The far end hung up before the media ended.
+        DroppedEarly,
+        /// The call was answered without a usable SDP answer (none, unreadable, no common codec).
+        MediaNotNegotiated,
+        /// The check's own callee account could not be registered, so the call could not reach it.
+        CalleeNotRegistered,
+        /// RTP arrived both ways with a MOS at or above the threshold.
+        Good,
+        /// RTP arrived, with a MOS below the threshold (loss, jitter, delay).
+        Degraded,
+        /// RTP arrived in one direction only (seed 004: NAT, firewall, ALG).
+        OneWayAudio,
+        /// No RTP arrived in either direction.
+        NoAudio,
+        /// No audio could be measured: the latest test call was not answered (see CallPossible).
+        NotMeasured,
         /// 404/480/500/503 make up more than the threshold of the window's final responses.
         FrequentErrorCodes,
 
@@ -234,6 +270,13 @@ impl fmt::Display for ConditionStatus {
 }
 
 impl ConditionType {
+    /// Whether `reason` is this condition's plain good state, nothing worth a note: its first
+    /// reason, and `Ringing` for a call that only has to ring.
+    pub fn is_plain_success(self, reason: Reason) -> bool {
+        reason == self.reasons()[0]
+            || (self == ConditionType::CallPossible && reason == Reason::Ringing)
+    }
+
     /// The reasons this condition is written with. The first is the one for `True`.
     pub fn reasons(self) -> &'static [Reason] {
         use Reason::*;
@@ -272,6 +315,25 @@ impl ConditionType {
                 TransportError,
                 TlsCertificateInvalid,
             ],
+            ConditionType::CallPossible => &[
+                Answered,
+                Ringing,
+                SlowPostDialDelay,
+                Rejected,
+                Forbidden,
+                NotAcceptableHere,
+                AuthRejected,
+                NoRinging,
+                NotAnswered,
+                DroppedEarly,
+                MediaNotNegotiated,
+                CalleeNotRegistered,
+                Timeout,
+                DnsFailure,
+                TransportError,
+                TlsCertificateInvalid,
+            ],
+            ConditionType::MediaQuality => &[Good, Degraded, OneWayAudio, NoAudio, NotMeasured],
             ConditionType::SipErrorRate => &[WithinThreshold, FrequentErrorCodes],
             ConditionType::WebReachable => &[
                 Reachable,

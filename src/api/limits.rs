@@ -80,6 +80,16 @@ pub const TLS_EXPIRY_WARNING: DurationRange = DurationRange::new(
     GoDuration::from_secs(HOUR),
     GoDuration::from_secs(8760 * HOUR),
 );
+/// A phone that rings 3 minutes is not answered; RFC 3261's proxy Timer C is just above.
+pub const RING_TIMEOUT: DurationRange =
+    DurationRange::new(GoDuration::from_secs(1), GoDuration::from_secs(180));
+/// A second gives 50 packets; a minute is plenty for a MOS and keeps a check's run short.
+pub const MEDIA_DURATION: DurationRange =
+    DurationRange::new(GoDuration::from_secs(1), GoDuration::from_secs(60));
+pub const POST_DIAL_DELAY: DurationRange =
+    DurationRange::new(GoDuration::from_millis(100), GoDuration::from_secs(60));
+/// The E-model's MOS scale (G.107 Annex B: 1.0 to 4.5), in hundredths.
+pub const MOS_HUNDREDTHS: IntRange = IntRange { min: 100, max: 450 };
 
 pub const FAILURE_THRESHOLD: IntRange = IntRange { min: 1, max: 100 };
 pub const SUCCESS_THRESHOLD: IntRange = IntRange { min: 1, max: 100 };

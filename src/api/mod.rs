@@ -16,14 +16,16 @@ pub use conditions::{ConditionStatus, ConditionType, Reason, UnknownName};
 pub use duration::{GoDuration, ParseDurationError};
 pub use guard::{GuardedCheck, InvalidCheck};
 pub use spec::{
-    BASIC_AUTH_KEYS, ControlProbe, HttpCheck, NatBinding, Report, SecretKeyRef, SecretKeyUse,
-    SecretRef, SipCheck, SipErrorCodes, SipOptions, SipRegister, StunCheck, StunRequire,
-    StunTransport, Target, TargetKind, VoipCheck, VoipCheckSpec,
+    BASIC_AUTH_KEYS, CallAdvertise, CallAnswer, CallCodec, CallMedia, CallThresholds, ControlProbe,
+    HttpCheck, NatBinding, Report, SecretKeyRef, SecretKeyUse, SecretRef, SipCall, SipCallee,
+    SipCheck, SipErrorCodes, SipOptions, SipRegister, StunCheck, StunRequire, StunTransport,
+    Target, TargetKind, VoipCheck, VoipCheckSpec,
 };
 pub use status::{Incident, LastRun, ProbeResult, VoipCheckStatus};
 pub use validate::{
-    InvalidSpec, SpecError, check_host_port, check_sip_uri, check_sip_user, check_stun_server,
-    compile_body_regex, parse_duration, parse_http_url, parse_int, validate,
+    InvalidSpec, SpecError, call_bound, check_host_port, check_sip_uri, check_sip_user,
+    check_stun_server, compile_body_regex, parse_duration, parse_http_url, parse_int, parse_mos,
+    validate,
 };
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;

@@ -30,6 +30,10 @@ pub const SIP_URI: &str = r"^sips?:([^@\s:;/?]+@)?(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9
 /// The user part of a SIP address of record.
 pub const SIP_USER: &str = r"^[^\s@:;]+$";
 
+/// A MOS threshold as a decimal: 1 to 4 with up to two decimals (the range 1.0 to 4.5 is a
+/// separate rule).
+pub const MOS: &str = r"^[1-4](\.[0-9]{1,2})?$";
+
 /// An `http://` or `https://` URL without userinfo (no `@` before the path).
 pub const HTTP_URL: &str = r"^https?://[^\s/?#@]+([/?#]\S*)?$";
 
@@ -58,6 +62,7 @@ pub(crate) mod compiled {
     compiled!(SIP_URI);
     compiled!(SIP_USER);
     compiled!(HTTP_URL);
+    compiled!(MOS);
     compiled!(PROBE_NAME);
     compiled!(SECRET_NAME);
     compiled!(SECRET_KEY);

@@ -67,6 +67,12 @@ use serde::{Deserialize, Serialize};
         priority = 1
     ),
     printcolumn(
+        name = "Call",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"CallPossible\")].reason",
+        description = "The test call"
+    ),
+    printcolumn(
         name = "Web",
         type_ = "string",
         json_path = ".status.conditions[?(@.type==\"WebReachable\")].reason",
@@ -95,6 +101,12 @@ use serde::{Deserialize, Serialize};
 #[x_kube(validation = Rule::new("!has(self.sip) || !has(self.sip.errorCodes) || duration(self.sip.errorCodes.window) >= duration(self.interval)")
     .message("sip.errorCodes.window must be at least one interval")
     .field_path(".sip.errorCodes.window"))]
+#[x_kube(validation = Rule::new(CALL_FITS_INTERVAL)
+    .message("interval must be longer than a test call can take: timeout + sip.call.ringTimeout + sip.call.media.duration + the hang-up (timeout, at most 3s)")
+    .field_path(".interval"))]
+#[x_kube(validation = Rule::new("!has(self.sip) || !has(self.sip.call) || !has(self.sip.call.media) || self.sip.call.media.advertise != 'StunMapped' || has(self.stun)")
+    .message("sip.call.media.advertise StunMapped needs spec.stun.servers (the first one maps the RTP address)")
+    .field_path(".sip.call.media.advertise"))]
 #[serde(rename_all = "camelCase")]
 pub struct VoipCheckSpec {
     /// The service this check watches; it names the service in conditions, metrics and in the
@@ -158,6 +170,14 @@ pub struct VoipCheckSpec {
     pub report: Option<Report>,
 }
 
+/// The CEL form of [`crate::probe::sip::CallConfig::bound`] against the interval (the hang-up
+/// budget is the smaller of the timeout and 3 s, `HANGUP_BUDGET`).
+const CALL_FITS_INTERVAL: &str = "!has(self.sip) || !has(self.sip.call) || \
+    duration(self.timeout) + duration(self.sip.call.ringTimeout) \
+    + (has(self.sip.call.media) ? duration(self.sip.call.media.duration) : duration('0s')) \
+    + (duration(self.timeout) < duration('3s') ? duration(self.timeout) : duration('3s')) \
+    < duration(self.interval)";
+
 /// The service a check watches.
 #[derive(KubeSchema, Serialize, Deserialize, Debug, Clone, PartialEq)]
 #[serde(rename_all = "camelCase")]
@@ -216,6 +236,9 @@ pub struct SecretRef {
 #[derive(KubeSchema, Serialize, Deserialize, Debug, Clone, PartialEq)]
 #[x_kube(validation = Rule::new("has(self.register) || has(self.options)")
     .message("sip needs register, options or both"))]
+#[x_kube(validation = Rule::new("!has(self.call) || has(self.register)")
+    .message("sip.call needs sip.register: the caller's account")
+    .field_path(".call"))]
 #[serde(rename_all = "camelCase")]
 pub struct SipCheck {
     /// The SIP server: a sip: or sips: URI such as sip:pbx.example.com;transport=tls or
@@ -242,6 +265,13 @@ pub struct SipCheck {
     /// Qualify the server with OPTIONS requests as Asterisk's chan_sip does (qualify=yes).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub options: Option<SipOptions>,
+
+    /// A test call from the register account: an INVITE to a number that answers (to) or to a
+    /// second account the check registers and answers itself (callee: the call proves outgoing
+    /// and incoming calls), then RTP both ways and the hang-up. Its final responses count for
+    /// errorCodes too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub call: Option<SipCall>,
 
     /// Watch the share of final responses with error codes 404, 480, 500 and 503 (or those
     /// given) over a window (STARFACE Connect: such codes "very often" are reportable).
@@ -283,6 +313,130 @@ pub struct SipRegister {
     /// account does not receive calls.
     #[serde(default = "defaults::unregister")]
     pub unregister: bool,
+}
+
+/// A test call. Set exactly one of to and callee.
+#[derive(KubeSchema, Serialize, Deserialize, Debug, Clone, PartialEq)]
+#[x_kube(validation = Rule::new("has(self.to) != has(self.callee)")
+    .message("set exactly one of to and callee"))]
+#[x_kube(validation = Rule::new("!has(self.media) || self.answer == 'Required'")
+    .message("media needs answer: Required (RingingIsEnough cancels the call before any audio)")
+    .field_path(".media"))]
+#[serde(rename_all = "camelCase")]
+pub struct SipCall {
+    /// The number to call, as a sip: or sips: URI like sip:+4930123456@pbx.example.com: one
+    /// that answers by itself (an echo service, an IVR, a DID of your own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = limits::MAX_URI_LENGTH), pattern(patterns::SIP_URI))]
+    pub to: Option<String>,
+    /// A second account at the same server, which the check registers, answers and hangs up
+    /// itself: one call then proves outgoing and incoming calls (the hairpin test call).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub callee: Option<SipCallee>,
+    /// Required (default): only an answer (2xx) is success, the media runs after it.
+    /// RingingIsEnough: success at the first 180/183, then CANCEL, so nothing is charged.
+    #[serde(default)]
+    pub answer: CallAnswer,
+    /// How long the call may ring before it counts as NotAnswered and is cancelled, as a
+    /// duration (1s to 3m; default 20s).
+    #[serde(default = "defaults::ring_timeout")]
+    #[x_kube(validation = limits::RING_TIMEOUT.rule())]
+    pub ring_timeout: GoDuration,
+    /// Audio after the answer, measured per direction (loss, jitter, round trip, MOS).
+    /// Omitted: signalling only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub media: Option<CallMedia>,
+    /// What a good call is.
+    #[serde(default)]
+    pub thresholds: CallThresholds,
+}
+
+/// The account a hairpin test call rings.
+#[derive(KubeSchema, Serialize, Deserialize, Debug, Clone, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SipCallee {
+    /// The callee account's user name (the user part of its address of record).
+    #[schemars(length(min = 1, max = limits::MAX_USERNAME_LENGTH), pattern(patterns::SIP_USER))]
+    pub username: String,
+    /// The user name for digest authentication, when it differs from username.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = limits::MAX_USERNAME_LENGTH), pattern(patterns::SIP_USER))]
+    pub auth_username: Option<String>,
+    /// The Secret key holding the callee account's password.
+    pub credentials_secret_ref: SecretKeyRef,
+}
+
+/// When a test call counts as possible.
+#[derive(JsonSchema, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CallAnswer {
+    #[default]
+    Required,
+    RingingIsEnough,
+}
+
+/// The audio of a test call.
+#[derive(KubeSchema, Serialize, Deserialize, Debug, Clone, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct CallMedia {
+    /// How long RTP is sent after the answer, as a duration (1s to 1m; default 5s).
+    #[serde(default = "defaults::media_duration")]
+    #[x_kube(validation = limits::MEDIA_DURATION.rule())]
+    pub duration: GoDuration,
+    /// The G.711 codec offered first: PCMA (default, A-law, European networks) or PCMU.
+    #[serde(default)]
+    pub codec: CallCodec,
+    /// The address the SDP offer names for our RTP: Local (default, the socket's own) or
+    /// StunMapped, the public address the first of spec.stun.servers maps it to (seed 004:
+    /// behind NAT, a client that offers only a private address gets no audio).
+    #[serde(default)]
+    pub advertise: CallAdvertise,
+}
+
+/// The G.711 codec a test call offers first.
+#[derive(JsonSchema, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CallCodec {
+    #[default]
+    #[serde(rename = "PCMA")]
+    Pcma,
+    #[serde(rename = "PCMU")]
+    Pcmu,
+}
+
+/// Which address a test call's SDP offer names.
+#[derive(JsonSchema, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CallAdvertise {
+    #[default]
+    Local,
+    StunMapped,
+}
+
+/// What a good test call is.
+#[derive(KubeSchema, Serialize, Deserialize, Debug, Clone, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct CallThresholds {
+    /// The lowest acceptable MOS (ITU-T G.107 E-model, 1.0 to 4.5), as a decimal string such as
+    /// "3.6" (default): below it MediaQuality is Degraded. A string, as Kubernetes writes
+    /// quantities, because the API conventions keep floats out of specs (they do not
+    /// round-trip exactly between languages).
+    #[serde(default = "defaults::mos")]
+    #[schemars(length(min = 1, max = 4), pattern(patterns::MOS))]
+    #[x_kube(validation = Rule::new("double(self) >= 1.0 && double(self) <= 4.5")
+        .message("must be a MOS between 1.0 and 4.5"))]
+    pub mos: String,
+    /// A post-dial delay (INVITE to the first ringing) above this leaves CallPossible True
+    /// with reason SlowPostDialDelay, a ticket rather than an outage (100ms to 1m; default 5s).
+    #[serde(default = "defaults::post_dial_delay")]
+    #[x_kube(validation = limits::POST_DIAL_DELAY.rule())]
+    pub post_dial_delay: GoDuration,
+}
+
+impl Default for CallThresholds {
+    fn default() -> Self {
+        CallThresholds {
+            mos: defaults::mos(),
+            post_dial_delay: defaults::post_dial_delay(),
+        }
+    }
 }
 
 /// OPTIONS qualify settings.
@@ -499,6 +653,10 @@ impl VoipCheckSpec {
                 let field = "spec.sip.register.credentialsSecretRef".to_owned();
                 uses.push(key_ref(field, &register.credentials_secret_ref));
             }
+            if let Some(callee) = sip.call.as_ref().and_then(|c| c.callee.as_ref()) {
+                let field = "spec.sip.call.callee.credentialsSecretRef".to_owned();
+                uses.push(key_ref(field, &callee.credentials_secret_ref));
+            }
             if let Some(ca) = &sip.ca_secret_ref {
                 uses.push(key_ref("spec.sip.caSecretRef".to_owned(), ca));
             }
@@ -573,6 +731,22 @@ mod defaults {
     /// Seed 000: phones send a keep-alive every 60 seconds.
     pub fn keepalive_interval() -> GoDuration {
         GoDuration::from_secs(60)
+    }
+    /// As long as a caller lets a phone ring before giving up.
+    pub fn ring_timeout() -> GoDuration {
+        GoDuration::from_secs(20)
+    }
+    /// Enough 20 ms packets (250) for loss and jitter figures, short enough to cost little.
+    pub fn media_duration() -> GoDuration {
+        GoDuration::from_secs(5)
+    }
+    /// `Mos::DEFAULT_THRESHOLD`: below it some users are dissatisfied (G.107 Annex B).
+    pub fn mos() -> String {
+        "3.6".to_owned()
+    }
+    /// ITU-T E.721 puts the mean post-dial delay of a national call at 3 to 5 s.
+    pub fn post_dial_delay() -> GoDuration {
+        GoDuration::from_secs(5)
     }
     /// Two weeks leave time to renew by hand, and match the common blackbox_exporter alert.
     pub fn tls_expiry_warning() -> GoDuration {

@@ -12,8 +12,12 @@
 use super::duration::{GoDuration, ParseDurationError};
 use super::limits::{self, DurationRange, IntRange};
 use super::patterns::compiled as pattern;
-use super::spec::{ControlProbe, HttpCheck, SecretKeyRef, SipCheck, StunCheck, VoipCheckSpec};
-use crate::probe::{ConfigError, http, stun};
+use super::spec::{
+    CallAdvertise, CallAnswer, ControlProbe, HttpCheck, SecretKeyRef, SipCall, SipCheck, StunCheck,
+    VoipCheckSpec,
+};
+use crate::probe::media::Mos;
+use crate::probe::{ConfigError, http, sip, stun};
 use regex::Regex;
 use std::collections::HashSet;
 use std::fmt;
@@ -132,6 +136,32 @@ pub fn parse_int(text: &str, range: IntRange) -> Result<i32, String> {
         Ok(value) if range.contains(value) => Ok(value),
         _ => Err(format!("{} (a whole number)", range.requirement())),
     }
+}
+
+/// A MOS threshold written as a decimal (`thresholds.mos`, `--min-mos`): 1.0 to 4.5 with at
+/// most two decimals.
+pub fn parse_mos(text: &str) -> Result<Mos, String> {
+    const SHAPE: &str = "must be a MOS between 1.0 and 4.5 with at most two decimals, e.g. \"3.6\"";
+    if !pattern::MOS.is_match(text) {
+        return Err(SHAPE.into());
+    }
+    let value: f64 = text.parse().map_err(|_| SHAPE.to_owned())?;
+    let mos = Mos::from_f64(value);
+    let hundredths = (mos.as_f64() * 100.0).round() as i32;
+    match limits::MOS_HUNDREDTHS.contains(hundredths) && (mos.as_f64() - value).abs() < 0.005 {
+        true => Ok(mos),
+        false => Err(SHAPE.into()),
+    }
+}
+
+/// The longest a test call takes, as [`sip::CallConfig::bound`] computes it from the spec's
+/// durations: the set-up (`timeout`), the ringing, the media and the hang-up.
+pub fn call_bound(timeout: Duration, call: &SipCall) -> Duration {
+    let media = call
+        .media
+        .as_ref()
+        .map_or(Duration::ZERO, |m| m.duration.get());
+    timeout + call.ring_timeout.get() + media + sip::HANGUP_BUDGET.min(timeout)
 }
 
 /// A SIP user name (`spec.sip.register.username`).
@@ -329,6 +359,76 @@ impl Checker {
         if let Some(ca) = &sip.ca_secret_ref {
             self.secret_ref("spec.sip.caSecretRef", ca);
         }
+        if let Some(call) = &sip.call {
+            if sip.register.is_none() {
+                self.fail("spec.sip.call", "needs sip.register: the caller's account");
+            }
+            self.call(call, spec);
+        }
+    }
+
+    fn call(&mut self, call: &SipCall, spec: &VoipCheckSpec) {
+        match (&call.to, &call.callee) {
+            (Some(to), None) => {
+                if let Err(reason) = check_sip_uri(to) {
+                    self.fail("spec.sip.call.to", reason);
+                }
+            }
+            (None, Some(callee)) => {
+                if let Err(reason) = check_sip_user(&callee.username) {
+                    self.fail("spec.sip.call.callee.username", reason);
+                }
+                if let Some(auth_username) = &callee.auth_username
+                    && let Err(reason) = check_sip_user(auth_username)
+                {
+                    self.fail("spec.sip.call.callee.authUsername", reason);
+                }
+                self.secret_ref(
+                    "spec.sip.call.callee.credentialsSecretRef",
+                    &callee.credentials_secret_ref,
+                );
+            }
+            _ => self.fail("spec.sip.call", "set exactly one of to and callee"),
+        }
+        self.duration(
+            "spec.sip.call.ringTimeout",
+            call.ring_timeout,
+            limits::RING_TIMEOUT,
+        );
+        if let Some(media) = &call.media {
+            self.duration(
+                "spec.sip.call.media.duration",
+                media.duration,
+                limits::MEDIA_DURATION,
+            );
+            if call.answer != CallAnswer::Required {
+                self.fail(
+                    "spec.sip.call.media",
+                    "needs answer: Required (RingingIsEnough cancels the call before any audio)",
+                );
+            }
+            if media.advertise == CallAdvertise::StunMapped && spec.stun.is_none() {
+                self.fail(
+                    "spec.sip.call.media.advertise",
+                    "StunMapped needs spec.stun.servers (the first one maps the RTP address)",
+                );
+            }
+        }
+        if let Err(reason) = parse_mos(&call.thresholds.mos) {
+            self.fail("spec.sip.call.thresholds.mos", reason);
+        }
+        self.duration(
+            "spec.sip.call.thresholds.postDialDelay",
+            call.thresholds.post_dial_delay,
+            limits::POST_DIAL_DELAY,
+        );
+        if call_bound(spec.timeout.get(), call) >= spec.interval.get() {
+            self.fail(
+                "spec.interval",
+                "must be longer than a test call can take: timeout + sip.call.ringTimeout + \
+                 sip.call.media.duration + the hang-up (timeout, at most 3s)",
+            );
+        }
     }
 
     fn http(&mut self, probes: &[HttpCheck]) {
@@ -499,14 +599,16 @@ mod tests {
             let _ = parse_int(&text, limits::EXPIRES);
             let _ = parse_duration(&text, limits::TIMEOUT);
             let _ = compile_body_regex(&text);
+            let _ = parse_mos(&text);
         }
     }
-    use crate::api::spec::{NatBinding, SecretRef, SipErrorCodes};
+    use crate::api::spec::{CallCodec, NatBinding, SecretRef, SipErrorCodes};
 
     /// A spec using every probe, valid as it stands.
     fn full() -> VoipCheckSpec {
         serde_json::from_value(serde_json::json!({
             "target": { "kind": "Cloud", "name": "maxmuster.starface-cloud.com" },
+            "interval": "1m",
             "sip": {
                 "server": "sip:maxmuster.starface-cloud.com;transport=tls",
                 "register": {
@@ -515,6 +617,13 @@ mod tests {
                 },
                 "options": {},
                 "errorCodes": {},
+                "call": {
+                    "callee": {
+                        "username": "monitor-b",
+                        "credentialsSecretRef": { "name": "maxmuster-sip-b", "key": "password" }
+                    },
+                    "media": { "advertise": "StunMapped" }
+                },
                 "caSecretRef": { "name": "pbx-ca", "key": "ca.crt" }
             },
             "http": [
@@ -532,8 +641,12 @@ mod tests {
     fn the_full_spec_is_valid_and_defaults_apply() {
         let spec = full();
         assert_eq!(validate(&spec), Ok(()));
-        assert_eq!(spec.interval, GoDuration::from_secs(30));
         assert_eq!(spec.timeout, GoDuration::from_secs(10));
+        let minimal: VoipCheckSpec = serde_json::from_value(serde_json::json!({
+            "target": { "kind": "Other", "name": "x" }, "stun": { "servers": ["stun.example.org"] }
+        }))
+        .unwrap();
+        assert_eq!(minimal.interval, GoDuration::from_secs(30));
         assert_eq!((spec.failure_threshold, spec.success_threshold), (3, 1));
         let sip = spec.sip.unwrap();
         assert_eq!(sip.register.as_ref().unwrap().expires, 300);
@@ -544,6 +657,69 @@ mod tests {
         );
         assert_eq!(sip.error_codes.unwrap().codes, vec![404, 480, 500, 503]);
         assert!(spec.http[0].follow_redirects);
+    }
+
+    #[test]
+    fn a_test_call_defaults_to_an_answered_call_with_pcma_and_the_usual_thresholds() {
+        let spec = full();
+        let call = spec.sip.unwrap().call.unwrap();
+        assert_eq!(call.answer, CallAnswer::Required);
+        assert_eq!(call.ring_timeout, GoDuration::from_secs(20));
+        let media = call.media.unwrap();
+        assert_eq!(media.duration, GoDuration::from_secs(5));
+        assert_eq!(media.codec, CallCodec::Pcma);
+        assert_eq!(call.thresholds.mos, "3.6");
+        assert_eq!(parse_mos(&call.thresholds.mos), Ok(Mos::DEFAULT_THRESHOLD));
+        assert_eq!(call.thresholds.post_dial_delay, GoDuration::from_secs(5));
+    }
+
+    #[test]
+    fn mos_thresholds_are_decimals_on_the_e_models_scale() {
+        for (text, hundredths) in [("1", 100), ("3.6", 360), ("4.05", 405), ("4.5", 450)] {
+            let mos = parse_mos(text).unwrap_or_else(|e| panic!("{text}: {e}"));
+            assert_eq!(mos, Mos::from_f64(f64::from(hundredths) / 100.0), "{text}");
+        }
+        for text in [
+            "0.9", "4.51", "5", "3.", ".5", "3.605", "3,6", "", "NaN", "-3",
+        ] {
+            assert!(parse_mos(text).is_err(), "{text} accepted");
+        }
+    }
+
+    /// The spec's bound is the probe's: a call configured from the spec takes what
+    /// `CallConfig::bound` says, so the interval rule refuses exactly the calls that would
+    /// outlast it.
+    #[test]
+    fn the_call_bound_of_the_spec_is_the_probes() {
+        use crate::probe::media::{Codec, MediaConfig};
+        use crate::probe::sip::{Account, AnswerPolicy, CallConfig, Callee, SdpAddress};
+        use crate::secret::Secret;
+        let spec = full();
+        let call = spec.sip.as_ref().unwrap().call.as_ref().unwrap();
+        for timeout in [Duration::from_secs(1), Duration::from_secs(10)] {
+            let config = CallConfig {
+                caller: Account {
+                    server: "sip:pbx.example.com".into(),
+                    username: "a".into(),
+                    auth_username: None,
+                    domain: None,
+                    proxy: None,
+                    password: Secret::new("-"),
+                    ca: None,
+                },
+                callee: Callee::Number("sip:echo@pbx.example.com".into()),
+                answer: AnswerPolicy::Required,
+                ring_timeout: call.ring_timeout.get(),
+                media: Some(MediaConfig {
+                    duration: Duration::from_secs(5),
+                    codec: Codec::Pcma,
+                    mos_threshold: Mos::DEFAULT_THRESHOLD,
+                }),
+                advertise: SdpAddress::Local,
+                timeout,
+            };
+            assert_eq!(call_bound(timeout, call), config.bound(), "{timeout:?}");
+        }
     }
 
     type Edit = fn(&mut VoipCheckSpec);
@@ -604,11 +780,31 @@ mod tests {
         ("control with both", |s| s.control.as_mut().unwrap().stun_server = Some("stun.example.org".into()), "spec.control", "exactly one"),
         ("control with neither", |s| s.control.as_mut().unwrap().url = None, "spec.control", "exactly one"),
         ("control URL without host", |s| s.control.as_mut().unwrap().url = Some("https:///path".into()), "spec.control.url", "http:// or https://"),
+        ("call without register", |s| sip(s).register = None, "spec.sip.call", "needs sip.register"),
+        ("call with to and callee", |s| call(s).to = Some("sip:echo@pbx.example.com".into()), "spec.sip.call", "exactly one of to and callee"),
+        ("call with neither to nor callee", |s| call(s).callee = None, "spec.sip.call", "exactly one of to and callee"),
+        ("call to an http URL", |s| { call(s).callee = None; call(s).to = Some("https://pbx.example.com/".into()); }, "spec.sip.call.to", "sip: or sips: URI"),
+        ("call to a URI with a password", |s| { call(s).callee = None; call(s).to = Some("sip:echo:hunter2@pbx.example.com".into()); }, "spec.sip.call.to", "no password"),
+        ("callee with @", |s| call(s).callee.as_mut().unwrap().username = "b@pbx".into(), "spec.sip.call.callee.username", "'@'"),
+        ("callee Secret name with capitals", |s| call(s).callee.as_mut().unwrap().credentials_secret_ref.name = "B".into(), "spec.sip.call.callee.credentialsSecretRef.name", "Secret name"),
+        ("ring timeout above 3m", |s| { s.interval = GoDuration::from_secs(600); call(s).ring_timeout = GoDuration::from_secs(181); }, "spec.sip.call.ringTimeout", "between 1s and 3m"),
+        ("media of 2 minutes", |s| { s.interval = GoDuration::from_secs(600); call(s).media.as_mut().unwrap().duration = GoDuration::from_secs(120); }, "spec.sip.call.media.duration", "between 1s and 1m"),
+        ("media with RingingIsEnough", |s| call(s).answer = CallAnswer::RingingIsEnough, "spec.sip.call.media", "needs answer: Required"),
+        ("StunMapped without STUN", |s| s.stun = None, "spec.sip.call.media.advertise", "needs spec.stun.servers"),
+        ("MOS 5", |s| call(s).thresholds.mos = "5".into(), "spec.sip.call.thresholds.mos", "between 1.0 and 4.5"),
+        ("MOS 4.6", |s| call(s).thresholds.mos = "4.6".into(), "spec.sip.call.thresholds.mos", "between 1.0 and 4.5"),
+        ("MOS with a comma", |s| call(s).thresholds.mos = "3,6".into(), "spec.sip.call.thresholds.mos", "between 1.0 and 4.5"),
+        ("post-dial delay of 2 minutes", |s| { s.interval = GoDuration::from_secs(600); call(s).thresholds.post_dial_delay = GoDuration::from_secs(120); }, "spec.sip.call.thresholds.postDialDelay", "between 100ms and 1m"),
+        ("call longer than the interval", |s| s.interval = GoDuration::from_secs(38), "spec.interval", "longer than a test call can take"),
         ("report field too long", |s| s.report.as_mut().unwrap().contact = Some("x".repeat(257)), "spec.report.contact", "at most 256"),
     ];
 
     fn sip(spec: &mut VoipCheckSpec) -> &mut SipCheck {
         spec.sip.as_mut().unwrap()
+    }
+
+    fn call(spec: &mut VoipCheckSpec) -> &mut SipCall {
+        sip(spec).call.as_mut().unwrap()
     }
 
     fn error_codes(spec: &mut VoipCheckSpec) -> &mut SipErrorCodes {
@@ -651,6 +847,11 @@ mod tests {
             (
                 "spec.sip.register.credentialsSecretRef",
                 "maxmuster-sip",
+                "password",
+            ),
+            (
+                "spec.sip.call.callee.credentialsSecretRef",
+                "maxmuster-sip-b",
                 "password",
             ),
             ("spec.sip.caSecretRef", "pbx-ca", "ca.crt"),

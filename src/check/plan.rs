@@ -12,7 +12,7 @@ use crate::api::{self, InvalidSpec, SpecError, StunRequire, StunTransport, VoipC
 use crate::probe::tls::CaSource;
 use crate::probe::{http, sip, stun};
 use crate::secret::Secret;
-use crate::verdict::{ErrorCodePolicy, Policy};
+use crate::verdict::{CallPolicy, ErrorCodePolicy, Policy};
 use std::sync::Arc;
 use std::time::Duration;
 use url::Url;
@@ -279,6 +279,19 @@ fn policy(spec: &VoipCheckSpec) -> Policy {
             .and_then(|s| s.nat_binding.as_ref())
             .map(|n| n.keepalive_interval.get()),
         cert_expiry_warning: spec.tls_expiry_warning.get(),
+        call: spec
+            .sip
+            .as_ref()
+            .and_then(|sip| sip.call.as_ref())
+            .map(|call| CallPolicy {
+                destination: match (&call.to, &call.callee) {
+                    (Some(to), _) => to.clone(),
+                    (None, Some(callee)) => format!("callee:{}", callee.username),
+                    (None, None) => unreachable!("validate() demands one of to and callee"),
+                },
+                post_dial_delay: call.thresholds.post_dial_delay.get(),
+                media: call.media.is_some(),
+            }),
     }
 }
 
@@ -545,6 +558,7 @@ mod tests {
                 error_codes: None,
                 keepalive: Some(Duration::from_secs(60)),
                 cert_expiry_warning: Duration::from_secs(14 * 24 * 3600),
+                call: None,
             }
         );
         assert!(!format!("{plan:?}").contains("change-me"));

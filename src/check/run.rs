@@ -3,7 +3,7 @@
 use super::plan::{Plan, PlannedProbe};
 use crate::probe::dns::Dns;
 use crate::probe::http::HttpOutcome;
-use crate::probe::sip::{OptionsOutcome, RegisterOutcome};
+use crate::probe::sip::{CallOutcome, OptionsOutcome, RegisterOutcome};
 use crate::probe::stun::StunConfig;
 use crate::probe::stun::StunOutcome;
 use crate::probe::{ConfigError, Failure, http, sip, stun};
@@ -26,6 +26,7 @@ pub struct RunReport {
 pub enum ProbeKind {
     SipRegister,
     SipOptions,
+    SipCall,
     Http,
     Stun,
 }
@@ -33,7 +34,7 @@ pub enum ProbeKind {
 /// One probe's result in a run.
 #[derive(Debug, Clone)]
 pub struct ProbeRun {
-    /// `sip-register`, `sip-options`, `http:<name>`, `stun` or `control`.
+    /// `sip-register`, `sip-options`, `sip-call`, `http:<name>`, `stun` or `control`.
     pub name: String,
     pub kind: ProbeKind,
     /// What the probe returned, or `Cancelled` when it outlived the timeout and was stopped.
@@ -46,6 +47,7 @@ pub struct ProbeRun {
 pub enum ProbeOutcome {
     SipRegister(RegisterOutcome),
     SipOptions(OptionsOutcome),
+    SipCall(CallOutcome),
     Http(HttpOutcome),
     Stun(StunOutcome),
     /// Stopped at the check's timeout; counts as [`Failure::Timeout`].
@@ -59,6 +61,7 @@ impl ProbeRun {
         match &self.outcome {
             ProbeOutcome::SipRegister(outcome) => outcome.failure(),
             ProbeOutcome::SipOptions(outcome) => outcome.failure(),
+            ProbeOutcome::SipCall(outcome) => outcome.failure(),
             ProbeOutcome::Http(outcome) => outcome.failure(),
             ProbeOutcome::Stun(outcome) => outcome.failure(),
             ProbeOutcome::Cancelled(failure) => Some(failure),

@@ -14,6 +14,7 @@
 //! an encode, and a scrape sees each check as it was when the scrape began.
 
 use crate::check::CheckId;
+use crate::probe::media::MediaDirection;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -30,10 +31,13 @@ pub(super) enum ProbeGauge {
     StunRtt,
     StunPublicAddress,
     NatBindingLifetime,
+    CallPostDialDelay,
+    CallSetup,
+    RtpRoundTrip,
 }
 
 /// Every per-probe gauge, in the order of [`ProbeMetrics::gauges`].
-pub(super) const PROBE_GAUGES: [ProbeGauge; 10] = [
+pub(super) const PROBE_GAUGES: [ProbeGauge; 13] = [
     ProbeGauge::Success,
     ProbeGauge::Duration,
     ProbeGauge::SipLastStatusCode,
@@ -44,7 +48,29 @@ pub(super) const PROBE_GAUGES: [ProbeGauge; 10] = [
     ProbeGauge::StunRtt,
     ProbeGauge::StunPublicAddress,
     ProbeGauge::NatBindingLifetime,
+    ProbeGauge::CallPostDialDelay,
+    ProbeGauge::CallSetup,
+    ProbeGauge::RtpRoundTrip,
 ];
+
+/// A gauge of a test call's audio with one value per direction (label `direction`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum DirectionGauge {
+    RtpLoss,
+    RtpJitter,
+    Mos,
+}
+
+/// Every per-direction gauge, in the order of [`ProbeMetrics::directions`].
+pub(super) const DIRECTION_GAUGES: [DirectionGauge; 3] = [
+    DirectionGauge::RtpLoss,
+    DirectionGauge::RtpJitter,
+    DirectionGauge::Mos,
+];
+
+/// The `direction` values, in the order of their text (the order of the exposition).
+pub(super) const DIRECTIONS: [MediaDirection; 2] =
+    [MediaDirection::Incoming, MediaDirection::Outgoing];
 
 /// The `phase` values of `http_phase_duration_seconds` (blackbox_exporter's names), in
 /// alphabetical order, the order of [`ProbeMetrics::phases`] and of the exposition.
@@ -83,6 +109,8 @@ pub(super) struct ProbeMetrics {
     pub(super) name: Arc<str>,
     pub(super) gauges: [Option<f64>; PROBE_GAUGES.len()],
     pub(super) phases: [Option<f64>; HTTP_PHASES.len()],
+    /// Per [`DIRECTION_GAUGES`] and [`DIRECTIONS`].
+    pub(super) directions: [[Option<f64>; DIRECTIONS.len()]; DIRECTION_GAUGES.len()],
     /// `sip_responses_total` by method and code.
     pub(super) sip_responses: BTreeMap<(&'static str, SipCode), u64>,
 }
@@ -93,6 +121,7 @@ impl ProbeMetrics {
             name: name.into(),
             gauges: [None; PROBE_GAUGES.len()],
             phases: [None; HTTP_PHASES.len()],
+            directions: [[None; DIRECTIONS.len()]; DIRECTION_GAUGES.len()],
             sip_responses: BTreeMap::new(),
         }
     }
@@ -108,6 +137,19 @@ impl ProbeMetrics {
             .position(|p| *p == phase)
             .expect("HTTP phases are the closed set HTTP_PHASES");
         self.phases[index] = value;
+    }
+
+    pub(super) fn set_direction(
+        &mut self,
+        gauge: DirectionGauge,
+        direction: MediaDirection,
+        value: Option<f64>,
+    ) {
+        let index = DIRECTIONS
+            .iter()
+            .position(|d| *d == direction)
+            .expect("DIRECTIONS holds every direction");
+        self.directions[gauge as usize][index] = value;
     }
 
     pub(super) fn count_sip_response(&mut self, method: &'static str, code: SipCode) {

@@ -13,7 +13,10 @@
 //!
 //! [`Store`]: super::checks::Store
 
-use super::checks::{CheckMetrics, HTTP_PHASES, IncidentSeries, PROBE_GAUGES, ProbeGauge};
+use super::checks::{
+    CheckMetrics, DIRECTION_GAUGES, DIRECTIONS, DirectionGauge, HTTP_PHASES, IncidentSeries,
+    PROBE_GAUGES, ProbeGauge,
+};
 use prometheus::proto::MetricFamily;
 use prometheus::{Encoder, TextEncoder};
 use std::borrow::Cow;
@@ -28,6 +31,7 @@ pub(super) const PREFIX: &str = "voipcheck_";
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Family {
     Probe(ProbeGauge),
+    Direction(DirectionGauge),
     HttpPhaseDuration,
     SipResponses,
     Condition,
@@ -43,6 +47,7 @@ impl Family {
         let mut families: Vec<Family> = PROBE_GAUGES
             .into_iter()
             .map(Family::Probe)
+            .chain(DIRECTION_GAUGES.into_iter().map(Family::Direction))
             .chain([
                 Family::HttpPhaseDuration,
                 Family::SipResponses,
@@ -70,6 +75,14 @@ impl Family {
                 ProbeGauge::StunRtt => "stun_rtt_seconds",
                 ProbeGauge::StunPublicAddress => "stun_public_address",
                 ProbeGauge::NatBindingLifetime => "nat_binding_lifetime_seconds",
+                ProbeGauge::CallPostDialDelay => "call_post_dial_delay_seconds",
+                ProbeGauge::CallSetup => "call_setup_seconds",
+                ProbeGauge::RtpRoundTrip => "rtp_round_trip_seconds",
+            },
+            Family::Direction(gauge) => match gauge {
+                DirectionGauge::RtpLoss => "rtp_loss_ratio",
+                DirectionGauge::RtpJitter => "rtp_jitter_seconds",
+                DirectionGauge::Mos => "call_mos",
             },
             Family::HttpPhaseDuration => "http_phase_duration_seconds",
             Family::SipResponses => "sip_responses_total",
@@ -118,6 +131,29 @@ impl Family {
                     "Idle time the NAT binding was shown to survive in the last measurement \
                      (the keep-alive interval tested); 0 when it expired within it."
                 }
+                ProbeGauge::CallPostDialDelay => {
+                    "Post-dial delay of the last test call: its INVITE to the first 180/183."
+                }
+                ProbeGauge::CallSetup => {
+                    "Setup time of the last test call: its INVITE to the 2xx answer."
+                }
+                ProbeGauge::RtpRoundTrip => {
+                    "Round trip of the last test call's RTP (echoed packets, or RTCP LSR/DLSR)."
+                }
+            },
+            Family::Direction(gauge) => match gauge {
+                DirectionGauge::RtpLoss => {
+                    "Share of the last test call's RTP packets lost, per direction seen from \
+                     the caller (RFC 3550), 0 to 1."
+                }
+                DirectionGauge::RtpJitter => {
+                    "Interarrival jitter of the last test call's RTP, per direction (RFC 3550 \
+                     6.4.1)."
+                }
+                DirectionGauge::Mos => {
+                    "Listening quality of the last test call's audio as a MOS (ITU-T G.107 \
+                     E-model, 1 to 4.5), per direction."
+                }
             },
             Family::HttpPhaseDuration => {
                 "Time spent in each phase of the last HTTP probe run, over all redirects \
@@ -148,6 +184,7 @@ impl Family {
     pub(super) fn labels(self) -> &'static [&'static str] {
         match self {
             Family::Probe(_) => &["name", "namespace", "probe"],
+            Family::Direction(_) => &["direction", "name", "namespace", "probe"],
             Family::HttpPhaseDuration => &["name", "namespace", "phase", "probe"],
             Family::SipResponses => &["code", "method", "name", "namespace", "probe"],
             Family::Condition => &["name", "namespace", "reason", "status", "type"],
@@ -231,6 +268,21 @@ impl<W: Write> Series<'_, W> {
                     for probe in &check.probes {
                         if let Some(value) = probe.gauges[gauge as usize] {
                             self.line(&[&check.id.name, &check.id.namespace, &probe.name], value)?;
+                        }
+                    }
+                }
+            }
+            Family::Direction(gauge) => {
+                // Sorted by its first label, direction, across checks.
+                for (index, direction) in DIRECTIONS.iter().enumerate() {
+                    for check in checks {
+                        for probe in &check.probes {
+                            if let Some(value) = probe.directions[gauge as usize][index] {
+                                let id = &check.id;
+                                let labels =
+                                    [direction.label(), &id.name, &id.namespace, &probe.name];
+                                self.line(&labels, value)?;
+                            }
                         }
                     }
                 }

@@ -180,6 +180,7 @@ fn plan(id: &CheckId, interval: Duration) -> Plan {
             error_codes: None,
             keepalive: None,
             cert_expiry_warning: Duration::from_secs(14 * 86_400),
+            call: None,
         },
     }
 }

@@ -26,6 +26,8 @@ impl ResponseWindow {
         let codes = report.probes.iter().filter_map(|run| match &run.outcome {
             ProbeOutcome::SipRegister(outcome) => outcome.response.as_ref(),
             ProbeOutcome::SipOptions(outcome) => outcome.response.as_ref(),
+            // A test call's final response: where Connect's 404/480/500/503 actually occur.
+            ProbeOutcome::SipCall(outcome) => outcome.response.as_ref(),
             _ => None,
         });
         self.seen

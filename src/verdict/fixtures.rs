@@ -2,11 +2,13 @@
 //! reads as the case it covers (`Check::new(Policy::test(Cloud)).run(|r| r.register_fails(timeout()))`).
 //! The outcomes are the probes' real outcome structs, filled in as the probes fill them.
 
-use super::{ErrorCodePolicy, History, Policy, Verdict, evaluate};
+use super::{CallPolicy, ErrorCodePolicy, History, Policy, Verdict, evaluate};
 use crate::api::{ConditionStatus, ConditionType, Reason, TargetKind};
 use crate::check::{ProbeKind, ProbeOutcome, ProbeRun, RunReport};
 use crate::probe::attempts::Attempt;
 use crate::probe::http::{HttpOutcome, HttpPhases};
+use crate::probe::media::{Codec, MeasuredBy, MediaDirection, MediaReport, Mos, StreamStats};
+use crate::probe::sip::CallOutcome;
 use crate::probe::sip::{
     OptionsOutcome, QualifyState, RegisterOutcome, StatusLine, Target, Transport,
 };
@@ -120,6 +122,29 @@ pub fn every_failure() -> Vec<Failure> {
         Failure::Protocol {
             detail: "garbage".into(),
         },
+        sip_status(404),
+        sip_status(486),
+        Failure::NoRinging { after: TIMEOUT },
+        Failure::NotAnswered {
+            after: Duration::from_secs(20),
+        },
+        Failure::DroppedEarly {
+            after: Duration::from_secs(2),
+        },
+        Failure::MediaNotNegotiated {
+            detail: "no common codec".into(),
+        },
+        Failure::CalleeNotRegistered {
+            cause: Box::new(Failure::AuthRejected { code: 401 }),
+        },
+        Failure::OneWayAudio {
+            silent: MediaDirection::Incoming,
+        },
+        Failure::NoAudio,
+        Failure::PoorQuality {
+            mos: Mos::from_f64(2.9),
+            threshold: Mos::DEFAULT_THRESHOLD,
+        },
     ]
 }
 
@@ -136,6 +161,7 @@ impl Policy {
             error_codes: None,
             keepalive: None,
             cert_expiry_warning: Duration::from_secs(14 * 86_400),
+            call: None,
         }
     }
 
@@ -156,6 +182,17 @@ impl Policy {
             window,
             threshold_percent: 20,
             min_responses: 10,
+        });
+        self
+    }
+
+    /// A test call to an echo number, `media` saying whether it measures audio, with the
+    /// default 5 s post-dial delay threshold.
+    pub fn call(mut self, media: bool) -> Self {
+        self.call = Some(CallPolicy {
+            destination: "sip:echo@pbx.example.net".into(),
+            post_dial_delay: CallPolicy::DEFAULT_POST_DIAL_DELAY,
+            media,
         });
         self
     }
@@ -315,6 +352,53 @@ impl Run {
         )
     }
 
+    /// The test call was answered 200 OK after ringing 180 `post_dial` after the INVITE;
+    /// `media` is its audio.
+    pub fn call_answered(self, post_dial: Duration, media: Option<MediaReport>) -> Self {
+        self.call(call_outcome(Some(200), post_dial, media, None))
+    }
+
+    /// The test call rang (180) and, ringing being enough, was cancelled (487).
+    pub fn call_rang(self) -> Self {
+        self.call(call_outcome(
+            Some(487),
+            Duration::from_millis(80),
+            None,
+            None,
+        ))
+    }
+
+    /// The test call failed; a failure that is a final response carries that response.
+    pub fn call_fails(self, failure: Failure) -> Self {
+        let code = final_code(&failure);
+        self.call(call_outcome(
+            code,
+            Duration::from_millis(80),
+            None,
+            Some(failure),
+        ))
+    }
+
+    /// The test call was answered and its audio failed with `failure` (OneWayAudio, NoAudio,
+    /// PoorQuality), `media` being what was measured.
+    pub fn call_audio_fails(self, media: MediaReport, failure: Failure) -> Self {
+        let outcome = call_outcome(
+            Some(200),
+            Duration::from_millis(80),
+            Some(media),
+            Some(failure),
+        );
+        self.call(outcome)
+    }
+
+    fn call(self, outcome: CallOutcome) -> Self {
+        self.probe(
+            "sip-call",
+            ProbeKind::SipCall,
+            ProbeOutcome::SipCall(outcome),
+        )
+    }
+
     /// `http:<name>` answered 200.
     pub fn web_ok(self, name: &str) -> Self {
         self.web(name, http_outcome(name, None, None))
@@ -459,6 +543,72 @@ impl Run {
     }
 }
 
+/// A test call to an echo number: its final response `code` (none: `None`), ringing after
+/// `post_dial` when it got that far (not for NoRinging, nor for a failure before the INVITE
+/// was answered at all), answered 40 ms after ringing.
+fn call_outcome(
+    code: Option<u16>,
+    post_dial: Duration,
+    media: Option<MediaReport>,
+    failure: Option<Failure>,
+) -> CallOutcome {
+    let rang = matches!(
+        failure,
+        None | Some(
+            Failure::NotAnswered { .. }
+                | Failure::DroppedEarly { .. }
+                | Failure::MediaNotNegotiated { .. }
+                | Failure::OneWayAudio { .. }
+                | Failure::NoAudio
+                | Failure::PoorQuality { .. }
+        )
+    ) || code.is_some_and(|c| c >= 400);
+    let answered = code == Some(200);
+    CallOutcome {
+        target: None,
+        response: code.map(status_line),
+        ringing: rang.then(|| StatusLine {
+            code: 180,
+            reason: "Ringing".into(),
+        }),
+        server: None,
+        auth_algorithm: None,
+        post_dial_delay: rang.then_some(post_dial),
+        setup_time: answered.then(|| post_dial + Duration::from_millis(40)),
+        callee_reached: None,
+        hangup: None,
+        media,
+        total: Duration::from_secs(6),
+        attempts: Vec::new(),
+        dns_fallbacks: Vec::new(),
+        cert_not_after: None,
+        failure,
+        flow: Vec::new(),
+    }
+}
+
+/// Audio of an echo call: 250 packets sent, `received` of them echoed back, with `jitter_ms`,
+/// and the MOS the E-model gives (`mos`).
+pub fn echo_media(received: u32, jitter_ms: u64, mos: f64) -> MediaReport {
+    let lost = 250 - received;
+    MediaReport {
+        codec: Codec::Pcma,
+        duration: Duration::from_secs(5),
+        outgoing: None,
+        incoming: StreamStats {
+            measured_by: MeasuredBy::Probe,
+            sent: 250,
+            received,
+            lost,
+            loss_ratio: f64::from(lost) / 250.0,
+            jitter: Duration::from_millis(jitter_ms),
+            mos: Mos::from_f64(mos),
+        },
+        round_trip: (received > 0).then(|| Duration::from_millis(41)),
+        rtcp_received: 0,
+    }
+}
+
 fn probe_run(name: &str, kind: ProbeKind, outcome: ProbeOutcome) -> ProbeRun {
     ProbeRun {
         name: name.to_owned(),
@@ -550,6 +700,8 @@ fn status_line(code: u16) -> StatusLine {
         404 => "Not Found",
         408 => "Request Timeout",
         480 => "Temporarily Unavailable",
+        486 => "Busy Here",
+        487 => "Request Terminated",
         488 => "Not Acceptable Here",
         500 => "Server Internal Error",
         503 => "Service Unavailable",

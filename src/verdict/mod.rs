@@ -12,6 +12,7 @@
 //! 3. `Ready` and `HotlineReportable` summarise the conditions, the control probe deciding
 //!    whether failures can be trusted — `control`, `ready`, `hotline`.
 
+mod call;
 mod control;
 mod error_rate;
 mod format;
@@ -52,6 +53,25 @@ pub struct Policy {
     /// A certificate expiring sooner than this makes `WebReachable` report
     /// `TlsCertificateExpiring` (still True: the page works today).
     pub cert_expiry_warning: Duration,
+    /// The test call, when the check makes one.
+    pub call: Option<CallPolicy>,
+}
+
+/// `CallPossible` and `MediaQuality`: what the verdict needs of `sip.call`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CallPolicy {
+    /// Whom the call rings (`call.to`, or `callee:<username>`): a destination that answered
+    /// before is remembered by it, so a changed number starts without that memory.
+    pub destination: String,
+    /// `thresholds.postDialDelay`: a slower ringing is `SlowPostDialDelay`.
+    pub post_dial_delay: Duration,
+    /// Whether the call measures audio (`call.media`); only then is there a `MediaQuality`.
+    pub media: bool,
+}
+
+impl CallPolicy {
+    /// The default `thresholds.postDialDelay`.
+    pub const DEFAULT_POST_DIAL_DELAY: Duration = Duration::from_secs(5);
 }
 
 /// `SipErrorRate`: Connect error codes seen "very often" (seed 002).
@@ -73,6 +93,10 @@ pub struct History {
     /// When the last run of a written status took place, for a history resumed from it
     /// ([`History::resume`]): the window holds nothing from before.
     resumed_at: Option<SystemTime>,
+    /// The test call's destination ([`CallPolicy::destination`]) once a call to it went
+    /// through: a 404/480 or an unanswered ringing from then on is the provider's, not a wrong
+    /// number (see `call`).
+    answered: Option<String>,
 }
 
 /// The probe conditions (all but `Ready` and `HotlineReportable`), in `ConditionType` order.
@@ -185,6 +209,22 @@ pub fn evaluate(
         let seen = web::observe_all(&web, policy.cert_expiry_warning, now);
         fold(ConditionType::WebReachable, seen, thresholds);
     }
+    let call_run = first(ProbeKind::SipCall);
+    let mut answered = history.answered.clone();
+    if let Some(run) = call_run {
+        let call_policy = policy.call.as_ref();
+        let destination = call_policy.map(|c| c.destination.clone());
+        let context = call::Context {
+            answered_before: answered.is_some() && answered == destination,
+            post_dial_delay: call_policy
+                .map_or(CallPolicy::DEFAULT_POST_DIAL_DELAY, |c| c.post_dial_delay),
+        };
+        let seen = call::observe(run, context);
+        if seen.is_pass() {
+            answered = destination;
+        }
+        fold(ConditionType::CallPossible, seen, thresholds);
+    }
     let mut unmeasured = None;
     if let Some(run) = first(ProbeKind::Stun) {
         fold(
@@ -210,6 +250,18 @@ pub fn evaluate(
         };
         conditions.insert(type_, tracked);
     }
+    // After STUN and NAT: whether this location is fine decides whose missing audio it is.
+    if let Some(run) = call_run.filter(|_| policy.call.as_ref().is_some_and(|c| c.media)) {
+        let type_ = ConditionType::MediaQuality;
+        let tracked = match call::observe_media(run) {
+            Ok(seen) => {
+                let seen = call::blame_media_path(seen, &conditions);
+                Tracked::step(history.conditions.get(&type_), seen, thresholds, at)
+            }
+            Err(why) => Tracked::not_measured(why),
+        };
+        conditions.insert(type_, tracked);
+    }
 
     let control = report.control.as_ref().map(control::observe);
     let ready = ready::decide(policy.target, &conditions, control.as_ref());
@@ -228,6 +280,7 @@ pub fn evaluate(
             conditions,
             responses,
             resumed_at: history.resumed_at,
+            answered,
         },
         verdict,
     )

@@ -74,8 +74,15 @@ pub struct Reading {
     pub passed: bool,
 }
 
-/// Reads one run as its condition would.
+/// Reads one run as its condition would. A test call whose audio failed is read as
+/// `MediaQuality`, the condition that failure belongs to (the call itself was possible).
 pub fn read(run: &ProbeRun) -> Reading {
+    if run.kind == ProbeKind::SipCall
+        && let Ok(media) = super::call::observe_media(run)
+        && !media.is_pass()
+    {
+        return Reading::of(Some(ConditionType::MediaQuality), media, false);
+    }
     let observation = observe(run);
     let passed = observation.is_pass() && run.failure().is_none();
     Reading::of(Some(condition_of(run.kind)), observation, passed)
@@ -137,6 +144,7 @@ pub(super) fn condition_of(kind: ProbeKind) -> ConditionType {
     match kind {
         ProbeKind::SipRegister => ConditionType::SipRegistered,
         ProbeKind::SipOptions => ConditionType::SipReachable,
+        ProbeKind::SipCall => ConditionType::CallPossible,
         ProbeKind::Http => ConditionType::WebReachable,
         ProbeKind::Stun => ConditionType::StunReachable,
     }
@@ -147,6 +155,9 @@ pub(super) fn condition_of(kind: ProbeKind) -> ConditionType {
 pub(super) fn observe(run: &ProbeRun) -> Observation {
     let name = &run.name;
     let condition = condition_of(run.kind);
+    if run.kind == ProbeKind::SipCall {
+        return super::call::observe(run, super::call::Context::alone());
+    }
     match &run.outcome {
         ProbeOutcome::Stun(outcome) => stun(name, outcome),
         _ => match run.failure() {
@@ -166,12 +177,16 @@ pub(super) fn from_failure(condition: ConditionType, name: &str, failure: &Failu
 }
 
 /// The reason and blame of a failure, for one condition.
-fn cause(condition: ConditionType, failure: &Failure) -> (Reason, Blame) {
+pub(super) fn cause(condition: ConditionType, failure: &Failure) -> (Reason, Blame) {
     use Blame::*;
     let (reason, blame) = match failure {
         // The dead server's own failure says why.
         Failure::StunServerFailed { cause: inner, .. } => return cause(condition, inner),
-        Failure::CalleeNotRegistered { cause: inner } => return cause(condition, inner),
+        // The callee's own registration failed: its cause says whose problem that is.
+        Failure::CalleeNotRegistered { cause: inner } => (
+            Reason::CalleeNotRegistered,
+            cause(ConditionType::SipRegistered, inner).1,
+        ),
         // NXDOMAIN of the configured name is configuration (issue 3); so is a name without
         // records. A resolver that fails, refuses or gives no answer is this location's
         // resolver.
@@ -196,11 +211,19 @@ fn cause(condition: ConditionType, failure: &Failure) -> (Reason, Blame) {
         // for us: calls to the line cannot reach it, and only the provider can change that.
         Failure::NotBound { .. } => (Reason::NotBound, Provider),
         Failure::NoFinalAnswer { .. } => (Reason::Timeout, Provider),
-        Failure::NoRinging { .. } | Failure::NotAnswered { .. } => (Reason::Timeout, Provider),
-        Failure::DroppedEarly { .. } => (Reason::TransportError, Provider),
-        Failure::MediaNotNegotiated { .. } => (Reason::NotAcceptableHere, Configuration),
-        Failure::OneWayAudio { .. } | Failure::NoAudio => (Reason::TransportError, Local),
-        Failure::PoorQuality { .. } => (Reason::TransportError, Provider),
+        // The INVITE got no further than 100 Trying: the provider's proxy or gateway.
+        Failure::NoRinging { .. } => (Reason::NoRinging, Provider),
+        // Rang, never answered: the provider's, if the destination answered before (see
+        // `call`, which knows the past); read alone, the number is what to check.
+        Failure::NotAnswered { .. } => (Reason::NotAnswered, Configuration),
+        Failure::DroppedEarly { .. } => (Reason::DroppedEarly, Provider),
+        // No common codec or no SDP: the same setup question as a 488 (seed 004).
+        Failure::MediaNotNegotiated { .. } => (Reason::MediaNotNegotiated, Configuration),
+        // Seed 004: NAT, firewall, ALG at this location, unless its STUN conditions show
+        // otherwise (see `call`).
+        Failure::OneWayAudio { .. } => (Reason::OneWayAudio, Local),
+        Failure::NoAudio => (Reason::NoAudio, Local),
+        Failure::PoorQuality { .. } => (Reason::Degraded, Local),
         Failure::HttpStatus { code } if (500..600).contains(code) => (Reason::HttpStatus, Provider),
         Failure::HttpStatus { .. } => (Reason::HttpStatus, Configuration),
         // The page answers, with other content than the check expects: the expectation or the
@@ -329,7 +352,9 @@ fn success_detail(run: &ProbeRun) -> String {
             Some(code) => format!("{name}: HTTP {code} after {}", format::duration(o.duration)),
             None => format!("{name}: answered"),
         },
-        ProbeOutcome::Stun(_) | ProbeOutcome::Cancelled(_) => format!("{name}: passed"),
+        ProbeOutcome::SipCall(_) | ProbeOutcome::Stun(_) | ProbeOutcome::Cancelled(_) => {
+            format!("{name}: passed")
+        }
     }
 }
 

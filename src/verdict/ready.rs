@@ -73,7 +73,7 @@ pub(super) fn decide(
     }
     let notes: Vec<String> = conditions
         .iter()
-        .filter(|(type_, t)| t.reason != type_.reasons()[0])
+        .filter(|(type_, t)| !type_.is_plain_success(t.reason))
         .map(|(type_, t)| format!("{type_} ({})", t.reason))
         .collect();
     let message = match notes.is_empty() {

@@ -44,6 +44,7 @@ impl History {
             })
             .collect();
         History {
+            answered: answered(policy, &conditions),
             conditions,
             responses: Default::default(),
             resumed_at: status.last_run.as_ref().map(|run| time(&run.time)),
@@ -55,6 +56,23 @@ impl History {
         self.resumed_at
             .is_some_and(|at| now.duration_since(at).map_or(true, |age| age < window))
     }
+}
+
+/// Whether the written `CallPossible` shows the destination answered before: True, or False
+/// for a reason that is the provider's only after an answer (a 404/480 or an unanswered
+/// ringing, blamed on the provider by the written hotline verdict).
+fn answered(policy: &super::Policy, conditions: &Conditions) -> Option<String> {
+    let call = policy.call.as_ref()?;
+    let tracked = conditions.get(&ConditionType::CallPossible)?;
+    let answered = match tracked.status {
+        ConditionStatus::True => true,
+        ConditionStatus::False => {
+            tracked.blame == Some(Blame::Provider)
+                && matches!(tracked.reason, Reason::Rejected | Reason::NotAnswered)
+        }
+        ConditionStatus::Unknown => false,
+    };
+    answered.then(|| call.destination.clone())
 }
 
 /// One written condition as the threshold logic tracks it; `None` for a status or reason this
@@ -114,8 +132,14 @@ fn blame(type_: ConditionType, reason: Reason, hotline: Option<Reason>) -> Blame
         | Reason::TlsCertificateInvalid
         | Reason::Unreachable
         | Reason::NotBound
-        | Reason::FrequentErrorCodes => Blame::Provider,
-        Reason::Lagged | Reason::AddressMismatch => Blame::Local,
+        | Reason::FrequentErrorCodes
+        | Reason::NoRinging
+        | Reason::DroppedEarly => Blame::Provider,
+        Reason::Lagged
+        | Reason::AddressMismatch
+        | Reason::OneWayAudio
+        | Reason::NoAudio
+        | Reason::Degraded => Blame::Local,
         _ => Blame::Configuration,
     }
 }

@@ -989,8 +989,9 @@ fn a_removed_probe_drops_its_condition_and_history() {
 #[test]
 fn every_failure_gets_a_reason_its_condition_documents() {
     for failure in every_failure() {
-        let v = cloud().run(|r| {
+        let v = Check::new(Policy::test(Cloud).call(true)).run(|r| {
             r.register_fails(failure.clone())
+                .call_fails(failure.clone())
                 .options_fails(failure.clone())
                 .web_fails("web-ui", failure.clone())
                 .stun_fails(failure.clone())
@@ -1041,6 +1042,384 @@ fn tcp_stun_reads_the_same() {
         o.transport = StunTransport::Tcp;
     }
     assert_eq!(probe_reason(&report.probes[0]), Reason::PublicAddress);
+}
+
+// --- test calls: "no calls can be made, incoming or outgoing" (seed 002), no audio (seed 004) ---
+
+fn calling(media: bool) -> Check {
+    Check::new(Policy::test(Cloud).call(media))
+}
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+#[test]
+fn an_answered_call_is_possible_with_its_timings_and_good_audio() {
+    let v = calling(true).run(|r| {
+        r.registered()
+            .call_answered(ms(80), Some(echo_media(250, 1, 4.41)))
+    });
+    assert_eq!(v.of(CallPossible), (True, Reason::Answered));
+    assert_eq!(
+        v.message(CallPossible),
+        "sip-call: 200 OK, post-dial delay 80.0 ms, setup 120.0 ms"
+    );
+    assert_eq!(v.of(MediaQuality), (True, Reason::Good));
+    assert_eq!(
+        v.message(MediaQuality),
+        "sip-call: MOS 4.41; incoming 250 of 250 packets, 0.0% lost, jitter 1.0 ms, MOS 4.41; \
+         round trip 41.0 ms"
+    );
+    assert_eq!(v.of(Ready), (True, Reason::Healthy));
+    assert_eq!(v.message(Ready), "all probes pass");
+}
+
+#[test]
+fn ringing_is_enough_when_the_check_says_so_and_is_no_note_in_ready() {
+    let v = calling(false).run(|r| r.registered().call_rang());
+    assert_eq!(v.of(CallPossible), (True, Reason::Ringing));
+    assert_eq!(
+        v.message(CallPossible),
+        "sip-call: 180 Ringing, ringing is enough, post-dial delay 80.0 ms"
+    );
+    assert!(v.condition(MediaQuality).is_none(), "signalling only");
+    assert_eq!(v.message(Ready), "all probes pass");
+}
+
+#[test]
+fn a_slow_post_dial_delay_is_a_degraded_pass_not_an_outage() {
+    let v = calling(false).run(|r| r.registered().call_answered(Duration::from_secs(7), None));
+    assert_eq!(v.of(CallPossible), (True, Reason::SlowPostDialDelay));
+    assert!(
+        v.message(CallPossible).ends_with(
+            "post-dial delay 7s, setup 7s 40ms; the post-dial delay is above the 5s threshold"
+        ),
+        "{}",
+        v.message(CallPossible)
+    );
+    assert_eq!(v.of(HotlineReportable), (False, Reason::Healthy));
+    assert_eq!(v.of(Ready), (True, Reason::Healthy));
+    assert!(
+        v.message(Ready)
+            .contains("CallPossible (SlowPostDialDelay)")
+    );
+}
+
+/// The hotline rows of a call that fails, for a destination that never answered.
+#[test]
+fn call_failures_have_their_reason_and_side() {
+    use Blame::{Configuration, Provider};
+    let cases = [
+        (sip_status(503), Reason::Rejected, Provider),
+        (sip_status(500), Reason::Rejected, Provider),
+        (sip_status(408), Reason::Rejected, Provider),
+        (sip_status(486), Reason::Rejected, Configuration),
+        // Never answered: a wrong number.
+        (sip_status(404), Reason::Rejected, Configuration),
+        (sip_status(480), Reason::Rejected, Configuration),
+        (
+            Failure::NotAnswered {
+                after: Duration::from_secs(20),
+            },
+            Reason::NotAnswered,
+            Configuration,
+        ),
+        // Seed 002: the daily limit reached; seed 004: an ACL or the codec.
+        (Failure::Forbidden, Reason::Forbidden, Configuration),
+        (
+            Failure::NotAcceptableHere,
+            Reason::NotAcceptableHere,
+            Configuration,
+        ),
+        (
+            Failure::AuthRejected { code: 407 },
+            Reason::AuthRejected,
+            Configuration,
+        ),
+        (
+            Failure::MediaNotNegotiated {
+                detail: "no common codec".into(),
+            },
+            Reason::MediaNotNegotiated,
+            Configuration,
+        ),
+        (timeout(), Reason::Timeout, Provider),
+        (
+            Failure::NoRinging { after: TIMEOUT },
+            Reason::NoRinging,
+            Provider,
+        ),
+        (
+            Failure::DroppedEarly {
+                after: Duration::from_secs(2),
+            },
+            Reason::DroppedEarly,
+            Provider,
+        ),
+        (refused(), Reason::TransportError, Provider),
+        (nxdomain(), Reason::DnsFailure, Configuration),
+        (cert_expired(), Reason::TlsCertificateInvalid, Provider),
+        (
+            Failure::CalleeNotRegistered {
+                cause: Box::new(Failure::AuthRejected { code: 401 }),
+            },
+            Reason::CalleeNotRegistered,
+            Configuration,
+        ),
+        (
+            Failure::CalleeNotRegistered {
+                cause: Box::new(timeout()),
+            },
+            Reason::CalleeNotRegistered,
+            Provider,
+        ),
+    ];
+    for (failure, reason, blame) in cases {
+        let v = calling(false).run(|r| r.registered().call_fails(failure.clone()));
+        assert_eq!(v.of(CallPossible), (False, reason), "{failure:?}");
+        let hotline = match blame {
+            Provider => (True, Reason::ProviderOutage),
+            _ => (False, Reason::ConfigurationProblem),
+        };
+        assert_eq!(v.of(HotlineReportable), hotline, "{failure:?}");
+        assert_eq!(v.of(Ready), (False, Reason::ProbesFailing), "{failure:?}");
+    }
+}
+
+#[test]
+fn a_rejected_call_names_its_code_and_timings_in_the_message_and_the_incident() {
+    let v = calling(false).run(|r| r.registered().call_fails(sip_status(503)));
+    assert_eq!(
+        v.message(CallPossible),
+        "sip-call: final response 503 (503 Service Unavailable), post-dial delay 80.0 ms"
+    );
+    assert_eq!(
+        v.incident.unwrap().evidence,
+        "sip-call: final response 503 (503 Service Unavailable), post-dial delay 80.0 ms"
+    );
+}
+
+/// A 404/480 or an unanswered ringing from a destination that answered before is the
+/// provider's routing, not a wrong number; the memory belongs to that destination.
+#[test]
+fn not_found_after_answering_before_is_the_providers() {
+    for failure in [
+        sip_status(404),
+        sip_status(480),
+        Failure::NotAnswered {
+            after: Duration::from_secs(20),
+        },
+    ] {
+        let mut check = calling(false);
+        check.run(|r| r.registered().call_answered(ms(80), None));
+        let v = check.run(|r| r.registered().call_fails(failure.clone()));
+        assert!(matches!(v.of(CallPossible), (False, _)), "{failure:?}");
+        assert_eq!(
+            v.of(HotlineReportable),
+            (True, Reason::ProviderOutage),
+            "{failure:?}"
+        );
+        assert!(
+            v.message(CallPossible)
+                .ends_with("; this destination answered before"),
+            "{}",
+            v.message(CallPossible)
+        );
+        // Still the provider's on the next run: the memory outlives the failure.
+        let v = check.run(|r| r.registered().call_fails(failure.clone()));
+        assert_eq!(
+            v.of(HotlineReportable),
+            (True, Reason::ProviderOutage),
+            "{failure:?}"
+        );
+        // Another number has no such past.
+        check.policy.call.as_mut().unwrap().destination = "sip:other@pbx.example.net".into();
+        let v = check.run(|r| r.registered().call_fails(failure.clone()));
+        assert_eq!(
+            v.of(HotlineReportable),
+            (False, Reason::ConfigurationProblem),
+            "{failure:?}"
+        );
+    }
+}
+
+#[test]
+fn final_responses_of_calls_feed_the_error_rate() {
+    let mut check = Check::new(
+        Policy::test(ConnectTrunk)
+            .error_codes(10 * MINUTE)
+            .call(false),
+    );
+    for _ in 0..4 {
+        check.run(|r| r.call_answered(ms(80), None));
+    }
+    let v = check.runs(6, |r| r.call_fails(sip_status(503)));
+    assert_eq!(v.of(SipErrorRate), (False, Reason::FrequentErrorCodes));
+    assert_eq!(
+        v.message(SipErrorRate),
+        "503 x6 of 10 final responses in 10m (more than 20%)"
+    );
+}
+
+#[test]
+fn one_way_audio_is_this_locations_network_unless_stun_shows_it_is_fine() {
+    let one_way = || Failure::OneWayAudio {
+        silent: crate::probe::media::MediaDirection::Incoming,
+    };
+    // Without STUN, nothing shows the location is fine: seed 004's NAT, firewall or ALG.
+    let v = calling(true).run(|r| {
+        r.registered()
+            .call_audio_fails(echo_media(0, 0, 1.0), one_way())
+    });
+    assert_eq!(v.of(CallPossible), (True, Reason::Answered));
+    assert_eq!(v.of(MediaQuality), (False, Reason::OneWayAudio));
+    assert!(
+        v.message(MediaQuality)
+            .starts_with("sip-call: one-way audio, no RTP incoming; incoming 0 of 250 packets"),
+        "{}",
+        v.message(MediaQuality)
+    );
+    assert_eq!(
+        v.of(HotlineReportable),
+        (False, Reason::LocalNetworkProblem)
+    );
+    assert_eq!(v.of(Ready), (False, Reason::ProbesFailing));
+    // Private addresses only: still this location.
+    let v = calling(true).run(|r| {
+        r.registered()
+            .stun_mapped(&["10.0.0.7"])
+            .call_audio_fails(echo_media(0, 0, 1.0), one_way())
+    });
+    assert_eq!(
+        v.of(HotlineReportable),
+        (False, Reason::LocalNetworkProblem)
+    );
+    // A public address and a NAT binding that holds: the provider's media path.
+    let mut check = Check::new(Policy::test(Cloud).call(true).keepalive(MINUTE));
+    let v = check.run(|r| {
+        r.registered()
+            .stun_public()
+            .nat_binding(MINUTE, true)
+            .call_audio_fails(echo_media(0, 0, 1.0), Failure::NoAudio)
+    });
+    assert_eq!(v.of(MediaQuality), (False, Reason::NoAudio));
+    assert!(
+        v.message(MediaQuality)
+            .ends_with("the provider's media path"),
+        "{}",
+        v.message(MediaQuality)
+    );
+    assert_eq!(v.of(HotlineReportable), (True, Reason::ProviderOutage));
+    // ... but not with a NAT binding that expires before the keep-alive.
+    let v = check.run(|r| {
+        r.registered()
+            .stun_public()
+            .nat_binding(MINUTE, false)
+            .call_audio_fails(echo_media(0, 0, 1.0), Failure::NoAudio)
+    });
+    assert_eq!(
+        v.of(NatBindingStable),
+        (False, Reason::ExpiresBeforeKeepalive)
+    );
+    assert_eq!(
+        v.of(HotlineReportable),
+        (False, Reason::LocalNetworkProblem)
+    );
+}
+
+#[test]
+fn poor_quality_is_degraded_and_never_an_outage() {
+    let poor = Failure::PoorQuality {
+        mos: crate::probe::media::Mos::from_f64(2.9),
+        threshold: crate::probe::media::Mos::DEFAULT_THRESHOLD,
+    };
+    let v = Check::new(Policy::test(Cloud).call(true)).run(|r| {
+        r.registered()
+            .stun_public()
+            .call_audio_fails(echo_media(200, 30, 2.9), poor.clone())
+    });
+    assert_eq!(v.of(MediaQuality), (False, Reason::Degraded));
+    assert!(
+        v.message(MediaQuality).starts_with(
+            "sip-call: MOS 2.90 below the 3.60 threshold; incoming 200 of 250 packets, 20.0% lost"
+        ),
+        "{}",
+        v.message(MediaQuality)
+    );
+    assert_eq!(v.of(CallPossible), (True, Reason::Answered));
+    assert_eq!(
+        v.of(HotlineReportable),
+        (False, Reason::LocalNetworkProblem)
+    );
+}
+
+/// Kubernetes conventions: a condition whose state cannot be determined is Unknown with a
+/// reason; one the check does not measure at all is absent.
+#[test]
+fn media_quality_is_unknown_when_no_audio_ran_and_absent_without_media() {
+    let mut check = calling(true);
+    check.run(|r| {
+        r.registered()
+            .call_answered(ms(80), Some(echo_media(250, 1, 4.41)))
+    });
+    let v = check.run(|r| r.registered().call_fails(sip_status(503)));
+    assert_eq!(v.of(MediaQuality), (Unknown, Reason::NotMeasured));
+    assert_eq!(
+        v.message(MediaQuality),
+        "sip-call: no audio measured: final response 503"
+    );
+    assert_eq!(v.of(Ready), (False, Reason::ProbesFailing));
+    let v = calling(false).run(|r| r.registered().call_answered(ms(80), None));
+    assert!(v.condition(MediaQuality).is_none());
+}
+
+#[test]
+fn a_cancelled_call_is_a_timeout_and_measured_no_audio() {
+    let v = calling(true).run(|r| r.registered().cancelled("sip-call", ProbeKind::SipCall));
+    assert_eq!(v.of(CallPossible), (False, Reason::Timeout));
+    assert_eq!(v.of(MediaQuality), (Unknown, Reason::NotMeasured));
+    assert_eq!(v.of(HotlineReportable), (True, Reason::ProviderOutage));
+}
+
+#[test]
+fn a_call_reads_alone_as_its_condition_would_audio_failures_as_media_quality() {
+    let report = Run::at(at(0))
+        .call_answered(ms(80), None)
+        .call_fails(sip_status(404))
+        .call_audio_fails(echo_media(0, 0, 1.0), Failure::NoAudio)
+        .build();
+    let readings: Vec<(Option<ConditionType>, Reason, Option<Blame>, bool)> = report
+        .probes
+        .iter()
+        .map(|run| {
+            let r = read(run);
+            (r.condition, r.reason, r.blame, r.passed)
+        })
+        .collect();
+    assert_eq!(
+        readings,
+        [
+            (Some(CallPossible), Reason::Answered, None, true),
+            (
+                Some(CallPossible),
+                Reason::Rejected,
+                Some(Blame::Configuration),
+                false
+            ),
+            (
+                Some(MediaQuality),
+                Reason::NoAudio,
+                Some(Blame::Local),
+                false
+            ),
+        ]
+    );
+    let reasons: Vec<Reason> = report.probes.iter().map(probe_reason).collect();
+    assert_eq!(
+        reasons,
+        [Reason::Answered, Reason::Rejected, Reason::Answered]
+    );
 }
 
 // --- a check that cannot run ---

@@ -63,6 +63,16 @@ impl Tracked {
         }
     }
 
+    /// A condition the latest run could not measure (`MediaQuality` of a call that was not
+    /// answered): Unknown `NotMeasured`, as Kubernetes conventions write a condition whose
+    /// state cannot be determined, its counts started afresh.
+    pub fn not_measured(message: String) -> Self {
+        Tracked {
+            reason: Reason::NotMeasured,
+            ..Tracked::pending(message)
+        }
+    }
+
     /// Folds one run (started at `at`) into the condition. A failed run makes it False after
     /// `failure` consecutive failures, and a False condition follows every further failure's
     /// reason; a passed run makes it True at once unless it is False, which takes `success`
