@@ -576,7 +576,10 @@ mod tests {
         for answered_first in [true, false] {
             let mut written = Written::new(Policy::test(Cloud).call(false));
             if answered_first {
-                written.run(|r| r.registered().call_answered(Duration::from_millis(80), None));
+                written.run(|r| {
+                    r.registered()
+                        .call_answered(Duration::from_millis(80), None)
+                });
             }
             written.run(|r| r.registered().call_fails(not_found()));
             resume(&mut written);
