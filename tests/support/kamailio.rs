@@ -15,6 +15,7 @@ pub struct KamailioBuilder {
     sha256: bool,
     port: Option<u16>,
     ipv6: bool,
+    echo: Option<SocketAddr>,
 }
 
 impl KamailioBuilder {
@@ -34,6 +35,12 @@ impl KamailioBuilder {
     /// Listen for UDP and TCP on [::1] instead of 127.0.0.1.
     pub fn ipv6(mut self) -> Self {
         self.ipv6 = true;
+        self
+    }
+
+    /// Forward calls to the number `echo` to `uas` (UDP), e.g. a SIPp UAS with `-rtp_echo`.
+    pub fn echo(mut self, uas: SocketAddr) -> Self {
+        self.echo = Some(uas);
         self
     }
 
@@ -71,6 +78,9 @@ impl KamailioBuilder {
             .args(["-A", &format!("TLS_KEY=\"{}\"", key.display())]);
         if self.sha256 {
             command.args(["-A", "WITH_SHA256"]);
+        }
+        if let Some(uas) = self.echo {
+            command.args(["-A", &format!("ECHO_UAS=\"sip:{uas};transport=udp\"")]);
         }
         let mut daemon = Daemon::spawn("kamailio", command, &dir.path().join("kamailio.log"));
         daemon.wait_for_tcp(listen);
@@ -124,6 +134,16 @@ impl Kamailio {
             SocketAddr::new(self.ip, self.port)
         };
         format!("sip:{address};transport={transport}")
+    }
+
+    /// The URI of number `user` at this Kamailio over `transport`, as a callee (`call.to`).
+    pub fn number(&self, user: &str, transport: &str) -> String {
+        let address = if transport == "tls" {
+            SocketAddr::from(([127, 0, 0, 1], self.tls_port))
+        } else {
+            SocketAddr::new(self.ip, self.port)
+        };
+        format!("sip:{user}@{address}")
     }
 
     /// The Contacts Kamailio holds for `user` right now, from `kamcmd ul.dump`.

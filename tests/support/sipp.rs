@@ -19,6 +19,11 @@ impl Sipp {
     /// Starts SIPp with `scenario` (a file name in tests/peers/sipp/) on a free port of `ip`
     /// (127.0.0.1 or ::1), ending after `calls` calls (Call-IDs), and waits until it listens.
     pub fn start(scenario: &str, ip: IpAddr, calls: u32) -> Sipp {
+        Self::start_with(scenario, ip, calls, &[])
+    }
+
+    /// [`Sipp::start`] with more command line options (e.g. `-rtp_echo` with `-mp PORT`).
+    pub fn start_with(scenario: &str, ip: IpAddr, calls: u32, options: &[&str]) -> Sipp {
         let program = require_program("sipp");
         let dir = tempfile::tempdir().expect("temp dir for sipp");
         let port = free_port();
@@ -38,7 +43,8 @@ impl Sipp {
                 "-trace_msg",
                 "-message_file",
             ])
-            .arg(dir.path().join("messages.log"));
+            .arg(dir.path().join("messages.log"))
+            .args(options);
         let daemon = Daemon::spawn("sipp", command, &dir.path().join("sipp.log"));
         let mut sipp = Sipp {
             daemon,
@@ -67,6 +73,11 @@ impl Sipp {
                 self.daemon.log_text()
             ),
         }
+    }
+
+    /// SIPp's message trace so far: every message it sent and received.
+    pub fn messages(&self) -> String {
+        std::fs::read_to_string(self._dir.path().join("messages.log")).unwrap_or_default()
     }
 
     /// Waits until SIPp has received a message containing `text` (from its message trace).

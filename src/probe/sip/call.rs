@@ -5,11 +5,12 @@
 
 use super::digest::DigestAlgorithm;
 use super::flow::FlowEntry;
-use super::{StatusLine, Target, millis};
+use super::register::plain_user;
+use super::{StatusLine, Target, millis, name_addr, uri};
 use crate::probe::attempts;
 use crate::probe::media::{MediaConfig, MediaReport};
 use crate::probe::tls::CaSource;
-use crate::probe::{Failure, Outcome};
+use crate::probe::{ConfigError, Failure, Outcome};
 use crate::secret::Secret;
 use serde::Serialize;
 use std::time::{Duration, SystemTime};
@@ -91,6 +92,46 @@ pub struct CallConfig {
 }
 
 impl CallConfig {
+    /// Checks the accounts, the callee and the times before anything is sent (what
+    /// [`call`](super::call) refuses with a [`ConfigError`], short of an unreadable CA file).
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let caller = &self.caller;
+        uri::parse(&caller.server)?;
+        uri::parse_proxy(caller.proxy.as_deref())?;
+        plain_user("username", &caller.username)?;
+        if let Some(auth) = &caller.auth_username {
+            plain_user("authUsername", auth)?;
+        }
+        match &self.callee {
+            Callee::Number(to) => {
+                name_addr::parse(to).map_err(|reason| ConfigError::new("call.to", reason))?;
+            }
+            Callee::Account {
+                username,
+                auth_username,
+                ..
+            } => {
+                plain_user("call.callee.username", username)?;
+                if let Some(auth) = auth_username {
+                    plain_user("call.callee.authUsername", auth)?;
+                }
+            }
+        }
+        if self.timeout.is_zero() {
+            return Err(ConfigError::new("timeout", "must be above zero"));
+        }
+        if self.ring_timeout.is_zero() {
+            return Err(ConfigError::new("call.ringTimeout", "must be above zero"));
+        }
+        if self.media.as_ref().is_some_and(|m| m.duration.is_zero()) {
+            return Err(ConfigError::new(
+                "call.media.duration",
+                "must be above zero",
+            ));
+        }
+        Ok(())
+    }
+
     /// The longest the probe can take: the set-up ([`CallConfig::timeout`]), the ringing, the
     /// media and the hang-up ([`HANGUP_BUDGET`], never more than the timeout).
     pub fn bound(&self) -> Duration {

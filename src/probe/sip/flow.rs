@@ -82,7 +82,7 @@ impl Flow {
         let head = String::from_utf8_lossy(&unfolded[..head_end]);
         let mut lines = head.split("\r\n");
         let first_line = shorten(lines.next().unwrap_or_default());
-        let headers = lines
+        let mut headers: Vec<String> = lines
             .filter_map(|line| {
                 let (name, value) = line.split_once(':')?;
                 let name = message::full_header_name(name.trim());
@@ -90,6 +90,14 @@ impl Flow {
                 Some(format!("{shown}: {}", shorten(&redact(value.trim()))))
             })
             .collect();
+        // Of an SDP body, where the media goes: the connection address and the audio stream.
+        let body = String::from_utf8_lossy(unfolded.get(head_end + 4..).unwrap_or_default());
+        headers.extend(
+            body.lines()
+                .filter(|line| line.starts_with("c=") || line.starts_with("m="))
+                .take(4)
+                .map(|line| format!("SDP: {}", shorten(line.trim()))),
+        );
         self.entries.push(FlowEntry {
             at: Instant::now().saturating_duration_since(self.started),
             direction,

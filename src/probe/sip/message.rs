@@ -23,6 +23,7 @@ pub(super) struct Dialogue {
 }
 
 /// One request ready to send, with what its response must carry to match it (§17.1.3).
+#[derive(Clone)]
 pub(super) struct Outgoing {
     pub bytes: Vec<u8>,
     pub branch: String,
@@ -30,13 +31,23 @@ pub(super) struct Outgoing {
     pub method: rsip::Method,
 }
 
-/// The parts of a request that differ between REGISTER and OPTIONS.
+/// The parts of a request that differ between requests.
 pub(super) struct RequestSpec<'a> {
     pub method: rsip::Method,
     pub request_uri: &'a str,
     pub from: &'a str,
     pub to: &'a str,
+    /// The far end's tag in To, inside a dialog (RFC 3261 §12.2.1.1).
+    pub to_tag: Option<&'a str>,
     pub extra: Vec<Header>,
+    pub body: Option<Body<'a>>,
+}
+
+/// A message body and its type (an SDP offer or answer).
+#[derive(Clone, Copy)]
+pub(super) struct Body<'a> {
+    pub content_type: &'a str,
+    pub bytes: &'a [u8],
 }
 
 /// Random text for branch, tag, Call-ID and cnonce: 16 hex digits from 64 random bits.
@@ -55,6 +66,10 @@ impl Dialogue {
         }
     }
 
+    pub fn call_id(&self) -> &str {
+        &self.call_id
+    }
+
     /// `user@host:port` of our own address, for Contact.
     pub fn contact_uri(&self, user: &str) -> String {
         format!(
@@ -69,6 +84,20 @@ impl Dialogue {
         self.cseq += 1;
         // The magic cookie marks an RFC 3261 branch (§8.1.1.7).
         let branch = format!("z9hG4bK{}", random_token());
+        self.build(spec, self.cseq, branch)
+    }
+
+    /// Builds a request that belongs to an INVITE: its ACK (the INVITE's CSeq number, §13.2.2.4
+    /// and §17.1.1.3) or its CANCEL (also its branch, §9.1: `same_branch`).
+    pub fn request_for(&self, spec: RequestSpec, invite: &Outgoing, same_branch: bool) -> Outgoing {
+        let branch = match same_branch {
+            true => invite.branch.clone(),
+            false => format!("z9hG4bK{}", random_token()),
+        };
+        self.build(spec, invite.cseq, branch)
+    }
+
+    fn build(&self, spec: RequestSpec, cseq: u32, branch: String) -> Outgoing {
         let mut headers = Headers::default();
         // rport asks the server to answer to the port it saw (RFC 3581), which is what NAT needs.
         headers.push(
@@ -82,26 +111,33 @@ impl Dialogue {
         headers.push(
             rsip::headers::From::new(format!("<{}>;tag={}", spec.from, self.from_tag)).into(),
         );
-        headers.push(rsip::headers::To::new(format!("<{}>", spec.to)).into());
+        let to_tag = spec.to_tag.map(|t| format!(";tag={t}")).unwrap_or_default();
+        headers.push(rsip::headers::To::new(format!("<{}>{to_tag}", spec.to)).into());
         headers.push(rsip::headers::CallId::new(self.call_id.clone()).into());
-        headers.push(rsip::typed::CSeq::from((self.cseq, spec.method)).into());
+        headers.push(rsip::typed::CSeq::from((cseq, spec.method)).into());
         headers.push(
             rsip::headers::UserAgent::new(concat!("voipcheck/", env!("CARGO_PKG_VERSION"))).into(),
         );
         for header in spec.extra {
             headers.push(header);
         }
-        headers.push(rsip::headers::ContentLength::new("0").into());
+        let body = spec.body.map_or(&[][..], |body| {
+            headers.push(rsip::headers::ContentType::new(body.content_type).into());
+            body.bytes
+        });
+        headers.push(rsip::headers::ContentLength::new(body.len().to_string()).into());
         // The request line is written here rather than through rsip::Request, whose Uri cannot
         // hold an IPv6 reference.
-        let text = format!(
+        let mut bytes = format!(
             "{} {} SIP/2.0\r\n{headers}\r\n",
             spec.method, spec.request_uri
-        );
+        )
+        .into_bytes();
+        bytes.extend_from_slice(body);
         Outgoing {
-            bytes: text.into_bytes(),
+            bytes,
             branch,
-            cseq: self.cseq,
+            cseq,
             method: spec.method,
         }
     }
@@ -118,22 +154,40 @@ pub(super) struct Reply {
 /// What arrived, as far as the transaction is concerned.
 pub(super) enum Incoming {
     Response(Reply),
-    /// A request from the server (e.g. a keep-alive OPTIONS on our connection): not an answer.
-    Request,
+    /// A request: from the server (a keep-alive OPTIONS on our connection), from the far end
+    /// of a call (BYE, re-INVITE), or a call to the probe's own callee.
+    Request(Inbound),
+}
+
+/// A request received.
+#[derive(Debug)]
+pub(super) struct Inbound {
+    pub method: rsip::Method,
+    pub headers: Headers,
+    pub body: Vec<u8>,
 }
 
 /// Parses one received message.
 pub(super) fn parse(bytes: &[u8]) -> Result<Incoming, String> {
     let unfolded = unfold(bytes);
     let bytes = unfolded.as_slice();
-    let message = rsip::SipMessage::try_from(bytes).map_err(|e| {
+    let bytes = mask_request_uri(bytes);
+    let message = rsip::SipMessage::try_from(bytes.as_ref()).map_err(|e| {
         let mut detail = e.to_string();
         // rsip quotes the unparsed input; a hostile peer's bytes are not worth more than a hint.
         detail.truncate(detail.floor_char_boundary(120));
         format!("unparsable SIP message ({} bytes): {detail}", bytes.len())
     })?;
+    let bytes = bytes.as_ref();
     let mut response = match message {
-        rsip::SipMessage::Request(_) => return Ok(Incoming::Request),
+        rsip::SipMessage::Request(mut request) => {
+            expand_compact_headers(&mut request.headers);
+            return Ok(Incoming::Request(Inbound {
+                method: request.method,
+                headers: request.headers,
+                body: request.body,
+            }));
+        }
         rsip::SipMessage::Response(response) => response,
     };
     expand_compact_headers(&mut response.headers);
@@ -142,6 +196,29 @@ pub(super) fn parse(bytes: &[u8]) -> Result<Incoming, String> {
         reason: reason_phrase(bytes),
         message: response,
     }))
+}
+
+/// A request with its Request-URI replaced by a placeholder rsip can read: rsip 0.4's
+/// tokenizer fails on an IPv6 reference (`BYE sip:alice@[::1]:5060 SIP/2.0`), and the probe
+/// never needs the Request-URI of what it receives. A response is returned unchanged.
+fn mask_request_uri(bytes: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    let line_end = bytes
+        .windows(2)
+        .position(|w| w == b"\r\n")
+        .unwrap_or(bytes.len());
+    let line = String::from_utf8_lossy(&bytes[..line_end]);
+    let mut parts = line.split(' ');
+    let (Some(method), Some(uri), Some("SIP/2.0"), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return bytes.into();
+    };
+    if method == "SIP/2.0" || uri.is_empty() {
+        return bytes.into();
+    }
+    let mut masked = format!("{method} sip:request-uri.invalid SIP/2.0").into_bytes();
+    masked.extend_from_slice(&bytes[line_end..]);
+    masked.into()
 }
 
 /// The message with folded header lines joined (RFC 3261 §7.3.1: a line starting with a space
@@ -311,14 +388,110 @@ impl Reply {
     /// Values of every header named `name` (case-insensitive), for headers rsip's typed
     /// accessors do not cover (several challenges, several Contacts).
     pub fn header_values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = String> + 'a {
-        self.message.headers.iter().filter_map(move |h| {
-            let text = h.to_string();
-            let (n, v) = text.split_once(':')?;
-            n.trim()
-                .eq_ignore_ascii_case(name)
-                .then(|| v.trim().to_owned())
-        })
+        header_values(&self.message.headers, name)
     }
+
+    /// The SDP body, when the response carries one.
+    pub fn sdp(&self) -> Option<&[u8]> {
+        sdp_body(&self.message.headers, &self.message.body)
+    }
+}
+
+/// Values of every header named `name` (case-insensitive).
+fn header_values<'a>(headers: &'a Headers, name: &'a str) -> impl Iterator<Item = String> + 'a {
+    headers.iter().filter_map(move |h| {
+        let text = h.to_string();
+        let (n, v) = text.split_once(':')?;
+        n.trim()
+            .eq_ignore_ascii_case(name)
+            .then(|| v.trim().to_owned())
+    })
+}
+
+/// A body of type `application/sdp` (RFC 3264), if there is one.
+fn sdp_body<'a>(headers: &Headers, body: &'a [u8]) -> Option<&'a [u8]> {
+    let sdp = header_values(headers, "Content-Type").any(|t| {
+        t.split(';')
+            .next()
+            .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/sdp"))
+    });
+    (sdp && !body.is_empty()).then_some(body)
+}
+
+/// The headers a response copies from its request (RFC 3261 §8.2.6.2), and for a response
+/// that creates a dialog also Record-Route (§12.1.1).
+const COPIED: [&str; 5] = ["Via", "From", "To", "Call-ID", "CSeq"];
+
+impl Inbound {
+    /// Values of every header named `name` (case-insensitive).
+    pub fn header_values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = String> + 'a {
+        header_values(&self.headers, name)
+    }
+
+    /// The SDP body, when the request carries one.
+    pub fn sdp(&self) -> Option<&[u8]> {
+        sdp_body(&self.headers, &self.body)
+    }
+
+    /// The Call-ID, to tell which call an in-dialog request belongs to.
+    pub fn call_id(&self) -> Option<String> {
+        self.header_values("Call-ID").next()
+    }
+
+    /// A response to this request: its Via, From, To, Call-ID and CSeq copied, `to_tag` added
+    /// to a To without one (a UAS tags its responses, §8.2.6.2), Record-Route copied when
+    /// `record_route` (a response that creates a dialog, §12.1.1), then `extra` header lines
+    /// and the body.
+    pub fn response(&self, reply: ResponseSpec) -> Vec<u8> {
+        let mut text = format!("SIP/2.0 {} {}\r\n", reply.code, reply.reason);
+        for header in self.headers.iter() {
+            let line = header.to_string();
+            let Some((name, _)) = line.split_once(':') else {
+                continue;
+            };
+            let name = name.trim();
+            let copied = COPIED.iter().any(|c| c.eq_ignore_ascii_case(name))
+                || (reply.record_route && name.eq_ignore_ascii_case("Record-Route"));
+            if !copied {
+                continue;
+            }
+            text.push_str(&line);
+            let untagged = name.eq_ignore_ascii_case("To")
+                && name_addr::parse(line.split_once(':').map_or("", |(_, v)| v))
+                    .is_ok_and(|to| to.param("tag").is_none());
+            if let Some(tag) = reply.to_tag.filter(|_| untagged) {
+                text.push_str(&format!(";tag={tag}"));
+            }
+            text.push_str("\r\n");
+        }
+        for line in reply.extra {
+            text.push_str(line);
+            text.push_str("\r\n");
+        }
+        text.push_str(concat!(
+            "Server: voipcheck/",
+            env!("CARGO_PKG_VERSION"),
+            "\r\n"
+        ));
+        let body = reply.body.map_or(&[][..], |body| {
+            text.push_str(&format!("Content-Type: {}\r\n", body.content_type));
+            body.bytes
+        });
+        text.push_str(&format!("Content-Length: {}\r\n\r\n", body.len()));
+        let mut bytes = text.into_bytes();
+        bytes.extend_from_slice(body);
+        bytes
+    }
+}
+
+/// What a response to an [`Inbound`] request says besides the copied headers.
+pub(super) struct ResponseSpec<'a> {
+    pub code: u16,
+    pub reason: &'a str,
+    pub to_tag: Option<&'a str>,
+    pub record_route: bool,
+    pub extra: &'a [String],
+    pub body: Option<Body<'a>>,
 }
 
 #[cfg(test)]
@@ -335,7 +508,9 @@ mod tests {
             request_uri: "sip:example.com",
             from: "sip:voipcheck@192.0.2.5",
             to: "sip:example.com",
+            to_tag: None,
             extra: Vec::new(),
+            body: None,
         })
     }
 
@@ -371,7 +546,7 @@ mod tests {
         );
         match parse(text.as_bytes()).unwrap() {
             Incoming::Response(reply) => reply,
-            Incoming::Request => panic!("parsed as a request"),
+            Incoming::Request(_) => panic!("parsed as a request"),
         }
     }
 
@@ -430,7 +605,37 @@ mod tests {
         assert!(parse(b"\x00\xffgarbage\r\n\r\n").is_err());
         assert!(matches!(
             parse(b"OPTIONS sip:x SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bKx\r\nContent-Length: 0\r\n\r\n"),
-            Ok(Incoming::Request)
+            Ok(Incoming::Request(request)) if request.method == rsip::Method::Options
         ));
+    }
+
+    #[test]
+    fn a_request_to_an_ipv6_uri_is_read_and_answered_with_its_headers_copied() {
+        let text = "BYE sip:alice-1@[::1]:5062;transport=udp SIP/2.0\r\nVia: SIP/2.0/UDP [::1]:5060;branch=z9hG4bKp\r\nv: SIP/2.0/UDP [::1]:5070;branch=z9hG4bKq\r\nFrom: <sip:echo@[::1]>;tag=far\r\nTo: <sip:alice@[::1]>\r\nCall-ID: c1\r\nCSeq: 7 BYE\r\nRecord-Route: <sip:[::1];lr>\r\nContent-Length: 0\r\n\r\n";
+        let Ok(Incoming::Request(request)) = parse(text.as_bytes()) else {
+            panic!("not read: {text}");
+        };
+        assert_eq!(request.method, rsip::Method::Bye);
+        assert_eq!(request.call_id().as_deref(), Some("c1"));
+        let response = request.response(ResponseSpec {
+            code: 200,
+            reason: "OK",
+            to_tag: Some("ours"),
+            record_route: false,
+            extra: &[],
+            body: None,
+        });
+        let response = String::from_utf8(response).unwrap();
+        assert!(response.starts_with("SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP [::1]:5060;branch=z9hG4bKp\r\nVia: SIP/2.0/UDP [::1]:5070;branch=z9hG4bKq\r\n"), "{response}");
+        assert!(
+            response.contains("To: <sip:alice@[::1]>;tag=ours\r\n"),
+            "{response}"
+        );
+        assert!(response.contains("CSeq: 7 BYE\r\n"), "{response}");
+        assert!(!response.contains("Record-Route"), "{response}");
+        assert!(
+            response.ends_with("Content-Length: 0\r\n\r\n"),
+            "{response}"
+        );
     }
 }

@@ -1,22 +1,31 @@
-//! SIP probes (issue 2, DESIGN.md §3): REGISTER with digest authentication (`SipRegistered`)
-//! and an OPTIONS qualify with Asterisk chan_sip's semantics (`SipReachable`).
+//! SIP probes (issue 2, DESIGN.md §3): REGISTER with digest authentication (`SipRegistered`),
+//! an OPTIONS qualify with Asterisk chan_sip's semantics (`SipReachable`), and the test call
+//! (issue 9: `CallPossible`, `MediaQuality`).
 //!
 //! The pieces, bottom up: [`uri`] reads the configured server URI, [`resolve`] turns it into
 //! the destinations to try (RFC 3263), [`session`] tries each destination and address in turn
 //! until one answers, [`transport`] carries messages over UDP, TCP or TLS
-//! with bounded reads, [`message`] builds requests and reads responses with rsip,
-//! [`name_addr`] reads To, From and Contact (IPv6 included), [`transaction`] runs one RFC 3261
-//! client transaction (retransmission, response matching) and records the [`flow`] of messages,
-//! [`digest`] answers challenges, and [`register`] and [`options`] are the two probes.
+//! with bounded reads, [`message`] builds requests, reads responses and requests and answers
+//! them with rsip, [`name_addr`] reads To, From and Contact (IPv6 included), [`transaction`]
+//! runs RFC 3261 client transactions (retransmission, response matching) and records the
+//! [`flow`] of messages, [`digest`] computes answers to challenges and [`auth`] keeps them
+//! across requests. [`register`] and [`options`] are two probes; the test call
+//! ([`caller`], its types in [`call`]) adds the INVITE transaction ([`invite`]), the dialog
+//! ([`dialog`]) and the SDP offer/answer ([`sdp`]).
 
+mod auth;
 mod call;
+mod caller;
+mod dialog;
 mod digest;
 mod flow;
+mod invite;
 mod message;
 mod name_addr;
 mod options;
 mod register;
 mod resolve;
+mod sdp;
 mod session;
 mod transaction;
 mod transport;
@@ -26,6 +35,7 @@ pub use call::{
     Account, AnswerPolicy, CallConfig, CallOutcome, Callee, DEFAULT_RING_TIMEOUT, HANGUP_BUDGET,
     Hangup, Party, SdpAddress,
 };
+pub use caller::call;
 pub use digest::DigestAlgorithm;
 pub use flow::{Direction, FlowEntry};
 pub use options::{DEFAULT_LAGGED_THRESHOLD, OptionsConfig, OptionsOutcome, QualifyState, options};

@@ -12,6 +12,9 @@
 /// One address of a To, From or Contact header.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct NameAddr {
+    /// The URI as written, without the angle brackets: a dialog's remote target (RFC 3261
+    /// §12.1.2) is a Contact's URI exactly as sent.
+    pub uri: String,
     /// The URI's user part, e.g. `alice` in `sip:alice@[::1]:5060`.
     pub user: Option<String>,
     /// Host as written, IPv6 without brackets, lower case.
@@ -46,7 +49,8 @@ pub(super) fn parse(value: &str) -> Result<NameAddr, String> {
         // Without angle brackets every `;` starts a header parameter (RFC 3261 §20.10).
         None => value.split_at(value.find(';').unwrap_or(value.len())),
     };
-    let (user, host, port) = sip_uri_parts(uri.trim())?;
+    let uri = uri.trim();
+    let (user, host, port) = sip_uri_parts(uri)?;
     let params = split_outside_quotes(rest, ';')
         .into_iter()
         .map(str::trim)
@@ -60,6 +64,7 @@ pub(super) fn parse(value: &str) -> Result<NameAddr, String> {
         })
         .collect();
     Ok(NameAddr {
+        uri: uri.to_owned(),
         user,
         host,
         port,
@@ -156,7 +161,7 @@ pub(super) fn split_outside_quotes(text: &str, separator: char) -> Vec<&str> {
 }
 
 /// A peer's text quoted in an error, cut to a length worth reading.
-fn shorten(text: &str) -> &str {
+pub(super) fn shorten(text: &str) -> &str {
     &text[..text.floor_char_boundary(80)]
 }
 

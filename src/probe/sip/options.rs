@@ -196,7 +196,9 @@ impl session::Exchange for Qualify {
             request_uri: &self.request_uri,
             from: &from,
             to: &self.request_uri,
+            to_tag: None,
             extra,
+            body: None,
         });
         let answer_deadline = until.min(Instant::now() + self.wait);
         let flow = &mut self.flow;

@@ -2,9 +2,7 @@
 //! success only on a final 200 OK that shows our binding, then (by default) remove the binding
 //! again so monitoring leaves nothing behind.
 //!
-//! Digest challenges (401/407) are answered once; a second challenge after an answer is a
-//! rejection, except one `stale=true` re-challenge, which only says the nonce aged (RFC 2617
-//! §3.2.1). A 423 is retried once with the server's Min-Expires (RFC 3261 §10.2.8).
+//! Digest challenges (401/407) are answered as [`super::auth`] describes. A 423 is retried once with the server's Min-Expires (RFC 3261 §10.2.8).
 //!
 //! Which binding is ours: the Contact we send has a user part of its own for each run
 //! (`alice-1f2e3d4c`), and a Contact of the 200 OK is ours when its user part is that one.
@@ -13,9 +11,10 @@
 //! stays. "Registered" means the 200 OK lists our binding with an expiry above zero (RFC 3261
 //! §10.2.4: the 200 lists every current binding of the address of record).
 
-use super::digest::{Answer, Challenge, DigestAlgorithm};
+use super::auth::Auth;
+use super::digest::DigestAlgorithm;
 use super::flow::{Flow, FlowEntry};
-use super::message::{Dialogue, RequestSpec, random_token};
+use super::message::{Dialogue, Reply, RequestSpec, random_token};
 use super::name_addr::NameAddr;
 use super::transaction::{self, Exchange};
 use super::transport::Connection;
@@ -157,7 +156,7 @@ impl RegisterConfig {
     }
 }
 
-fn plain_user(field: &str, name: &str) -> Result<(), ConfigError> {
+pub(super) fn plain_user(field: &str, name: &str) -> Result<(), ConfigError> {
     if name.is_empty() || name.contains(['@', ':', ' ', '<', '>', '"', ',', ';']) {
         return Err(ConfigError::new(field, "must be a plain SIP user name"));
     }
@@ -170,27 +169,24 @@ pub async fn register(dns: &Dns, cfg: &RegisterConfig) -> Result<RegisterOutcome
     let server = uri::parse(&cfg.server)?;
     let proxy = uri::parse_proxy(cfg.proxy.as_deref())?;
     let started = Instant::now();
-    let deadline = started + cfg.timeout;
-    let mut attempt = Attempt {
+    let attempt = Attempt {
         cfg,
         server: &server,
         proxy: proxy.as_ref(),
         outcome: RegisterOutcome::empty(),
         flow: Flow::new(started),
     };
-    // With an outbound proxy, the proxy's destinations are tried as the server's would be.
-    let next_hop = proxy.as_ref().unwrap_or(&server);
     let ca = cfg.ca.as_ref();
-    let tried = session::each(dns, next_hop, ca, deadline, cfg.timeout, &mut attempt).await?;
-    let mut outcome = attempt.outcome;
-    outcome.target = tried.target;
-    outcome.attempts = tried.attempts;
-    outcome.dns_fallbacks = tried.dns_fallbacks;
-    outcome.cert_not_after = tried.cert_not_after;
-    outcome.failure = tried.result.err();
-    outcome.flow = attempt.flow.entries;
-    outcome.total = started.elapsed();
-    Ok(outcome)
+    session::probe(
+        dns,
+        &server,
+        proxy.as_ref(),
+        ca,
+        cfg.timeout,
+        started,
+        attempt,
+    )
+    .await
 }
 
 /// The registration on one destination's connection; `outcome` holds what the last
@@ -202,6 +198,16 @@ struct Attempt<'a> {
     outcome: RegisterOutcome,
     flow: Flow,
 }
+
+impl session::Run for Attempt<'_> {
+    type Outcome = RegisterOutcome;
+
+    fn finish(self) -> (RegisterOutcome, Flow) {
+        (self.outcome, self.flow)
+    }
+}
+
+session::reached!(RegisterOutcome);
 
 impl session::Exchange for Attempt<'_> {
     type Output = ();
@@ -258,15 +264,7 @@ struct Registration<'a> {
     deadline: Instant,
     /// What a timeout of the current phase reports.
     timeout: Duration,
-    auth: Option<AuthState>,
-}
-
-/// The challenge currently answered, and how often its nonce was used (nc).
-struct AuthState {
-    challenge: Challenge,
-    proxy: bool,
-    nonce_count: u32,
-    cnonce: String,
+    auth: Auth<'a>,
 }
 
 /// What a REGISTER's answer means for the next step.
@@ -303,7 +301,10 @@ impl<'a> Registration<'a> {
             route: proxy.map(ServerUri::loose_route),
             deadline,
             timeout: cfg.timeout,
-            auth: None,
+            auth: Auth::new(
+                cfg.auth_username.as_ref().unwrap_or(&cfg.username),
+                &cfg.password,
+            ),
         }
     }
 
@@ -314,11 +315,9 @@ impl<'a> Registration<'a> {
         flow: &mut Flow,
     ) -> Result<(), Failure> {
         let mut expires = self.cfg.expires;
-        let mut stale_retried = false;
         let mut interval_retried = false;
         let first_sent = Instant::now();
         for _ in 0..MAX_REQUESTS {
-            let answered_fresh = self.auth.as_ref().is_some_and(|a| a.nonce_count == 0);
             let exchange = match self.send(expires, flow).await {
                 Ok(exchange) => exchange,
                 // The server answered the request before (a challenge): it is alive, and "no
@@ -354,21 +353,21 @@ impl<'a> Registration<'a> {
                 200 => Next::Done(self.binding(&exchange).map(|granted| {
                     outcome.granted_expires = granted;
                 })),
-                401 | 407 => self.take_challenge(&exchange, answered_fresh, &mut stale_retried),
+                401 | 407 => match self.auth.take(&exchange.reply, true) {
+                    Ok(()) => Next::Retry,
+                    Err(failure) => Next::Done(Err(failure)),
+                },
                 423 => match min_expires(&exchange) {
                     Some(min) if !interval_retried && min > expires => {
                         interval_retried = true;
                         expires = min;
                         Next::Retry
                     }
-                    _ => Next::Done(Err(status_failure(&exchange))),
+                    _ => Next::Done(Err(status_failure(&exchange.reply))),
                 },
-                403 if self.auth.is_some() => Next::Done(Err(Failure::AuthRejected { code: 403 })),
-                403 => Next::Done(Err(Failure::Forbidden)),
-                488 => Next::Done(Err(Failure::NotAcceptableHere)),
-                _ => Next::Done(Err(status_failure(&exchange))),
+                _ => Next::Done(Err(rejection(&exchange.reply, self.auth.answered()))),
             };
-            outcome.auth_algorithm = self.auth.as_ref().map(|a| a.challenge.algorithm);
+            outcome.auth_algorithm = self.auth.algorithm();
             match next {
                 Next::Done(result) => return result,
                 Next::Retry => continue,
@@ -381,40 +380,6 @@ impl<'a> Registration<'a> {
         })
     }
 
-    /// Decides what a 401/407 means: a first challenge (answer it), a stale nonce (answer once
-    /// more), or a rejection of the credentials just sent.
-    fn take_challenge(
-        &mut self,
-        exchange: &Exchange,
-        answered_fresh: bool,
-        stale_retried: &mut bool,
-    ) -> Next {
-        let code = exchange.reply.code;
-        let proxy = code == 407;
-        let header = if proxy {
-            "Proxy-Authenticate"
-        } else {
-            "WWW-Authenticate"
-        };
-        let challenge = match Challenge::choose(exchange.reply.header_values(header)) {
-            Ok(challenge) => challenge,
-            Err(detail) => return Next::Done(Err(Failure::Protocol { detail })),
-        };
-        if answered_fresh {
-            if !challenge.stale || *stale_retried {
-                return Next::Done(Err(Failure::AuthRejected { code }));
-            }
-            *stale_retried = true;
-        }
-        self.auth = Some(AuthState {
-            challenge,
-            proxy,
-            nonce_count: 0,
-            cnonce: random_token(),
-        });
-        Next::Retry
-    }
-
     /// Sends one REGISTER (with credentials when a challenge is known) and waits for its final
     /// response.
     async fn send(&mut self, expires: u32, flow: &mut Flow) -> Result<Exchange, Failure> {
@@ -424,33 +389,15 @@ impl<'a> Registration<'a> {
         }
         extra.push(rsip::headers::Contact::new(format!("<{}>", self.contact)).into());
         extra.push(rsip::headers::Expires::from(expires).into());
-        if let Some(auth) = &mut self.auth {
-            auth.nonce_count += 1;
-            let value = Answer {
-                username: self
-                    .cfg
-                    .auth_username
-                    .as_ref()
-                    .unwrap_or(&self.cfg.username),
-                password: &self.cfg.password,
-                method: "REGISTER",
-                uri: &self.request_uri,
-                nonce_count: auth.nonce_count,
-                cnonce: &auth.cnonce,
-            }
-            .header(&auth.challenge);
-            extra.push(if auth.proxy {
-                rsip::headers::ProxyAuthorization::new(value).into()
-            } else {
-                rsip::headers::Authorization::new(value).into()
-            });
-        }
+        extra.extend(self.auth.header("REGISTER", &self.request_uri));
         let request = self.dialogue.request(RequestSpec {
             method: rsip::Method::Register,
             request_uri: &self.request_uri,
             from: &self.aor,
             to: &self.aor,
+            to_tag: None,
             extra,
+            body: None,
         });
         transaction::run(&mut self.conn, &request, self.deadline, self.timeout, flow).await
     }
@@ -463,7 +410,6 @@ impl<'a> Registration<'a> {
             failure: None,
         };
         for _ in 0..2 {
-            let answered_fresh = self.auth.as_ref().is_some_and(|a| a.nonce_count == 0);
             let exchange = match self.send(0, flow).await {
                 Ok(exchange) => exchange,
                 Err(failure) => {
@@ -478,16 +424,13 @@ impl<'a> Registration<'a> {
             match exchange.reply.code {
                 200..=299 => return result,
                 401 | 407 => {
-                    let mut stale_retried = true;
-                    if let Next::Done(Err(failure)) =
-                        self.take_challenge(&exchange, answered_fresh, &mut stale_retried)
-                    {
+                    if let Err(failure) = self.auth.take(&exchange.reply, false) {
                         result.failure = Some(failure);
                         return result;
                     }
                 }
                 _ => {
-                    result.failure = Some(status_failure(&exchange));
+                    result.failure = Some(status_failure(&exchange.reply));
                     return result;
                 }
             }
@@ -533,10 +476,21 @@ impl<'a> Registration<'a> {
     }
 }
 
+/// What a final response that refuses a request means (REGISTER and INVITE alike): 403 is
+/// [`Failure::Forbidden`], or [`Failure::AuthRejected`] when `credentials_sent`; 488 is
+/// [`Failure::NotAcceptableHere`]; anything else [`status_failure`].
+pub(super) fn rejection(reply: &Reply, credentials_sent: bool) -> Failure {
+    match reply.code {
+        403 if credentials_sent => Failure::AuthRejected { code: 403 },
+        403 => Failure::Forbidden,
+        488 => Failure::NotAcceptableHere,
+        _ => status_failure(reply),
+    }
+}
+
 /// A final response that is neither success nor one of the classes of its own, with what it
 /// says about where to go (3xx Contact) or when to come back (Retry-After).
-fn status_failure(exchange: &Exchange) -> Failure {
-    let reply = &exchange.reply;
+pub(super) fn status_failure(reply: &Reply) -> Failure {
     let contacts: Vec<String> = reply.contacts().into_iter().map(|(raw, _)| raw).collect();
     let redirect = ((300..400).contains(&reply.code) && !contacts.is_empty()).then(|| {
         let mut contact = contacts.join(", ");

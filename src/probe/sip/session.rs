@@ -7,6 +7,7 @@
 //! gets a bounded share of the time left (see [`crate::probe::attempts`]).
 
 use super::Target;
+use super::flow::{Flow, FlowEntry};
 use super::resolve::{self, Destination};
 use super::transport::{Connection, Dial, Transport};
 use super::uri::ServerUri;
@@ -56,6 +57,60 @@ fn next_may_serve(failure: &Failure) -> bool {
             | Failure::Tls { .. }
             | Failure::SipStatus { code: 503, .. }
     )
+}
+
+/// A probe that runs on one destination at a time (REGISTER, the test call): what it keeps of
+/// the destination that answered (or the last one tried) and the messages of all of them.
+pub(super) trait Run: Exchange<Output = ()> {
+    type Outcome: Reached;
+    fn finish(self) -> (Self::Outcome, Flow);
+}
+
+/// The fields of an outcome that say where the probe went, filled in by [`probe`].
+pub(super) trait Reached {
+    fn reached(&mut self, tried: Tried<()>, flow: Vec<FlowEntry>, total: Duration);
+}
+
+/// Implements [`Reached`] for an outcome with the usual fields (`target`, `attempts`,
+/// `dns_fallbacks`, `cert_not_after`, `failure`, `flow`, `total`).
+macro_rules! reached {
+    ($outcome:ty) => {
+        impl $crate::probe::sip::session::Reached for $outcome {
+            fn reached(
+                &mut self,
+                tried: $crate::probe::sip::session::Tried<()>,
+                flow: Vec<$crate::probe::sip::FlowEntry>,
+                total: std::time::Duration,
+            ) {
+                self.target = tried.target;
+                self.attempts = tried.attempts;
+                self.dns_fallbacks = tried.dns_fallbacks;
+                self.cert_not_after = tried.cert_not_after;
+                self.failure = tried.result.err();
+                self.flow = flow;
+                self.total = total;
+            }
+        }
+    };
+}
+pub(super) use reached;
+
+/// Runs `run` on the destinations of `server`, or of the outbound `proxy` when there is one
+/// (tried as the server's would be), within `timeout` from `started`.
+pub(super) async fn probe<R: Run>(
+    dns: &Dns,
+    server: &ServerUri,
+    proxy: Option<&ServerUri>,
+    ca: Option<&CaSource>,
+    timeout: Duration,
+    started: Instant,
+    mut run: R,
+) -> Result<R::Outcome, ConfigError> {
+    let next_hop = proxy.unwrap_or(server);
+    let tried = each(dns, next_hop, ca, started + timeout, timeout, &mut run).await?;
+    let (mut outcome, flow) = run.finish();
+    outcome.reached(tried, flow.entries, started.elapsed());
+    Ok(outcome)
 }
 
 /// Resolves `server` and runs `exchange` on each destination in turn until one gives a result

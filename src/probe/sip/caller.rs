@@ -1,0 +1,451 @@
+//! The test call probe (issue 9, [`super::call`] holds its types): an INVITE with an SDP offer
+//! from the caller's account, through the destinations RFC 3263 gives for its server (with the
+//! failover of [`super::session`]), digest challenges answered ([`super::auth`]), ringing
+//! watched, and the call ended whatever happens: CANCEL while it rings (§9.1), ACK and BYE once
+//! it is answered, within [`HANGUP_BUDGET`] after the rest.
+//!
+//! Why not rsipstack, the SIP stack on top of rsip: it owns an endpoint with its own transport
+//! layer and event loop (sockets it binds and serves, transactions it times), so the probe's
+//! calls would bypass what every SIP probe here shares: RFC 3263 resolution through the
+//! allow-listed resolver, the address failover, connections whose every read is bounded in
+//! size and time, and one deadline over DNS, transport and transactions. The dialog a test
+//! call needs is small (one INVITE, its ACK, CANCEL or BYE, and answering the far end), so it
+//! is written here ([`super::invite`], [`super::dialog`]) on the probe's own transport.
+
+use super::auth::Auth;
+use super::call::{AnswerPolicy, CallConfig, CallOutcome, Callee, HANGUP_BUDGET, Hangup, Party};
+use super::dialog::{Answering, CallerStrays, Dialog};
+use super::flow::{Direction, Flow};
+use super::invite::{Addressing, Invite};
+use super::message::{Body, Dialogue, Reply};
+use super::register::rejection;
+use super::transaction;
+use super::transport::Connection;
+use super::uri::{self, ServerUri};
+use super::{StatusLine, sdp, session};
+use crate::probe::dns::Dns;
+use crate::probe::media::Codec;
+use crate::probe::{ConfigError, Failure};
+use rsip::Header;
+use rsip::prelude::UntypedHeader;
+use std::time::Duration;
+use tokio::net::UdpSocket;
+use tokio::time::Instant;
+
+/// INVITEs one call may send: the first, the answer to a challenge, and one more should a
+/// proxy and the registrar both challenge (407 then 401).
+const MAX_INVITES: u32 = 3;
+
+/// Places one test call per `cfg`. `Err` only for bad input (an unusable URI or CA file).
+pub async fn call(dns: &Dns, cfg: &CallConfig) -> Result<CallOutcome, ConfigError> {
+    cfg.validate()?;
+    let server = uri::parse(&cfg.caller.server)?;
+    let proxy = uri::parse_proxy(cfg.caller.proxy.as_deref())?;
+    let started = Instant::now();
+    let attempt = Attempt {
+        cfg,
+        server: &server,
+        proxy: proxy.as_ref(),
+        outcome: CallOutcome::empty(),
+        flow: Flow::new(started),
+    };
+    let ca = cfg.caller.ca.as_ref();
+    session::probe(
+        dns,
+        &server,
+        proxy.as_ref(),
+        ca,
+        cfg.timeout,
+        started,
+        attempt,
+    )
+    .await
+}
+
+/// The call on one destination's connection; `outcome` holds what the last destination tried
+/// answered, `flow` the messages of all of them.
+struct Attempt<'a> {
+    cfg: &'a CallConfig,
+    server: &'a ServerUri,
+    proxy: Option<&'a ServerUri>,
+    outcome: CallOutcome,
+    flow: Flow,
+}
+
+impl session::Run for Attempt<'_> {
+    type Outcome = CallOutcome;
+
+    fn finish(self) -> (CallOutcome, Flow) {
+        (self.outcome, self.flow)
+    }
+}
+
+session::reached!(CallOutcome);
+
+impl session::Exchange for Attempt<'_> {
+    type Output = ();
+
+    async fn on(&mut self, conn: Connection, until: Instant) -> Result<(), Failure> {
+        // What an earlier destination answered (a 503) is not this one's.
+        self.outcome = CallOutcome::empty();
+        let mut call = Call::new(self.cfg, conn, self.server, self.proxy).await?;
+        call.run(&mut self.outcome, &mut self.flow, until).await
+    }
+}
+
+impl CallOutcome {
+    fn empty() -> Self {
+        CallOutcome {
+            target: None,
+            response: None,
+            ringing: None,
+            server: None,
+            auth_algorithm: None,
+            post_dial_delay: None,
+            setup_time: None,
+            callee_reached: None,
+            hangup: None,
+            media: None,
+            total: Duration::ZERO,
+            attempts: Vec::new(),
+            dns_fallbacks: Vec::new(),
+            cert_not_after: None,
+            failure: None,
+            flow: Vec::new(),
+        }
+    }
+}
+
+/// How the ringing ended.
+enum Rang {
+    /// 401/407: answer the challenge with a new INVITE.
+    Challenged(Reply),
+    /// A 2xx: the call is up.
+    Answered(Reply),
+    /// Cancel the INVITE; the call's result is this.
+    Cancel(Result<(), Failure>),
+}
+
+/// One call's state on its connection.
+struct Call<'a> {
+    cfg: &'a CallConfig,
+    conn: Connection,
+    dialogue: Dialogue,
+    addressing: Addressing,
+    contact: String,
+    auth: Auth<'a>,
+    strays: CallerStrays,
+    offer: Vec<u8>,
+    /// The socket whose port the offer names, held for the call.
+    _rtp: UdpSocket,
+}
+
+impl<'a> Call<'a> {
+    async fn new(
+        cfg: &'a CallConfig,
+        conn: Connection,
+        server: &ServerUri,
+        proxy: Option<&ServerUri>,
+    ) -> Result<Call<'a>, Failure> {
+        let caller = &cfg.caller;
+        let dialogue = Dialogue::new(conn.local_addr(), conn.transport());
+        let domain = caller
+            .domain
+            .clone()
+            .unwrap_or_else(|| server.host_in_uri());
+        let to = match &cfg.callee {
+            Callee::Number(uri) => uri.clone(),
+            Callee::Account { username, .. } => format!("sip:{username}@{domain}"),
+        };
+        let addressing = Addressing {
+            request_uri: to.clone(),
+            from: format!("sip:{}@{domain}", caller.username),
+            to,
+            route: proxy.map(ServerUri::loose_route),
+        };
+        let contact = dialogue.contact_uri(&caller.username);
+        let local_ip = conn.local_addr().ip();
+        let rtp = UdpSocket::bind((local_ip, 0))
+            .await
+            .map_err(|e| Failure::Network {
+                detail: format!("binding the RTP socket on {local_ip}: {e}"),
+            })?;
+        let rtp_addr = rtp.local_addr().map_err(|e| Failure::Network {
+            detail: format!("the RTP socket's address: {e}"),
+        })?;
+        let codec = cfg.media.as_ref().map_or(Codec::Pcma, |m| m.codec);
+        let session_id = rand::random::<u32>().into();
+        let answering = Answering {
+            call_id: dialogue.call_id().to_owned(),
+            contact: contact.clone(),
+            rtp: rtp_addr,
+            codec,
+            session_id,
+        };
+        Ok(Call {
+            cfg,
+            conn,
+            dialogue,
+            addressing,
+            contact,
+            auth: Auth::new(
+                caller.auth_username.as_ref().unwrap_or(&caller.username),
+                &caller.password,
+            ),
+            strays: CallerStrays {
+                answering,
+                invite: None,
+                ack: None,
+                invite_final: None,
+                hung_up: false,
+            },
+            offer: sdp::offer(rtp_addr, codec, session_id),
+            _rtp: rtp,
+        })
+    }
+
+    /// Calls until the call is decided and ended, recording what it sees in `outcome`.
+    async fn run(
+        &mut self,
+        outcome: &mut CallOutcome,
+        flow: &mut Flow,
+        until: Instant,
+    ) -> Result<(), Failure> {
+        for _ in 0..MAX_INVITES {
+            let mut extra: Vec<Header> = vec![
+                rsip::headers::Contact::new(format!("<{}>", self.contact)).into(),
+                rsip::headers::Allow::new("INVITE, ACK, CANCEL, BYE, OPTIONS").into(),
+            ];
+            extra.extend(self.auth.header("INVITE", &self.addressing.request_uri));
+            let offer = Body {
+                content_type: sdp::CONTENT_TYPE,
+                bytes: &self.offer,
+            };
+            let flow_ref = &mut *flow;
+            let mut invite = Invite::send(
+                &mut self.conn,
+                &mut self.dialogue,
+                &self.addressing,
+                extra,
+                offer,
+                flow_ref,
+            )
+            .await?;
+            self.strays.invite = Some(invite.request().clone());
+            let rang = self.ring(&mut invite, outcome, flow, until).await;
+            outcome.auth_algorithm = self.auth.algorithm();
+            match rang? {
+                Rang::Challenged(reply) => self.auth.take(&reply, true)?,
+                Rang::Answered(reply) => return self.talk(&invite, &reply, outcome, flow).await,
+                Rang::Cancel(result) => {
+                    self.cancel(&mut invite, outcome, flow).await;
+                    return result;
+                }
+            }
+        }
+        let code = outcome.response.as_ref().map_or(0, |r| r.code);
+        Err(Failure::AuthRejected { code })
+    }
+
+    /// Waits for the INVITE's answer: the first 18x within `until` (the set-up's share of the
+    /// timeout), then the answer within the ring timeout from the INVITE.
+    async fn ring(
+        &mut self,
+        invite: &mut Invite,
+        outcome: &mut CallOutcome,
+        flow: &mut Flow,
+        until: Instant,
+    ) -> Result<Rang, Failure> {
+        let answer_by = invite.sent_at() + self.cfg.ring_timeout;
+        loop {
+            let wait_until = if outcome.ringing.is_some() {
+                answer_by
+            } else {
+                until
+            };
+            let next = invite
+                .next(
+                    &mut self.conn,
+                    &self.dialogue,
+                    wait_until,
+                    flow,
+                    &mut self.strays,
+                )
+                .await?;
+            let Some(reply) = next else {
+                return if outcome.ringing.is_some() {
+                    Ok(Rang::Cancel(Err(Failure::NotAnswered {
+                        after: self.cfg.ring_timeout,
+                    })))
+                } else if invite.provisional {
+                    Ok(Rang::Cancel(Err(Failure::NoRinging {
+                        after: self.cfg.timeout,
+                    })))
+                } else {
+                    // Nothing came, so nothing can be cancelled (§9.1).
+                    Err(invite.expired(self.cfg.timeout))
+                };
+            };
+            let status = StatusLine {
+                code: reply.code,
+                reason: reply.reason.clone(),
+            };
+            let elapsed = invite.sent_at().elapsed();
+            match reply.code {
+                180..=189 => {
+                    if outcome.ringing.is_none() {
+                        outcome.ringing = Some(status);
+                        outcome.post_dial_delay = Some(elapsed);
+                    }
+                    if self.cfg.answer == AnswerPolicy::RingingIsEnough {
+                        return Ok(Rang::Cancel(Ok(())));
+                    }
+                }
+                100..=199 => {}
+                code => {
+                    outcome.response = Some(status);
+                    outcome.server = reply.server();
+                    return match code {
+                        200..=299 => {
+                            outcome.setup_time = Some(elapsed);
+                            Ok(Rang::Answered(reply))
+                        }
+                        401 | 407 => Ok(Rang::Challenged(reply)),
+                        // A 403 to an authenticated INVITE is a refusal of the call (a daily
+                        // limit, a barred destination: seed 002), not of the credentials,
+                        // which would be challenged again.
+                        _ => Err(rejection(&reply, false)),
+                    };
+                }
+            }
+        }
+    }
+
+    /// The answered call: ACK, the media agreed, BYE.
+    async fn talk(
+        &mut self,
+        invite: &Invite,
+        reply: &Reply,
+        outcome: &mut CallOutcome,
+        flow: &mut Flow,
+    ) -> Result<(), Failure> {
+        let dialog = self.acknowledge(invite, reply, flow).await?;
+        let result = sdp::read(reply.sdp())
+            .map(drop)
+            .map_err(|detail| Failure::MediaNotNegotiated { detail });
+        outcome.hangup = Some(self.hang_up(&dialog, flow).await);
+        result
+    }
+
+    /// Establishes the dialog of a 2xx and sends its ACK.
+    async fn acknowledge(
+        &mut self,
+        invite: &Invite,
+        reply: &Reply,
+        flow: &mut Flow,
+    ) -> Result<Dialog, Failure> {
+        let dialog = Dialog::establish(reply, &self.addressing);
+        let ack = dialog.ack(&self.dialogue, invite.request());
+        flow.record(Direction::Sent, &ack.bytes);
+        self.conn.send(&ack.bytes).await?;
+        self.strays.ack = Some(ack.bytes);
+        Ok(dialog)
+    }
+
+    /// Our BYE, unless the far end hung up already.
+    async fn hang_up(&mut self, dialog: &Dialog, flow: &mut Flow) -> Hangup {
+        if self.strays.hung_up {
+            return Hangup {
+                by: Party::FarEnd,
+                method: "BYE".into(),
+                response: None,
+            };
+        }
+        let budget = self.budget();
+        let bye = dialog.bye(&mut self.dialogue);
+        let deadline = Instant::now() + budget;
+        let answer = transaction::run_with(
+            &mut self.conn,
+            bye,
+            deadline,
+            budget,
+            flow,
+            &mut self.strays,
+        )
+        .await;
+        Hangup {
+            by: Party::Caller,
+            method: "BYE".into(),
+            response: answer.ok().map(|exchange| StatusLine {
+                code: exchange.reply.code,
+                reason: exchange.reply.reason,
+            }),
+        }
+    }
+
+    /// Cancels the INVITE and waits for its final response (487, or a 2xx that crossed the
+    /// CANCEL: then ACK and BYE), all within the hang-up budget.
+    async fn cancel(&mut self, invite: &mut Invite, outcome: &mut CallOutcome, flow: &mut Flow) {
+        let budget = self.budget();
+        let deadline = Instant::now() + budget;
+        let cancel = invite.cancel(&self.dialogue);
+        let answer = transaction::run_with(
+            &mut self.conn,
+            cancel,
+            deadline,
+            budget,
+            flow,
+            &mut self.strays,
+        )
+        .await;
+        outcome.hangup = Some(Hangup {
+            by: Party::Caller,
+            method: "CANCEL".into(),
+            response: answer.ok().map(|exchange| StatusLine {
+                code: exchange.reply.code,
+                reason: exchange.reply.reason,
+            }),
+        });
+        let reply = match self.strays.invite_final.take() {
+            Some(reply) => {
+                // It came while the CANCEL was under way, past the transaction's own ACK.
+                if reply.code >= 300 {
+                    let _ = invite
+                        .acknowledge(&mut self.conn, &self.dialogue, &reply, flow)
+                        .await;
+                }
+                reply
+            }
+            None => loop {
+                let next = invite
+                    .next(
+                        &mut self.conn,
+                        &self.dialogue,
+                        deadline,
+                        flow,
+                        &mut self.strays,
+                    )
+                    .await;
+                match next {
+                    Ok(Some(reply)) if reply.code >= 200 => break reply,
+                    Ok(Some(_)) => continue,
+                    Ok(None) | Err(_) => return,
+                }
+            },
+        };
+        outcome.response = Some(StatusLine {
+            code: reply.code,
+            reason: reply.reason.clone(),
+        });
+        if (200..300).contains(&reply.code)
+            && let Ok(dialog) = self.acknowledge(invite, &reply, flow).await
+        {
+            outcome.hangup = Some(self.hang_up(&dialog, flow).await);
+        }
+    }
+
+    /// The time the hang-up gets ([`HANGUP_BUDGET`], never more than the timeout).
+    fn budget(&self) -> Duration {
+        HANGUP_BUDGET.min(self.cfg.timeout)
+    }
+}
