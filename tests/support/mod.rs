@@ -13,6 +13,7 @@ pub mod kamailio;
 pub mod nghttpd;
 pub mod nginx;
 pub mod operator;
+pub mod relay;
 pub mod sipp;
 pub mod stund;
 
