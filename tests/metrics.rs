@@ -19,6 +19,7 @@ use voipcheck::check::{
 use voipcheck::metrics::{Health, Metrics, ReconcileResult};
 use voipcheck::probe::Failure;
 use voipcheck::probe::dns::Dns;
+use voipcheck::probe::media::MediaReport;
 use voipcheck::secret::Secret;
 use voipcheck::verdict::{ConditionValue, History, Verdict, evaluate, not_runnable};
 
@@ -868,4 +869,193 @@ async fn serve_reports_a_port_in_use() {
     )
     .await;
     assert_eq!(result.unwrap_err().kind(), std::io::ErrorKind::AddrInUse);
+}
+
+/// A test call as the call probe reports it: final response `code` (`None`: none came),
+/// ringing after 80 ms, answered 40 ms later when `code` is 200, and `media` as measured.
+fn call_run(code: Option<u16>, media: Option<MediaReport>) -> ProbeRun {
+    use voipcheck::probe::sip::{CallOutcome, StatusLine};
+    let status = |code: u16, reason: &str| StatusLine {
+        code,
+        reason: reason.into(),
+    };
+    let answered = code == Some(200);
+    let failure = match code {
+        Some(200) => None,
+        Some(code) => Some(Failure::SipStatus { code, hint: None }),
+        None => Some(Failure::NoRinging {
+            after: Duration::from_secs(2),
+        }),
+    };
+    let outcome = CallOutcome {
+        target: None,
+        response: code.map(|c| status(c, "Reason")),
+        ringing: code.map(|_| status(180, "Ringing")),
+        server: None,
+        auth_algorithm: None,
+        post_dial_delay: code.map(|_| Duration::from_millis(80)),
+        setup_time: answered.then(|| Duration::from_millis(120)),
+        callee_reached: None,
+        hangup: None,
+        media,
+        total: Duration::from_secs(6),
+        attempts: Vec::new(),
+        dns_fallbacks: Vec::new(),
+        cert_not_after: None,
+        failure,
+        flow: Vec::new(),
+    };
+    ProbeRun {
+        name: "sip-call".into(),
+        kind: ProbeKind::SipCall,
+        outcome: ProbeOutcome::SipCall(outcome),
+        duration: Duration::from_secs(6),
+    }
+}
+
+/// The audio of a hairpin call: both directions measured by the probe's own legs.
+fn hairpin_media() -> MediaReport {
+    use voipcheck::probe::media::{Codec, MeasuredBy, Mos, StreamStats};
+    let stream = |received: u32, jitter_ms: u64, mos: f64| StreamStats {
+        measured_by: MeasuredBy::Probe,
+        sent: 250,
+        received,
+        lost: 250 - received,
+        loss_ratio: f64::from(250 - received) / 250.0,
+        jitter: Duration::from_millis(jitter_ms),
+        mos: Mos::from_f64(mos),
+    };
+    MediaReport {
+        codec: Codec::Pcma,
+        duration: Duration::from_secs(5),
+        outgoing: Some(stream(245, 4, 4.02)),
+        incoming: stream(250, 1, 4.41),
+        round_trip: Some(Duration::from_millis(41)),
+        rtcp_received: 2,
+    }
+}
+
+#[test]
+fn a_test_call_exports_its_timings_its_audio_per_direction_and_its_invite_responses() {
+    let metrics = Metrics::new("lab-1");
+    let id = CheckId::new("ns", "call");
+    metrics.record_run(
+        &id,
+        &report(vec![call_run(Some(200), Some(hairpin_media()))]),
+    );
+    let text = metrics.encode();
+    promtool_check(&text);
+    let probe = [
+        ("location", "lab-1"),
+        ("name", "call"),
+        ("namespace", "ns"),
+        ("probe", "sip-call"),
+    ];
+    let with = |extra: (&'static str, &'static str)| {
+        let mut labels = probe.to_vec();
+        labels.push(extra);
+        labels
+    };
+    let expected = [
+        (
+            "voipcheck_call_post_dial_delay_seconds",
+            probe.to_vec(),
+            0.08,
+        ),
+        ("voipcheck_call_setup_seconds", probe.to_vec(), 0.12),
+        ("voipcheck_sip_last_status_code", probe.to_vec(), 200.0),
+        ("voipcheck_rtp_round_trip_seconds", probe.to_vec(), 0.041),
+        (
+            "voipcheck_sip_responses_total",
+            with(("method", "INVITE"))
+                .into_iter()
+                .chain([("code", "200")])
+                .collect(),
+            1.0,
+        ),
+        (
+            "voipcheck_rtp_loss_ratio",
+            with(("direction", "outgoing")),
+            0.02,
+        ),
+        (
+            "voipcheck_rtp_loss_ratio",
+            with(("direction", "incoming")),
+            0.0,
+        ),
+        (
+            "voipcheck_rtp_jitter_seconds",
+            with(("direction", "outgoing")),
+            0.004,
+        ),
+        (
+            "voipcheck_rtp_jitter_seconds",
+            with(("direction", "incoming")),
+            0.001,
+        ),
+        ("voipcheck_call_mos", with(("direction", "outgoing")), 4.02),
+        ("voipcheck_call_mos", with(("direction", "incoming")), 4.41),
+    ];
+    for (name, labels, expected) in expected {
+        assert_eq!(
+            value(&text, name, &labels),
+            Some(expected),
+            "{name} {labels:?}\n{text}"
+        );
+    }
+
+    // A rejected call: its code counts, and no audio figures stay from the call before.
+    metrics.record_run(&id, &report(vec![call_run(Some(503), None)]));
+    let text = metrics.encode();
+    promtool_check(&text);
+    let invite = |code| {
+        let mut labels = with(("method", "INVITE"));
+        labels.push(("code", code));
+        value(&text, "voipcheck_sip_responses_total", &labels)
+    };
+    assert_eq!((invite("200"), invite("503")), (Some(1.0), Some(1.0)));
+    assert_eq!(
+        value(&text, "voipcheck_sip_last_status_code", &probe),
+        Some(503.0)
+    );
+    for family in [
+        "rtp_loss_ratio",
+        "rtp_jitter_seconds",
+        "call_mos",
+        "rtp_round_trip_seconds",
+        "call_setup_seconds",
+    ] {
+        assert!(
+            !text.contains(&format!("voipcheck_{family}{{")),
+            "{family}\n{text}"
+        );
+    }
+
+    // A call that never rang, then one cancelled at its bound: no timings, code 0.
+    for run in [
+        call_run(None, None),
+        cancelled("sip-call", ProbeKind::SipCall),
+    ] {
+        metrics.record_run(&id, &report(vec![run]));
+        let text = metrics.encode();
+        assert_eq!(
+            value(&text, "voipcheck_sip_last_status_code", &probe),
+            Some(0.0)
+        );
+        assert!(
+            !text.contains("voipcheck_call_post_dial_delay_seconds{"),
+            "{text}"
+        );
+    }
+
+    // A deleted check's call series go with it.
+    metrics.record_run(
+        &id,
+        &report(vec![call_run(Some(200), Some(hairpin_media()))]),
+    );
+    metrics.remove_check(&id);
+    assert_eq!(
+        series_with(&metrics.encode(), "name=\"call\""),
+        Vec::<&str>::new()
+    );
 }
