@@ -57,6 +57,18 @@ async fn call(cfg: &CallConfig) -> CallOutcome {
     outcome
 }
 
+/// The call was ended by the probe with `method`, answered 200.
+fn assert_hung_up(outcome: &CallOutcome, method: &str, text: &str) {
+    let hangup = outcome.hangup.as_ref().expect("hung up");
+    assert_eq!(
+        (hangup.by, hangup.method.as_str()),
+        (Party::Caller, method),
+        "{text}"
+    );
+    let answer = hangup.response.as_ref().map(|r| r.code);
+    assert_eq!(answer, Some(200), "{text}");
+}
+
 /// The call flow as `probe -v` prints it.
 fn flow(outcome: &CallOutcome) -> String {
     let lines: Vec<String> = outcome.flow.iter().map(ToString::to_string).collect();
@@ -81,14 +93,40 @@ fn sent(outcome: &CallOutcome, method: &str) -> usize {
         .count()
 }
 
-fn echo_uas(ip: IpAddr) -> Sipp {
+/// A SIPp UAS playing `scenario` with its media on a port of its own, echoing RTP.
+fn uas(scenario: &str, ip: IpAddr) -> Sipp {
     let media_port = support::free_port().to_string();
     Sipp::start_with(
-        "call-echo.xml",
+        scenario,
         ip,
         1,
         &["-rtp_echo", "-mi", &ip.to_string(), "-mp", &media_port],
     )
+}
+
+fn echo_uas(ip: IpAddr) -> Sipp {
+    uas("call-echo.xml", ip)
+}
+
+/// A call straight to a SIPp UAS (no proxy, no challenge), as to a peer that misbehaves.
+fn direct(uas: &Sipp) -> CallConfig {
+    CallConfig {
+        caller: Account {
+            server: uas.uri(None),
+            username: "alice".into(),
+            auth_username: None,
+            domain: None,
+            proxy: None,
+            password: Secret::new("alice-secret"),
+            ca: None,
+        },
+        callee: Callee::Number(uas.uri(Some("service"))),
+        answer: AnswerPolicy::Required,
+        ring_timeout: Duration::from_secs(1),
+        media: None,
+        advertise: SdpAddress::Local,
+        timeout: TIMEOUT,
+    }
 }
 
 #[tokio::test]
@@ -103,14 +141,7 @@ async fn an_answered_call_is_authenticated_acknowledged_and_hung_up() {
         assert_eq!(outcome.ringing.as_ref().map(|r| r.code), Some(180));
         assert_eq!(outcome.auth_algorithm, Some(DigestAlgorithm::Md5));
         assert!(outcome.post_dial_delay.unwrap() <= outcome.setup_time.unwrap());
-        let hangup = outcome.hangup.as_ref().expect("hung up");
-        assert_eq!(hangup.by, Party::Caller);
-        assert_eq!(hangup.method, "BYE");
-        assert_eq!(
-            hangup.response.as_ref().map(|r| r.code),
-            Some(200),
-            "{text}"
-        );
+        assert_hung_up(&outcome, "BYE", &text);
         // The challenge, the authenticated INVITE, the ACKs of the 407 and of the 200, BYE.
         assert!(text.contains("←  SIP/2.0 407"), "{text}");
         assert_eq!(sent(&outcome, "INVITE"), 2, "{text}");
@@ -199,16 +230,7 @@ async fn a_call_that_rings_until_the_ring_timeout_is_cancelled() {
             Some(487),
             "{text}"
         );
-        let hangup = outcome.hangup.as_ref().expect("cancelled");
-        assert_eq!(
-            (hangup.by, hangup.method.as_str()),
-            (Party::Caller, "CANCEL")
-        );
-        assert_eq!(
-            hangup.response.as_ref().map(|r| r.code),
-            Some(200),
-            "{text}"
-        );
+        assert_hung_up(&outcome, "CANCEL", &text);
         assert_eq!(sent(&outcome, "CANCEL"), 1, "{text}");
         // The 487 is acknowledged (as the 407 before it).
         assert_eq!(sent(&outcome, "ACK"), 2, "{text}");
@@ -278,4 +300,172 @@ fn bad_configurations_are_refused_before_anything_is_sent() {
         password: Secret::new("p"),
     };
     assert_eq!(cfg.validate().unwrap_err().field, "call.callee.username");
+}
+
+/// A STUN server inside the test that tells every client it is `mapped` (a documentation
+/// address: as if the probe sat behind NAT), so the offer must carry that address.
+async fn stun_responder(
+    mapped: std::net::SocketAddr,
+) -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
+    use stun_rs::attributes::stun::XorMappedAddress;
+    use stun_rs::{MessageClass, MessageEncoderBuilder, StunMessageBuilder, TransactionId};
+    let socket = tokio::net::UdpSocket::bind((LOCAL, 0)).await.unwrap();
+    let addr = socket.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        let mut buf = [0u8; 1500];
+        while let Ok((size, from)) = socket.recv_from(&mut buf).await {
+            let Some(txid) = buf[..size].get(8..20).and_then(|t| t.first_chunk::<12>()) else {
+                continue;
+            };
+            let answer =
+                StunMessageBuilder::new(stun_rs::methods::BINDING, MessageClass::SuccessResponse)
+                    .with_transaction_id(TransactionId::from(*txid))
+                    .with_attribute(XorMappedAddress::from(mapped))
+                    .build();
+            let mut out = [0u8; 512];
+            let size = MessageEncoderBuilder::default()
+                .build()
+                .encode(&mut out, &answer)
+                .unwrap();
+            let _ = socket.send_to(&out[..size], from).await;
+        }
+    });
+    (addr, task)
+}
+
+#[tokio::test]
+async fn the_offer_advertises_the_stun_mapped_address_or_the_local_one() {
+    let mapped: std::net::SocketAddr = "198.51.100.7:40000".parse().unwrap();
+    let (stun, responder) = stun_responder(mapped).await;
+    for advertise in [
+        SdpAddress::StunMapped {
+            server: stun.to_string(),
+        },
+        SdpAddress::Local,
+    ] {
+        let mut uas = echo_uas(LOCAL);
+        let kamailio = Kamailio::builder().echo(uas.addr).start();
+        let mut cfg = call_config(&kamailio, "udp", "echo");
+        cfg.advertise = advertise.clone();
+        let outcome = call(&cfg).await;
+        let text = flow(&outcome);
+        assert_eq!(outcome.failure, None, "{advertise:?}: {text}");
+        let invite_sdp: Vec<&str> = text
+            .lines()
+            .skip_while(|l| !l.contains("→  INVITE"))
+            .filter(|l| l.contains("SDP: "))
+            .take(2)
+            .collect();
+        match advertise {
+            SdpAddress::StunMapped { .. } => {
+                assert!(
+                    invite_sdp[0].ends_with("SDP: c=IN IP4 198.51.100.7"),
+                    "{text}"
+                );
+                assert!(
+                    invite_sdp[1].ends_with("SDP: m=audio 40000 RTP/AVP 8 0 101"),
+                    "{text}"
+                );
+            }
+            SdpAddress::Local => {
+                assert!(invite_sdp[0].ends_with("SDP: c=IN IP4 127.0.0.1"), "{text}");
+                assert!(!text.contains("198.51.100.7"), "{text}");
+            }
+        }
+        uas.assert_scenario_completes(Duration::from_secs(5));
+    }
+    responder.abort();
+}
+
+#[tokio::test]
+async fn a_stun_server_that_does_not_answer_fails_the_media_not_the_server() {
+    let kamailio = Kamailio::start();
+    let silent = std::net::UdpSocket::bind((LOCAL, 0)).unwrap();
+    let mut cfg = call_config(&kamailio, "udp", "echo");
+    cfg.timeout = Duration::from_secs(1);
+    cfg.advertise = SdpAddress::StunMapped {
+        server: silent.local_addr().unwrap().to_string(),
+    };
+    let outcome = call(&cfg).await;
+    assert!(
+        matches!(&outcome.failure, Some(Failure::MediaNotNegotiated { detail }) if detail.contains("STUN")),
+        "{outcome:#?}"
+    );
+    // No INVITE went out without an address to offer.
+    assert_eq!(sent(&outcome, "INVITE"), 0);
+}
+
+#[tokio::test]
+async fn an_answer_without_usable_sdp_fails_the_media_and_still_ends_the_call() {
+    for scenario in ["call-no-sdp.xml", "call-unsupported-codec.xml"] {
+        let mut far_end = uas(scenario, LOCAL);
+        let outcome = call(&direct(&far_end)).await;
+        let text = flow(&outcome);
+        assert!(
+            matches!(&outcome.failure, Some(Failure::MediaNotNegotiated { .. })),
+            "{scenario}: {text}"
+        );
+        assert_eq!(outcome.response.as_ref().map(|r| r.code), Some(200));
+        assert_eq!(sent(&outcome, "ACK"), 1, "{text}");
+        assert_hung_up(&outcome, "BYE", &text);
+        // SIPp got its ACK and BYE: no dialog left open.
+        far_end.assert_scenario_completes(Duration::from_secs(5));
+    }
+}
+
+/// A call straight to the UAS of `scenario` that rings (18x) and is not answered within the
+/// ring timeout: its outcome, flow, and the UAS.
+async fn not_answered(scenario: &str) -> (CallOutcome, String, Sipp) {
+    let far_end = uas(scenario, LOCAL);
+    let cfg = direct(&far_end);
+    let outcome = call(&cfg).await;
+    let text = flow(&outcome);
+    let expected = Failure::NotAnswered {
+        after: cfg.ring_timeout,
+    };
+    assert_eq!(outcome.failure, Some(expected), "{scenario}: {text}");
+    (outcome, text, far_end)
+}
+
+#[tokio::test]
+async fn early_media_then_silence_is_not_answered_and_cancelled() {
+    let (outcome, text, mut far_end) = not_answered("call-early-media-silence.xml").await;
+    assert_eq!(outcome.ringing.as_ref().map(|r| r.code), Some(183));
+    // The early media's SDP is in the flow.
+    let progress = text.split("←  SIP/2.0 183").nth(1).unwrap_or_default();
+    let progress: Vec<&str> = progress
+        .lines()
+        .take_while(|l| !l.contains("  →  "))
+        .collect();
+    assert!(
+        progress
+            .iter()
+            .any(|l| l.contains("SDP: c=IN IP4 127.0.0.1")),
+        "{text}"
+    );
+    assert_eq!(
+        outcome.response.as_ref().map(|r| r.code),
+        Some(487),
+        "{text}"
+    );
+    assert_eq!(
+        (sent(&outcome, "CANCEL"), sent(&outcome, "ACK")),
+        (1, 1),
+        "{text}"
+    );
+    far_end.assert_scenario_completes(Duration::from_secs(5));
+}
+
+#[tokio::test]
+async fn a_200_after_the_cancel_is_acknowledged_and_hung_up() {
+    let (outcome, text, mut far_end) = not_answered("call-200-after-cancel.xml").await;
+    assert_eq!(
+        outcome.response.as_ref().map(|r| r.code),
+        Some(200),
+        "{text}"
+    );
+    assert_eq!(sent(&outcome, "CANCEL"), 1, "{text}");
+    assert_eq!(sent(&outcome, "ACK"), 1, "{text}");
+    assert_hung_up(&outcome, "BYE", &text);
+    far_end.assert_scenario_completes(Duration::from_secs(5));
 }

@@ -117,6 +117,10 @@ impl CallConfig {
                 }
             }
         }
+        if let SdpAddress::StunMapped { server } = &self.advertise {
+            crate::probe::stun::parse_server(server)
+                .map_err(|reason| ConfigError::new("call.advertise.stun", reason))?;
+        }
         if self.timeout.is_zero() {
             return Err(ConfigError::new("timeout", "must be above zero"));
         }

@@ -13,7 +13,9 @@
 //! is written here ([`super::invite`], [`super::dialog`]) on the probe's own transport.
 
 use super::auth::Auth;
-use super::call::{AnswerPolicy, CallConfig, CallOutcome, Callee, HANGUP_BUDGET, Hangup, Party};
+use super::call::{
+    AnswerPolicy, CallConfig, CallOutcome, Callee, HANGUP_BUDGET, Hangup, Party, SdpAddress,
+};
 use super::dialog::{Answering, CallerStrays, Dialog};
 use super::flow::{Direction, Flow};
 use super::invite::{Addressing, Invite};
@@ -25,7 +27,7 @@ use super::uri::{self, ServerUri};
 use super::{StatusLine, sdp, session};
 use crate::probe::dns::Dns;
 use crate::probe::media::Codec;
-use crate::probe::{ConfigError, Failure};
+use crate::probe::{ConfigError, Failure, stun};
 use rsip::Header;
 use rsip::prelude::UntypedHeader;
 use std::time::Duration;
@@ -43,6 +45,7 @@ pub async fn call(dns: &Dns, cfg: &CallConfig) -> Result<CallOutcome, ConfigErro
     let proxy = uri::parse_proxy(cfg.caller.proxy.as_deref())?;
     let started = Instant::now();
     let attempt = Attempt {
+        dns,
         cfg,
         server: &server,
         proxy: proxy.as_ref(),
@@ -65,6 +68,7 @@ pub async fn call(dns: &Dns, cfg: &CallConfig) -> Result<CallOutcome, ConfigErro
 /// The call on one destination's connection; `outcome` holds what the last destination tried
 /// answered, `flow` the messages of all of them.
 struct Attempt<'a> {
+    dns: &'a Dns,
     cfg: &'a CallConfig,
     server: &'a ServerUri,
     proxy: Option<&'a ServerUri>,
@@ -88,7 +92,7 @@ impl session::Exchange for Attempt<'_> {
     async fn on(&mut self, conn: Connection, until: Instant) -> Result<(), Failure> {
         // What an earlier destination answered (a 503) is not this one's.
         self.outcome = CallOutcome::empty();
-        let mut call = Call::new(self.cfg, conn, self.server, self.proxy).await?;
+        let mut call = Call::new(self.dns, self.cfg, conn, self.server, self.proxy, until).await?;
         call.run(&mut self.outcome, &mut self.flow, until).await
     }
 }
@@ -142,10 +146,12 @@ struct Call<'a> {
 
 impl<'a> Call<'a> {
     async fn new(
+        dns: &Dns,
         cfg: &'a CallConfig,
         conn: Connection,
         server: &ServerUri,
         proxy: Option<&ServerUri>,
+        until: Instant,
     ) -> Result<Call<'a>, Failure> {
         let caller = &cfg.caller;
         let dialogue = Dialogue::new(conn.local_addr(), conn.transport());
@@ -170,9 +176,20 @@ impl<'a> Call<'a> {
             .map_err(|e| Failure::Network {
                 detail: format!("binding the RTP socket on {local_ip}: {e}"),
             })?;
-        let rtp_addr = rtp.local_addr().map_err(|e| Failure::Network {
-            detail: format!("the RTP socket's address: {e}"),
-        })?;
+        let rtp_addr = match &cfg.advertise {
+            SdpAddress::Local => rtp.local_addr().map_err(|e| Failure::Network {
+                detail: format!("the RTP socket's address: {e}"),
+            })?,
+            // Not a failure of the SIP server: another destination would not mend it.
+            SdpAddress::StunMapped { server } => {
+                let left = until.saturating_duration_since(Instant::now());
+                stun::mapped_address(dns, &rtp, server, left)
+                    .await
+                    .map_err(|failure| Failure::MediaNotNegotiated {
+                        detail: format!("no STUN mapping of the RTP port from {server}: {failure}"),
+                    })?
+            }
+        };
         let codec = cfg.media.as_ref().map_or(Codec::Pcma, |m| m.codec);
         let session_id = rand::random::<u32>().into();
         let answering = Answering {

@@ -28,6 +28,7 @@ use message::{Request, Response};
 use serde::Serialize;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
+use tokio::net::UdpSocket;
 use tokio::time::{Instant, timeout_at};
 use transport::Deadline;
 
@@ -133,7 +134,7 @@ pub fn split_scheme(entry: &str) -> (bool, &str) {
 }
 
 /// Splits a server entry (without scheme) into host and port, if it names one.
-fn parse_server(server: &str) -> Result<(&str, Option<u16>), String> {
+pub(crate) fn parse_server(server: &str) -> Result<(&str, Option<u16>), String> {
     let bad = |why: &str| format!("{server:?}: {why}");
     let (host, port) = if let Some(rest) = server.strip_prefix('[') {
         let (host, after) = rest
@@ -169,6 +170,36 @@ fn parse_server(server: &str) -> Result<(&str, Option<u16>), String> {
         },
     };
     Ok((host, port))
+}
+
+/// The address `server` (`host[:port]`, UDP; port [`DEFAULT_PORT`] when none) maps `socket`
+/// to: one Binding sent from the socket itself, so that the answer names the public side of
+/// exactly that port (a test call's RTP socket, whose mapping its SDP offer then advertises).
+/// Within `timeout`.
+pub async fn mapped_address(
+    dns: &Dns,
+    socket: &UdpSocket,
+    server: &str,
+    timeout: Duration,
+) -> Result<SocketAddr, Failure> {
+    let (host, port) = parse_server(server).map_err(|detail| Failure::Protocol { detail })?;
+    let port = port.unwrap_or(DEFAULT_PORT);
+    let deadline = Deadline::after(timeout);
+    let local = socket.local_addr().map_err(|e| Failure::Network {
+        detail: format!("the socket's address: {e}"),
+    })?;
+    let addresses = resolve(dns, host, port, &deadline).await?;
+    let address = addresses
+        .into_iter()
+        .find(|a| a.is_ipv4() == local.is_ipv4())
+        .ok_or_else(|| Failure::Network {
+            detail: format!("{host} has no address of the RTP socket's family"),
+        })?;
+    let reply = transport::udp(socket, address, &Request::binding(), &deadline).await?;
+    match reply.response {
+        Response::Success(mapping) => Ok(mapping.mapped),
+        Response::Error { code, .. } => Err(Failure::StunError { code }),
+    }
 }
 
 /// The result of a STUN probe.
