@@ -9,6 +9,7 @@ use std::time::Duration;
 use support::kamailio::Kamailio;
 use support::sipp::Sipp;
 use voipcheck::probe::dns::Dns;
+use voipcheck::probe::media::{Codec, MediaConfig, Mos};
 use voipcheck::probe::sip::{
     self, Account, AnswerPolicy, CallConfig, CallOutcome, Callee, DigestAlgorithm, Party,
     SdpAddress,
@@ -95,13 +96,15 @@ fn sent(outcome: &CallOutcome, method: &str) -> usize {
 
 /// A SIPp UAS playing `scenario` with its media on a port of its own, echoing RTP.
 fn uas(scenario: &str, ip: IpAddr) -> Sipp {
-    let media_port = support::free_port().to_string();
-    Sipp::start_with(
-        scenario,
-        ip,
-        1,
-        &["-rtp_echo", "-mi", &ip.to_string(), "-mp", &media_port],
-    )
+    uas_with(scenario, ip, &[])
+}
+
+/// [`uas`] with more SIPp options.
+fn uas_with(scenario: &str, ip: IpAddr, options: &[&str]) -> Sipp {
+    let (ip_text, media_port) = (ip.to_string(), support::free_port().to_string());
+    let mut all = vec!["-rtp_echo", "-mi", &ip_text, "-mp", &media_port];
+    all.extend_from_slice(options);
+    Sipp::start_with(scenario, ip, 1, &all)
 }
 
 fn echo_uas(ip: IpAddr) -> Sipp {
@@ -466,6 +469,99 @@ async fn a_200_after_the_cancel_is_acknowledged_and_hung_up() {
     );
     assert_eq!(sent(&outcome, "CANCEL"), 1, "{text}");
     assert_eq!(sent(&outcome, "ACK"), 1, "{text}");
+    assert_hung_up(&outcome, "BYE", &text);
+    far_end.assert_scenario_completes(Duration::from_secs(5));
+}
+
+fn media(seconds: u64) -> Option<MediaConfig> {
+    Some(MediaConfig {
+        duration: Duration::from_secs(seconds),
+        codec: Codec::Pcmu,
+        mos_threshold: Mos::DEFAULT_THRESHOLD,
+    })
+}
+
+#[tokio::test]
+async fn an_echo_call_through_kamailio_measures_the_audio() {
+    for transport in ["udp", "tcp"] {
+        let mut far_end = echo_uas(LOCAL);
+        let kamailio = Kamailio::builder().echo(far_end.addr).start();
+        let mut cfg = call_config(&kamailio, transport, "echo");
+        cfg.media = media(2);
+        let outcome = call(&cfg).await;
+        let text = flow(&outcome);
+        assert_eq!(outcome.failure, None, "{transport}: {text}");
+        let report = outcome.media.as_ref().expect("media measured");
+        // The echo answered PCMA only, though PCMU was offered first.
+        assert_eq!(report.codec, Codec::Pcma);
+        assert_eq!(report.incoming.sent, 100, "{report:#?}");
+        assert_eq!(report.incoming.lost, 0, "{report:#?}");
+        assert!(report.round_trip.is_some(), "{report:#?}");
+        assert!(report.mos() >= Mos::from_f64(4.3), "{report:#?}");
+        assert_hung_up(&outcome, "BYE", &text);
+        far_end.assert_scenario_completes(Duration::from_secs(5));
+    }
+}
+
+/// A call with `seconds` of media straight to `far_end`: its outcome and flow.
+async fn media_call(far_end: &Sipp, seconds: u64) -> (CallOutcome, String) {
+    let mut cfg = direct(far_end);
+    cfg.media = media(seconds);
+    let outcome = call(&cfg).await;
+    let text = flow(&outcome);
+    (outcome, text)
+}
+
+#[tokio::test]
+async fn a_far_end_hanging_up_during_the_media_dropped_the_call() {
+    let mut far_end = uas("call-bye-during-media.xml", LOCAL);
+    let (outcome, text) = media_call(&far_end, 3).await;
+    assert!(
+        matches!(outcome.failure, Some(Failure::DroppedEarly { after }) if after < Duration::from_secs(2)),
+        "{text}"
+    );
+    let hangup = outcome.hangup.as_ref().expect("hung up");
+    assert_eq!((hangup.by, hangup.method.as_str()), (Party::FarEnd, "BYE"));
+    assert_eq!(sent(&outcome, "BYE"), 0, "{text}");
+    assert!(
+        outcome.total < Duration::from_secs(2),
+        "{:?}",
+        outcome.total
+    );
+    // SIPp got the 200 to its BYE.
+    far_end.assert_scenario_completes(Duration::from_secs(5));
+}
+
+#[tokio::test]
+async fn a_re_invite_during_the_call_is_answered_and_the_call_goes_on() {
+    let mut far_end = uas("call-reinvite.xml", LOCAL);
+    let (outcome, text) = media_call(&far_end, 2).await;
+    assert_eq!(outcome.failure, None, "{text}");
+    assert!(text.contains("←  INVITE sip:alice@"), "{text}");
+    let answer = text
+        .split("←  INVITE sip:alice@")
+        .nth(1)
+        .unwrap_or_default();
+    assert!(answer.contains("→  SIP/2.0 200 OK"), "{text}");
+    assert_hung_up(&outcome, "BYE", &text);
+    assert!(outcome.media.is_some());
+    far_end.assert_scenario_completes(Duration::from_secs(5));
+}
+
+#[tokio::test]
+async fn each_retransmitted_200_is_acknowledged_again() {
+    // -nr: SIPp would take our second ACK, which is the first one again (RFC 3261
+    // §13.2.2.4), for a retransmission and answer it with the 200 again, without end.
+    let mut far_end = uas_with("call-retransmitted-200.xml", LOCAL, &["-nr"]);
+    let (outcome, text) = media_call(&far_end, 1).await;
+    assert_eq!(outcome.failure, None, "{text}");
+    // Every 200 to the INVITE (all but the last 200, the BYE's) got its ACK.
+    let answers = lines(&outcome, "←")
+        .iter()
+        .filter(|l| l.starts_with("SIP/2.0 200"))
+        .count();
+    assert!(answers >= 3, "{text}");
+    assert_eq!(sent(&outcome, "ACK"), answers - 1, "{text}");
     assert_hung_up(&outcome, "BYE", &text);
     far_end.assert_scenario_completes(Duration::from_secs(5));
 }

@@ -16,7 +16,7 @@ use super::auth::Auth;
 use super::call::{
     AnswerPolicy, CallConfig, CallOutcome, Callee, HANGUP_BUDGET, Hangup, Party, SdpAddress,
 };
-use super::dialog::{Answering, CallerStrays, Dialog};
+use super::dialog::{self, Answering, CallerStrays, Dialog};
 use super::flow::{Direction, Flow};
 use super::invite::{Addressing, Invite};
 use super::message::{Body, Dialogue, Reply};
@@ -26,12 +26,11 @@ use super::transport::Connection;
 use super::uri::{self, ServerUri};
 use super::{StatusLine, sdp, session};
 use crate::probe::dns::Dns;
-use crate::probe::media::Codec;
+use crate::probe::media::{self, Codec, DRAIN, Leg, LegReport, MediaReport};
 use crate::probe::{ConfigError, Failure, stun};
 use rsip::Header;
 use rsip::prelude::UntypedHeader;
 use std::time::Duration;
-use tokio::net::UdpSocket;
 use tokio::time::Instant;
 
 /// INVITEs one call may send: the first, the answer to a challenge, and one more should a
@@ -93,7 +92,14 @@ impl session::Exchange for Attempt<'_> {
         // What an earlier destination answered (a 503) is not this one's.
         self.outcome = CallOutcome::empty();
         let mut call = Call::new(self.dns, self.cfg, conn, self.server, self.proxy, until).await?;
-        call.run(&mut self.outcome, &mut self.flow, until).await
+        call.run(&mut self.outcome, &mut self.flow, until).await?;
+        match call.media_report(None) {
+            Some((report, failure)) => {
+                self.outcome.media = Some(report);
+                failure.map_or(Ok(()), Err)
+            }
+            None => Ok(()),
+        }
     }
 }
 
@@ -140,8 +146,14 @@ struct Call<'a> {
     auth: Auth<'a>,
     strays: CallerStrays,
     offer: Vec<u8>,
-    /// The socket whose port the offer names, held for the call.
-    _rtp: UdpSocket,
+    /// The RTP and RTCP sockets whose port the offer names, held for the call until its media
+    /// runs on them.
+    leg: Option<Leg>,
+    /// The media ends by then at the latest, so the hang-up stays within the call's bound:
+    /// the set-up's deadline, the ring timeout and the media's duration.
+    media_until: Instant,
+    /// What the media leg measured, and in which codec.
+    heard: Option<(Codec, LegReport)>,
 }
 
 impl<'a> Call<'a> {
@@ -171,19 +183,15 @@ impl<'a> Call<'a> {
         };
         let contact = dialogue.contact_uri(&caller.username);
         let local_ip = conn.local_addr().ip();
-        let rtp = UdpSocket::bind((local_ip, 0))
-            .await
-            .map_err(|e| Failure::Network {
-                detail: format!("binding the RTP socket on {local_ip}: {e}"),
-            })?;
+        let leg = Leg::bind(local_ip).map_err(|e| Failure::Network {
+            detail: format!("binding the RTP and RTCP sockets on {local_ip}: {e}"),
+        })?;
         let rtp_addr = match &cfg.advertise {
-            SdpAddress::Local => rtp.local_addr().map_err(|e| Failure::Network {
-                detail: format!("the RTP socket's address: {e}"),
-            })?,
+            SdpAddress::Local => leg.local_addr(),
             // Not a failure of the SIP server: another destination would not mend it.
             SdpAddress::StunMapped { server } => {
                 let left = until.saturating_duration_since(Instant::now());
-                stun::mapped_address(dns, &rtp, server, left)
+                stun::mapped_address(dns, leg.socket(), server, left)
                     .await
                     .map_err(|failure| Failure::MediaNotNegotiated {
                         detail: format!("no STUN mapping of the RTP port from {server}: {failure}"),
@@ -217,7 +225,11 @@ impl<'a> Call<'a> {
                 hung_up: false,
             },
             offer: sdp::offer(rtp_addr, codec, session_id),
-            _rtp: rtp,
+            leg: Some(leg),
+            media_until: until
+                + cfg.ring_timeout
+                + cfg.media.as_ref().map_or(Duration::ZERO, |m| m.duration),
+            heard: None,
         })
     }
 
@@ -346,12 +358,57 @@ impl<'a> Call<'a> {
         outcome: &mut CallOutcome,
         flow: &mut Flow,
     ) -> Result<(), Failure> {
+        let answered_at = Instant::now();
         let dialog = self.acknowledge(invite, reply, flow).await?;
-        let result = sdp::read(reply.sdp())
-            .map(drop)
-            .map_err(|detail| Failure::MediaNotNegotiated { detail });
+        let result = match sdp::read(reply.sdp()) {
+            Ok(negotiated) => self.media(negotiated, flow).await,
+            Err(detail) => Err(Failure::MediaNotNegotiated { detail }),
+        };
+        let result = match result {
+            Ok(()) if self.strays.hung_up && self.cfg.media.is_some() => {
+                Err(Failure::DroppedEarly {
+                    after: answered_at.elapsed(),
+                })
+            }
+            result => result,
+        };
         outcome.hangup = Some(self.hang_up(&dialog, flow).await);
         result
+    }
+
+    /// Runs the media leg (when the call has media) while answering what the far end sends;
+    /// a BYE from the far end stops it ([`CallerStrays::hung_up`]).
+    async fn media(&mut self, negotiated: sdp::Negotiated, flow: &mut Flow) -> Result<(), Failure> {
+        let (Some(cfg), Some(leg)) = (&self.cfg.media, self.leg.take()) else {
+            return Ok(());
+        };
+        let until = (Instant::now() + cfg.duration + DRAIN).min(self.media_until);
+        let run = leg.run(negotiated.remote, cfg, until);
+        tokio::pin!(run);
+        let report = tokio::select! {
+            report = &mut run => Some(report),
+            heard = dialog::listen(&mut self.conn, until, flow, &mut self.strays) => match heard {
+                Ok(()) if self.strays.hung_up => None,
+                _ => Some(run.await),
+            },
+        };
+        self.heard = report.map(|report| (negotiated.codec, report));
+        Ok(())
+    }
+
+    /// The media report of the call, `callee` being the hairpin callee's leg, and its
+    /// verdict on the audio.
+    fn media_report(
+        &mut self,
+        callee: Option<LegReport>,
+    ) -> Option<(MediaReport, Option<Failure>)> {
+        let (codec, caller) = self.heard.take()?;
+        let threshold = self.cfg.media.as_ref()?.mos_threshold;
+        // Our own packets came back: the far end echoes.
+        let echo = callee.is_none() && !caller.echo_round_trips.is_empty();
+        let report = media::report(codec, caller, callee, echo);
+        let failure = report.failure(threshold);
+        Some((report, failure))
     }
 
     /// Establishes the dialog of a 2xx and sends its ACK.

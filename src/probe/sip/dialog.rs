@@ -10,17 +10,22 @@
 //! its provider (RFC 5626), and the provider's proxy, which record-routes, forwards by the
 //! Request-URI and the Route headers. Loose routing (`;lr`, §16.12) is assumed of the route set.
 
+use super::flow::{Direction, Flow};
 use super::invite::{Addressing, to_tag};
 use super::message::{
-    Body, Dialogue, Inbound, Incoming, Outgoing, Reply, RequestSpec, ResponseSpec, random_token,
+    self, Body, Dialogue, Inbound, Incoming, Outgoing, Reply, RequestSpec, ResponseSpec,
+    random_token,
 };
 use super::name_addr;
 use super::sdp;
-use super::transaction::Strays;
+use super::transaction::{Strays, answer_stray};
+use super::transport::Connection;
+use crate::probe::Failure;
 use crate::probe::media::Codec;
 use rsip::Header;
 use rsip::prelude::UntypedHeader;
 use std::net::SocketAddr;
+use tokio::time::Instant;
 
 /// An established dialog, seen from the caller.
 pub(super) struct Dialog {
@@ -213,4 +218,29 @@ impl Strays for CallerStrays {
             }
         }
     }
+}
+
+/// Reads the connection until `until` or until the far end hangs up, answering what comes
+/// through `strays`. Undecodable messages are skipped over UDP and end a stream.
+pub(super) async fn listen(
+    conn: &mut Connection,
+    until: Instant,
+    flow: &mut Flow,
+    strays: &mut CallerStrays,
+) -> Result<(), Failure> {
+    while !strays.hung_up {
+        let Ok(received) = tokio::time::timeout_at(until, conn.recv()).await else {
+            return Ok(());
+        };
+        let bytes = received?;
+        flow.record(Direction::Received, &bytes);
+        match message::parse(&bytes) {
+            Ok(message) => answer_stray(conn, flow, strays.take(message)).await?,
+            Err(detail) if conn.transport().is_reliable() => {
+                return Err(Failure::Protocol { detail });
+            }
+            Err(_) => {}
+        }
+    }
+    Ok(())
 }
