@@ -14,7 +14,10 @@ fn voipcheck(args: &[&str]) -> Output {
 
 fn voipcheck_with_password(args: &[&str], env_password: Option<&str>) -> Output {
     let mut command = Command::new(env!("CARGO_BIN_EXE_voipcheck"));
-    command.args(args).env_remove("VOIPCHECK_SIP_PASSWORD");
+    command
+        .args(args)
+        .env_remove("VOIPCHECK_SIP_PASSWORD")
+        .env_remove("VOIPCHECK_SIP_CALLEE_PASSWORD");
     if let Some(password) = env_password {
         command.env("VOIPCHECK_SIP_PASSWORD", password);
     }
@@ -38,7 +41,7 @@ fn text(output: &Output) -> String {
 fn help_explains_each_probe() {
     let out = voipcheck(&["probe", "--help"]);
     assert!(out.status.success(), "{}", text(&out));
-    for kind in ["sip-register", "sip-options", "stun", "http"] {
+    for kind in ["sip-register", "sip-options", "sip-call", "stun", "http"] {
         assert!(text(&out).contains(kind), "probe --help lacks {kind}");
     }
     let out = voipcheck(&["probe", "sip-register", "--help"]);
@@ -442,4 +445,160 @@ fn crd_command_prints_the_committed_crd() {
         String::from_utf8_lossy(&out.stdout) == committed,
         "crds/voipcheck.yaml differs from `voipcheck crd`: run `voipcheck crd > crds/voipcheck.yaml`"
     );
+}
+
+/// A SIPp UAS behind Kamailio's `echo` number, echoing RTP (as tests/call.rs starts it).
+fn echo_uas() -> support::sipp::Sipp {
+    let media_port = support::free_port().to_string();
+    support::sipp::Sipp::start_with(
+        "call-echo.xml",
+        std::net::Ipv4Addr::LOCALHOST.into(),
+        1,
+        &["-rtp_echo", "-mi", "127.0.0.1", "-mp", &media_port],
+    )
+}
+
+/// `voipcheck probe sip-call` from alice (password from a file) to `number` at Kamailio.
+fn sip_call(kamailio: &Kamailio, number: &str, extra: &[&str]) -> Output {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("password");
+    std::fs::write(&file, "alice-secret\n").unwrap();
+    let uri = kamailio.uri("udp");
+    let to = kamailio.number(number, "udp");
+    let mut list = vec![
+        "probe",
+        "sip-call",
+        &uri,
+        "--username",
+        "alice",
+        "--password-file",
+        file.to_str().unwrap(),
+        "--to",
+        &to,
+        "--timeout",
+        "5s",
+        "--ring-timeout",
+        "2s",
+    ];
+    list.extend_from_slice(extra);
+    voipcheck(&list)
+}
+
+#[test]
+fn sip_call_to_the_echo_number_is_answered_with_its_timings_and_never_prints_the_password() {
+    let mut uas = echo_uas();
+    let kamailio = Kamailio::builder().echo(uas.addr).start();
+    let out = sip_call(&kamailio, "echo", &["--no-media", "-v"]);
+    let shown = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{shown}");
+    for line in [
+        "CallPossible=True reason Answered",
+        "response",
+        "200 OK",
+        "post-dial delay",
+        "setup time",
+        "hang-up",
+        "BYE by the probe, answered 200 OK",
+        "→  INVITE sip:echo@",
+        "←  SIP/2.0 407",
+    ] {
+        assert!(shown.contains(line), "no {line:?} in\n{shown}");
+    }
+    assert!(!shown.contains("alice-secret"), "{shown}");
+    uas.assert_scenario_completes(std::time::Duration::from_secs(5));
+}
+
+/// A rejected call exits 1 and says which condition, reason and side; the code is kept.
+#[test]
+fn sip_call_rejections_name_the_reason_and_whose_problem_it_is() {
+    let kamailio = Kamailio::start();
+    for (number, reason, blame) in [
+        ("503", "Rejected", "Provider"),
+        ("404", "Rejected", "Configuration"),
+        ("403", "Forbidden", "Configuration"),
+        ("488", "NotAcceptableHere", "Configuration"),
+        ("ring", "NotAnswered", "Configuration"),
+    ] {
+        let out = sip_call(&kamailio, number, &["--no-media", "--output", "json"]);
+        assert_eq!(out.status.code(), Some(1), "{number}: {}", text(&out));
+        let report = json(&out);
+        assert_eq!(report["condition"], "CallPossible", "{report:#}");
+        assert_eq!(report["reason"], reason, "{number}: {report:#}");
+        assert_eq!(report["blame"], blame, "{number}: {report:#}");
+        if let Ok(code) = number.parse::<u16>() {
+            assert_eq!(report["outcome"]["response"]["code"], code, "{report:#}");
+        }
+    }
+}
+
+#[test]
+fn sip_call_that_only_has_to_ring_succeeds_at_the_180() {
+    let kamailio = Kamailio::start();
+    let out = sip_call(&kamailio, "ring", &["--answer", "ringing-is-enough"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        text(&out).contains("CallPossible=True reason Ringing"),
+        "{}",
+        text(&out)
+    );
+    assert!(text(&out).contains("CANCEL by the probe"), "{}", text(&out));
+}
+
+#[test]
+fn sip_call_usage_errors_exit_2_and_its_help_explains_it() {
+    let common = [
+        "probe",
+        "sip-call",
+        "sip:127.0.0.1:5060",
+        "--username",
+        "alice",
+    ];
+    for extra in [
+        &["--to", "sip:echo@127.0.0.1", "--callee-username", "bob"][..],
+        &[],
+        &["--to", "https://example.org/"],
+        &["--to", "sip:echo@127.0.0.1", "--min-mos", "4.6"],
+        &["--to", "sip:echo@127.0.0.1", "--ring-timeout", "5m"],
+        &["--to", "sip:echo@127.0.0.1", "--media-duration", "2m"],
+        &[
+            "--to",
+            "sip:echo@127.0.0.1",
+            "--no-media",
+            "--codec",
+            "pcmu",
+        ],
+        &["--to", "sip:echo@127.0.0.1", "--advertise-stun", "stun://x"],
+    ] {
+        let args: Vec<&str> = common.iter().chain(extra).copied().collect();
+        let out = voipcheck_with_password(&args, Some("alice-secret"));
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", text(&out));
+    }
+    // The callee's password is needed, and never taken from the command line.
+    let out = voipcheck_with_password(
+        &[&common[..], &["--callee-username", "bob"]].concat(),
+        Some("alice-secret"),
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains("VOIPCHECK_SIP_CALLEE_PASSWORD"),
+        "{}",
+        text(&out)
+    );
+    let help = text(&voipcheck(&["probe", "sip-call", "--help"]));
+    for word in [
+        "--to",
+        "--callee-username",
+        "--answer",
+        "--ring-timeout",
+        "--media-duration",
+        "--codec",
+        "--no-media",
+        "--advertise-stun",
+        "--min-mos",
+        "post-dial delay",
+        "MOS",
+        "VOIPCHECK_SIP_CALLEE_PASSWORD",
+    ] {
+        assert!(help.contains(word), "sip-call --help lacks {word}:\n{help}");
+    }
 }

@@ -13,13 +13,14 @@ mod support;
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use support::coturn::Coturn;
 use support::kamailio::Kamailio;
 use support::nginx::Nginx;
+use support::sipp::Sipp;
 use support::{Daemon, free_port};
 use voipcheck::metrics::{self, Health, Metrics, ReconcileResult, WriteKind};
 
@@ -312,8 +313,8 @@ impl Drop for Run {
     }
 }
 
-/// One check that touches every probe and metric family: SIP REGISTER and OPTIONS against
-/// Kamailio, HTTP and HTTPS (with the test CA, so a certificate expiry is recorded) against
+/// One check that touches every probe and metric family: SIP REGISTER, OPTIONS and a test
+/// call (signalling only) to Kamailio's echo number, HTTP and HTTPS (with the test CA, so a certificate expiry is recorded) against
 /// nginx, STUN with a 1 s NAT binding test against coturn.
 fn checks_file(dir: &Path, kamailio: &Kamailio, nginx: &Nginx, coturn: &Coturn) -> PathBuf {
     let ca = std::fs::read_to_string(nginx.ca.cert_path()).unwrap();
@@ -334,6 +335,7 @@ spec:
       credentialsSecretRef: {{ name: lab-sip, key: password }}
       expires: 60
     options: {{ laggedThreshold: 400ms }}
+    call: {{ to: 'sip:echo@127.0.0.1:{sip}', ringTimeout: 2s }}
   http:
     - {{ name: web-ui, url: 'http://127.0.0.1:{http}/', bodyContains: STARFACE }}
     - name: web-ui-tls
@@ -390,7 +392,9 @@ fn serve_operator_counters(runtime: &tokio::runtime::Runtime) -> u16 {
 
 #[test]
 fn every_query_returns_series_from_a_real_prometheus() {
-    let kamailio = Kamailio::start();
+    // The echo number's far end, for every call of the test (one per 5 s run).
+    let uas = Sipp::start("call-echo.xml", Ipv4Addr::LOCALHOST.into(), 1000);
+    let kamailio = Kamailio::builder().echo(uas.addr).start();
     let nginx = Nginx::start();
     let coturn = Coturn::start();
     let dir = tempfile::tempdir().unwrap();

@@ -8,7 +8,11 @@
 
 use super::run::ProbeKind;
 use super::{AllowList, CheckId};
-use crate::api::{self, InvalidSpec, SpecError, StunRequire, StunTransport, VoipCheckSpec};
+use crate::api::{
+    self, CallAdvertise, CallAnswer, CallCodec, InvalidSpec, SipCall, SpecError, StunRequire,
+    StunTransport, VoipCheckSpec,
+};
+use crate::probe::media::{Codec, MediaConfig};
 use crate::probe::tls::CaSource;
 use crate::probe::{http, sip, stun};
 use crate::secret::Secret;
@@ -36,16 +40,21 @@ pub struct Plan {
 }
 
 impl Plan {
-    /// The sockets a run holds at most: one per probe and the control probe (at least one, so
-    /// every run counts against the scheduler's bound).
+    /// The sockets a run holds at most: those of each probe and the control probe (at least
+    /// one, so every run counts against the scheduler's bound).
     pub fn sockets(&self) -> u32 {
-        let probes = self.probes.len() + usize::from(self.control.is_some());
-        u32::try_from(probes.max(1)).unwrap_or(u32::MAX)
+        let sockets: usize = self
+            .probes
+            .iter()
+            .chain(&self.control)
+            .map(PlannedProbe::sockets)
+            .sum();
+        u32::try_from(sockets.max(1)).unwrap_or(u32::MAX)
     }
 }
 
 /// One probe to run, with its name as used in `status.lastRun.probes[].name` and metric labels
-/// (`sip-register`, `sip-options`, `http:<name>`, `stun`, `control`).
+/// (`sip-register`, `sip-options`, `sip-call`, `http:<name>`, `stun`, `control`).
 #[derive(Debug, Clone)]
 pub enum PlannedProbe {
     SipRegister(sip::RegisterConfig),
@@ -55,6 +64,7 @@ pub enum PlannedProbe {
         config: http::HttpConfig,
     },
     Stun(stun::StunConfig),
+    SipCall(sip::CallConfig),
 }
 
 impl PlannedProbe {
@@ -66,6 +76,22 @@ impl PlannedProbe {
             PlannedProbe::SipOptions(_) => "sip-options".into(),
             PlannedProbe::Http { name, .. } => format!("http:{name}"),
             PlannedProbe::Stun(_) => "stun".into(),
+            PlannedProbe::SipCall(_) => "sip-call".into(),
+        }
+    }
+
+    /// The sockets the probe holds at once: one, but a test call holds its signalling socket
+    /// and, with media, an RTP and an RTCP socket; twice that with its own callee.
+    pub fn sockets(&self) -> usize {
+        match self {
+            PlannedProbe::SipCall(cfg) => {
+                let leg = 1 + 2 * usize::from(cfg.media.is_some());
+                match cfg.callee {
+                    sip::Callee::Account { .. } => 2 * leg,
+                    sip::Callee::Number(_) => leg,
+                }
+            }
+            _ => 1,
         }
     }
 
@@ -75,6 +101,7 @@ impl PlannedProbe {
             PlannedProbe::SipOptions(_) => ProbeKind::SipOptions,
             PlannedProbe::Http { .. } => ProbeKind::Http,
             PlannedProbe::Stun(_) => ProbeKind::Stun,
+            PlannedProbe::SipCall(_) => ProbeKind::SipCall,
         }
     }
 }
@@ -115,6 +142,7 @@ pub fn plan(
     };
     let timeout = spec.timeout.get();
     let mut probes = Vec::new();
+    let mut call = None;
     if let Some(sip) = &spec.sip {
         let ca = match &sip.ca_secret_ref {
             Some(r) => Some(secrets.ca("spec.sip.caSecretRef", &r.name, &r.key)?),
@@ -136,6 +164,20 @@ pub fn plan(
                 ca: ca.clone(),
             };
             config.validate().map_err(|e| refused("spec.sip", e))?;
+            if let Some(spec_call) = &sip.call {
+                let caller = sip::Account {
+                    server: config.server.clone(),
+                    username: config.username.clone(),
+                    auth_username: config.auth_username.clone(),
+                    domain: config.domain.clone(),
+                    proxy: config.proxy.clone(),
+                    password: config.password.clone(),
+                    ca: ca.clone(),
+                };
+                let config = call_config(spec, spec_call, caller, &secrets)?;
+                config.validate().map_err(|e| refused("spec.sip", e))?;
+                call = Some(PlannedProbe::SipCall(config));
+            }
             probes.push(PlannedProbe::SipRegister(config));
         }
         if let Some(options) = &sip.options {
@@ -149,6 +191,7 @@ pub fn plan(
             config.validate().map_err(|e| refused("spec.sip", e))?;
             probes.push(PlannedProbe::SipOptions(config));
         }
+        probes.extend(call);
     }
     for (i, check) in spec.http.iter().enumerate() {
         let field = |name: &str| format!("spec.http[{i}].{name}");
@@ -256,6 +299,59 @@ pub fn plan(
     })
 }
 
+/// The test call of `call`, from the `sip.register` account `caller`.
+fn call_config(
+    spec: &VoipCheckSpec,
+    call: &SipCall,
+    caller: sip::Account,
+    secrets: &Secrets<'_>,
+) -> Result<sip::CallConfig, PlanError> {
+    let callee = match (&call.to, &call.callee) {
+        (Some(to), _) => sip::Callee::Number(to.clone()),
+        (None, Some(callee)) => {
+            let r = &callee.credentials_secret_ref;
+            let field = "spec.sip.call.callee.credentialsSecretRef";
+            sip::Callee::Account {
+                username: callee.username.clone(),
+                auth_username: callee.auth_username.clone(),
+                password: secrets.credential(field, &r.name, &r.key)?,
+            }
+        }
+        (None, None) => unreachable!("validate() demands one of to and callee"),
+    };
+    let mos_threshold = api::parse_mos(&call.thresholds.mos)
+        .map_err(|why| invalid(SpecError::new("spec.sip.call.thresholds.mos", why)))?;
+    let advertise = match call.media.as_ref().map(|m| m.advertise) {
+        Some(CallAdvertise::StunMapped) => {
+            let first = spec.stun.as_ref().and_then(|s| s.servers.first());
+            let server = first.expect("validate() demands spec.stun.servers for StunMapped");
+            sip::SdpAddress::StunMapped {
+                server: stun::split_scheme(server).1.to_owned(),
+            }
+        }
+        Some(CallAdvertise::Local) | None => sip::SdpAddress::Local,
+    };
+    Ok(sip::CallConfig {
+        caller,
+        callee,
+        answer: match call.answer {
+            CallAnswer::Required => sip::AnswerPolicy::Required,
+            CallAnswer::RingingIsEnough => sip::AnswerPolicy::RingingIsEnough,
+        },
+        ring_timeout: call.ring_timeout.get(),
+        media: call.media.as_ref().map(|m| MediaConfig {
+            duration: m.duration.get(),
+            codec: match m.codec {
+                CallCodec::Pcma => Codec::Pcma,
+                CallCodec::Pcmu => Codec::Pcmu,
+            },
+            mos_threshold,
+        }),
+        advertise,
+        timeout: spec.timeout.get(),
+    })
+}
+
 /// The parts of the spec the verdict reads.
 fn policy(spec: &VoipCheckSpec) -> Policy {
     let error_codes = spec
@@ -306,6 +402,9 @@ fn check_targets(spec: &VoipCheckSpec, allow: &AllowList) -> Result<(), PlanErro
     let mut targets: Vec<(String, String)> = Vec::new();
     if let Some(sip) = &spec.sip {
         targets.push(("spec.sip.server".into(), sip_host(&sip.server).into()));
+        if let Some(to) = sip.call.as_ref().and_then(|c| c.to.as_ref()) {
+            targets.push(("spec.sip.call.to".into(), sip_host(to).into()));
+        }
         if let Some(proxy) = &sip.proxy {
             targets.push(("spec.sip.proxy".into(), sip_host(proxy).into()));
         }
@@ -750,6 +849,113 @@ mod tests {
     }
 
     #[test]
+    fn a_test_call_is_planned_from_the_register_account_with_the_callees_secret() {
+        use crate::probe::media::{Codec, MediaConfig, Mos};
+        let call = json!({ "interval": "1m", "sip": { "call": {
+            "callee": { "username": "monitor-b",
+                        "credentialsSecretRef": { "name": "sip", "key": "other" } },
+            "ringTimeout": "15s",
+            "media": { "duration": "3s", "codec": "PCMU", "advertise": "StunMapped" },
+            "thresholds": { "mos": "4.1" }
+        } } });
+        let plan = try_plan(&spec(call), &secrets(), &[]).unwrap();
+        assert_eq!(
+            names(&plan),
+            ["sip-register", "sip-call", "http:web", "stun"]
+        );
+        let PlannedProbe::SipCall(call) = &plan.probes[1] else {
+            panic!("{:?}", plan.probes[1]);
+        };
+        assert_eq!(call.caller.server, "sip:pbx.example.com:5061;transport=tls");
+        assert_eq!(call.caller.username, "monitor");
+        assert_eq!(call.caller.password.expose(), "s3cret");
+        assert!(call.caller.ca.is_some(), "the SIP CA serves the call too");
+        let sip::Callee::Account {
+            username, password, ..
+        } = &call.callee
+        else {
+            panic!("{:?}", call.callee);
+        };
+        assert_eq!((username.as_str(), password.expose()), ("monitor-b", "-"));
+        assert_eq!(call.answer, sip::AnswerPolicy::Required);
+        assert_eq!(call.ring_timeout, Duration::from_secs(15));
+        assert_eq!(
+            call.media,
+            Some(MediaConfig {
+                duration: Duration::from_secs(3),
+                codec: Codec::Pcmu,
+                mos_threshold: Mos::from_f64(4.1),
+            })
+        );
+        assert_eq!(
+            call.advertise,
+            sip::SdpAddress::StunMapped {
+                server: "stun.example.com".into()
+            }
+        );
+        assert_eq!(call.timeout, plan.timeout);
+        let bound = super::super::run::probe_bound(&plan.probes[1], plan.timeout);
+        assert_eq!(bound, Duration::from_secs(10 + 15 + 3 + 3));
+        // REGISTER, the call's two legs (SIP, RTP, RTCP each), HTTP, STUN and the control.
+        assert_eq!(plan.sockets(), 1 + 6 + 1 + 1 + 1);
+        assert_eq!(
+            plan.policy.call,
+            Some(CallPolicy {
+                destination: "callee:monitor-b".into(),
+                post_dial_delay: Duration::from_secs(5),
+                media: true,
+            })
+        );
+        assert!(!format!("{plan:?}").contains("s3cret"));
+
+        let signalling = json!({ "interval": "1m", "sip": { "call": {
+            "to": "sip:echo@pbx.example.com", "answer": "RingingIsEnough"
+        } } });
+        let plan = try_plan(&spec(signalling), &secrets(), &[]).unwrap();
+        let PlannedProbe::SipCall(call) = &plan.probes[1] else {
+            panic!("{:?}", plan.probes[1]);
+        };
+        assert!(
+            matches!(&call.callee, sip::Callee::Number(to) if to == "sip:echo@pbx.example.com"),
+            "{:?}",
+            call.callee
+        );
+        assert_eq!(
+            (call.answer, &call.media),
+            (sip::AnswerPolicy::RingingIsEnough, &None)
+        );
+        assert_eq!(plan.sockets(), 1 + 1 + 1 + 1 + 1);
+        let policy = plan.policy.call.unwrap();
+        assert_eq!(
+            (policy.destination.as_str(), policy.media),
+            ("sip:echo@pbx.example.com", false)
+        );
+
+        // The number's host is a target like the server; the callee's Secret is looked up.
+        let elsewhere = json!({ "interval": "1m", "sip": { "call": {
+            "to": "sip:echo@media.example.net"
+        } } });
+        let everything = EVERY_TARGET;
+        match try_plan(&spec(elsewhere), &secrets(), &everything) {
+            Err(PlanError::TargetNotAllowed { field, host }) => {
+                assert_eq!(
+                    (field.as_str(), host.as_str()),
+                    ("spec.sip.call.to", "media.example.net")
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        let missing = json!({ "interval": "1m", "sip": { "call": { "callee": {
+            "username": "monitor-b", "credentialsSecretRef": { "name": "callee", "key": "password" }
+        } } } });
+        let err = try_plan(&spec(missing), &secrets(), &[]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "spec.sip.call.callee.credentialsSecretRef: Secret callee not found"
+        );
+    }
+
+    #[test]
     fn invalid_spec_lists_the_field() {
         let bad = spec(json!({ "timeout": "1m", "interval": "30s" }));
         match try_plan(&bad, &secrets(), &[]) {
@@ -760,15 +966,18 @@ mod tests {
         }
     }
 
+    /// An allow-list holding every host of [`spec`].
+    const EVERY_TARGET: [&str; 5] = [
+        "pbx.example.com",
+        "web.example.com",
+        "stun.example.com",
+        "2001:db8::/32",
+        "stun.other.example",
+    ];
+
     #[test]
     fn each_target_field_is_checked_against_the_allow_list() {
-        let everything = [
-            "pbx.example.com",
-            "web.example.com",
-            "stun.example.com",
-            "2001:db8::/32",
-            "stun.other.example",
-        ];
+        let everything = EVERY_TARGET;
         assert!(try_plan(&spec(json!({})), &secrets(), &everything).is_ok());
         let cases = [
             ("pbx.example.com", "spec.sip.server", "pbx.example.com"),

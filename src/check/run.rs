@@ -90,7 +90,8 @@ pub const GRACE: Duration = Duration::from_millis(250);
 /// for a STUN probe measuring the NAT binding, which idles for the keep-alive interval `T` on
 /// purpose and takes up to `T + 4 x timeout` (see [`crate::probe::stun::StunConfig::timeout`]),
 /// and a REGISTER that removes its binding again, whose un-REGISTER has a budget of its own
-/// after the registration ([`sip::UNREGISTER_BUDGET`]).
+/// after the registration ([`sip::UNREGISTER_BUDGET`]), and a test call, which rings, talks and
+/// hangs up after its set-up ([`sip::CallConfig::bound`]).
 pub fn probe_bound(probe: &PlannedProbe, timeout: Duration) -> Duration {
     match probe {
         PlannedProbe::SipRegister(sip::RegisterConfig {
@@ -100,6 +101,7 @@ pub fn probe_bound(probe: &PlannedProbe, timeout: Duration) -> Duration {
             nat_binding: Some(idle),
             ..
         }) => *idle + 4 * timeout,
+        PlannedProbe::SipCall(cfg) => cfg.bound(),
         _ => timeout,
     }
 }
@@ -232,6 +234,7 @@ async fn run_probe(dns: Dns, probe: PlannedProbe, bound: Duration) -> (ProbeOutc
                 http::probe(&dns, config).await.map(ProbeOutcome::Http)
             }
             PlannedProbe::Stun(cfg) => stun::probe(&dns, cfg).await.map(ProbeOutcome::Stun),
+            PlannedProbe::SipCall(cfg) => sip::call(&dns, cfg).await.map(ProbeOutcome::SipCall),
         }
     })
     .await;

@@ -10,6 +10,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 use voipcheck::check::{ProbeKind, ProbeOutcome, ProbeRun};
 use voipcheck::probe::dns::{Dns, parse_nameserver};
+use voipcheck::probe::media::{Codec, MediaConfig, Mos};
 use voipcheck::probe::tls::CaSource;
 use voipcheck::probe::{ConfigError, Outcome, http, sip, stun};
 use voipcheck::secret::Secret;
@@ -18,6 +19,10 @@ use voipcheck::verdict;
 /// The environment variable read for the SIP password when `--password-file` is not given.
 /// A password is never accepted on the command line, where `ps` and shell history would show it.
 pub const PASSWORD_ENV: &str = "VOIPCHECK_SIP_PASSWORD";
+
+/// The environment variable read for the callee account's password of `sip-call` when
+/// `--callee-password-file` is not given.
+pub const CALLEE_PASSWORD_ENV: &str = "VOIPCHECK_SIP_CALLEE_PASSWORD";
 
 #[derive(Args)]
 pub struct ProbeArgs {
@@ -49,33 +54,78 @@ enum Probe {
         VOIPCHECK_SIP_PASSWORD=… voipcheck probe sip-register sip:pbx.example.com --username 100\n  \
         voipcheck probe sip-register 'sip:sip.example.com;transport=tls' --username monitor --password-file /run/secrets/sip")]
     SipRegister {
-        /// The registrar: sip: or sips: URI, optionally with ;transport=udp|tcp|tls. Without a
-        /// port the server is found by DNS as RFC 3263 describes (NAPTR, SRV, A/AAAA).
-        #[arg(value_parser = values::sip_server)]
-        server: String,
-        /// The account's user name: the user part of the address of record (and the digest
-        /// user name unless --auth-username is given).
-        #[arg(long, value_parser = values::sip_user)]
-        username: String,
-        /// The digest user name, when it differs from --username (trunks often have one).
-        #[arg(long, value_parser = values::sip_user)]
-        auth_username: Option<String>,
-        /// The domain of the address of record, when it differs from the server's host; the
-        /// REGISTER's Request-URI then names it (RFC 3261 §10.2).
-        #[arg(long)]
-        domain: Option<String>,
-        /// An outbound proxy (sip: or sips: URI): requests go there, with a Route header.
-        #[arg(long, value_parser = values::sip_server)]
-        proxy: Option<String>,
-        /// A file holding the password (a trailing newline is ignored).
-        #[arg(long)]
-        password_file: Option<PathBuf>,
+        #[command(flatten)]
+        account: AccountArgs,
         /// Requested registration lifetime in seconds (60 to 86400).
         #[arg(long, default_value_t = sip::DEFAULT_EXPIRES, value_parser = values::expires)]
         expires: u32,
         /// Keep the registration instead of removing it (Expires: 0) after success.
         #[arg(long)]
         keep_registration: bool,
+        /// Extra trusted CA certificates (PEM) for TLS, in addition to the system's.
+        #[arg(long)]
+        ca_file: Option<PathBuf>,
+        /// Print the SIP messages exchanged, as a compact flow (credentials and nonces
+        /// redacted).
+        #[arg(short, long)]
+        verbose: bool,
+    },
+    /// A test call: INVITE (with digest authentication) from the account to a number that
+    /// answers (--to) or to a second account this probe registers and answers itself
+    /// (--callee-username: the hairpin call, out and in through the server), then RTP both
+    /// ways and the hang-up. Prints the post-dial delay (INVITE to the first 18x), the setup
+    /// time (INVITE to 200), the final response, who hung up, the audio per direction (packets,
+    /// loss, jitter) with the round trip and the MOS (ITU-T G.107 E-model).
+    ///
+    /// Exit status 1 when the call fails (rejected, not ringing, not answered within
+    /// --ring-timeout, dropped early) or its audio does (one-way, none, MOS below --min-mos).
+    /// The passwords are read from files or the environment (VOIPCHECK_SIP_PASSWORD,
+    /// VOIPCHECK_SIP_CALLEE_PASSWORD), never from the command line, and are never printed.
+    #[command(after_help = "Examples:\n  \
+        VOIPCHECK_SIP_PASSWORD=… voipcheck probe sip-call sip:pbx.example.com --username 100 --to sip:echo@pbx.example.com\n  \
+        voipcheck probe sip-call 'sip:pbx.example.com;transport=tls' --username monitor-a --password-file a.pw \\\n      \
+        --callee-username monitor-b --callee-password-file b.pw --media-duration 10s -v\n  \
+        voipcheck probe sip-call sip:pbx.example.com --username 100 --to sip:+4930123456@pbx.example.com --answer ringing-is-enough")]
+    SipCall {
+        /// The caller's account (a callee account is at the same server).
+        #[command(flatten)]
+        account: AccountArgs,
+        /// The number to call, a sip: or sips: URI that answers by itself (an echo service, an
+        /// IVR, a DID).
+        #[arg(long, value_parser = values::sip_server, required_unless_present = "callee_username", conflicts_with = "callee_username")]
+        to: Option<String>,
+        /// Call this second account instead, which the probe registers and answers itself.
+        #[arg(long, value_parser = values::sip_user)]
+        callee_username: Option<String>,
+        /// The callee's digest user name, when it differs from --callee-username.
+        #[arg(long, value_parser = values::sip_user, requires = "callee_username")]
+        callee_auth_username: Option<String>,
+        /// A file holding the callee's password (else VOIPCHECK_SIP_CALLEE_PASSWORD).
+        #[arg(long, requires = "callee_username")]
+        callee_password_file: Option<PathBuf>,
+        /// required: only an answer (2xx) succeeds, then the audio and BYE; ringing-is-enough:
+        /// success at the first 180/183, then CANCEL (nothing is charged, no audio).
+        #[arg(long, value_enum, default_value_t = Answer::Required)]
+        answer: Answer,
+        /// How long the call may ring before it is cancelled as not answered (1s to 3m).
+        #[arg(long, default_value = "20s", value_parser = values::ring_timeout)]
+        ring_timeout: Duration,
+        /// How long RTP is sent after the answer (1s to 1m).
+        #[arg(long, default_value = "5s", value_parser = values::media_duration)]
+        media_duration: Duration,
+        /// The G.711 codec offered first.
+        #[arg(long, value_enum, default_value_t = CodecArg::Pcma)]
+        codec: CodecArg,
+        /// Signalling only: no SDP media is sent after the answer, so no audio is measured.
+        #[arg(long, conflicts_with_all = ["media_duration", "codec", "advertise_stun", "min_mos"])]
+        no_media: bool,
+        /// Offer the public address this STUN server (HOST[:PORT]) maps the RTP socket to,
+        /// instead of the local one (behind NAT, a private address gets no audio: seed 004).
+        #[arg(long, value_name = "HOST[:PORT]", value_parser = values::host_port)]
+        advertise_stun: Option<String>,
+        /// The lowest acceptable MOS, 1.0 to 4.5 (below it the probe fails: PoorQuality).
+        #[arg(long, default_value = "3.6", value_parser = values::mos)]
+        min_mos: Mos,
         /// Extra trusted CA certificates (PEM) for TLS, in addition to the system's.
         #[arg(long)]
         ca_file: Option<PathBuf>,
@@ -169,6 +219,62 @@ enum Probe {
     },
 }
 
+/// A SIP account and its server, as `sip-register` registers it and `sip-call` calls from it.
+#[derive(Args)]
+struct AccountArgs {
+    /// The server: sip: or sips: URI, optionally with ;transport=udp|tcp|tls. Without a port
+    /// the server is found by DNS as RFC 3263 describes (NAPTR, SRV, A/AAAA).
+    #[arg(value_parser = values::sip_server)]
+    server: String,
+    /// The account's user name: the user part of the address of record (and the digest user
+    /// name unless --auth-username is given).
+    #[arg(long, value_parser = values::sip_user)]
+    username: String,
+    /// The digest user name, when it differs from --username (trunks often have one).
+    #[arg(long, value_parser = values::sip_user)]
+    auth_username: Option<String>,
+    /// The domain of the address of record, when it differs from the server's host; the
+    /// REGISTER's Request-URI then names it (RFC 3261 §10.2).
+    #[arg(long)]
+    domain: Option<String>,
+    /// An outbound proxy (sip: or sips: URI): requests go there, with a Route header.
+    #[arg(long, value_parser = values::sip_server)]
+    proxy: Option<String>,
+    /// A file holding the password (a trailing newline is ignored; else
+    /// VOIPCHECK_SIP_PASSWORD).
+    #[arg(long)]
+    password_file: Option<PathBuf>,
+}
+
+impl AccountArgs {
+    /// The account, its password read as [`read_password`] reads it.
+    fn account(self, ca: Option<CaSource>) -> Result<sip::Account, ConfigError> {
+        Ok(sip::Account {
+            password: read_password(self.password_file.as_deref())?,
+            server: self.server,
+            username: self.username,
+            auth_username: self.auth_username,
+            domain: self.domain,
+            proxy: self.proxy,
+            ca,
+        })
+    }
+}
+
+/// `--answer` of the call probe.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Answer {
+    Required,
+    RingingIsEnough,
+}
+
+/// `--codec` of the call probe.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum CodecArg {
+    Pcma,
+    Pcmu,
+}
+
 /// `--require` of the STUN probe.
 #[derive(Clone, Copy, clap::ValueEnum)]
 enum Require {
@@ -193,34 +299,94 @@ async fn run_probe(args: ProbeArgs) -> Result<ExitCode, ConfigError> {
     let format = args.output;
     let code = match args.kind {
         Probe::SipRegister {
-            server,
-            username,
-            auth_username,
-            domain,
-            proxy,
-            password_file,
+            account,
             expires,
             keep_registration,
             ca_file,
             verbose,
         } => {
+            let account = account.account(ca_file.map(CaSource::File))?;
             let config = sip::RegisterConfig {
-                server,
-                username,
-                auth_username,
-                domain,
-                proxy,
-                password: read_password(password_file.as_deref())?,
+                server: account.server,
+                username: account.username,
+                auth_username: account.auth_username,
+                domain: account.domain,
+                proxy: account.proxy,
+                password: account.password,
                 expires,
                 unregister: !keep_registration,
                 timeout,
-                ca: ca_file.map(CaSource::File),
+                ca: account.ca,
             };
             let outcome = sip::register(&dns, &config).await?;
             let code = report(
                 "sip-register",
                 ProbeKind::SipRegister,
                 ProbeOutcome::SipRegister,
+                &outcome,
+                format,
+            );
+            print_flow(verbose, &outcome.flow, format);
+            code
+        }
+        Probe::SipCall {
+            account,
+            to,
+            callee_username,
+            callee_auth_username,
+            callee_password_file,
+            answer,
+            ring_timeout,
+            media_duration,
+            codec,
+            no_media,
+            advertise_stun,
+            min_mos,
+            ca_file,
+            verbose,
+        } => {
+            let callee = match (to, callee_username) {
+                (Some(to), _) => sip::Callee::Number(to),
+                (None, Some(username)) => sip::Callee::Account {
+                    username,
+                    auth_username: callee_auth_username,
+                    password: read_secret(
+                        callee_password_file.as_deref(),
+                        "--callee-password-file",
+                        CALLEE_PASSWORD_ENV,
+                    )?,
+                },
+                (None, None) => unreachable!("clap requires --to or --callee-username"),
+            };
+            // Ringing being enough, the call is cancelled before any audio.
+            let media = (!no_media && answer == Answer::Required).then_some(MediaConfig {
+                duration: media_duration,
+                codec: match codec {
+                    CodecArg::Pcma => Codec::Pcma,
+                    CodecArg::Pcmu => Codec::Pcmu,
+                },
+                mos_threshold: min_mos,
+            });
+            let config = sip::CallConfig {
+                caller: account.account(ca_file.map(CaSource::File))?,
+                callee,
+                answer: match answer {
+                    Answer::Required => sip::AnswerPolicy::Required,
+                    Answer::RingingIsEnough => sip::AnswerPolicy::RingingIsEnough,
+                },
+                ring_timeout,
+                media,
+                advertise: match advertise_stun {
+                    Some(server) => sip::SdpAddress::StunMapped { server },
+                    None => sip::SdpAddress::Local,
+                },
+                timeout,
+            };
+            let outcome = sip::call(&dns, &config).await?;
+            let code = report(
+                "sip-call",
+                ProbeKind::SipCall,
+                ProbeOutcome::SipCall,
                 &outcome,
                 format,
             );
@@ -355,15 +521,16 @@ fn print_flow(verbose: bool, flow: &[sip::FlowEntry], format: OutputFormat) {
 
 /// The SIP password from `--password-file`, else from [`PASSWORD_ENV`].
 fn read_password(file: Option<&Path>) -> Result<Secret, ConfigError> {
+    read_secret(file, "--password-file", PASSWORD_ENV)
+}
+
+/// A password from `file` (the value of the option `flag`), else from the variable `env`.
+fn read_secret(file: Option<&Path>, flag: &str, env: &str) -> Result<Secret, ConfigError> {
     let value = match file {
         Some(path) => std::fs::read_to_string(path)
-            .map_err(|e| ConfigError::new("--password-file", format!("{}: {e}", path.display())))?,
-        None => std::env::var(PASSWORD_ENV).map_err(|_| {
-            ConfigError::new(
-                "password",
-                format!("give --password-file or set {PASSWORD_ENV}"),
-            )
-        })?,
+            .map_err(|e| ConfigError::new(flag, format!("{}: {e}", path.display())))?,
+        None => std::env::var(env)
+            .map_err(|_| ConfigError::new("password", format!("give {flag} or set {env}")))?,
     };
     let value = value.trim_end_matches(['\r', '\n']);
     if value.is_empty() {

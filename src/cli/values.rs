@@ -5,6 +5,7 @@
 use std::time::Duration;
 use url::Url;
 use voipcheck::api::{self, limits};
+use voipcheck::probe::media::Mos;
 
 /// `--timeout`: as `spec.timeout`.
 pub fn timeout(text: &str) -> Result<Duration, String> {
@@ -19,6 +20,26 @@ pub fn lagged_threshold(text: &str) -> Result<Duration, String> {
 /// `--nat-binding`: as `spec.stun.natBinding.keepaliveInterval`.
 pub fn keepalive_interval(text: &str) -> Result<Duration, String> {
     api::parse_duration(text, limits::KEEPALIVE_INTERVAL)
+}
+
+/// `--ring-timeout`: as `spec.sip.call.ringTimeout`.
+pub fn ring_timeout(text: &str) -> Result<Duration, String> {
+    api::parse_duration(text, limits::RING_TIMEOUT)
+}
+
+/// `--media-duration`: as `spec.sip.call.media.duration`.
+pub fn media_duration(text: &str) -> Result<Duration, String> {
+    api::parse_duration(text, limits::MEDIA_DURATION)
+}
+
+/// `--min-mos`: as `spec.sip.call.thresholds.mos`.
+pub fn mos(text: &str) -> Result<Mos, String> {
+    api::parse_mos(text)
+}
+
+/// `--advertise-stun`: a STUN server as `host[:port]`, as `spec.control.stunServer`.
+pub fn host_port(text: &str) -> Result<String, String> {
+    api::check_host_port(text).map(|()| text.to_owned())
 }
 
 /// `--expires`: as `spec.sip.register.expires`.
