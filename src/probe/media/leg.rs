@@ -4,6 +4,7 @@
 use super::MediaConfig;
 use super::control::{self, Outgoing};
 use super::datagram::{self, Inbound, MAX_DATAGRAM};
+use super::pace::Pacer;
 use super::receive::{Accepted, Arrival, CLOCK_RATE, Reception};
 use super::tone::{self, FRAME_SAMPLES};
 use bytes::Bytes;
@@ -31,6 +32,7 @@ const BIND_TRIES: usize = 64;
 pub struct Leg {
     rtp: UdpSocket,
     rtcp: UdpSocket,
+    pacer: Pacer,
 }
 
 /// What arrived and was not measured as audio, by kind.
@@ -124,6 +126,7 @@ impl Leg {
             return Ok(Leg {
                 rtp: UdpSocket::from_std(rtp)?,
                 rtcp: UdpSocket::from_std(rtcp)?,
+                pacer: Pacer::new()?,
             });
         }
         Err(io::Error::new(
@@ -149,9 +152,9 @@ impl Leg {
     /// everything is received on the socket it is sent from. Receives meanwhile and for
     /// [`DRAIN`] after the last packet (while packets keep arriving); stops at `until` at
     /// the latest.
-    pub async fn run(self, remote: SocketAddr, cfg: &MediaConfig, until: Instant) -> LegReport {
+    pub async fn run(mut self, remote: SocketAddr, cfg: &MediaConfig, until: Instant) -> LegReport {
         let packets = packets_for(cfg.duration);
-        let mut run = Run::new(cfg, Instant::now());
+        let mut run = Run::new(cfg, self.pacer.start(PTIME));
         let rtcp_remote = remote
             .port()
             .checked_add(1)
@@ -171,10 +174,19 @@ impl Leg {
             tokio::select! {
                 biased;
                 _ = sleep_until(stop) => break,
-                _ = sleep_until(next_send), if sending => {
-                    run.send_rtp(&self.rtp, remote).await;
+                ticked = self.pacer.tick(), if sending => {
+                    if ticked.is_err() {
+                        sleep_until(next_send).await;
+                    }
+                    // Every packet now due: one, or more after a stall (the schedule holds).
+                    while run.report.sent < packets
+                        && run.start + PTIME * run.report.sent <= Instant::now()
+                    {
+                        run.send_rtp(&self.rtp, remote).await;
+                    }
                     last_activity = Instant::now();
                     if run.report.sent == packets {
+                        self.pacer.stop();
                         run.send_rtcp(&self.rtcp, rtcp_remote, true).await;
                     }
                 }

@@ -9,6 +9,7 @@ mod control;
 mod datagram;
 pub mod emodel;
 mod leg;
+mod pace;
 pub mod receive;
 pub mod tone;
 
