@@ -4,6 +4,7 @@
 //! deviation from its 20 ms schedule: p50/p99/max; target p99 ≤ 1 ms, the jitter the probe
 //! itself adds), the CPU time per call (getrusage of the legs' thread; the echo runs on its
 //! own thread and is not counted) and the concurrent calls of that length one core sustains.
+//! The legs run once started all in the same instant and once spread over a 20 ms period.
 //!
 //!   cargo bench --bench call -- --legs 100 --seconds 5
 //!
@@ -90,8 +91,10 @@ fn ms(d: Duration) -> String {
     format!("{:.3} ms", d.as_secs_f64() * 1000.0)
 }
 
-/// Runs `legs` legs at once against the echo; prints timer accuracy and CPU.
-async fn case(echo: &Echo, legs: usize, seconds: f64) {
+/// Runs `legs` legs at once against the echo; prints timer accuracy and CPU. `staggered`
+/// starts them spread over one 20 ms period, as independent calls start; otherwise all in the
+/// same instant, the worst case for a single thread (every leg's packet is due together).
+async fn case(echo: &Echo, legs: usize, seconds: f64, staggered: bool) {
     let cfg = MediaConfig {
         duration: Duration::from_secs_f64(seconds),
         codec: Codec::Pcma,
@@ -116,8 +119,9 @@ async fn case(echo: &Echo, legs: usize, seconds: f64) {
     let per_call = cpu / legs as u32;
     // A core runs a call's worth of work in `per_call`; a call lasts the media's duration.
     let sustained = cfg.duration.as_secs_f64() / per_call.as_secs_f64().max(1e-9);
+    let start = if staggered { "staggered" } else { "together" };
     println!(
-        "{legs:>4} legs × {seconds} s: send timer p50 {}  p99 {} (target ≤ {})  max {}  | {sent} packets sent, {echoed} echoed | wall {:.2} s",
+        "{legs:>4} legs × {seconds} s, started {start}: send timer p50 {}  p99 {} (target ≤ {})  max {}  | {sent} packets sent, {echoed} echoed | wall {:.2} s",
         ms(quantile(&late, 0.5)),
         ms(p99),
         ms(TARGET_P99),
@@ -125,7 +129,7 @@ async fn case(echo: &Echo, legs: usize, seconds: f64) {
         wall.as_secs_f64(),
     );
     println!(
-        "{legs:>4} legs × {seconds} s: CPU {} per call ({:.2}% of a core per call) → one core sustains ≈ {sustained:.0} concurrent calls of {seconds} s",
+        "{legs:>4} legs × {seconds} s, started {start}: CPU {} per call ({:.2}% of a core per call) → one core sustains ≈ {sustained:.0} concurrent calls of {seconds} s",
         ms(per_call),
         100.0 * per_call.as_secs_f64() / cfg.duration.as_secs_f64(),
     );
@@ -146,7 +150,10 @@ fn main() {
         .expect("a runtime for the legs");
     runtime.block_on(async {
         for &legs in &settings.legs {
-            case(&echo, legs, settings.seconds).await;
+            case(&echo, legs, settings.seconds, false).await;
+            if legs > 1 {
+                case(&echo, legs, settings.seconds, true).await;
+            }
         }
     });
     drop(echo_runtime);
