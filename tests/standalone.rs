@@ -1,7 +1,8 @@
-//! `voipcheck run -f` end to end: the real binary against the real peers (Kamailio, nginx,
-//! coturn), reading examples/lab.yaml with the peers' ports filled in. An outage of the
-//! registrar turns reportable after failureThreshold runs and recovers when a registrar is back
-//! on the same port; bad files are refused with their place; SIGHUP reloads.
+//! `voipcheck run -f` end to end: the real binary against the real peers (Kamailio, SIPp as its
+//! echo service, nginx, coturn), reading examples/lab.yaml with the peers' ports filled in. An
+//! outage of the registrar turns reportable after failureThreshold runs and recovers when a
+//! registrar is back on the same port; so does an echo service that stops answering the lab's
+//! test call; bad files are refused with their place; SIGHUP reloads.
 
 mod support;
 
@@ -15,6 +16,7 @@ use support::coturn::Coturn;
 use support::free_port;
 use support::kamailio::Kamailio;
 use support::nginx::Nginx;
+use support::sipp::Sipp;
 
 /// The lab file's interval (the API's minimum).
 const INTERVAL: Duration = Duration::from_secs(5);
@@ -206,6 +208,75 @@ spec:
     - {{ name: web, url: '{url}' }}
 "
     )
+}
+
+/// The lab's echo service (scripts/lab start_echo): SIPp answering calls to Kamailio's number
+/// `echo` and echoing their RTP.
+fn echo_service() -> Sipp {
+    let media_port = free_port().to_string();
+    Sipp::start_with(
+        "call-echo.xml",
+        "127.0.0.1".parse().unwrap(),
+        1000,
+        &["-rtp_echo", "-mi", "127.0.0.1", "-mp", &media_port],
+    )
+}
+
+/// The lab-call check's interval and failureThreshold (examples/lab.yaml).
+const CALL_INTERVAL: Duration = Duration::from_secs(15);
+
+#[test]
+fn the_labs_test_call_is_answered_with_audio_and_a_dead_echo_service_turns_reportable() {
+    let echo = echo_service();
+    let kamailio = Kamailio::builder().echo(echo.addr).start();
+    let nginx = Nginx::start();
+    let coturn = Coturn::start();
+    let dir = tempfile::tempdir().unwrap();
+    let file = lab_file(dir.path(), &kamailio, &nginx, &coturn);
+    let metrics_port = free_port();
+    let metrics_addr = format!("127.0.0.1:{metrics_port}");
+    let mut voipcheck = Voipcheck::start(&[
+        "-f",
+        file.to_str().unwrap(),
+        "--metrics-addr",
+        &metrics_addr,
+    ]);
+
+    let first = 2 * CALL_INTERVAL + Duration::from_secs(5);
+    voipcheck.wait_for(&["default/lab-call CallPossible True Answered"], first);
+    voipcheck.wait_for(&["default/lab-call MediaQuality True Good"], first);
+    voipcheck.wait_for(&["default/lab-call Ready True Healthy"], first);
+    let metrics = scrape(metrics_port);
+    let mos = metrics
+        .lines()
+        .find(|l| l.starts_with("voipcheck_call_mos{") && l.contains("name=\"lab-call\""))
+        .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok());
+    assert!(mos.is_some_and(|mos| mos >= 4.3), "{metrics}");
+
+    // The echo service dies, the line stays registered: the call no longer gets through, and
+    // after failureThreshold (2) runs that is the provider's outage.
+    drop(echo);
+    let outage = 3 * CALL_INTERVAL + Duration::from_secs(10);
+    let failed = voipcheck.wait_for(&["default/lab-call CallPossible True→False"], outage);
+    voipcheck.wait_for(
+        &["default/lab-call HotlineReportable False→True ProviderOutage"],
+        outage,
+    );
+    assert!(
+        !voipcheck
+            .output()
+            .contains("default/lab-call SipRegistered True→False"),
+        "{failed}\n{}",
+        voipcheck.output()
+    );
+    let metrics = scrape(metrics_port);
+    assert_eq!(
+        gauge(&metrics, "voipcheck_hotline_reportable", "lab-call"),
+        Some(1.0),
+        "{metrics}"
+    );
+    let status = voipcheck.terminate();
+    assert!(status.success(), "{status}:\n{}", voipcheck.output());
 }
 
 #[test]
