@@ -243,12 +243,7 @@ pub fn evaluate(
     }
     if let Some(why) = unmeasured {
         let type_ = ConditionType::NatBindingStable;
-        // A measured status stays; a pending one says why the latest run measured nothing.
-        let tracked = match history.conditions.get(&type_) {
-            Some(measured) if measured.status != ConditionStatus::Unknown => measured.clone(),
-            _ => Tracked::pending(why),
-        };
-        conditions.insert(type_, tracked);
+        conditions.insert(type_, kept(history, type_, Tracked::pending(why)));
     }
     // After STUN and NAT: whether this location is fine decides whose missing audio it is.
     if let Some(run) = call_run.filter(|_| policy.call.as_ref().is_some_and(|c| c.media)) {
@@ -258,7 +253,7 @@ pub fn evaluate(
                 let seen = call::blame_media_path(seen, &conditions);
                 Tracked::step(history.conditions.get(&type_), seen, thresholds, at)
             }
-            Err(why) => Tracked::not_measured(why),
+            Err(why) => kept(history, type_, Tracked::not_measured(why)),
         };
         conditions.insert(type_, tracked);
     }
@@ -284,6 +279,17 @@ pub fn evaluate(
         },
         verdict,
     )
+}
+
+/// A condition the latest run could not measure (the NAT binding of a run whose STUN failed,
+/// the audio of a call that did not connect): a measured status stays, as the last measurement
+/// still stands and a failed call is `CallPossible`'s to show, so one failed run neither hides a
+/// known problem nor turns `Ready` Unknown; never measured, it is `otherwise`.
+fn kept(history: &History, type_: ConditionType, otherwise: Tracked) -> Tracked {
+    match history.conditions.get(&type_) {
+        Some(measured) if measured.status != ConditionStatus::Unknown => measured.clone(),
+        _ => otherwise,
+    }
 }
 
 /// The verdict for a check that cannot run: `Ready=False` with `CredentialsMissing`,
