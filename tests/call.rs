@@ -565,3 +565,87 @@ async fn each_retransmitted_200_is_acknowledged_again() {
     assert_hung_up(&outcome, "BYE", &text);
     far_end.assert_scenario_completes(Duration::from_secs(5));
 }
+
+/// The hairpin call: alice calls bob, whom the probe registers and answers itself.
+fn hairpin(kamailio: &Kamailio, transport: &str, password: &str) -> CallConfig {
+    let mut cfg = call_config(kamailio, transport, "bob");
+    cfg.callee = Callee::Account {
+        username: "bob".into(),
+        auth_username: None,
+        password: Secret::new(password),
+    };
+    cfg
+}
+
+#[tokio::test]
+async fn a_hairpin_call_reaches_the_probes_own_callee_with_media_both_ways() {
+    let kamailio = Kamailio::start();
+    for transport in ["udp", "tcp"] {
+        let mut cfg = hairpin(&kamailio, transport, "bob-secret");
+        cfg.media = media(2);
+        let outcome = call(&cfg).await;
+        let text = flow(&outcome);
+        assert_eq!(outcome.failure, None, "{transport}: {text}");
+        let reached = outcome
+            .callee_reached
+            .expect("the INVITE reached the callee");
+        assert!(reached <= outcome.setup_time.unwrap(), "{text}");
+        let report = outcome.media.as_ref().expect("media measured");
+        let outgoing = report.outgoing.as_ref().expect("measured by the callee");
+        assert_eq!((outgoing.sent, outgoing.lost), (100, 0), "{report:#?}");
+        assert_eq!(
+            (report.incoming.sent, report.incoming.lost),
+            (100, 0),
+            "{report:#?}"
+        );
+        assert!(report.mos() >= Mos::from_f64(4.3), "{report:#?}");
+        assert_hung_up(&outcome, "BYE", &text);
+        // The callee answered through the record-routing proxy and removed its binding.
+        assert!(text.contains("←  INVITE sip:bob-"), "{text}");
+        assert!(
+            kamailio.bindings("bob").is_empty(),
+            "{:?}",
+            kamailio.bindings("bob")
+        );
+        assert!(
+            !text.contains("bob-secret") && !text.contains("alice-secret"),
+            "{text}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_hairpin_call_that_only_has_to_ring_is_cancelled_at_the_callee() {
+    let kamailio = Kamailio::start();
+    let mut cfg = hairpin(&kamailio, "udp", "bob-secret");
+    cfg.answer = AnswerPolicy::RingingIsEnough;
+    let outcome = call(&cfg).await;
+    let text = flow(&outcome);
+    assert_eq!(outcome.failure, None, "{text}");
+    assert!(outcome.callee_reached.is_some(), "{text}");
+    assert_eq!(
+        outcome.response.as_ref().map(|r| r.code),
+        Some(487),
+        "{text}"
+    );
+    assert_hung_up(&outcome, "CANCEL", &text);
+    // The callee got the CANCEL and ended its side with 487.
+    assert!(text.contains("←  CANCEL sip:bob-"), "{text}");
+    assert!(kamailio.bindings("bob").is_empty());
+}
+
+#[tokio::test]
+async fn a_callee_that_cannot_register_fails_the_call_before_it_is_made() {
+    let kamailio = Kamailio::start();
+    let outcome = call(&hairpin(&kamailio, "udp", "wrong-secret")).await;
+    let text = flow(&outcome);
+    assert_eq!(
+        outcome.failure,
+        Some(Failure::CalleeNotRegistered {
+            cause: Box::new(Failure::AuthRejected { code: 401 })
+        }),
+        "{text}"
+    );
+    assert_eq!(sent(&outcome, "INVITE"), 0, "{text}");
+    assert!(!text.contains("wrong-secret"), "{text}");
+}

@@ -20,18 +20,23 @@ use super::dialog::{self, Answering, CallerStrays, Dialog};
 use super::flow::{Direction, Flow};
 use super::invite::{Addressing, Invite};
 use super::message::{Body, Dialogue, Reply};
-use super::register::rejection;
+use super::register::{self, DEFAULT_EXPIRES, RegisterConfig, rejection};
 use super::transaction;
 use super::transport::Connection;
 use super::uri::{self, ServerUri};
-use super::{StatusLine, sdp, session};
+use super::{StatusLine, callee, sdp, session};
 use crate::probe::dns::Dns;
 use crate::probe::media::{self, Codec, DRAIN, Leg, LegReport, MediaReport};
 use crate::probe::{ConfigError, Failure, stun};
 use rsip::Header;
 use rsip::prelude::UntypedHeader;
 use std::time::Duration;
+use tokio::sync::Notify;
 use tokio::time::Instant;
+
+/// How long the callee keeps going once the caller is done: the caller's BYE (or CANCEL) was
+/// answered by then, so only the callee's media leg may still be draining its last packets.
+const CALLEE_GRACE: Duration = Duration::from_millis(500);
 
 /// INVITEs one call may send: the first, the answer to a challenge, and one more should a
 /// proxy and the registrar both challenge (407 then 401).
@@ -43,16 +48,40 @@ pub async fn call(dns: &Dns, cfg: &CallConfig) -> Result<CallOutcome, ConfigErro
     let server = uri::parse(&cfg.caller.server)?;
     let proxy = uri::parse_proxy(cfg.caller.proxy.as_deref())?;
     let started = Instant::now();
+    let callee_account = callee_registration(cfg);
+    let mut callee = match &callee_account {
+        None => None,
+        Some(account) => {
+            let mut flow = Flow::new(started);
+            let kept = match register::keep(dns, account, &mut flow).await? {
+                Ok(kept) => kept,
+                Err(cause) => return Ok(not_registered(cause, flow, started)),
+            };
+            let ip = kept.local_addr().ip();
+            match Leg::bind(ip) {
+                Ok(leg) => Some(callee::Callee::new(kept, leg, flow, cfg.answer)),
+                Err(e) => {
+                    kept.unregister(HANGUP_BUDGET.min(cfg.timeout), &mut flow)
+                        .await;
+                    let failure = Failure::Network {
+                        detail: format!("binding the callee's RTP and RTCP sockets on {ip}: {e}"),
+                    };
+                    return Ok(not_registered(failure, flow, started));
+                }
+            }
+        }
+    };
     let attempt = Attempt {
         dns,
         cfg,
         server: &server,
         proxy: proxy.as_ref(),
+        callee: callee.as_mut(),
         outcome: CallOutcome::empty(),
         flow: Flow::new(started),
     };
     let ca = cfg.caller.ca.as_ref();
-    session::probe(
+    let mut outcome = session::probe(
         dns,
         &server,
         proxy.as_ref(),
@@ -61,21 +90,69 @@ pub async fn call(dns: &Dns, cfg: &CallConfig) -> Result<CallOutcome, ConfigErro
         started,
         attempt,
     )
-    .await
+    .await?;
+    if let Some(callee) = callee {
+        // What is left of the call's bound, and never more than the hang-up's budget.
+        let left = (started + cfg.bound()).saturating_duration_since(Instant::now());
+        let flow = callee
+            .unregister(HANGUP_BUDGET.min(cfg.timeout).min(left))
+            .await;
+        outcome.flow.extend(flow.entries);
+        outcome.flow.sort_by_key(|entry| entry.at);
+        outcome.total = started.elapsed();
+    }
+    Ok(outcome)
+}
+
+/// The registration of the hairpin call's callee: its account at the caller's server.
+fn callee_registration(cfg: &CallConfig) -> Option<RegisterConfig> {
+    let Callee::Account {
+        username,
+        auth_username,
+        password,
+    } = &cfg.callee
+    else {
+        return None;
+    };
+    Some(RegisterConfig {
+        server: cfg.caller.server.clone(),
+        username: username.clone(),
+        auth_username: auth_username.clone(),
+        domain: cfg.caller.domain.clone(),
+        proxy: cfg.caller.proxy.clone(),
+        password: password.clone(),
+        expires: DEFAULT_EXPIRES,
+        unregister: true,
+        timeout: cfg.timeout,
+        ca: cfg.caller.ca.clone(),
+    })
+}
+
+/// The outcome of a hairpin call whose callee could not be registered: no call was made.
+fn not_registered(cause: Failure, flow: Flow, started: Instant) -> CallOutcome {
+    let mut outcome = CallOutcome::empty();
+    outcome.failure = Some(Failure::CalleeNotRegistered {
+        cause: Box::new(cause),
+    });
+    outcome.flow = flow.entries;
+    outcome.total = started.elapsed();
+    outcome
 }
 
 /// The call on one destination's connection; `outcome` holds what the last destination tried
 /// answered, `flow` the messages of all of them.
-struct Attempt<'a> {
+struct Attempt<'a, 'c> {
     dns: &'a Dns,
     cfg: &'a CallConfig,
     server: &'a ServerUri,
     proxy: Option<&'a ServerUri>,
+    /// The hairpin call's callee, answering at the same time as the call is made.
+    callee: Option<&'c mut callee::Callee<'a>>,
     outcome: CallOutcome,
     flow: Flow,
 }
 
-impl session::Run for Attempt<'_> {
+impl session::Run for Attempt<'_, '_> {
     type Outcome = CallOutcome;
 
     fn finish(self) -> (CallOutcome, Flow) {
@@ -85,17 +162,49 @@ impl session::Run for Attempt<'_> {
 
 session::reached!(CallOutcome);
 
-impl session::Exchange for Attempt<'_> {
+impl session::Exchange for Attempt<'_, '_> {
     type Output = ();
 
     async fn on(&mut self, conn: Connection, until: Instant) -> Result<(), Failure> {
         // What an earlier destination answered (a 503) is not this one's.
         self.outcome = CallOutcome::empty();
         let mut call = Call::new(self.dns, self.cfg, conn, self.server, self.proxy, until).await?;
-        call.run(&mut self.outcome, &mut self.flow, until).await?;
-        match call.media_report(None) {
+        let Attempt {
+            cfg,
+            callee,
+            outcome,
+            flow,
+            ..
+        } = self;
+        let caller_done = Notify::new();
+        let calling = async {
+            let result = call.run(outcome, flow, until).await;
+            caller_done.notify_one();
+            result
+        };
+        let answering = async {
+            let Some(callee) = callee.as_deref_mut() else {
+                return;
+            };
+            let media = cfg.media.as_ref();
+            let until = until + cfg.ring_timeout + media.map_or(Duration::ZERO, |m| m.duration);
+            tokio::select! {
+                () = callee.answer(media, until + HANGUP_BUDGET) => {}
+                () = async {
+                    caller_done.notified().await;
+                    tokio::time::sleep(CALLEE_GRACE).await;
+                } => {}
+            }
+        };
+        let (result, ()) = tokio::join!(calling, answering);
+        let callee = callee.as_deref_mut();
+        if let (Some(callee), Some(sent)) = (&callee, call.invite_sent) {
+            outcome.callee_reached = callee.reached.map(|at| at.saturating_duration_since(sent));
+        }
+        result?;
+        match call.media_report(callee.and_then(|c| c.heard.take())) {
             Some((report, failure)) => {
-                self.outcome.media = Some(report);
+                outcome.media = Some(report);
                 failure.map_or(Ok(()), Err)
             }
             None => Ok(()),
@@ -154,6 +263,8 @@ struct Call<'a> {
     media_until: Instant,
     /// What the media leg measured, and in which codec.
     heard: Option<(Codec, LegReport)>,
+    /// When the last INVITE (the one answered) was sent.
+    invite_sent: Option<Instant>,
 }
 
 impl<'a> Call<'a> {
@@ -230,6 +341,7 @@ impl<'a> Call<'a> {
                 + cfg.ring_timeout
                 + cfg.media.as_ref().map_or(Duration::ZERO, |m| m.duration),
             heard: None,
+            invite_sent: None,
         })
     }
 
@@ -261,6 +373,7 @@ impl<'a> Call<'a> {
             )
             .await?;
             self.strays.invite = Some(invite.request().clone());
+            self.invite_sent = Some(invite.sent_at());
             let rang = self.ring(&mut invite, outcome, flow, until).await;
             outcome.auth_algorithm = self.auth.algorithm();
             match rang? {

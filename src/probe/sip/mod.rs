@@ -15,6 +15,7 @@
 
 mod auth;
 mod call;
+mod callee;
 mod caller;
 mod dialog;
 mod digest;

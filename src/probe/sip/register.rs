@@ -227,6 +227,77 @@ impl session::Exchange for Attempt<'_> {
     }
 }
 
+/// A registration kept with its connection open: the hairpin call's callee, which receives its
+/// call on that connection and removes its binding afterwards.
+pub(super) struct Kept<'a>(Registration<'a>);
+
+impl Kept<'_> {
+    pub fn conn(&mut self) -> &mut Connection {
+        &mut self.0.conn
+    }
+
+    /// Our address on the connection.
+    pub fn local_addr(&self) -> std::net::SocketAddr {
+        self.0.conn.local_addr()
+    }
+
+    /// Our Contact URI, as registered.
+    pub fn contact(&self) -> &str {
+        &self.0.contact
+    }
+
+    /// Removes the binding (Expires: 0) within `budget`.
+    pub async fn unregister(mut self, budget: Duration, flow: &mut Flow) -> UnregisterOutcome {
+        self.0.deadline = Instant::now() + budget;
+        self.0.timeout = budget;
+        self.0.unregister(flow).await
+    }
+}
+
+/// Registers per `cfg` (its `unregister` is the caller's business) on the first destination
+/// that serves, and keeps the registration with its connection. The inner `Err` is why the
+/// registration failed; the outer one bad input.
+pub(super) async fn keep<'a>(
+    dns: &Dns,
+    cfg: &'a RegisterConfig,
+    flow: &mut Flow,
+) -> Result<Result<Kept<'a>, Failure>, ConfigError> {
+    cfg.validate()?;
+    let server = uri::parse(&cfg.server)?;
+    let proxy = uri::parse_proxy(cfg.proxy.as_deref())?;
+    let mut keeping = Keeping {
+        cfg,
+        server: &server,
+        proxy: proxy.as_ref(),
+        outcome: RegisterOutcome::empty(),
+        flow,
+    };
+    let next_hop = proxy.as_ref().unwrap_or(&server);
+    let deadline = Instant::now() + cfg.timeout;
+    let ca = cfg.ca.as_ref();
+    let tried = session::each(dns, next_hop, ca, deadline, cfg.timeout, &mut keeping).await?;
+    Ok(tried.result)
+}
+
+/// The registration of [`keep`] on one destination.
+struct Keeping<'a, 'f> {
+    cfg: &'a RegisterConfig,
+    server: &'f ServerUri,
+    proxy: Option<&'f ServerUri>,
+    outcome: RegisterOutcome,
+    flow: &'f mut Flow,
+}
+
+impl<'a> session::Exchange for Keeping<'a, '_> {
+    type Output = Kept<'a>;
+
+    async fn on(&mut self, conn: Connection, until: Instant) -> Result<Kept<'a>, Failure> {
+        let mut run = Registration::new(self.cfg, conn, self.server, self.proxy, until);
+        run.register(&mut self.outcome, self.flow).await?;
+        Ok(Kept(run))
+    }
+}
+
 impl RegisterOutcome {
     fn empty() -> Self {
         RegisterOutcome {
