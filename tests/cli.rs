@@ -447,13 +447,14 @@ fn crd_command_prints_the_committed_crd() {
     );
 }
 
-/// A SIPp UAS behind Kamailio's `echo` number, echoing RTP (as tests/call.rs starts it).
-fn echo_uas() -> support::sipp::Sipp {
+/// A SIPp UAS behind Kamailio's `echo` number for `calls` calls, echoing RTP (as tests/call.rs
+/// starts it).
+fn echo_uas(calls: u32) -> support::sipp::Sipp {
     let media_port = support::free_port().to_string();
     support::sipp::Sipp::start_with(
         "call-echo.xml",
         std::net::Ipv4Addr::LOCALHOST.into(),
-        1,
+        calls,
         &["-rtp_echo", "-mi", "127.0.0.1", "-mp", &media_port],
     )
 }
@@ -486,7 +487,7 @@ fn sip_call(kamailio: &Kamailio, number: &str, extra: &[&str]) -> Output {
 
 #[test]
 fn sip_call_to_the_echo_number_is_answered_with_its_timings_and_never_prints_the_password() {
-    let mut uas = echo_uas();
+    let mut uas = echo_uas(1);
     let kamailio = Kamailio::builder().echo(uas.addr).start();
     let out = sip_call(&kamailio, "echo", &["--no-media", "-v"]);
     let shown = text(&out);
@@ -601,4 +602,39 @@ fn sip_call_usage_errors_exit_2_and_its_help_explains_it() {
     ] {
         assert!(help.contains(word), "sip-call --help lacks {word}:\n{help}");
     }
+}
+
+/// With audio (the default): a second of RTP to the echo and back, per direction what arrived
+/// and the MOS, which on loopback is the E-model's best for G.711.
+#[test]
+fn sip_call_with_audio_prints_what_arrived_and_the_mos() {
+    let mut uas = echo_uas(2);
+    let kamailio = Kamailio::builder().echo(uas.addr).start();
+    let out = sip_call(&kamailio, "echo", &["--media-duration", "1s"]);
+    let shown = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{shown}");
+    for line in [
+        "codec",
+        "PCMA",
+        "audio incoming",
+        "0.0% lost",
+        "round trip",
+        "MOS",
+    ] {
+        assert!(shown.contains(line), "no {line:?} in\n{shown}");
+    }
+    let out = sip_call(
+        &kamailio,
+        "echo",
+        &["--media-duration", "1s", "--output", "json"],
+    );
+    let report = json(&out);
+    let media = &report["outcome"]["media"];
+    assert_eq!(media["incoming"]["lost"], 0, "{report:#}");
+    assert!(
+        media["incoming"]["mos"].as_f64().unwrap() >= 4.0,
+        "{report:#}"
+    );
+    assert_eq!(report["condition"], "CallPossible", "{report:#}");
+    uas.assert_scenario_completes(std::time::Duration::from_secs(5));
 }

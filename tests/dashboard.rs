@@ -314,7 +314,7 @@ impl Drop for Run {
 }
 
 /// One check that touches every probe and metric family: SIP REGISTER, OPTIONS and a test
-/// call (signalling only) to Kamailio's echo number, HTTP and HTTPS (with the test CA, so a certificate expiry is recorded) against
+/// call with a second of audio to Kamailio's echo number, HTTP and HTTPS (with the test CA, so a certificate expiry is recorded) against
 /// nginx, STUN with a 1 s NAT binding test against coturn.
 fn checks_file(dir: &Path, kamailio: &Kamailio, nginx: &Nginx, coturn: &Coturn) -> PathBuf {
     let ca = std::fs::read_to_string(nginx.ca.cert_path()).unwrap();
@@ -335,7 +335,7 @@ spec:
       credentialsSecretRef: {{ name: lab-sip, key: password }}
       expires: 60
     options: {{ laggedThreshold: 400ms }}
-    call: {{ to: 'sip:echo@127.0.0.1:{sip}', ringTimeout: 2s }}
+    call: {{ to: 'sip:echo@127.0.0.1:{sip}', ringTimeout: 1s, media: {{ duration: 1s }} }}
   http:
     - {{ name: web-ui, url: 'http://127.0.0.1:{http}/', bodyContains: STARFACE }}
     - name: web-ui-tls
@@ -392,8 +392,14 @@ fn serve_operator_counters(runtime: &tokio::runtime::Runtime) -> u16 {
 
 #[test]
 fn every_query_returns_series_from_a_real_prometheus() {
-    // The echo number's far end, for every call of the test (one per 5 s run).
-    let uas = Sipp::start("call-echo.xml", Ipv4Addr::LOCALHOST.into(), 1000);
+    // The echo number's far end, echoing RTP, for every call of the test (one per 5 s run).
+    let media_port = free_port().to_string();
+    let uas = Sipp::start_with(
+        "call-echo.xml",
+        Ipv4Addr::LOCALHOST.into(),
+        1000,
+        &["-rtp_echo", "-mi", "127.0.0.1", "-mp", &media_port],
+    );
     let kamailio = Kamailio::builder().echo(uas.addr).start();
     let nginx = Nginx::start();
     let coturn = Coturn::start();
