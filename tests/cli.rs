@@ -638,3 +638,47 @@ fn sip_call_with_audio_prints_what_arrived_and_the_mos() {
     assert_eq!(report["condition"], "CallPossible", "{report:#}");
     uas.assert_scenario_completes(std::time::Duration::from_secs(5));
 }
+
+/// The hairpin call: alice calls bob, whom the probe registers and answers itself (bob's
+/// password from the environment), with audio measured both ways.
+#[test]
+fn sip_call_to_its_own_callee_measures_both_directions() {
+    let kamailio = Kamailio::start();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("password");
+    std::fs::write(&file, "alice-secret\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_voipcheck"))
+        .args([
+            "probe",
+            "sip-call",
+            &kamailio.uri("udp"),
+            "--username",
+            "alice",
+        ])
+        .args(["--password-file", file.to_str().unwrap()])
+        .args([
+            "--callee-username",
+            "bob",
+            "--media-duration",
+            "1s",
+            "--timeout",
+            "5s",
+        ])
+        .env_remove("VOIPCHECK_SIP_PASSWORD")
+        .env("VOIPCHECK_SIP_CALLEE_PASSWORD", "bob-secret")
+        .output()
+        .unwrap();
+    let shown = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{shown}");
+    for line in ["callee reached", "audio outgoing", "audio incoming", "MOS"] {
+        assert!(shown.contains(line), "no {line:?} in\n{shown}");
+    }
+    assert!(
+        !shown.contains("bob-secret") && !shown.contains("alice-secret"),
+        "{shown}"
+    );
+    assert!(
+        kamailio.bindings("bob").is_empty(),
+        "the callee's binding left behind"
+    );
+}
