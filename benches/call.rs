@@ -95,11 +95,7 @@ fn ms(d: Duration) -> String {
 /// starts them spread over one 20 ms period, as independent calls start; otherwise all in the
 /// same instant, the worst case for a single thread (every leg's packet is due together).
 async fn case(echo: &Echo, legs: usize, seconds: f64, staggered: bool) {
-    let cfg = MediaConfig {
-        duration: Duration::from_secs_f64(seconds),
-        codec: Codec::Pcma,
-        mos_threshold: Mos::DEFAULT_THRESHOLD,
-    };
+    let cfg = config(Duration::from_secs_f64(seconds));
     let ip = IpAddr::V4(Ipv4Addr::LOCALHOST);
     let bound: Vec<Leg> = (0..legs)
         .map(|_| Leg::bind(ip).expect("bind a leg"))
@@ -135,6 +131,34 @@ async fn case(echo: &Echo, legs: usize, seconds: f64, staggered: bool) {
     );
 }
 
+fn config(duration: Duration) -> MediaConfig {
+    MediaConfig {
+        duration,
+        codec: Codec::Pcma,
+        mos_threshold: Mos::DEFAULT_THRESHOLD,
+    }
+}
+
+/// /proc/loadavg's 1-, 5- and 15-minute averages.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|text| {
+            text.split_whitespace()
+                .take(3)
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+/// One 200 ms leg against the echo, its figures discarded.
+async fn case_quietly(echo: &Echo) {
+    let cfg = config(Duration::from_millis(200));
+    let leg = Leg::bind(IpAddr::V4(Ipv4Addr::LOCALHOST)).expect("bind a leg");
+    leg.run(echo.addr, &cfg, Instant::now() + Duration::from_secs(2))
+        .await;
+}
+
 fn main() {
     let settings = Settings::from_args();
     // The echo on its own thread and runtime: its CPU is not the probe's.
@@ -148,7 +172,13 @@ fn main() {
         .enable_all()
         .build()
         .expect("a runtime for the legs");
+    println!(
+        "load average before: {} (2 cores shared with other work inflate the figures)",
+        load_average()
+    );
     runtime.block_on(async {
+        // A short leg first: the tone tables, the runtime and the sockets warm up uncounted.
+        case_quietly(&echo).await;
         for &legs in &settings.legs {
             case(&echo, legs, settings.seconds, false).await;
             if legs > 1 {
