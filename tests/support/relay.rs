@@ -10,6 +10,7 @@ use std::time::Duration;
 use tokio::net::UdpSocket;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
+use voipcheck::probe::media::{MeasuredBy, MediaReport, emodel};
 
 /// Binds an RTP socket on an even port and its RTCP socket on the next one (RFC 3550 §11), as
 /// a peer announcing `m=audio <even port>` does.
@@ -142,9 +143,51 @@ impl Log {
     }
 }
 
+/// Holds an echo call's measurement against what the relay did on the way to the echo:
+/// loss exactly, jitter ±1 ms of the RFC 3550 formula on the relay's send times (the hops
+/// after the relay and a loaded test machine's scheduling), the round trip ±2 ms of the
+/// median delay added (the rest is loopback), the MOS ±0.05 of the E-model on the injected
+/// loss and delays.
+pub fn assert_echo_matches(log: &Log, report: &MediaReport) {
+    let incoming = &report.incoming;
+    assert_eq!(incoming.measured_by, MeasuredBy::Probe);
+    assert_eq!(incoming.lost, log.dropped, "{report:#?}");
+    assert_eq!(
+        incoming.received,
+        incoming.sent - log.dropped,
+        "{report:#?}"
+    );
+    let reference = log.jitter();
+    assert!(
+        reference > Duration::from_millis(3),
+        "the delays make jitter: {reference:?}"
+    );
+    assert!(
+        incoming.jitter.abs_diff(reference) < Duration::from_millis(1),
+        "jitter {:?} vs the relay's {reference:?}",
+        incoming.jitter
+    );
+    let rtt = report.round_trip.expect("echoed packets give a round trip");
+    let median = log.median_delay();
+    assert!(
+        rtt.abs_diff(median) < Duration::from_millis(2),
+        "{rtt:?} vs {median:?}"
+    );
+    let expected = emodel::mos(
+        emodel::mouth_to_ear(median / 2, reference),
+        f64::from(log.dropped) / f64::from(incoming.sent),
+    );
+    assert!(
+        (incoming.mos.as_f64() - expected.as_f64()).abs() <= 0.05,
+        "MOS {} vs {expected}",
+        incoming.mos
+    );
+}
+
 /// A relay between side A (a leg) and side B (an echo or another leg): A sends to
 /// `facing_a`, B to `facing_b`; RTP is impaired per direction, RTCP (the ports after) passes
-/// unchanged.
+/// unchanged. A's address may be unknown (a probe binding its leg inside a call): the relay
+/// then latches onto the source of what arrives from A, as a symmetric-RTP SBC does.
 pub struct Relay {
     pub facing_a: SocketAddr,
     pub facing_b: SocketAddr,
@@ -153,10 +196,13 @@ pub struct Relay {
     tasks: Vec<JoinHandle<()>>,
 }
 
+/// Where a direction goes: a fixed peer, or the one latched onto.
+type Peer = Arc<Mutex<Option<SocketAddr>>>;
+
 impl Relay {
     pub async fn start(
         ip: IpAddr,
-        a: SocketAddr,
+        a: Option<SocketAddr>,
         b: SocketAddr,
         a_to_b: Impairment,
         b_to_a: Impairment,
@@ -166,33 +212,35 @@ impl Relay {
         let (rtp_a, rtcp_a) = (Arc::new(rtp_a), Arc::new(rtcp_a));
         let (rtp_b, rtcp_b) = (Arc::new(rtp_b), Arc::new(rtcp_b));
         let rtcp_of = |addr: SocketAddr| SocketAddr::new(addr.ip(), addr.port() + 1);
+        let peer = |addr: Option<SocketAddr>| -> Peer { Arc::new(Mutex::new(addr)) };
+        let (rtp_peer_a, rtcp_peer_a) = (peer(a), peer(a.map(rtcp_of)));
         let (log_ab, log_ba) = (Arc::default(), Arc::default());
         let tasks = vec![
             tokio::spawn(impair(
                 rtp_a.clone(),
                 rtp_b.clone(),
-                b,
+                (peer(Some(b)), Some(rtp_peer_a.clone())),
                 a_to_b,
                 Arc::clone(&log_ab),
             )),
             tokio::spawn(impair(
                 rtp_b.clone(),
                 rtp_a.clone(),
-                a,
+                (rtp_peer_a, None),
                 b_to_a,
                 Arc::clone(&log_ba),
             )),
             tokio::spawn(impair(
                 rtcp_a.clone(),
                 rtcp_b.clone(),
-                rtcp_of(b),
+                (peer(Some(rtcp_of(b))), Some(rtcp_peer_a.clone())),
                 Impairment::NONE,
                 Arc::default(),
             )),
             tokio::spawn(impair(
                 rtcp_b,
                 rtcp_a,
-                rtcp_of(a),
+                (rtcp_peer_a, None),
                 Impairment::NONE,
                 Arc::default(),
             )),
@@ -213,18 +261,26 @@ impl Drop for Relay {
     }
 }
 
-/// Forwards what arrives at `from` out of `out` to `to`, dropping and delaying as told.
+/// Forwards what arrives at `from` out of `out` to `route.0`, dropping and delaying as told;
+/// `route.1`, if given, latches onto the sender's address (for the way back).
 async fn impair(
     from: Arc<UdpSocket>,
     out: Arc<UdpSocket>,
-    to: SocketAddr,
+    route: (Peer, Option<Peer>),
     impairment: Impairment,
     log: Arc<Mutex<Log>>,
 ) {
+    let (to, sender) = route;
     let mut rng = StdRng::seed_from_u64(impairment.seed);
     let mut buf = vec![0u8; 4096];
     let mut index = 0u32;
-    while let Ok((n, _)) = from.recv_from(&mut buf).await {
+    while let Ok((n, source)) = from.recv_from(&mut buf).await {
+        if let Some(sender) = &sender {
+            *sender.lock().unwrap() = Some(source);
+        }
+        let Some(to) = *to.lock().unwrap() else {
+            continue;
+        };
         let received = Instant::now();
         let datagram = buf[..n].to_vec();
         let passes = index < impairment.pass_first || !rng.random_bool(impairment.drop);
