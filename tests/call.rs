@@ -241,6 +241,29 @@ async fn a_call_that_rings_until_the_ring_timeout_is_cancelled() {
     }
 }
 
+/// The lab's `stop-echo`: the proxy takes the call (100 Trying) and has no one to ring. Before
+/// the fix the outcome's final response was the 407 answered on the way, so the failure read
+/// "... within 2s (407 Proxy Authentication Required)".
+#[tokio::test]
+async fn a_call_the_proxy_cannot_ring_anywhere_did_not_ring_and_has_no_final_response() {
+    let nobody = std::net::SocketAddr::new(LOCAL, support::free_port());
+    let kamailio = Kamailio::builder().echo(nobody).start();
+    let cfg = CallConfig {
+        timeout: Duration::from_secs(2),
+        ..call_config(&kamailio, "udp", "echo")
+    };
+    let outcome = call(&cfg).await;
+    let text = flow(&outcome);
+    assert_eq!(
+        outcome.failure,
+        Some(Failure::NoRinging { after: cfg.timeout }),
+        "{text}"
+    );
+    assert_eq!(outcome.response, None, "{text}");
+    assert_eq!(outcome.ringing, None, "{text}");
+    assert_hung_up(&outcome, "CANCEL", &text);
+}
+
 #[tokio::test]
 async fn ringing_is_enough_succeeds_at_the_first_180_and_cancels() {
     let kamailio = Kamailio::start();

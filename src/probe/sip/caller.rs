@@ -353,6 +353,9 @@ impl<'a> Call<'a> {
         until: Instant,
     ) -> Result<(), Failure> {
         for _ in 0..MAX_INVITES {
+            // A challenge answered is not this INVITE's final response.
+            outcome.response = None;
+            outcome.server = None;
             let mut extra: Vec<Header> = vec![
                 rsip::headers::Contact::new(format!("<{}>", self.contact)).into(),
                 rsip::headers::Allow::new("INVITE, ACK, CANCEL, BYE, OPTIONS").into(),
