@@ -101,7 +101,7 @@ fn uas(scenario: &str, ip: IpAddr) -> Sipp {
 
 /// [`uas`] with more SIPp options.
 fn uas_with(scenario: &str, ip: IpAddr, options: &[&str]) -> Sipp {
-    let (ip_text, media_port) = (ip.to_string(), support::free_port().to_string());
+    let (ip_text, media_port) = (ip.to_string(), support::free_media_port().to_string());
     let mut all = vec!["-rtp_echo", "-mi", &ip_text, "-mp", &media_port];
     all.extend_from_slice(options);
     Sipp::start_with(scenario, ip, 1, &all)

@@ -28,7 +28,7 @@ async fn call_through_relay(
     to_echo: Impairment,
     from_echo: Impairment,
 ) -> (CallOutcome, Relay) {
-    let media_port = support::free_port();
+    let media_port = support::free_media_port();
     let echo = SocketAddr::new(LOCAL, media_port);
     let relay = Relay::start(LOCAL, None, echo, to_echo, from_echo).await;
     let (ip, media_port, relay_port) = (

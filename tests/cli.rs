@@ -450,7 +450,7 @@ fn crd_command_prints_the_committed_crd() {
 /// A SIPp UAS behind Kamailio's `echo` number for `calls` calls, echoing RTP (as tests/call.rs
 /// starts it).
 fn echo_uas(calls: u32) -> support::sipp::Sipp {
-    let media_port = support::free_port().to_string();
+    let media_port = support::free_media_port().to_string();
     support::sipp::Sipp::start_with(
         "call-echo.xml",
         std::net::Ipv4Addr::LOCALHOST.into(),

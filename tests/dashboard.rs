@@ -393,7 +393,7 @@ fn serve_operator_counters(runtime: &tokio::runtime::Runtime) -> u16 {
 #[test]
 fn every_query_returns_series_from_a_real_prometheus() {
     // The echo number's far end, echoing RTP, for every call of the test (one per 5 s run).
-    let media_port = free_port().to_string();
+    let media_port = support::free_media_port().to_string();
     let uas = Sipp::start_with(
         "call-echo.xml",
         Ipv4Addr::LOCALHOST.into(),

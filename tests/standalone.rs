@@ -213,7 +213,7 @@ spec:
 /// The lab's echo service (scripts/lab start_echo): SIPp answering calls to Kamailio's number
 /// `echo` and echoing their RTP.
 fn echo_service() -> Sipp {
-    let media_port = free_port().to_string();
+    let media_port = support::free_media_port().to_string();
     Sipp::start_with(
         "call-echo.xml",
         "127.0.0.1".parse().unwrap(),

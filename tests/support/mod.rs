@@ -31,7 +31,6 @@ use std::time::{Duration, Instant};
 /// process a port is handed out once only: the kernel may offer a just-released port again, and
 /// two peers (e.g. nginx's HTTP and HTTPS listeners) given the same port would silently share it.
 pub fn free_port() -> u16 {
-    static HANDED_OUT: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
     loop {
         let tcp = TcpListener::bind("127.0.0.1:0").expect("bind a TCP port on loopback");
         let port = tcp.local_addr().unwrap().port();
@@ -41,6 +40,30 @@ pub fn free_port() -> u16 {
                 .unwrap_or_else(|e| e.into_inner())
                 .insert(port)
         {
+            return port;
+        }
+    }
+}
+
+/// The ports [`free_port`] and [`free_media_port`] handed out in this test process.
+static HANDED_OUT: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+
+/// An even loopback UDP port whose next three are free too, for SIPp's `-mp` (with
+/// `-rtp_echo` it binds the audio port and the video port two above it): with any free port,
+/// SIPp failed now and then with "Address already in use" on the port next to it.
+pub fn free_media_port() -> u16 {
+    loop {
+        let probe = UdpSocket::bind("127.0.0.1:0").expect("bind a UDP port on loopback");
+        let port = probe.local_addr().unwrap().port();
+        if !port.is_multiple_of(2) || port > u16::MAX - 3 {
+            continue;
+        }
+        let held: Vec<UdpSocket> = (1..=3)
+            .filter_map(|n| UdpSocket::bind(("127.0.0.1", port + n)).ok())
+            .collect();
+        let mut handed_out = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
+        if held.len() == 3 && (port..=port + 3).all(|p| !handed_out.contains(&p)) {
+            handed_out.extend(port..=port + 3);
             return port;
         }
     }
