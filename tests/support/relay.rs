@@ -145,9 +145,9 @@ impl Log {
 
 /// Holds an echo call's measurement against what the relay did on the way to the echo:
 /// loss exactly, jitter ±1 ms of the RFC 3550 formula on the relay's send times (the hops
-/// after the relay and a loaded test machine's scheduling), the round trip ±2 ms of the
-/// median delay added (the rest is loopback), the MOS ±0.05 of the E-model on the injected
-/// loss and delays.
+/// after the relay and a loaded test machine's scheduling), the round trip at least the
+/// median delay added and at most 5 ms more (loopback and the echo's scheduling), the MOS
+/// ±0.05 of the E-model on the injected loss and delays.
 pub fn assert_echo_matches(log: &Log, report: &MediaReport) {
     let incoming = &report.incoming;
     assert_eq!(incoming.measured_by, MeasuredBy::Probe);
@@ -169,8 +169,10 @@ pub fn assert_echo_matches(log: &Log, report: &MediaReport) {
     );
     let rtt = report.round_trip.expect("echoed packets give a round trip");
     let median = log.median_delay();
+    // Never less than the delay added; a little more when the echo (SIPp's echo thread, on a
+    // busy 2-core machine) is scheduled late: seen 2.1 ms over in a full suite run.
     assert!(
-        rtt.abs_diff(median) < Duration::from_millis(2),
+        rtt + Duration::from_millis(1) > median && rtt < median + Duration::from_millis(5),
         "{rtt:?} vs {median:?}"
     );
     let expected = emodel::mos(
