@@ -14,28 +14,15 @@ use voipcheck::probe::sip::{
     self, Account, AnswerPolicy, CallConfig, CallOutcome, Callee, DigestAlgorithm, Party,
     SdpAddress,
 };
-use voipcheck::probe::tls::CaSource;
 use voipcheck::probe::{Failure, Outcome};
 use voipcheck::secret::Secret;
 
 const TIMEOUT: Duration = Duration::from_secs(5);
 const LOCAL: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 
-fn account(kamailio: &Kamailio, transport: &str) -> Account {
-    Account {
-        server: kamailio.uri(transport),
-        username: "alice".into(),
-        auth_username: None,
-        domain: None,
-        proxy: None,
-        password: Secret::new("alice-secret"),
-        ca: Some(CaSource::File(kamailio.ca_file.clone())),
-    }
-}
-
 fn call_config(kamailio: &Kamailio, transport: &str, number: &str) -> CallConfig {
     CallConfig {
-        caller: account(kamailio, transport),
+        caller: kamailio.caller(transport),
         callee: Callee::Number(kamailio.number(number, transport)),
         answer: AnswerPolicy::Required,
         ring_timeout: Duration::from_secs(2),

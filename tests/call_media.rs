@@ -13,11 +13,7 @@ use support::sipp::Sipp;
 use voipcheck::probe::Failure;
 use voipcheck::probe::dns::Dns;
 use voipcheck::probe::media::{Codec, MediaConfig, Mos};
-use voipcheck::probe::sip::{
-    self, Account, AnswerPolicy, CallConfig, CallOutcome, Callee, SdpAddress,
-};
-use voipcheck::probe::tls::CaSource;
-use voipcheck::secret::Secret;
+use voipcheck::probe::sip::{self, AnswerPolicy, CallConfig, CallOutcome, Callee, SdpAddress};
 
 const LOCAL: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 
@@ -49,15 +45,7 @@ async fn call_through_relay(
     let mut far_end = Sipp::start_with("call-echo-relayed.xml", LOCAL, 1, &options);
     let kamailio = Kamailio::builder().echo(far_end.addr).start();
     let cfg = CallConfig {
-        caller: Account {
-            server: kamailio.uri("udp"),
-            username: "alice".into(),
-            auth_username: None,
-            domain: None,
-            proxy: None,
-            password: Secret::new("alice-secret"),
-            ca: Some(CaSource::File(kamailio.ca_file.clone())),
-        },
+        caller: kamailio.caller("udp"),
         callee: Callee::Number(kamailio.number("echo", "udp")),
         answer: AnswerPolicy::Required,
         ring_timeout: Duration::from_secs(2),

@@ -169,6 +169,21 @@ fn lab_file(dir: &Path, kamailio: &Kamailio, nginx: &Nginx, coturn: &Coturn) -> 
     path
 }
 
+/// `voipcheck run` on the lab file for these peers (written into `dir`), serving /metrics on
+/// the port returned.
+fn run_lab(dir: &Path, kamailio: &Kamailio, nginx: &Nginx, coturn: &Coturn) -> (Voipcheck, u16) {
+    let file = lab_file(dir, kamailio, nginx, coturn);
+    let metrics_port = free_port();
+    let metrics_addr = format!("127.0.0.1:{metrics_port}");
+    let voipcheck = Voipcheck::start(&[
+        "-f",
+        file.to_str().unwrap(),
+        "--metrics-addr",
+        &metrics_addr,
+    ]);
+    (voipcheck, metrics_port)
+}
+
 /// The body of GET /metrics.
 fn scrape(port: u16) -> String {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect to /metrics");
@@ -232,15 +247,7 @@ fn the_labs_test_call_is_answered_with_audio_and_a_dead_echo_service_turns_repor
     let nginx = Nginx::start();
     let coturn = Coturn::start();
     let dir = tempfile::tempdir().unwrap();
-    let file = lab_file(dir.path(), &kamailio, &nginx, &coturn);
-    let metrics_port = free_port();
-    let metrics_addr = format!("127.0.0.1:{metrics_port}");
-    let mut voipcheck = Voipcheck::start(&[
-        "-f",
-        file.to_str().unwrap(),
-        "--metrics-addr",
-        &metrics_addr,
-    ]);
+    let (mut voipcheck, metrics_port) = run_lab(dir.path(), &kamailio, &nginx, &coturn);
 
     let first = 2 * CALL_INTERVAL + Duration::from_secs(5);
     voipcheck.wait_for(&["default/lab-call CallPossible True Answered"], first);
@@ -285,15 +292,7 @@ fn an_outage_of_the_registrar_turns_reportable_and_recovers() {
     let nginx = Nginx::start();
     let coturn = Coturn::start();
     let dir = tempfile::tempdir().unwrap();
-    let file = lab_file(dir.path(), &kamailio, &nginx, &coturn);
-    let metrics_port = free_port();
-    let metrics_addr = format!("127.0.0.1:{metrics_port}");
-    let mut voipcheck = Voipcheck::start(&[
-        "-f",
-        file.to_str().unwrap(),
-        "--metrics-addr",
-        &metrics_addr,
-    ]);
+    let (mut voipcheck, metrics_port) = run_lab(dir.path(), &kamailio, &nginx, &coturn);
 
     // The first run comes within one interval (its jittered slot): the cloud is Ready.
     let first = 2 * INTERVAL + Duration::from_secs(2);

@@ -146,6 +146,20 @@ impl Kamailio {
         format!("sip:{user}@{address}")
     }
 
+    /// The test account `alice` at this Kamailio over `transport`, as a caller, trusting the
+    /// test CA for TLS.
+    pub fn caller(&self, transport: &str) -> voipcheck::probe::sip::Account {
+        voipcheck::probe::sip::Account {
+            server: self.uri(transport),
+            username: "alice".into(),
+            auth_username: None,
+            domain: None,
+            proxy: None,
+            password: voipcheck::secret::Secret::new("alice-secret"),
+            ca: Some(voipcheck::probe::tls::CaSource::File(self.ca_file.clone())),
+        }
+    }
+
     /// The Contacts Kamailio holds for `user` right now, from `kamcmd ul.dump`.
     pub fn bindings(&self, user: &str) -> Vec<String> {
         let output = Command::new(require_program("kamcmd"))
