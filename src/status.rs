@@ -92,6 +92,7 @@ pub fn next_status(
         conditions,
         last_run,
         incident,
+        ..VoipCheckStatus::default()
     };
     (status, transitions)
 }

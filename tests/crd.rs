@@ -83,6 +83,7 @@ fn printer_columns_read_the_conditions() {
             condition(ConditionType::HotlineReportable, "status"),
             0,
         ),
+        ("Failing", ".status.failingLocations".to_owned(), 0),
         ("SIP", condition(ConditionType::SipRegistered, "reason"), 0),
         (
             "Qualify",

@@ -113,6 +113,9 @@ stable_names! {
         InvalidSpec,
         /// The operator's allow-list does not include the target (DESIGN.md §8).
         TargetNotAllowed,
+        /// No location that runs the check has written within its bound: nothing is known
+        /// (Unknown; the stale entries are marked `stale`).
+        LocationsStale,
 
         // --- SIP ---
         /// REGISTER answered with a final 200 OK.
@@ -213,6 +216,9 @@ stable_names! {
         LocalNetworkProblem,
         /// The target is not a provider service (`target.kind: Other`).
         NotAProviderService,
+        /// A provider-side failure seen from fewer locations than `spec.report.minLocations`
+        /// asks for, and from no location the service works: not reportable yet.
+        TooFewLocations,
     }
 }
 
@@ -290,6 +296,7 @@ impl ConditionType {
                 CredentialsMissing,
                 InvalidSpec,
                 TargetNotAllowed,
+                LocationsStale,
             ],
             ConditionType::SipRegistered => &[
                 Registered,
@@ -362,6 +369,7 @@ impl ConditionType {
                 ConfigurationProblem,
                 LocalNetworkProblem,
                 NotAProviderService,
+                TooFewLocations,
             ],
         }
     }

@@ -103,6 +103,8 @@ pub const SIP_ERROR_CODE: IntRange = IntRange { min: 300, max: 699 };
 pub const HTTP_STATUS: IntRange = IntRange { min: 100, max: 599 };
 pub const PERCENT: IntRange = IntRange { min: 1, max: 100 };
 pub const MIN_RESPONSES: IntRange = IntRange { min: 1, max: 10000 };
+/// `spec.report.minLocations`: at most [`MAX_LOCATIONS`].
+pub const MIN_LOCATIONS: IntRange = IntRange { min: 1, max: 16 };
 
 /// Kubernetes object names (DNS subdomain) and host names.
 pub const MAX_NAME_LENGTH: u32 = 253;
@@ -115,3 +117,5 @@ pub const MAX_REPORT_FIELD_LENGTH: u32 = 256;
 pub const MAX_HTTP_PROBES: u32 = 16;
 pub const MAX_STATUS_CODES: u32 = 16;
 pub const MAX_STUN_SERVERS: u32 = 8;
+/// `spec.locations` (and so the entries of `status.locations` a check's own spec asks for).
+pub const MAX_LOCATIONS: u32 = 16;

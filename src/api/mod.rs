@@ -21,7 +21,9 @@ pub use spec::{
     SipCheck, SipErrorCodes, SipOptions, SipRegister, StunCheck, StunRequire, StunTransport,
     Target, TargetKind, VoipCheck, VoipCheckSpec,
 };
-pub use status::{Incident, LastRun, ProbeResult, VoipCheckStatus};
+pub use status::{
+    Incident, LastRun, LocationStatus, MAX_STATUS_LOCATIONS, ProbeResult, VoipCheckStatus,
+};
 pub use validate::{
     InvalidSpec, SpecError, call_bound, check_host_port, check_sip_uri, check_sip_user,
     check_stun_server, compile_body_regex, parse_duration, parse_http_url, parse_int, parse_mos,

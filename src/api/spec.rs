@@ -54,6 +54,12 @@ use serde::{Deserialize, Serialize};
         description = "A provider outage the hotline accepts"
     ),
     printcolumn(
+        name = "Failing",
+        type_ = "integer",
+        json_path = ".status.failingLocations",
+        description = "How many locations see a provider-side failure"
+    ),
+    printcolumn(
         name = "SIP",
         type_ = "string",
         json_path = ".status.conditions[?(@.type==\"SipRegistered\")].reason",
@@ -168,6 +174,16 @@ pub struct VoipCheckSpec {
     /// failure is reportable.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub report: Option<Report>,
+
+    /// The locations (an operator instance's --location) that run this check, each a DNS
+    /// label; empty: every location. Each writes its own entry of status.locations.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(
+        length(max = limits::MAX_LOCATIONS),
+        inner(length(min = 1, max = limits::MAX_PROBE_NAME_LENGTH), pattern(patterns::PROBE_NAME))
+    )]
+    #[x_kube(merge_strategy = ListMerge::Set)]
+    pub locations: Vec<String>,
 }
 
 /// The CEL form of [`crate::probe::sip::CallConfig::bound`] against the interval (the hang-up
@@ -625,6 +641,13 @@ pub struct Report {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = limits::MAX_REPORT_FIELD_LENGTH))]
     pub contact: Option<String>,
+    /// From how many locations a provider-side failure must be seen (while no location reaches
+    /// the service) before it is reportable (1 to 16; default 1). Seed 002 asks "is it
+    /// reachable from another location?": with several locations, a failure seen from some
+    /// while another one succeeds is LocalNetworkProblem whatever this says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = limits::MIN_LOCATIONS.min, max = limits::MIN_LOCATIONS.max))]
+    pub min_locations: Option<i32>,
 }
 
 /// One Secret key a check reads, and the spec field that references it.

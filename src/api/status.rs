@@ -11,6 +11,11 @@ use kube::KubeSchema;
 use serde::{Deserialize, Serialize};
 
 /// What the operator last observed.
+///
+/// Two writers share it, each with its own server-side-apply field manager: every location
+/// writes its own entry of `locations` (field manager `voipcheck/<location>`), and one
+/// instance, the aggregating location's holder of the check's shard, writes the rest: the
+/// verdict across locations (`voipcheck`).
 #[derive(KubeSchema, Serialize, Deserialize, Debug, Clone, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct VoipCheckStatus {
@@ -19,18 +24,65 @@ pub struct VoipCheckStatus {
     pub observed_generation: Option<i64>,
 
     /// Ready, SipRegistered, SipReachable, SipErrorRate, WebReachable, StunReachable,
-    /// NatBindingStable and HotlineReportable, each with a stable CamelCase reason.
+    /// NatBindingStable and HotlineReportable, each with a stable CamelCase reason: the verdict
+    /// across the locations that run the check (with one location, that location's own).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,
 
-    /// The most recent run of the probes.
+    /// The most recent run of the probes (written by operators before status.locations; each
+    /// location's entry has its own).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_run: Option<LastRun>,
 
     /// Set while HotlineReportable is True: everything the hotline asks for in an outage report.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub incident: Option<Incident>,
+
+    /// How many locations see a provider-side failure (the printer column `Failing`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failing_locations: Option<i32>,
+
+    /// One entry per location that runs the check, keyed by the location's name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = MAX_STATUS_LOCATIONS))]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["name".into()]))]
+    pub locations: Vec<LocationStatus>,
+}
+
+/// Entries of `status.locations` the schema allows: more than a spec may select
+/// ([`super::limits::MAX_LOCATIONS`]), so entries of locations dropped from the spec still fit.
+pub const MAX_STATUS_LOCATIONS: u32 = 64;
+
+/// One location's own view of a check: what its probes saw and its own verdict, written by
+/// that location's instance only (field manager `voipcheck/<name>`).
+#[derive(KubeSchema, Serialize, Deserialize, Debug, Clone, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct LocationStatus {
+    /// The location (the operator's --location).
+    pub name: String,
+
+    /// The metadata.generation of the spec this location ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+
+    /// The same conditions as status.conditions, as seen from this location alone.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
+    pub conditions: Vec<Condition>,
+
+    /// This location's most recent run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_run: Option<LastRun>,
+
+    /// This location's incident while its own HotlineReportable is True.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub incident: Option<Incident>,
+
+    /// Set by the aggregating instance (its own field of this entry) while the location has not
+    /// written for longer than its writes may be apart: its view is left out of the verdict.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stale: Option<bool>,
 }
 
 /// One run of a check's probes.

@@ -96,7 +96,11 @@ pub fn validate(spec: &VoipCheckSpec) -> Result<(), InvalidSpec> {
                 c.max_length(field, value, limits::MAX_REPORT_FIELD_LENGTH);
             }
         }
+        if let Some(min) = report.min_locations {
+            c.int("spec.report.minLocations", min, limits::MIN_LOCATIONS);
+        }
     }
+    c.locations(&spec.locations);
     c.finish()
 }
 
@@ -428,6 +432,30 @@ impl Checker {
                 "must be longer than a test call can take: timeout + sip.call.ringTimeout + \
                  sip.call.media.duration + the hang-up (timeout, at most 3s)",
             );
+        }
+    }
+
+    fn locations(&mut self, locations: &[String]) {
+        if locations.len() > limits::MAX_LOCATIONS as usize {
+            let max = limits::MAX_LOCATIONS;
+            self.fail(
+                "spec.locations",
+                format!("must list at most {max} locations"),
+            );
+        }
+        let mut seen = HashSet::new();
+        for (i, location) in locations.iter().enumerate() {
+            let field = format!("spec.locations[{i}]");
+            self.shaped(
+                &field,
+                location,
+                limits::MAX_PROBE_NAME_LENGTH,
+                &pattern::PROBE_NAME,
+                "must be lower-case letters, digits and '-', starting and ending with a letter or digit",
+            );
+            if !seen.insert(location.as_str()) {
+                self.fail(field, "duplicate location");
+            }
         }
     }
 
@@ -773,6 +801,9 @@ mod tests {
         ("seventeen HTTP probes", |s| { s.http = (0..17).map(|i| { let mut p = s.http[0].clone(); p.name = format!("p{i}"); p }).collect(); }, "spec.http", "at most 16"),
         ("no STUN server", |s| stun(s).servers.clear(), "spec.stun.servers", "1 to 8"),
         ("STUN server as URL", |s| stun(s).servers[0] = "stun://stun.sipgate.net".into(), "spec.stun.servers[0]", "host, host:port"),
+        ("location with capitals", |s| s.locations = vec!["Office".into()], "spec.locations[0]", "lower-case"),
+        ("duplicate location", |s| s.locations = vec!["office".into(), "office".into()], "spec.locations[1]", "duplicate location"),
+        ("minLocations 0", |s| s.report = Some(crate::api::Report { min_locations: Some(0), ..Default::default() }), "spec.report.minLocations", "between 1 and 16"),
         ("TURN server", |s| stun(s).servers[0] = "turn:stun.sipgate.net".into(), "spec.stun.servers[0]", "stuns:host[:port] for TLS"),
         ("STUN port 0", |s| stun(s).servers[0] = "stun.sipgate.net:0".into(), "spec.stun.servers[0]", "port outside"),
         ("TLS warning of 2 years", |s| s.tls_expiry_warning = GoDuration::from_secs(2 * 8760 * 3600), "spec.tlsExpiryWarning", "between 1h and 8760h"),
