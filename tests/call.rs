@@ -33,9 +33,11 @@ fn call_config(kamailio: &Kamailio, transport: &str, number: &str) -> CallConfig
 }
 
 async fn call(cfg: &CallConfig) -> CallOutcome {
-    let outcome = sip::call(&Dns::system().unwrap(), cfg)
-        .await
-        .expect("valid configuration");
+    call_with(&Dns::system().unwrap(), cfg).await
+}
+
+async fn call_with(dns: &Dns, cfg: &CallConfig) -> CallOutcome {
+    let outcome = sip::call(dns, cfg).await.expect("valid configuration");
     assert!(
         outcome.total <= cfg.bound(),
         "the call took {:?}, over its bound {:?}",
@@ -576,6 +578,32 @@ async fn each_retransmitted_200_is_acknowledged_again() {
     far_end.assert_scenario_completes(Duration::from_secs(5));
 }
 
+#[tokio::test]
+async fn an_answer_naming_media_outside_the_allow_list_gets_no_rtp_and_the_call_is_ended() {
+    // Signalling on 127.0.0.1 (allowed), the answer's media on 127.0.0.2 (not).
+    let media_port = support::free_media_port().to_string();
+    let options = ["-rtp_echo", "-mi", "127.0.0.2", "-mp", &media_port];
+    let mut far_end = Sipp::start_with("call-echo.xml", LOCAL, 1, &options);
+    let dns = Dns::system()
+        .unwrap()
+        .restricted(|_, ip| ip == IpAddr::V4(Ipv4Addr::LOCALHOST));
+    let mut cfg = direct(&far_end);
+    cfg.media = media(1);
+    let outcome = call_with(&dns, &cfg).await;
+    let text = flow(&outcome);
+    assert_eq!(
+        outcome.failure,
+        Some(Failure::TargetNotAllowed {
+            name: format!("127.0.0.2:{media_port}"),
+            address: "127.0.0.2".into()
+        }),
+        "{text}"
+    );
+    assert!(outcome.media.is_none(), "no RTP sent or measured: {text}");
+    assert_hung_up(&outcome, "BYE", &text);
+    far_end.assert_scenario_completes(Duration::from_secs(5));
+}
+
 /// The hairpin call: alice calls bob, whom the probe registers and answers itself.
 fn hairpin(kamailio: &Kamailio, transport: &str, password: &str) -> CallConfig {
     let mut cfg = call_config(kamailio, transport, "bob");
@@ -642,6 +670,39 @@ async fn a_hairpin_call_that_only_has_to_ring_is_cancelled_at_the_callee() {
     // The callee got the CANCEL and ended its side with 487.
     assert!(text.contains("←  CANCEL sip:bob-"), "{text}");
     assert!(kamailio.bindings("bob").is_empty());
+}
+
+#[tokio::test]
+async fn the_probes_own_callee_refuses_an_offer_naming_media_outside_the_allow_list() {
+    // The caller's offer names 127.0.0.5 (its STUN-mapped address), which the allow-list
+    // refuses: the callee answers 488 and sends no RTP there.
+    let (stun, responder) = stun_responder("127.0.0.5:40000".parse().unwrap()).await;
+    let kamailio = Kamailio::start();
+    let mut cfg = hairpin(&kamailio, "udp", "bob-secret");
+    cfg.media = media(1);
+    cfg.advertise = SdpAddress::StunMapped {
+        server: stun.to_string(),
+    };
+    let refused = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 5));
+    let dns = Dns::system()
+        .unwrap()
+        .restricted(move |_, ip| ip != refused);
+    let outcome = call_with(&dns, &cfg).await;
+    let text = flow(&outcome);
+    assert_eq!(
+        outcome.failure,
+        Some(Failure::TargetNotAllowed {
+            name: "127.0.0.5:40000".into(),
+            address: "127.0.0.5".into()
+        }),
+        "{text}"
+    );
+    assert!(
+        text.contains("→  SIP/2.0 488 Not Acceptable Here"),
+        "{text}"
+    );
+    assert!(kamailio.bindings("bob").is_empty());
+    responder.abort();
 }
 
 #[tokio::test]

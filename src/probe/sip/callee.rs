@@ -13,6 +13,7 @@ use super::register::Kept;
 use super::sdp;
 use super::transaction::T1;
 use crate::probe::Failure;
+use crate::probe::dns::Dns;
 use crate::probe::media::{Codec, Leg, LegReport, MediaConfig};
 use std::future::Future;
 use std::net::SocketAddr;
@@ -26,6 +27,8 @@ const T2: Duration = Duration::from_secs(4);
 /// The callee of one call.
 pub(super) struct Callee<'a> {
     kept: Kept<'a>,
+    /// Checks where the offer asks our RTP to go (DESIGN.md §8: a proxy may rewrite it).
+    dns: &'a Dns,
     pub flow: Flow,
     policy: AnswerPolicy,
     leg: Option<Leg>,
@@ -36,6 +39,9 @@ pub(super) struct Callee<'a> {
     pub reached: Option<Instant>,
     /// What the callee's media leg measured.
     pub heard: Option<LegReport>,
+    /// Why the callee refused the offer (488) though it could answer it: its media address is
+    /// not on the allow-list. The call's failure, rather than the 488 the caller sees.
+    pub refused: Option<Failure>,
 }
 
 /// The media leg, once running.
@@ -44,16 +50,18 @@ type Running<'m> = Pin<Box<dyn Future<Output = LegReport> + Send + 'm>>;
 impl<'a> Callee<'a> {
     /// The callee on its registration, with its RTP leg (bound on the connection's local
     /// address).
-    pub fn new(kept: Kept<'a>, leg: Leg, flow: Flow, policy: AnswerPolicy) -> Self {
+    pub fn new(kept: Kept<'a>, dns: &'a Dns, leg: Leg, flow: Flow, policy: AnswerPolicy) -> Self {
         Callee {
             rtp: leg.local_addr(),
             kept,
+            dns,
             flow,
             policy,
             leg: Some(leg),
             tag: random_token(),
             reached: None,
             heard: None,
+            refused: None,
         }
     }
 
@@ -113,7 +121,8 @@ impl<'a> Callee<'a> {
             let sent = match (&request.method, &invite) {
                 (rsip::Method::Invite, None) => {
                     self.reached = Some(Instant::now());
-                    let (replies, negotiated) = self.ring(&request);
+                    let (replies, negotiated, refused) = self.ring(&request);
+                    self.refused = refused;
                     remote = negotiated;
                     answering = Some(Answering {
                         call_id: request.call_id().unwrap_or_default(),
@@ -189,26 +198,33 @@ impl<'a> Callee<'a> {
     /// The responses to the INVITE: 100 and 180, then (unless only ringing is wanted) 200 with
     /// our SDP answer, or 488 when the offer cannot be answered; and where the caller's RTP
     /// goes.
-    fn ring(&self, invite: &Inbound) -> (Vec<Vec<u8>>, Option<SocketAddr>) {
+    fn ring(&self, invite: &Inbound) -> (Vec<Vec<u8>>, Option<SocketAddr>, Option<Failure>) {
         let contact = [format!("Contact: <{}>", self.kept.contact())];
         let mut replies = vec![
             invite.response(self.spec(100, "Trying", false, &[], None)),
             invite.response(self.spec(180, "Ringing", true, &contact, None)),
         ];
         if self.policy == AnswerPolicy::RingingIsEnough {
-            return (replies, None);
+            return (replies, None, None);
         }
         let session_id = rand::random::<u32>().into();
-        match sdp::answer(invite.sdp(), self.rtp, session_id) {
+        let answered = sdp::answer(invite.sdp(), self.rtp, session_id).map_err(|_| None);
+        let answered = answered.and_then(|(answer, negotiated)| {
+            match self.dns.check_address(negotiated.remote) {
+                Ok(()) => Ok((answer, negotiated)),
+                Err(refused) => Err(Some(refused)),
+            }
+        });
+        match answered {
             Ok((answer, negotiated)) => {
                 let body = Body {
                     content_type: sdp::CONTENT_TYPE,
                     bytes: &answer,
                 };
                 replies.push(invite.response(self.spec(200, "OK", true, &contact, Some(body))));
-                (replies, Some(negotiated.remote))
+                (replies, Some(negotiated.remote), None)
             }
-            Err(_) => {
+            Err(refused) => {
                 replies.push(invite.response(self.spec(
                     488,
                     "Not Acceptable Here",
@@ -216,7 +232,7 @@ impl<'a> Callee<'a> {
                     &[],
                     None,
                 )));
-                (replies, None)
+                (replies, None, refused)
             }
         }
     }

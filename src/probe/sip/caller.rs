@@ -59,7 +59,7 @@ pub async fn call(dns: &Dns, cfg: &CallConfig) -> Result<CallOutcome, ConfigErro
             };
             let ip = kept.local_addr().ip();
             match Leg::bind(ip) {
-                Ok(leg) => Some(callee::Callee::new(kept, leg, flow, cfg.answer)),
+                Ok(leg) => Some(callee::Callee::new(kept, dns, leg, flow, cfg.answer)),
                 Err(e) => {
                     kept.unregister(HANGUP_BUDGET.min(cfg.timeout), &mut flow)
                         .await;
@@ -201,6 +201,10 @@ impl session::Exchange for Attempt<'_, '_> {
         if let (Some(callee), Some(sent)) = (&callee, call.invite_sent) {
             outcome.callee_reached = callee.reached.map(|at| at.saturating_duration_since(sent));
         }
+        // Our own callee's refusal is the call's failure, not the 488 it answered with.
+        if let Some(refused) = callee.as_ref().and_then(|c| c.refused.clone()) {
+            return Err(refused);
+        }
         result?;
         match call.media_report(callee.and_then(|c| c.heard.take())) {
             Some((report, failure)) => {
@@ -247,6 +251,9 @@ enum Rang {
 
 /// One call's state on its connection.
 struct Call<'a> {
+    /// Checks the media address the far end answers with (DESIGN.md §8: every address a probe
+    /// contacts is on the allow-list, not only those a name of ours led to).
+    dns: &'a Dns,
     cfg: &'a CallConfig,
     conn: Connection,
     dialogue: Dialogue,
@@ -269,7 +276,7 @@ struct Call<'a> {
 
 impl<'a> Call<'a> {
     async fn new(
-        dns: &Dns,
+        dns: &'a Dns,
         cfg: &'a CallConfig,
         conn: Connection,
         server: &ServerUri,
@@ -319,6 +326,7 @@ impl<'a> Call<'a> {
             session_id,
         };
         Ok(Call {
+            dns,
             cfg,
             conn,
             dialogue,
@@ -498,6 +506,7 @@ impl<'a> Call<'a> {
         let (Some(cfg), Some(leg)) = (&self.cfg.media, self.leg.take()) else {
             return Ok(());
         };
+        self.dns.check_address(negotiated.remote)?;
         let until = (Instant::now() + cfg.duration + DRAIN).min(self.media_until);
         let run = leg.run(negotiated.remote, cfg, until);
         tokio::pin!(run);
