@@ -221,7 +221,7 @@ async fn secret_metadata_is_listed_and_watched_without_the_data() {
 }
 
 #[tokio::test]
-async fn status_apply_replaces_the_status_and_honours_the_uid_precondition() {
+async fn status_apply_keeps_the_generation_and_honours_the_uid_precondition() {
     let api = FakeApi::start();
     let stored = api.insert(voipcheck("a"));
     let uid = stored["metadata"]["uid"].as_str().unwrap().to_owned();
@@ -299,6 +299,321 @@ async fn status_apply_replaces_the_status_and_honours_the_uid_precondition() {
         .unwrap();
     assert_eq!(object.metadata.generation, Some(3));
     assert_eq!(object.status.unwrap().observed_generation, Some(2));
+}
+
+/// A location's entry of `status.locations`, as its operator applies it.
+fn entry(location: &str, ready: &str) -> Value {
+    json!({
+        "name": location,
+        "observedGeneration": 1,
+        "conditions": [ {
+            "type": "Ready", "status": ready, "reason": "Healthy", "message": "all probes pass",
+            "lastTransitionTime": "2026-01-01T00:00:00Z", "observedGeneration": 1
+        } ],
+        "lastRun": { "time": "2026-01-01T00:00:00Z", "probes": [] }
+    })
+}
+
+/// The body of a status apply.
+fn status_body(status: Value) -> Patch<Value> {
+    Patch::Apply(json!({
+        "apiVersion": "voipcheck.io/v1alpha1", "kind": "VoipCheck", "status": status
+    }))
+}
+
+/// The `managedFields` entry of `manager` on VoipCheck `name`.
+fn managed(api: &FakeApi, name: &str, manager: &str) -> Option<Value> {
+    let object = api.get(Kind::VoipCheck, NS, name)?;
+    object["metadata"]["managedFields"]
+        .as_array()?
+        .iter()
+        .find(|e| e["manager"] == manager)
+        .cloned()
+}
+
+/// The names of the entries of `status.locations`.
+fn locations(api: &FakeApi, name: &str) -> Vec<String> {
+    api.status(NS, name).map_or_else(Vec::new, |status| {
+        status["locations"]
+            .as_array()
+            .map(|all| {
+                all.iter()
+                    .map(|l| l["name"].as_str().unwrap().to_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    })
+}
+
+#[tokio::test]
+async fn two_managers_apply_their_own_list_map_entries_and_neither_removes_the_other() {
+    let api = FakeApi::start();
+    api.insert(voipcheck("a"));
+    let checks: Api<VoipCheck> = Api::namespaced(api.client(), NS);
+    let as_manager = |m: &str| PatchParams::apply(m).force();
+    checks
+        .patch_status(
+            "a",
+            &as_manager("voipcheck/eu-west"),
+            &status_body(json!({ "locations": [entry("eu-west", "True")] })),
+        )
+        .await
+        .unwrap();
+    checks
+        .patch_status(
+            "a",
+            &as_manager("voipcheck/office"),
+            &status_body(json!({ "locations": [entry("office", "True")] })),
+        )
+        .await
+        .unwrap();
+    // eu-west's next apply changes its own entry only.
+    checks
+        .patch_status(
+            "a",
+            &as_manager("voipcheck/eu-west"),
+            &status_body(json!({ "locations": [entry("eu-west", "False")] })),
+        )
+        .await
+        .unwrap();
+    let status = api.status(NS, "a").unwrap();
+    assert_eq!(
+        status["locations"],
+        json!([entry("eu-west", "False"), entry("office", "True")])
+    );
+
+    // Ownership in the API server's format: the element, its key and every leaf it set.
+    let office = managed(&api, "a", "voipcheck/office").unwrap();
+    assert_eq!(office["operation"], "Apply");
+    assert_eq!(office["subresource"], "status");
+    assert_eq!(office["apiVersion"], "voipcheck.io/v1alpha1");
+    assert_eq!(office["fieldsType"], "FieldsV1");
+    assert!(office["time"].is_string());
+    assert_eq!(
+        office["fieldsV1"],
+        json!({ "f:status": { "f:locations": { "k:{\"name\":\"office\"}": {
+            ".": {}, "f:name": {}, "f:observedGeneration": {},
+            "f:conditions": { "k:{\"type\":\"Ready\"}": {
+                ".": {}, "f:type": {}, "f:status": {}, "f:reason": {}, "f:message": {},
+                "f:lastTransitionTime": {}, "f:observedGeneration": {}
+            } },
+            "f:lastRun": { "f:time": {}, "f:probes": {} }
+        } } } })
+    );
+    let object = api.get(Kind::VoipCheck, NS, "a").unwrap();
+    assert_eq!(
+        object["metadata"]["managedFields"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    assert_eq!(object["metadata"]["generation"], 1);
+}
+
+#[tokio::test]
+async fn a_field_the_manager_no_longer_sends_is_removed_and_an_empty_status_removes_its_entry() {
+    let api = FakeApi::start();
+    api.insert(voipcheck("a"));
+    let checks: Api<VoipCheck> = Api::namespaced(api.client(), NS);
+    let eu_west = PatchParams::apply("voipcheck/eu-west").force();
+    let mut failing = entry("eu-west", "False");
+    failing["incident"] = json!({ "service": "Cloud", "name": "a", "since": "2026-01-01T00:00:00Z", "evidence": "timeout" });
+    checks
+        .patch_status(
+            "a",
+            &eu_west,
+            &status_body(json!({ "locations": [failing] })),
+        )
+        .await
+        .unwrap();
+    checks
+        .patch_status(
+            "a",
+            &PatchParams::apply("voipcheck/office").force(),
+            &status_body(json!({ "locations": [entry("office", "True")] })),
+        )
+        .await
+        .unwrap();
+    assert!(
+        api.status(NS, "a").unwrap()["locations"][0]
+            .get("incident")
+            .is_some()
+    );
+
+    // The next apply without the incident: gone; the rest of the entry stays.
+    checks
+        .patch_status(
+            "a",
+            &eu_west,
+            &status_body(json!({ "locations": [entry("eu-west", "True")] })),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        api.status(NS, "a").unwrap()["locations"][0],
+        entry("eu-west", "True")
+    );
+    let owned = &managed(&api, "a", "voipcheck/eu-west").unwrap()["fieldsV1"];
+    assert!(
+        owned
+            .pointer("/f:status/f:locations/k:{\"name\":\"eu-west\"}/f:incident")
+            .is_none(),
+        "{owned}"
+    );
+
+    // The check no longer runs in eu-west: an apply of an empty status takes its entry away.
+    checks
+        .patch_status("a", &eu_west, &status_body(json!({})))
+        .await
+        .unwrap();
+    assert_eq!(locations(&api, "a"), ["office"]);
+    assert_eq!(managed(&api, "a", "voipcheck/eu-west"), None);
+}
+
+#[tokio::test]
+async fn a_field_co_owned_in_another_managers_entry_goes_when_its_manager_stops_sending_it() {
+    let api = FakeApi::start();
+    api.insert(voipcheck("a"));
+    let checks: Api<VoipCheck> = Api::namespaced(api.client(), NS);
+    let office = PatchParams::apply("voipcheck/office").force();
+    let aggregator = PatchParams::apply("voipcheck").force();
+    checks
+        .patch_status(
+            "a",
+            &office,
+            &status_body(json!({ "locations": [entry("office", "True")] })),
+        )
+        .await
+        .unwrap();
+    // The aggregator marks office stale (its own field in office's entry) beside the top level.
+    let top = json!({ "observedGeneration": 1, "failingLocations": 0 });
+    let mut stale = top.clone();
+    stale["locations"] = json!([{ "name": "office", "stale": true }]);
+    checks
+        .patch_status("a", &aggregator, &status_body(stale))
+        .await
+        .unwrap();
+    let mut marked = entry("office", "True");
+    marked["stale"] = json!(true);
+    assert_eq!(api.status(NS, "a").unwrap()["locations"], json!([marked]));
+
+    // office writes again (not sending stale): the aggregator's field stays until it drops it.
+    checks
+        .patch_status(
+            "a",
+            &office,
+            &status_body(json!({ "locations": [entry("office", "False")] })),
+        )
+        .await
+        .unwrap();
+    assert_eq!(api.status(NS, "a").unwrap()["locations"][0]["stale"], true);
+    checks
+        .patch_status("a", &aggregator, &status_body(top.clone()))
+        .await
+        .unwrap();
+    let status = api.status(NS, "a").unwrap();
+    assert_eq!(status["locations"], json!([entry("office", "False")]));
+    assert_eq!(status["failingLocations"], 0);
+    assert_eq!(
+        managed(&api, "a", "voipcheck").unwrap()["fieldsV1"],
+        json!({ "f:status": { "f:observedGeneration": {}, "f:failingLocations": {} } })
+    );
+}
+
+#[tokio::test]
+async fn an_apply_without_force_conflicts_on_another_managers_value_and_force_takes_it() {
+    let api = FakeApi::start();
+    api.insert(voipcheck("a"));
+    let checks: Api<VoipCheck> = Api::namespaced(api.client(), NS);
+    checks
+        .patch_status(
+            "a",
+            &PatchParams::apply("voipcheck/office").force(),
+            &status_body(json!({ "locations": [entry("office", "True")] })),
+        )
+        .await
+        .unwrap();
+    let intruder = |generation: i64| {
+        status_body(
+            json!({ "locations": [ { "name": "office", "observedGeneration": generation } ] }),
+        )
+    };
+
+    let refused = checks
+        .patch_status("a", &PatchParams::apply("intruder"), &intruder(2))
+        .await
+        .unwrap_err();
+    match &refused {
+        kube::Error::Api(s) => {
+            assert_eq!((s.code, s.reason.as_str()), (409, "Conflict"));
+            assert_eq!(
+                s.message,
+                "Apply failed with 1 conflict: conflict with \"voipcheck/office\" with subresource \"status\": .status.locations[name=\"office\"].observedGeneration"
+            );
+        }
+        other => panic!("{other}"),
+    }
+    assert_eq!(
+        api.status(NS, "a").unwrap()["locations"][0]["observedGeneration"],
+        1
+    );
+    assert_eq!(managed(&api, "a", "intruder"), None);
+
+    // The same value is shared ownership, not a conflict.
+    checks
+        .patch_status("a", &PatchParams::apply("intruder"), &intruder(1))
+        .await
+        .unwrap();
+    // With force the field changes hands.
+    checks
+        .patch_status("a", &PatchParams::apply("intruder").force(), &intruder(3))
+        .await
+        .unwrap();
+    assert_eq!(
+        api.status(NS, "a").unwrap()["locations"][0]["observedGeneration"],
+        3
+    );
+    let office = &managed(&api, "a", "voipcheck/office").unwrap()["fieldsV1"];
+    let element = &office["f:status"]["f:locations"]["k:{\"name\":\"office\"}"];
+    assert!(element.get("f:observedGeneration").is_none(), "{office}");
+    assert!(element.get("f:conditions").is_some(), "{office}");
+}
+
+#[tokio::test]
+async fn an_apply_to_the_object_creates_it_merges_the_spec_and_leaves_the_status_alone() {
+    let api = FakeApi::start();
+    let checks: Api<VoipCheck> = Api::namespaced(api.client(), NS);
+    let kubectl = PatchParams::apply("kubectl").force();
+    let mut manifest = voipcheck("a");
+    manifest["spec"]["interval"] = json!("10s");
+    checks
+        .patch("a", &kubectl, &Patch::Apply(manifest))
+        .await
+        .unwrap();
+    checks
+        .patch_status(
+            "a",
+            &PatchParams::apply("voipcheck").force(),
+            &status_body(json!({ "observedGeneration": 1 })),
+        )
+        .await
+        .unwrap();
+    // The next apply no longer sets the interval: removed, the generation bumped, the status kept.
+    checks
+        .patch("a", &kubectl, &Patch::Apply(voipcheck("a")))
+        .await
+        .unwrap();
+    let object = api.get(Kind::VoipCheck, NS, "a").unwrap();
+    assert!(object["spec"].get("interval").is_none(), "{object}");
+    assert_eq!(object["metadata"]["generation"], 2);
+    assert_eq!(object["status"], json!({ "observedGeneration": 1 }));
+    let owned = &managed(&api, "a", "kubectl").unwrap();
+    assert!(owned.get("subresource").is_none());
+    assert!(
+        owned["fieldsV1"]["f:spec"]["f:http"]["k:{\"name\":\"ui\"}"]["f:url"].is_object(),
+        "spec.http is a list-map by name: {owned}"
+    );
 }
 
 #[tokio::test]

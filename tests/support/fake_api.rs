@@ -22,9 +22,13 @@
 //!   resourceVersion is an unconditional update (allowed for these kinds).
 //! - PATCH: `application/merge-patch+json` is RFC 7386; `strategic-merge-patch+json` is
 //!   treated the same (no list merge keys are needed here); `apply-patch+yaml` (server-side
-//!   apply; kube sends it as JSON) merges the body into the object, except on `/status`, where
-//!   the body's `status` replaces the whole status (the one manager's fields are all of it). An
-//!   apply creates a missing object, except on `/status`: 404. JSON patch is 415.
+//!   apply; kube sends it as JSON) is structured-merge-diff's ([`apply`]): `metadata.managedFields`
+//!   per field manager (`fieldManager`, required) and subresource, list-maps merged by the keys
+//!   the CRD's schema declares, a manager's dropped fields removed unless another owns them,
+//!   and 409 Conflict with the API server's message for a field another manager owns with
+//!   another value unless `force=true`. On `/status` only the body's `status` is applied, on
+//!   the object everything but the status. An apply creates a missing object, except on
+//!   `/status`: 404. JSON patch is 415.
 //! - The status subresource of VoipChecks: writes to the object ignore `status`, writes to
 //!   `/status` change only `status` (and never the generation). A POST drops `status`.
 //! - list answers every matching object and the current resourceVersion in one page (`limit` is
@@ -50,6 +54,8 @@
 //! cleared, delay, answer a status code (429 with `Retry-After`); [`FakeApi::drop_watches`]
 //! ends every open watch cleanly; [`FakeApi::refuse_connections`] closes the listener and every
 //! open connection until [`FakeApi::accept_connections`] listens again on the same port.
+
+mod apply;
 
 use bytes::Bytes;
 use http::{Method, StatusCode};
@@ -397,7 +403,7 @@ impl Store {
         key: &Key,
         part: Part,
         preconditions: &Value,
-        change: impl FnOnce(&Value) -> Value,
+        change: impl FnOnce(&Value) -> Result<Value, ApiError>,
     ) -> Result<Value, ApiError> {
         let (kind, namespace, name) = key;
         let Some(stored) = self.objects.get(key) else {
@@ -411,7 +417,8 @@ impl Store {
                 return Err(ApiError::conflict(*kind, name));
             }
         }
-        let changed = change(stored);
+        let changed = change(stored)?;
+        let managed_fields = changed["metadata"].get("managedFields").cloned();
         let mut next = stored.clone();
         match part {
             Part::Status => match changed.get("status") {
@@ -452,6 +459,15 @@ impl Store {
                 next["apiVersion"] = json!(kind.api_version());
                 next["kind"] = json!(kind.kind());
             }
+        }
+        match managed_fields {
+            Some(Value::Array(entries)) if entries.is_empty() => {
+                next["metadata"]
+                    .as_object_mut()
+                    .map(|m| m.remove("managedFields"));
+            }
+            Some(entries) => next["metadata"]["managedFields"] = entries,
+            None => {}
         }
         if &next == stored {
             return Ok(next);
@@ -515,6 +531,14 @@ fn merge_patch(target: &mut Value, patch: &Value) {
     }
 }
 
+/// The CRD's schema of VoipChecks (`openAPIV3Schema` of its one version).
+fn voipcheck_schema() -> Value {
+    let crd = serde_json::to_value(voipcheck::api::crd()).expect("the CRD serialises");
+    crd.pointer("/spec/versions/0/schema/openAPIV3Schema")
+        .cloned()
+        .expect("the CRD has a schema")
+}
+
 /// What every connection's handler shares.
 struct Shared {
     store: Mutex<Store>,
@@ -525,6 +549,9 @@ struct Shared {
     next_fault: Mutex<u64>,
     log: Mutex<Vec<Logged>>,
     bookmark_interval: Duration,
+    /// The OpenAPI schema of each kind that has one here (VoipChecks: the CRD's), for the
+    /// list-maps of server-side apply.
+    schemas: BTreeMap<Kind, Value>,
 }
 
 impl Shared {
@@ -646,6 +673,7 @@ impl FakeApi {
             next_fault: Mutex::new(0),
             log: Mutex::default(),
             bookmark_interval: interval,
+            schemas: BTreeMap::from([(Kind::VoipCheck, voipcheck_schema())]),
         });
         let api = FakeApi {
             shared,
@@ -705,16 +733,13 @@ impl FakeApi {
         let status = object.get("status").cloned();
         self.shared
             .mutate(|store| {
-                let replaced = store.update(&key, Part::Object, &Value::Null, |_| object)?;
+                let replaced = store.update(&key, Part::Object, &Value::Null, |_| Ok(object))?;
                 if !kind.has_status_subresource() {
                     return Ok(replaced);
                 }
-                store.update(
-                    &key,
-                    Part::Status,
-                    &Value::Null,
-                    |_| json!({ "status": status }),
-                )
+                store.update(&key, Part::Status, &Value::Null, |_| {
+                    Ok(json!({ "status": status }))
+                })
             })
             .unwrap_or_else(|e| panic!("replace: {}", e.message))
     }
@@ -1075,7 +1100,7 @@ fn route(shared: &Arc<Shared>, request: &Logged) -> Response {
         (&Method::PUT, Some(namespace), Some(name)) => {
             let key = (target.kind, namespace.to_owned(), name.to_owned());
             let body = request.body.clone();
-            shared.mutate(|s| s.update(&key, target.part, &request.body, |_| body))
+            shared.mutate(|s| s.update(&key, target.part, &request.body, |_| Ok(body)))
         }
         (&Method::PATCH, Some(namespace), Some(name)) => {
             let key = (target.kind, namespace.to_owned(), name.to_owned());
@@ -1101,17 +1126,9 @@ fn patch(shared: &Shared, key: &Key, part: Part, request: &Logged) -> Result<Val
     let body = &request.body;
     let content_type = request.content_type.as_str();
     if content_type.starts_with("application/apply-patch") {
-        let exists = shared.store().objects.contains_key(key);
-        if !exists && part == Part::Object {
-            let mut object = body.clone();
-            object["metadata"]["name"] = json!(key.2);
-            return shared.mutate(|s| s.create(key.0, &key.1, object));
-        }
-        if part == Part::Status {
-            // The manager's whole status: it replaces the status.
-            return shared.mutate(|s| s.update(key, part, body, |_| body.clone()));
-        }
-    } else if !(content_type.starts_with("application/merge-patch+json")
+        return server_side_apply(shared, key, part, request);
+    }
+    if !(content_type.starts_with("application/merge-patch+json")
         || content_type.starts_with("application/strategic-merge-patch+json"))
     {
         return Err(ApiError::new(
@@ -1123,9 +1140,69 @@ fn patch(shared: &Shared, key: &Key, part: Part, request: &Logged) -> Result<Val
         s.update(key, part, body, |stored| {
             let mut merged = stored.clone();
             merge_patch(&mut merged, body);
-            merged
+            Ok(merged)
         })
     })
+}
+
+/// An `apply-patch` ([`apply`]): on `/status` the body's `status`, on the object everything
+/// else (with `metadata.labels` and `annotations`). A missing object is created, except on
+/// `/status`: 404.
+fn server_side_apply(
+    shared: &Shared,
+    key: &Key,
+    part: Part,
+    request: &Logged,
+) -> Result<Value, ApiError> {
+    let Some(manager) = request.param("fieldManager").filter(|m| !m.is_empty()) else {
+        return Err(ApiError::new(
+            422,
+            "PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required value: is required for apply patch",
+        ));
+    };
+    let kind = key.0;
+    let body = &request.body;
+    let applied = match part {
+        Part::Status => json!({ "status": body.get("status").cloned().unwrap_or(json!({})) }),
+        Part::Object => {
+            let mut applied = body.as_object().cloned().unwrap_or_default();
+            for field in ["apiVersion", "kind", "metadata"] {
+                applied.remove(field);
+            }
+            if kind.has_status_subresource() {
+                applied.remove("status");
+            }
+            for field in ["labels", "annotations"] {
+                if let Some(value) = body["metadata"].get(field) {
+                    applied.entry("metadata").or_insert_with(|| json!({}))[field] = value.clone();
+                }
+            }
+            Value::Object(applied)
+        }
+    };
+    let now = now();
+    let applier = apply::Applier {
+        manager: &manager,
+        force: request.param("force").as_deref() == Some("true"),
+        subresource: (part == Part::Status).then_some("status"),
+        api_version: kind.api_version(),
+        now: &now,
+    };
+    let schema = apply::Schema(shared.schemas.get(&kind));
+    let applied_to = |live: &Value| {
+        apply::apply(live, &applied, schema, &applier).map_err(|conflicts| ApiError {
+            code: 409,
+            reason: "Conflict",
+            message: conflicts.0,
+        })
+    };
+    let exists = shared.store().objects.contains_key(key);
+    if !exists && part == Part::Object {
+        let mut object = applied_to(&json!({}))?;
+        object["metadata"]["name"] = json!(key.2);
+        return shared.mutate(|s| s.create(kind, &key.1, object));
+    }
+    shared.mutate(|s| s.update(key, part, body, applied_to))
 }
 
 /// An object as the request asked for it: whole, or as `PartialObjectMetadata`.
