@@ -6,7 +6,7 @@
 use crate::api::{ConditionStatus, ConditionType, Reason};
 use crate::api::{Incident, LastRun, ProbeResult, VoipCheckSpec, VoipCheckStatus};
 use crate::check::{ProbeRun, RunReport};
-use crate::verdict::{Verdict, probe_reason};
+use crate::verdict::{ConditionValue, Verdict, probe_reason};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -53,30 +53,10 @@ pub fn next_status(
     let mut conditions = Vec::with_capacity(verdict.conditions.len());
     let mut transitions = Vec::new();
     for value in &verdict.conditions {
-        let message = bounded(&value.message);
-        let old = before(value.type_);
-        let status_unchanged = old.is_some_and(|c| c.status == value.status.as_str());
-        let last_transition_time = match old {
-            Some(c) if status_unchanged => c.last_transition_time.clone(),
-            _ => time(now),
-        };
-        let from = old.and_then(|c| Some((c.status.parse().ok()?, c.reason.parse().ok()?)));
-        if from != Some((value.status, value.reason)) {
-            transitions.push(Transition {
-                type_: value.type_,
-                from,
-                to: (value.status, value.reason),
-                message: message.clone(),
-            });
-        }
-        conditions.push(Condition {
-            type_: value.type_.as_str().to_owned(),
-            status: value.status.as_str().to_owned(),
-            reason: value.reason.as_str().to_owned(),
-            message,
-            last_transition_time,
-            observed_generation: generation,
-        });
+        let (condition, transition) =
+            written_condition(before(value.type_), value, time(now), generation);
+        conditions.push(condition);
+        transitions.extend(transition);
     }
     let last_run = match run {
         Some(run) => Some(last_run(run)),
@@ -95,6 +75,41 @@ pub fn next_status(
         ..VoipCheckStatus::default()
     };
     (status, transitions)
+}
+
+/// `value` as written after `old` (the condition of that type as written before, if any):
+/// `lastTransitionTime` stays while the status stays, and is `changed_at` when it changes;
+/// the message is [`bounded`]. Also the [`Transition`] when status or reason changed.
+///
+/// [`next_status`] passes the run's `now` as `changed_at`; the verdict across locations
+/// passes the time the locations' own conditions changed.
+pub fn written_condition(
+    old: Option<&Condition>,
+    value: &ConditionValue,
+    changed_at: Time,
+    generation: Option<i64>,
+) -> (Condition, Option<Transition>) {
+    let message = bounded(&value.message);
+    let last_transition_time = match old {
+        Some(c) if c.status == value.status.as_str() => c.last_transition_time.clone(),
+        _ => changed_at,
+    };
+    let from = old.and_then(|c| Some((c.status.parse().ok()?, c.reason.parse().ok()?)));
+    let transition = (from != Some((value.status, value.reason))).then(|| Transition {
+        type_: value.type_,
+        from,
+        to: (value.status, value.reason),
+        message: message.clone(),
+    });
+    let condition = Condition {
+        type_: value.type_.as_str().to_owned(),
+        status: value.status.as_str().to_owned(),
+        reason: value.reason.as_str().to_owned(),
+        message,
+        last_transition_time,
+        observed_generation: generation,
+    };
+    (condition, transition)
 }
 
 /// The run's probes in report order, the control probe last (named `control`).
@@ -122,7 +137,7 @@ fn probe_result(run: &ProbeRun) -> ProbeResult {
 }
 
 /// `t` in whole seconds, as `metav1.Time` is serialised.
-fn time(t: SystemTime) -> Time {
+pub fn time(t: SystemTime) -> Time {
     let secs = t
         .duration_since(UNIX_EPOCH)
         .unwrap_or(Duration::ZERO)

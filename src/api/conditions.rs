@@ -114,7 +114,7 @@ stable_names! {
         /// The operator's allow-list does not include the target (DESIGN.md §8).
         TargetNotAllowed,
         /// No location that runs the check has written within its bound: nothing is known
-        /// (Unknown; the stale entries are marked `stale`).
+        /// (Ready and HotlineReportable Unknown; the stale entries are marked `stale`).
         LocationsStale,
 
         // --- SIP ---
@@ -370,6 +370,7 @@ impl ConditionType {
                 LocalNetworkProblem,
                 NotAProviderService,
                 TooFewLocations,
+                LocationsStale,
             ],
         }
     }

@@ -11,12 +11,16 @@
 //!    `threshold`;
 //! 3. `Ready` and `HotlineReportable` summarise the conditions, the control probe deciding
 //!    whether failures can be trusted — `control`, `ready`, `hotline`.
+//!
+//! That is one location's verdict. With several, each location's own is written to its entry
+//! of `status.locations`, and `locations` decides the verdict across them.
 
 mod call;
 mod control;
 mod error_rate;
 mod format;
 mod hotline;
+mod locations;
 mod nat;
 mod probe;
 mod ready;
@@ -29,6 +33,7 @@ pub(crate) mod fixtures;
 #[cfg(test)]
 mod tests;
 
+pub use locations::{Across, Aggregate, aggregate};
 pub use probe::{Blame, Reading, probe_reason, read, read_control};
 
 use crate::api::TargetKind;
