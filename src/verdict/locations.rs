@@ -403,10 +403,7 @@ fn decide(
 
 /// False when some location has it False, else True when some has it True, else Unknown.
 fn per_type(type_: ConditionType, views: &[View]) -> Option<Decided> {
-    let seen: Vec<(&View, Seen)> = views
-        .iter()
-        .filter_map(|v| Some((v, v.get(type_)?)))
-        .collect();
+    let seen = seen_in(views, type_);
     if let [(_, only)] = seen.as_slice() {
         return Some(Decided::own(type_, *only));
     }
@@ -538,10 +535,7 @@ fn own_reasons(views: &[View]) -> Option<Decided> {
         Reason::Healthy,
     ];
     let type_ = ConditionType::HotlineReportable;
-    let seen: Vec<(&View, Seen)> = views
-        .iter()
-        .filter_map(|v| Some((v, v.get(type_)?)))
-        .collect();
+    let seen = seen_in(views, type_);
     if let [(_, only)] = seen.as_slice() {
         return Some(Decided::own(type_, *only));
     }
@@ -618,6 +612,14 @@ fn rests_on<'v, 'a: 'v>(
     views
         .into_iter()
         .filter_map(|v| Some(v.get(type_)?.written.last_transition_time.clone()))
+        .collect()
+}
+
+/// The locations that have a condition of `type_`, with it.
+fn seen_in<'v, 'a>(views: &'v [View<'a>], type_: ConditionType) -> Vec<(&'v View<'a>, Seen<'a>)> {
+    views
+        .iter()
+        .filter_map(|v| Some((v, v.get(type_)?)))
         .collect()
 }
 
