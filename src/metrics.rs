@@ -41,6 +41,11 @@
 //! | `last_run_timestamp_seconds` | gauge (Unix time) | namespace, name |
 //! | `check_interval_seconds` | gauge | namespace, name |
 //! | `incident_since_timestamp_seconds` | gauge (Unix time; only during an incident) | namespace, name, service, target, cloud_name, server_license |
+//! | `status_condition` | gauge, always 1 (the check's top level) | namespace, name, type, status, reason |
+//! | `status_hotline_reportable` | gauge 0/1 (across locations) | namespace, name |
+//! | `status_failing_locations` | gauge (locations with a provider-side failure) | namespace, name |
+//! | `status_stale_locations` | gauge (locations left out: not written in time) | namespace, name |
+//! | `status_incident_since_timestamp_seconds` | gauge (Unix time; only during an incident across locations) | namespace, name, service, target, cloud_name, server_license |
 //! | `reconcile_total`, `reconcile_errors_total` | counters | -, category |
 //! | `schedule_lag_seconds` | histogram | - |
 //! | `checks` | gauge | - |
@@ -53,6 +58,12 @@
 //! Besides, the standard unprefixed `process_*` metrics (CPU seconds, resident memory, open
 //! and maximum file descriptors, start time; Linux only), which dashboards and alerts expect
 //! under exactly those names.
+//!
+//! `condition`, `hotline_reportable` and `incident_since_timestamp_seconds` are this location's
+//! own view (its entry of `status.locations`); the `status_*` series are the verdict across
+//! locations (the check's top-level status), exported only by the replica that writes it: the
+//! holder of the check's shard in the aggregating location. So alerts on the verdict read the
+//! `status_*` series and need no aggregation across replicas or locations.
 //!
 //! `last_run_timestamp_seconds` and `check_interval_seconds` let an alert catch a check that
 //! has not completed a run for several intervals, whatever stalled it (this operator
@@ -71,16 +82,16 @@ mod http;
 
 pub use http::{Health, serve, serve_on};
 
-use crate::api::{ConditionStatus, ConditionType, Incident, TargetKind};
+use crate::api::{ConditionStatus, ConditionType, Incident, Reason, TargetKind};
 use crate::check::{CheckId, ProbeOutcome, ProbeRun, RunReport};
 use crate::probe::http::HttpOutcome;
 use crate::probe::media::{MediaDirection, MediaReport};
 use crate::probe::sip::{CallOutcome, OptionsOutcome, RegisterOutcome, StatusLine};
 use crate::probe::stun::{ServerAnswer, StunOutcome};
-use crate::verdict::Verdict;
+use crate::verdict::{Aggregate, Verdict};
 use checks::{
     DIRECTIONS, DirectionGauge, HTTP_PHASES, IncidentSeries, ProbeGauge, ProbeMetrics, SipCode,
-    Store,
+    StatusSeries, Store,
 };
 use prometheus::{HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 use std::collections::{HashMap, HashSet};
@@ -238,13 +249,7 @@ impl Metrics {
         let checks = &self.inner.checks;
         match incident {
             Some(incident) => {
-                let series = IncidentSeries {
-                    service: service_label(incident.service),
-                    target: incident.name.clone(),
-                    cloud_name: incident.cloud_name.clone().unwrap_or_default(),
-                    server_license: incident.server_license.clone().unwrap_or_default(),
-                    since: incident.since.0.as_second() as f64,
-                };
+                let series = incident_series(incident);
                 checks.update(id, |check| check.set_incident(Some(series)));
             }
             // No check is added (a removed check stays removed).
@@ -252,7 +257,32 @@ impl Metrics {
         }
     }
 
-    /// Removes every series of a deleted check.
+    /// The verdict across locations, as this replica wrote it to the check's top level:
+    /// `status_condition`, `status_hotline_reportable`, `status_failing_locations`,
+    /// `status_stale_locations` and, while there is one, `status_incident_since_timestamp_seconds`.
+    /// Alerts read these rather than re-deriving the verdict from each location's series.
+    pub fn record_aggregate(&self, id: &CheckId, aggregate: &Aggregate) {
+        // The aggregate's conditions were written from these enums: nothing is left out.
+        let triples = aggregate.conditions.iter().filter_map(|c| {
+            let type_ = c.type_.parse::<ConditionType>().ok()?;
+            let status = c.status.parse::<ConditionStatus>().ok()?;
+            let reason = c.reason.parse::<Reason>().ok()?;
+            Some([type_.as_str(), status.as_str(), reason.as_str()])
+        });
+        let series = StatusSeries::new(
+            triples,
+            aggregate.is_reportable(),
+            f64::from(aggregate.failing_locations),
+            aggregate.stale.len() as f64,
+            aggregate.incident.as_ref().map(incident_series),
+        );
+        self.inner
+            .checks
+            .update(id, |check| check.set_status(series));
+    }
+
+    /// Removes every series of a check: deleted, or no longer this replica's (another replica
+    /// holds its shard now, and exports it).
     pub fn remove_check(&self, id: &CheckId) {
         self.inner.checks.remove(id);
     }
@@ -518,6 +548,17 @@ fn secs(d: Option<Duration>) -> Option<f64> {
 fn unix_seconds(time: SystemTime) -> f64 {
     time.duration_since(UNIX_EPOCH)
         .map_or(0.0, |since| since.as_secs_f64())
+}
+
+/// The incident series' labels (from the spec) and value.
+fn incident_series(incident: &Incident) -> IncidentSeries {
+    IncidentSeries {
+        service: service_label(incident.service),
+        target: incident.name.clone(),
+        cloud_name: incident.cloud_name.clone().unwrap_or_default(),
+        server_license: incident.server_license.clone().unwrap_or_default(),
+        since: incident.since.0.as_second() as f64,
+    }
 }
 
 /// The incident's `service` label: the target kind as the CRD spells it.

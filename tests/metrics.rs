@@ -11,7 +11,7 @@ use std::time::{Duration, Instant, SystemTime};
 use support::kamailio::Kamailio;
 use support::nginx::{self, Nginx};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use voipcheck::api::{ConditionStatus, ConditionType, Reason, VoipCheckSpec};
+use voipcheck::api::{ConditionStatus, ConditionType, LocationStatus, Reason, VoipCheckSpec};
 use voipcheck::check::{
     self, AllowList, CheckId, Plan, PlanError, ProbeKind, ProbeOutcome, ProbeRun, RunReport,
     StaticSecrets,
@@ -640,6 +640,158 @@ fn an_incident_is_exported_while_it_lasts() {
     metrics.remove_check(&id);
     assert_eq!(
         series_with(&metrics.encode(), "name=\"trunk\""),
+        Vec::<&str>::new()
+    );
+}
+
+/// One location's entry as its writer makes it from its verdict.
+fn location_entry(name: &str, spec: &VoipCheckSpec, verdict: &Verdict) -> LocationStatus {
+    let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+    let (written, _) =
+        voipcheck::status::next_status(None, Some(spec), verdict, None, Some(1), now);
+    LocationStatus {
+        name: name.to_owned(),
+        observed_generation: written.observed_generation,
+        conditions: written.conditions,
+        incident: written.incident,
+        last_run: None,
+        stale: None,
+    }
+}
+
+/// The verdict across locations is exported as its own series by the replica that writes it,
+/// so an alert reads one series per check instead of re-deriving the verdict; a check that
+/// leaves this replica leaves none of them behind.
+#[test]
+fn the_verdict_across_locations_is_exported_and_removed_with_its_check() {
+    use voipcheck::api::Incident;
+    use voipcheck::verdict::{Across, IncidentEvidence, aggregate};
+    let spec: VoipCheckSpec = serde_json::from_value(json!({
+        "target": { "kind": "Cloud", "name": "maxmuster.starface-cloud.com" },
+        "sip": { "server": "sip:maxmuster.starface-cloud.com", "options": {} },
+        "report": { "cloudName": "maxmuster" }
+    }))
+    .unwrap();
+    let since = SystemTime::UNIX_EPOCH + Duration::from_secs(1_699_999_000);
+    let outage = Verdict {
+        incident: Some(IncidentEvidence {
+            since,
+            evidence: "sip-register: no answer within 10s".into(),
+        }),
+        ..verdict(false)
+    };
+    let healthy = Verdict {
+        conditions: vec![
+            condition(ConditionType::Ready, ConditionStatus::True, Reason::Healthy),
+            condition(
+                ConditionType::HotlineReportable,
+                ConditionStatus::False,
+                Reason::Healthy,
+            ),
+        ],
+        incident: None,
+    };
+    let across = |entries: &[LocationStatus]| {
+        aggregate(&Across {
+            spec: &spec,
+            generation: Some(1),
+            entries,
+            previous: None,
+            now: SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_010),
+            stale_after: Duration::from_secs(390),
+        })
+    };
+    let metrics = Metrics::new("office");
+    let id = CheckId::new("telephony", "maxmuster");
+    let labels = [
+        ("location", "office"),
+        ("name", "maxmuster"),
+        ("namespace", "telephony"),
+    ];
+    let condition_labels = |type_: &'static str, status: &'static str, reason: &'static str| {
+        let mut all = labels.to_vec();
+        all.extend([("type", type_), ("status", status), ("reason", reason)]);
+        all
+    };
+
+    // Failing from the office, working from eu-west: not reportable, one failing location.
+    let one_fails = across(&[
+        location_entry("office", &spec, &outage),
+        location_entry("eu-west", &spec, &healthy),
+    ]);
+    metrics.record_aggregate(&id, &one_fails);
+    let text = metrics.encode();
+    promtool_check(&text);
+    assert_eq!(
+        value(&text, "voipcheck_status_hotline_reportable", &labels),
+        Some(0.0)
+    );
+    assert_eq!(
+        value(&text, "voipcheck_status_failing_locations", &labels),
+        Some(1.0)
+    );
+    assert_eq!(
+        value(&text, "voipcheck_status_stale_locations", &labels),
+        Some(0.0)
+    );
+    let ready = condition_labels("Ready", "False", "LocalNetworkProblem");
+    assert_eq!(
+        value(&text, "voipcheck_status_condition", &ready),
+        Some(1.0),
+        "{text}"
+    );
+    assert!(!text.contains("voipcheck_status_incident_since"), "{text}");
+
+    // Failing from both: reportable, with the incident's series; the old triples are gone.
+    let both_fail = across(&[
+        location_entry("office", &spec, &outage),
+        location_entry("eu-west", &spec, &outage),
+    ]);
+    metrics.record_aggregate(&id, &both_fail);
+    let text = metrics.encode();
+    promtool_check(&text);
+    assert_eq!(
+        value(&text, "voipcheck_status_hotline_reportable", &labels),
+        Some(1.0)
+    );
+    assert_eq!(
+        value(&text, "voipcheck_status_failing_locations", &labels),
+        Some(2.0)
+    );
+    assert_eq!(
+        value(&text, "voipcheck_status_condition", &ready),
+        None,
+        "{text}"
+    );
+    let reportable = condition_labels("HotlineReportable", "True", "ProviderOutage");
+    assert_eq!(
+        value(&text, "voipcheck_status_condition", &reportable),
+        Some(1.0)
+    );
+    let incident: &Incident = both_fail.incident.as_ref().unwrap();
+    assert_eq!(incident.since.0.as_second(), 1_699_999_000);
+    let mut incident_labels = labels.to_vec();
+    incident_labels.extend([
+        ("cloud_name", "maxmuster"),
+        ("server_license", ""),
+        ("service", "Cloud"),
+        ("target", "maxmuster.starface-cloud.com"),
+    ]);
+    assert_eq!(
+        value(
+            &text,
+            "voipcheck_status_incident_since_timestamp_seconds",
+            &incident_labels
+        ),
+        Some(1_699_999_000.0),
+        "{text}"
+    );
+    // Not the location's own series: those come from its own runs.
+    assert!(!text.contains("voipcheck_hotline_reportable{"), "{text}");
+
+    metrics.remove_check(&id);
+    assert_eq!(
+        series_with(&metrics.encode(), "name=\"maxmuster\""),
         Vec::<&str>::new()
     );
 }

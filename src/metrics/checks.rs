@@ -168,6 +168,46 @@ pub(super) struct IncidentSeries {
     pub(super) since: f64,
 }
 
+/// The verdict across locations (the check's top level), on the replica that writes it.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) struct StatusSeries {
+    /// As [`CheckMetrics::conditions`].
+    pub(super) conditions: Vec<[&'static str; 3]>,
+    pub(super) hotline_reportable: bool,
+    pub(super) failing_locations: f64,
+    pub(super) stale_locations: f64,
+    pub(super) incident: Option<IncidentSeries>,
+}
+
+impl StatusSeries {
+    pub(super) fn new(
+        conditions: impl IntoIterator<Item = [&'static str; 3]>,
+        hotline_reportable: bool,
+        failing_locations: f64,
+        stale_locations: f64,
+        incident: Option<IncidentSeries>,
+    ) -> Self {
+        StatusSeries {
+            conditions: exposition_order(conditions),
+            hotline_reportable,
+            failing_locations,
+            stale_locations,
+            incident,
+        }
+    }
+}
+
+/// Condition triples (type, status, reason) sorted by reason, status, type, the order of the
+/// exposition (its labels sort as reason, status, type); duplicates collapse into one series.
+fn exposition_order(
+    conditions: impl IntoIterator<Item = [&'static str; 3]>,
+) -> Vec<[&'static str; 3]> {
+    let mut conditions: Vec<_> = conditions.into_iter().collect();
+    conditions.sort_unstable_by_key(|[type_, status, reason]| (*reason, *status, *type_));
+    conditions.dedup();
+    conditions
+}
+
 /// Everything one check has written.
 #[derive(Debug, Clone)]
 pub(super) struct CheckMetrics {
@@ -183,6 +223,8 @@ pub(super) struct CheckMetrics {
     /// The check's interval in seconds.
     pub(super) interval: Option<f64>,
     pub(super) incident: Option<IncidentSeries>,
+    /// Only on the replica that writes the check's top level.
+    pub(super) status: Option<StatusSeries>,
 }
 
 impl CheckMetrics {
@@ -195,6 +237,7 @@ impl CheckMetrics {
             last_run: None,
             interval: None,
             incident: None,
+            status: None,
         }
     }
 
@@ -220,11 +263,7 @@ impl CheckMetrics {
         &mut self,
         conditions: impl IntoIterator<Item = [&'static str; 3]>,
     ) {
-        self.conditions.clear();
-        self.conditions.extend(conditions);
-        self.conditions
-            .sort_unstable_by_key(|[type_, status, reason]| (*reason, *status, *type_));
-        self.conditions.dedup();
+        self.conditions = exposition_order(conditions);
     }
 
     pub(super) fn set_hotline_reportable(&mut self, reportable: bool) {
@@ -241,6 +280,10 @@ impl CheckMetrics {
 
     pub(super) fn set_incident(&mut self, incident: Option<IncidentSeries>) {
         self.incident = incident;
+    }
+
+    pub(super) fn set_status(&mut self, status: StatusSeries) {
+        self.status = Some(status);
     }
 }
 

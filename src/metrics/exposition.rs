@@ -15,7 +15,7 @@
 
 use super::checks::{
     CheckMetrics, DIRECTION_GAUGES, DIRECTIONS, DirectionGauge, HTTP_PHASES, IncidentSeries,
-    PROBE_GAUGES, ProbeGauge,
+    PROBE_GAUGES, ProbeGauge, StatusSeries,
 };
 use prometheus::proto::MetricFamily;
 use prometheus::{Encoder, TextEncoder};
@@ -39,6 +39,12 @@ pub(super) enum Family {
     LastRun,
     Interval,
     IncidentSince,
+    /// The verdict across locations, from the replica that writes the check's top level.
+    StatusCondition,
+    StatusHotlineReportable,
+    StatusFailingLocations,
+    StatusStaleLocations,
+    StatusIncidentSince,
 }
 
 impl Family {
@@ -56,6 +62,11 @@ impl Family {
                 Family::LastRun,
                 Family::Interval,
                 Family::IncidentSince,
+                Family::StatusCondition,
+                Family::StatusHotlineReportable,
+                Family::StatusFailingLocations,
+                Family::StatusStaleLocations,
+                Family::StatusIncidentSince,
             ])
             .collect();
         families.sort_unstable_by_key(|family| family.name());
@@ -91,6 +102,11 @@ impl Family {
             Family::LastRun => "last_run_timestamp_seconds",
             Family::Interval => "check_interval_seconds",
             Family::IncidentSince => "incident_since_timestamp_seconds",
+            Family::StatusCondition => "status_condition",
+            Family::StatusHotlineReportable => "status_hotline_reportable",
+            Family::StatusFailingLocations => "status_failing_locations",
+            Family::StatusStaleLocations => "status_stale_locations",
+            Family::StatusIncidentSince => "status_incident_since_timestamp_seconds",
         }
     }
 
@@ -177,6 +193,25 @@ impl Family {
                 "Since when the check's current incident has persisted, as a Unix timestamp; \
                  only while the check's status has an incident."
             }
+            Family::StatusCondition => {
+                "The status and reason of each condition of a check across its locations, as \
+                 its status says (always 1; from the replica that writes it)."
+            }
+            Family::StatusHotlineReportable => {
+                "Whether the check's failure is an outage the provider's hotline accepts, \
+                 judged across its locations."
+            }
+            Family::StatusFailingLocations => {
+                "How many of the check's locations see a provider-side failure."
+            }
+            Family::StatusStaleLocations => {
+                "How many of the check's locations have not written their status in time (left \
+                 out of the verdict)."
+            }
+            Family::StatusIncidentSince => {
+                "Since when the incident across the check's locations has persisted, as a Unix \
+                 timestamp; only while its status has one."
+            }
         }
     }
 
@@ -187,11 +222,16 @@ impl Family {
             Family::Direction(_) => &["direction", "name", "namespace", "probe"],
             Family::HttpPhaseDuration => &["name", "namespace", "phase", "probe"],
             Family::SipResponses => &["code", "method", "name", "namespace", "probe"],
-            Family::Condition => &["name", "namespace", "reason", "status", "type"],
-            Family::HotlineReportable | Family::LastRun | Family::Interval => {
-                &["name", "namespace"]
+            Family::Condition | Family::StatusCondition => {
+                &["name", "namespace", "reason", "status", "type"]
             }
-            Family::IncidentSince => &[
+            Family::HotlineReportable
+            | Family::LastRun
+            | Family::Interval
+            | Family::StatusHotlineReportable
+            | Family::StatusFailingLocations
+            | Family::StatusStaleLocations => &["name", "namespace"],
+            Family::IncidentSince | Family::StatusIncidentSince => &[
                 "cloud_name",
                 "name",
                 "namespace",
@@ -331,30 +371,65 @@ impl<W: Write> Series<'_, W> {
                     self.line(&labels, count as f64)?;
                 }
             }
-            Family::Condition => {
-                for check in checks {
-                    for [type_, status, reason] in &check.conditions {
-                        let id = &check.id;
-                        self.line(&[&id.name, &id.namespace, reason, status, type_], 1.0)?;
-                    }
-                }
-            }
+            Family::Condition => self.conditions(checks, |check| Some(&check.conditions))?,
             Family::HotlineReportable => self.per_check(checks, |check| {
                 check.hotline_reportable.map(|r| f64::from(u8::from(r)))
             })?,
             Family::LastRun => self.per_check(checks, |check| check.last_run)?,
             Family::Interval => self.per_check(checks, |check| check.interval)?,
-            Family::IncidentSince => {
-                // Sorted by its first label, cloud_name, across checks; few checks have one.
-                let mut rows: Vec<(&CheckMetrics, &IncidentSeries)> = checks
-                    .iter()
-                    .filter_map(|check| Some((&**check, check.incident.as_ref()?)))
-                    .collect();
-                rows.sort_unstable_by_key(|&(check, incident)| incident_labels(check, incident));
-                for (check, incident) in rows {
-                    self.line(&incident_labels(check, incident), incident.since)?;
-                }
+            Family::IncidentSince => self.incidents(checks, |check| check.incident.as_ref())?,
+            Family::StatusCondition => {
+                self.conditions(checks, |check| Some(&check.status.as_ref()?.conditions))?
             }
+            Family::StatusHotlineReportable => self.per_check(checks, |check| {
+                let reportable = check.status.as_ref()?.hotline_reportable;
+                Some(f64::from(u8::from(reportable)))
+            })?,
+            Family::StatusFailingLocations => self.per_check(checks, |check| {
+                Some(check.status.as_ref()?.failing_locations)
+            })?,
+            Family::StatusStaleLocations => {
+                self.per_check(checks, |check| Some(check.status.as_ref()?.stale_locations))?
+            }
+            Family::StatusIncidentSince => self.incidents(checks, |check| {
+                check
+                    .status
+                    .as_ref()
+                    .and_then(|s: &StatusSeries| s.incident.as_ref())
+            })?,
+        }
+        Ok(())
+    }
+
+    /// A `condition` family: one series per (type, status, reason) of each check.
+    fn conditions(
+        &mut self,
+        checks: &[Arc<CheckMetrics>],
+        triples: impl Fn(&CheckMetrics) -> Option<&Vec<[&'static str; 3]>>,
+    ) -> io::Result<()> {
+        for check in checks {
+            for [type_, status, reason] in triples(check).into_iter().flatten() {
+                let id = &check.id;
+                self.line(&[&id.name, &id.namespace, reason, status, type_], 1.0)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// An incident family, sorted by its first label, cloud_name, across checks; few checks
+    /// have one.
+    fn incidents(
+        &mut self,
+        checks: &[Arc<CheckMetrics>],
+        incident: impl Fn(&CheckMetrics) -> Option<&IncidentSeries>,
+    ) -> io::Result<()> {
+        let mut rows: Vec<(&CheckMetrics, &IncidentSeries)> = checks
+            .iter()
+            .filter_map(|check| Some((&**check, incident(check)?)))
+            .collect();
+        rows.sort_unstable_by_key(|&(check, incident)| incident_labels(check, incident));
+        for (check, incident) in rows {
+            self.line(&incident_labels(check, incident), incident.since)?;
         }
         Ok(())
     }
@@ -493,6 +568,11 @@ mod tests {
         let last_run = gauges(&vectors, Family::LastRun);
         let interval = gauges(&vectors, Family::Interval);
         let incident = gauges(&vectors, Family::IncidentSince);
+        let status_conditions = gauges(&vectors, Family::StatusCondition);
+        let status_reportable = gauges(&vectors, Family::StatusHotlineReportable);
+        let failing = gauges(&vectors, Family::StatusFailingLocations);
+        let stale = gauges(&vectors, Family::StatusStaleLocations);
+        let status_incident = gauges(&vectors, Family::StatusIncidentSince);
         let family = Family::SipResponses;
         let responses =
             IntCounterVec::new(Opts::new(family.name(), family.help()), family.labels()).unwrap();
@@ -569,6 +649,37 @@ mod tests {
                 check.set_last_run(1.7e9 + value);
                 interval.with_label_values(&[name, namespace]).set(30.0);
                 check.set_interval(30.0);
+                // Only some checks are aggregated here (the others' top level is another
+                // replica's).
+                if i != 1 {
+                    let triples = [
+                        ["Ready", "False", "LocalNetworkProblem"],
+                        ["HotlineReportable", "False", "LocalNetworkProblem"],
+                        ["Ready", "False", "LocalNetworkProblem"],
+                    ];
+                    for [type_, status, reason] in triples {
+                        status_conditions
+                            .with_label_values(&[name, namespace, reason, status, type_])
+                            .set(1.0);
+                    }
+                    let labels = [name, namespace];
+                    status_reportable.with_label_values(&labels).set(0.0);
+                    failing.with_label_values(&labels).set(value);
+                    stale.with_label_values(&labels).set(0.0);
+                    let incident = (i == 2).then(|| IncidentSeries {
+                        service: "Portal",
+                        target: "portal.example".into(),
+                        cloud_name: String::new(),
+                        server_license: String::new(),
+                        since: 1.5e9,
+                    });
+                    if let Some(series) = &incident {
+                        status_incident
+                            .with_label_values(&["", name, namespace, "", "Portal", &series.target])
+                            .set(series.since);
+                    }
+                    check.set_status(StatusSeries::new(triples, false, value, 0.0, incident));
+                }
                 // Incident series sort by cloud_name first; a label value is escaped.
                 if i != 2 {
                     let series = IncidentSeries {
