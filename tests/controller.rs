@@ -66,20 +66,37 @@ fn assert_sample(metrics: &str, metric: &str, labels: &[&str], expected: f64) {
     );
 }
 
-/// Whether check `name` has been probed: its status has a `lastRun`.
+/// Whether check `name` has been probed: the operator's location (`test`) wrote its entry
+/// with a `lastRun`, and the top level from it.
 fn probed(api: &FakeApi, name: &str) -> bool {
-    api.status(NS, name)
-        .is_some_and(|s| s.get("lastRun").is_some())
+    api.status(NS, name).is_some_and(|s| {
+        s["locations"][0]["name"] == "test"
+            && s["locations"][0].get("lastRun").is_some()
+            && s.get("conditions").is_some()
+    })
 }
 
 /// The status the bad object must carry: Ready=False InvalidSpec naming the field, the verdict
-/// that it cannot run, nothing probed.
+/// that it cannot run, nothing probed; the location's entry says the same (without a spec
+/// there is nothing to weigh locations by: the top level is that entry).
 fn assert_invalid_spec_status(api: &FakeApi, name: &str, generation: i64) {
     let mut status = api.status(NS, name).expect("a status on the bad object");
-    for condition in status["conditions"].as_array_mut().unwrap() {
-        assert!(condition["lastTransitionTime"].is_string(), "{condition}");
-        condition["lastTransitionTime"] = json!("<time>");
+    let mut entry = status["locations"][0].clone();
+    for conditions in [&mut status["conditions"], &mut entry["conditions"]] {
+        for condition in conditions.as_array_mut().unwrap() {
+            assert!(condition["lastTransitionTime"].is_string(), "{condition}");
+            condition["lastTransitionTime"] = json!("<time>");
+        }
     }
+    assert_eq!(
+        entry,
+        json!({
+            "name": "test",
+            "observedGeneration": generation,
+            "conditions": status["conditions"]
+        })
+    );
+    status.as_object_mut().unwrap().remove("locations");
     let why = "spec.interval: invalid type: integer, expected a string";
     assert_eq!(
         status,
@@ -164,7 +181,7 @@ async fn one_bad_object_among_five_is_reported_on_itself_and_the_others_are_prob
     assert_sample(&metrics, "voipcheck_invalid_objects", &[], 0.0);
 
     // One that goes bad on the open watch is reported at once, and its old spec is no longer
-    // probed (the last run stays in `lastRun`).
+    // probed (the last run stays in its entry's `lastRun`).
     api.replace(bad_check("b", &url));
     let ready = api
         .wait_until("b reported invalid", WAIT, |api| {

@@ -30,7 +30,7 @@ use voipcheck::operator::cache::Checks;
 use voipcheck::operator::controller::{self, Context};
 use voipcheck::operator::engine::Engine;
 use voipcheck::operator::leader::Leadership;
-use voipcheck::operator::writer::StatusWriter;
+use voipcheck::operator::writer::{Part, StatusWriter, Writers};
 use voipcheck::probe::dns::Dns;
 use voipcheck::schedule::{Outbox, StatusUpdate};
 use voipcheck::status::Transition;
@@ -43,10 +43,22 @@ const SECRET: &str = "lab-sip";
 /// Longer than the first run's jitter (at most one interval) plus the probes' timeout.
 const WAIT: Duration = Duration::from_secs(30);
 
-fn status_path() -> String {
+/// The status apply of field manager `manager`.
+fn status_path_of(manager: &str) -> String {
+    let manager: String = url::form_urlencoded::byte_serialize(manager.as_bytes()).collect();
     format!(
-        "/apis/voipcheck.io/v1alpha1/namespaces/{NS}/voipchecks/{NAME}/status?&force=true&fieldManager=voipcheck"
+        "/apis/voipcheck.io/v1alpha1/namespaces/{NS}/voipchecks/{NAME}/status?&force=true&fieldManager={manager}"
     )
+}
+
+/// The top level's apply: the verdict across locations.
+fn status_path() -> String {
+    status_path_of("voipcheck")
+}
+
+/// The apply of location `test`'s entry.
+fn entry_path() -> String {
+    status_path_of("voipcheck/test")
 }
 
 fn secret_path() -> String {
@@ -131,13 +143,49 @@ impl ApiServer {
     async fn status_write(&mut self) -> Value {
         let call = self.next().await;
         call.expect(Method::PATCH, &status_path());
-        assert_eq!(call.body["apiVersion"], "voipcheck.io/v1alpha1");
-        assert_eq!(call.body["kind"], "VoipCheck");
-        let status = call.body["status"].clone();
-        let mut object = serde_json::to_value(lab_check(json!({}))).unwrap();
-        object["status"] = status.clone();
-        call.reply(StatusCode::OK, object);
-        status
+        call.answer_status()
+    }
+
+    /// What a run of the one-location install writes: location `test`'s entry and the top
+    /// level (two writers: in either order), then the top level's Events, one per change since
+    /// `before` (the top level written last). All asserted and answered.
+    async fn run_written(&mut self, before: &Value) -> Written {
+        let (mut entry, mut top, mut events) = (None, None, Vec::new());
+        while entry.is_none()
+            || top
+                .as_ref()
+                .is_none_or(|t| events.len() < changed(before, t).len())
+        {
+            let call = self.next().await;
+            if call.uri == entry_path() {
+                assert!(entry.is_none(), "a second entry write");
+                entry = Some(call.answer_status());
+            } else if call.uri == status_path() {
+                assert!(top.is_none(), "a second top-level write");
+                top = Some(call.answer_status());
+            } else {
+                assert!(
+                    top.is_some(),
+                    "an Event before its status: {} {}",
+                    call.method,
+                    call.uri
+                );
+                events.push(call.answer_event());
+            }
+        }
+        let entry = entry.unwrap();
+        let top = top.unwrap();
+        // The entry is the location's own view, the top level the same verdict (one location).
+        let locations = entry["locations"].as_array().expect("an entry");
+        assert_eq!(entry.as_object().unwrap().len(), 1, "{entry:#}");
+        assert_eq!(locations.len(), 1, "{entry:#}");
+        let own = locations[0].clone();
+        assert_eq!(own["name"], "test");
+        assert_eq!(own["conditions"], top["conditions"], "{own:#} {top:#}");
+        assert_eq!(own["observedGeneration"], top["observedGeneration"]);
+        assert_eq!(own.get("incident"), top.get("incident"));
+        assert!(top.get("lastRun").is_none(), "{top:#}");
+        Written { own, top, events }
     }
 
     /// The Events published after a status write, answered; returned as (action, type, reason,
@@ -146,30 +194,57 @@ impl ApiServer {
         let mut events = Vec::new();
         for _ in 0..count {
             let call = self.next().await;
-            call.expect(Method::POST, &events_path());
-            let event = call.body.clone();
-            assert_eq!(
-                event["regarding"],
-                json!({
-                    "apiVersion": "voipcheck.io/v1alpha1", "kind": "VoipCheck",
-                    "name": NAME, "namespace": NS, "uid": UID
-                })
-            );
-            assert_eq!(event["reportingController"], "voipcheck");
-            assert_eq!(event["reportingInstance"], "test-0");
-            events.push((
-                event["action"].as_str().unwrap().to_owned(),
-                event["type"].as_str().unwrap().to_owned(),
-                event["reason"].as_str().unwrap().to_owned(),
-                event["note"].as_str().unwrap().to_owned(),
-            ));
-            call.reply(StatusCode::CREATED, event);
+            events.push(call.answer_event());
         }
         events
     }
 }
 
+/// One run's writes: location `test`'s entry and the top level, and the Events as (action,
+/// type, reason, note).
+struct Written {
+    own: Value,
+    top: Value,
+    events: Vec<(String, String, String, String)>,
+}
+
 impl Call {
+    /// A status apply (asserted), answered with the object; its `status` returned.
+    fn answer_status(self) -> Value {
+        assert_eq!(self.method, Method::PATCH);
+        assert_eq!(self.body["apiVersion"], "voipcheck.io/v1alpha1");
+        assert_eq!(self.body["kind"], "VoipCheck");
+        assert_eq!(self.body["metadata"], json!({ "uid": UID }));
+        let status = self.body["status"].clone();
+        let mut object = serde_json::to_value(lab_check(json!({}))).unwrap();
+        object["status"] = status.clone();
+        self.reply(StatusCode::OK, object);
+        status
+    }
+
+    /// An Event's creation (asserted), answered; as (action, type, reason, note).
+    fn answer_event(self) -> (String, String, String, String) {
+        self.expect(Method::POST, &events_path());
+        let event = self.body.clone();
+        assert_eq!(
+            event["regarding"],
+            json!({
+                "apiVersion": "voipcheck.io/v1alpha1", "kind": "VoipCheck",
+                "name": NAME, "namespace": NS, "uid": UID
+            })
+        );
+        assert_eq!(event["reportingController"], "voipcheck");
+        assert_eq!(event["reportingInstance"], "test-0");
+        let described = (
+            event["action"].as_str().unwrap().to_owned(),
+            event["type"].as_str().unwrap().to_owned(),
+            event["reason"].as_str().unwrap().to_owned(),
+            event["note"].as_str().unwrap().to_owned(),
+        );
+        self.reply(StatusCode::CREATED, event);
+        described
+    }
+
     fn expect(&self, method: Method, uri: &str) {
         assert_eq!(
             (&self.method, self.uri.as_str()),
@@ -192,6 +267,8 @@ impl Call {
 // The operator side: everything `operator::run` wires up, except the watches and the Lease.
 
 struct Operator {
+    /// Leading for the test's life: the writers and the aggregator follow it.
+    _role: watch::Sender<Leadership>,
     api: ApiServer,
     ctx: Arc<Context>,
     engine: Arc<Engine>,
@@ -207,21 +284,24 @@ impl Operator {
         let metrics = Metrics::new("test");
         let cache = Writer::<VoipCheck>::default();
         let checks = Checks::new(vec![cache.as_reader()]);
-        let outbox = Arc::new(Outbox::new());
+        let (role, role_rx) = watch::channel(Leadership::Leader);
+        let writers = Writers::start(
+            "test",
+            true,
+            client.clone(),
+            reporter(),
+            checks.clone(),
+            role_rx,
+            metrics.clone(),
+        );
         let engine = Arc::new(Engine::new(
+            "test".into(),
             Dns::system().unwrap(),
             metrics.clone(),
             8,
-            checks.clone(),
-            outbox.clone(),
+            checks,
+            writers.outbox.clone(),
         ));
-        let (_role, role_rx) = watch::channel(Leadership::Leader);
-        let writer =
-            StatusWriter::new(client.clone(), reporter(), checks, role_rx, metrics.clone());
-        tokio::spawn(async move {
-            let _role = _role; // keeps the leadership channel open
-            writer.run(outbox).await;
-        });
         engine.lead();
         let ctx = Arc::new(Context::new(
             client,
@@ -229,8 +309,11 @@ impl Operator {
             engine.clone(),
             metrics.clone(),
             SecretAccess::Watch,
+            "test".into(),
+            &writers,
         ));
         Operator {
+            _role: role,
             api: ApiServer(handle),
             ctx,
             engine,
@@ -245,11 +328,7 @@ impl Operator {
         let check = lab_check(lab_spec(kamailio, nginx));
         operator.watched(&check);
         operator.reconcile(&check, true).await;
-        let status = operator.api.status_write().await;
-        operator
-            .api
-            .events(changed(&json!({}), &status).len())
-            .await;
+        operator.api.run_written(&json!({})).await;
         (operator, check)
     }
 
@@ -394,7 +473,11 @@ async fn missing_secret_is_credentials_missing_with_an_event_and_recovers_when_i
 
     // (1) The Secret is missing: Ready=False CredentialsMissing naming the field, and an Event.
     operator.reconcile(&check, false).await;
-    let mut missing = operator.api.status_write().await;
+    let Written {
+        own: mut missing_here,
+        top: mut missing,
+        events,
+    } = operator.api.run_written(&json!({})).await;
     let ready = condition(&missing, ConditionType::Ready).clone();
     assert_eq!(ready["status"], "False");
     assert_eq!(ready["reason"], "CredentialsMissing");
@@ -406,8 +489,6 @@ async fn missing_secret_is_credentials_missing_with_an_event_and_recovers_when_i
     );
     assert!(message.contains(SECRET), "{message}");
     assert_eq!(missing["observedGeneration"], GENERATION);
-    let expected = changed(&json!({}), &missing);
-    let events = operator.api.events(expected.len()).await;
     let ready_event = events
         .iter()
         .find(|(action, ..)| action == "Ready")
@@ -421,10 +502,16 @@ async fn missing_secret_is_credentials_missing_with_an_event_and_recovers_when_i
     // (2) The Secret appears (its watch event re-triggers the reconcile): the probes run and
     // the conditions are written anew, Ready recovering with a Normal Event.
     let mut recovered_check = check.clone();
-    recovered_check.status = serde_json::from_value(missing.clone()).unwrap();
+    let mut written = missing.clone();
+    written["locations"] = json!([missing_here]);
+    recovered_check.status = serde_json::from_value(written).unwrap();
     operator.watched(&recovered_check);
     operator.reconcile(&recovered_check, true).await;
-    let mut recovered = operator.api.status_write().await;
+    let Written {
+        top: mut recovered,
+        events,
+        ..
+    } = operator.api.run_written(&missing).await;
     let ready = condition(&recovered, ConditionType::Ready);
     assert_eq!(
         (&ready["status"], &ready["reason"]),
@@ -436,7 +523,6 @@ async fn missing_secret_is_credentials_missing_with_an_event_and_recovers_when_i
         (&json!("True"), &json!("Registered"))
     );
     let expected = changed(&missing, &recovered);
-    let events = operator.api.events(expected.len()).await;
     let arrived: BTreeSet<_> = events
         .iter()
         .map(|(action, _, reason, _)| (action.clone(), reason.clone()))
@@ -452,13 +538,24 @@ async fn missing_secret_is_credentials_missing_with_an_event_and_recovers_when_i
         ("Normal", "Healthy")
     );
 
-    // The first write exactly: nothing ran, so no lastRun; the reason names field and Secret.
+    // The first writes exactly: nothing ran, so no lastRun; the reason names field and
+    // Secret. The top level says the same as the one location, and that none fails.
     loosen(&mut missing, start);
+    loosen(&mut missing_here, start);
     let cannot_run = format!("spec.sip.register.credentialsSecretRef: Secret {SECRET} not found");
+    assert_eq!(
+        missing_here,
+        json!({
+            "name": "test",
+            "observedGeneration": GENERATION,
+            "conditions": missing["conditions"]
+        })
+    );
     assert_eq!(
         missing,
         json!({
             "observedGeneration": GENERATION,
+            "failingLocations": 0,
             "conditions": [
                 {
                     "type": "Ready", "status": "False", "reason": "CredentialsMissing",
@@ -504,12 +601,13 @@ async fn a_run_against_the_lab_writes_the_exact_status() {
     let start = SystemTime::now();
 
     operator.reconcile(&check, true).await;
-    let mut status = operator.api.status_write().await;
-    let events = operator
-        .api
-        .events(changed(&json!({}), &status).len())
-        .await;
+    let Written {
+        own: mut status,
+        top,
+        events,
+    } = operator.api.run_written(&json!({})).await;
     assert!(events.iter().all(|e| e.1 == "Normal"), "{events:?}");
+    assert_eq!(top["failingLocations"], 0, "{top:#}");
     loosen(&mut status, start);
     // The messages are the verdict's wording; the rest is exact.
     let mut expected: Vec<Value> = [
@@ -595,6 +693,7 @@ async fn hung_status_writes_never_stop_probing_and_an_outage_reaches_metrics() {
     const INTERVAL: u64 = 5;
     let nginx = Nginx::start();
     let Operator {
+        _role,
         api,
         ctx,
         mut cache,
@@ -669,7 +768,14 @@ fn write_with(
     let outbox = Arc::new(Outbox::new());
     let (role_tx, role_rx) = watch::channel(role);
     let checks = Checks::new(vec![cache.as_reader()]);
-    let writer = StatusWriter::new(client, reporter(), checks, role_rx, metrics.clone());
+    let writer = StatusWriter::new(
+        Part::Verdict,
+        client,
+        reporter(),
+        checks,
+        role_rx,
+        metrics.clone(),
+    );
     let task = tokio::spawn({
         let outbox = outbox.clone();
         async move {
@@ -916,6 +1022,7 @@ async fn the_operator_watches_its_namespaces_leads_and_releases_the_lease_on_shu
         nameserver: None,
         metrics_addr: ([127, 0, 0, 1], port).into(),
         location: "test".into(),
+        aggregate: true,
         max_concurrent_probes: 4,
         lease: voipcheck::operator::leader::LeaseConfig {
             name: "voipcheck-operator".into(),

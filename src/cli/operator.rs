@@ -51,6 +51,13 @@ pub struct OperatorArgs {
     #[arg(long, env = "VOIPCHECK_LOCATION", default_value = "default")]
     location: String,
 
+    /// Write each check's verdict across locations (the top level of its status) from all
+    /// locations' entries: true in exactly one location per cluster (`--aggregate=false` in
+    /// the others, which then publish their own entries' Events).
+    #[arg(long, env = "VOIPCHECK_AGGREGATE", default_value_t = true, action = clap::ArgAction::Set,
+          num_args = 0..=1, default_missing_value = "true", value_name = "true|false")]
+    aggregate: bool,
+
     /// Probes in flight at once, across all checks (each holds a socket while it waits for its
     /// answer or timeout). Default: from the open-file limit (raised to its hard limit), less
     /// 256, at most 65536.
@@ -117,6 +124,7 @@ pub fn run(args: OperatorArgs) -> ExitCode {
             nameserver: args.nameserver,
             metrics_addr: args.metrics_addr,
             location: args.location,
+            aggregate: args.aggregate,
             max_concurrent_probes: args.max_concurrent_probes.map_or_else(
                 || schedule::probe_budget(schedule::open_files_limit()),
                 |n| n as usize,

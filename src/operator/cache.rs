@@ -35,6 +35,21 @@ impl Checks {
         self.stores.iter().find_map(|store| store.get(&key))
     }
 
+    /// Every check the caches hold (also those that do not deserialize).
+    pub fn ids(&self) -> Vec<CheckId> {
+        let mut ids: Vec<CheckId> = self
+            .stores
+            .iter()
+            .flat_map(|store| store.state())
+            .filter_map(|check| {
+                let namespace = check.metadata.namespace.as_deref()?;
+                Some(CheckId::new(namespace, check.metadata.name.as_deref()?))
+            })
+            .collect();
+        ids.extend(self.invalid().keys().cloned());
+        ids
+    }
+
     /// Whether check `id` exists (also when it does not deserialize).
     pub fn contains(&self, id: &CheckId) -> bool {
         self.uid(id).is_some()

@@ -23,20 +23,29 @@
 //! outside this process must be cleaned up, and a finalizer would block deleting a VoipCheck
 //! (or its namespace) whenever the operator is not running.
 //!
+//! Locations: an instance runs only the checks whose `spec.locations` select its `--location`
+//! (empty selects every one). For any other check it probes nothing, exports nothing, and
+//! takes away the entry it wrote before the spec changed; the aggregating instance still
+//! weighs the check's entries ([`super::aggregate`]), which every watch event hands it.
+//!
 //! Load on the API server: at most [`CONCURRENCY`] reconciles (each reading a check's Secrets)
 //! run at once per scope, and the periodic resync of each check is spread over
 //! [RESYNC / 2, RESYNC × 3 / 2) by its uid ([`decide::resync_after`]), not one burst every
 //! [`RESYNC`].
 
+use super::aggregate::Aggregator;
 use super::decide;
 use super::engine::Engine;
 use super::error::{Error, INVALID_OBJECT, Result, plan_error_label};
 use super::secrets::{self, SecretAccess};
+use super::writer::Writers;
 use crate::api::{GuardedCheck, InvalidCheck, VoipCheck};
 use crate::check::{self, AllowList, CheckId};
 use crate::metrics::{Metrics, ReconcileResult};
+use crate::schedule::{Outbox, StatusUpdate};
 use futures::{Stream, StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{self as runtime, Action, Controller};
 use kube::runtime::reflector::store::Writer;
@@ -71,6 +80,12 @@ pub struct Context {
     pub engine: Arc<Engine>,
     pub metrics: Metrics,
     pub secret_access: SecretAccess,
+    /// This instance's `--location`: it runs the checks whose `spec.locations` select it.
+    pub location: String,
+    /// Where this location's entries wait for their writer (the scheduler's outbox).
+    pub entries: Arc<Outbox>,
+    /// The verdict across locations, on the aggregating instance.
+    pub aggregator: Option<Arc<Aggregator>>,
     /// Consecutive failed reconciles per object, for the retry backoff.
     failures: Mutex<HashMap<ObjectRef<VoipCheck>, u32>>,
 }
@@ -82,6 +97,8 @@ impl Context {
         engine: Arc<Engine>,
         metrics: Metrics,
         secret_access: SecretAccess,
+        location: String,
+        writers: &Writers,
     ) -> Self {
         Self {
             client,
@@ -89,6 +106,9 @@ impl Context {
             engine,
             metrics,
             secret_access,
+            location,
+            entries: writers.outbox.clone(),
+            aggregator: writers.aggregator.clone(),
             failures: Mutex::default(),
         }
     }
@@ -116,6 +136,11 @@ impl Context {
 /// `Ready=False` alerting, with no object behind it).
 pub async fn reconcile(check: Arc<VoipCheck>, ctx: Arc<Context>) -> Result<Action> {
     let id = decide::check_id(&check)?;
+    let resync = decide::resync_after(ctx.resync(), check.metadata.uid.as_deref(), &id);
+    if !decide::runs_in(&check.spec, &ctx.location) {
+        leave(&ctx, &check, id);
+        return Ok(Action::requeue(resync));
+    }
     let secrets = secrets::fetch(&ctx.client, &id.namespace, &check.spec).await?;
     let plan = check::plan(&id, &check.spec, &secrets, &ctx.allow);
     let result = match &plan {
@@ -125,18 +150,33 @@ pub async fn reconcile(check: Arc<VoipCheck>, ctx: Arc<Context>) -> Result<Actio
             ReconcileResult::Error(plan_error_label(error))
         }
     };
-    let entry = decide::check_entry(&check, id.clone(), plan);
+    let entry = decide::check_entry(&check, id.clone(), plan, &ctx.location);
     if !ctx.engine.upsert_current(entry) {
         tracing::debug!(check = %id, "deleted while reconciled: not scheduled");
         return Ok(Action::await_change());
     }
     ctx.metrics.record_reconcile(result);
     ctx.failures().remove(&ObjectRef::from_obj(check.as_ref()));
-    Ok(Action::requeue(decide::resync_after(
-        ctx.resync(),
-        check.metadata.uid.as_deref(),
-        &id,
-    )))
+    Ok(Action::requeue(resync))
+}
+
+/// `check` does not run in this location (any more): no probes, no metric series, and no
+/// entry of this location, which an apply of [`decide::no_entry`] takes away. Its Secrets are
+/// not read: nothing here uses them.
+fn leave(ctx: &Context, check: &VoipCheck, id: CheckId) {
+    ctx.engine.remove(&id);
+    if decide::has_entry(check.status.as_ref(), &ctx.location) {
+        tracing::info!(check = %id, location = %ctx.location, "not run here: entry removed");
+        ctx.entries.offer(StatusUpdate {
+            id,
+            uid: check.metadata.uid.clone(),
+            generation: check.metadata.generation,
+            status: decide::no_entry(),
+            transitions: Vec::new(),
+        });
+    }
+    ctx.metrics.record_reconcile(ReconcileResult::Ok);
+    ctx.failures().remove(&ObjectRef::from_obj(check));
 }
 
 /// Logs and counts a failed reconcile and retries it with an exponential backoff.
@@ -225,6 +265,7 @@ impl ScopeWatch {
             }
             InitApply(GuardedCheck(Ok(check))) => {
                 self.store.apply_watcher_event(&InitApply(check.clone()));
+                self.changed(&check.metadata);
                 Some(check.clone())
             }
             InitApply(GuardedCheck(Err(invalid))) => {
@@ -235,6 +276,9 @@ impl ScopeWatch {
             }
             InitDone => {
                 self.store.apply_watcher_event(&InitDone);
+                if let Some(aggregator) = &ctx.aggregator {
+                    aggregator.relisted();
+                }
                 let found = std::mem::take(&mut self.relisted);
                 for (id, invalid) in checks.relisted_invalid(self.scope.as_deref(), found) {
                     self.schedule_invalid(id, &invalid);
@@ -246,9 +290,11 @@ impl ScopeWatch {
                 if let Ok(id) = decide::check_id(check) {
                     checks.forget_invalid(&id);
                 }
+                self.changed(&check.metadata);
                 Some(check.clone())
             }
             Apply(GuardedCheck(Err(invalid))) => {
+                self.changed(&invalid.metadata);
                 if let Ok(id) = decide::object_id(&invalid.metadata) {
                     let news = checks.set_invalid(&id, invalid.clone());
                     self.forget_typed(&id);
@@ -262,6 +308,9 @@ impl ScopeWatch {
                 if let Ok(id) = decide::object_id(object.meta()) {
                     self.forget_typed(&id);
                     checks.forget_invalid(&id);
+                    if let Some(aggregator) = &ctx.aggregator {
+                        aggregator.forget(&id);
+                    }
                 }
                 None
             }
@@ -269,6 +318,14 @@ impl ScopeWatch {
         forget_deleted(&self.ctx.engine, self.scope.as_deref(), &event);
         self.ctx.metrics.set_invalid_objects(checks.invalid_count());
         reconcile
+    }
+
+    /// A new version of the object with `metadata` is in the caches: the verdict across
+    /// locations may change with it (another location's entry, the spec).
+    fn changed(&self, metadata: &ObjectMeta) {
+        if let (Some(aggregator), Ok(id)) = (&self.ctx.aggregator, decide::object_id(metadata)) {
+            aggregator.changed(&id);
+        }
     }
 
     /// Drops the typed version of check `id` from the store, if it has one.
@@ -282,7 +339,9 @@ impl ScopeWatch {
 
     fn schedule_invalid(&self, id: CheckId, invalid: &InvalidCheck) {
         tracing::warn!(check = %id, error = %invalid.error, "VoipCheck does not deserialize");
-        self.ctx.engine.upsert(decide::invalid_entry(id, invalid));
+        self.ctx
+            .engine
+            .upsert(decide::invalid_entry(id, invalid, &self.ctx.location));
         self.ctx
             .metrics
             .record_reconcile(ReconcileResult::Error(INVALID_OBJECT));

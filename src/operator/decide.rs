@@ -5,7 +5,8 @@
 
 use super::error::{Error, Result};
 use crate::api::{
-    ConditionStatus, ConditionType, InvalidCheck, InvalidSpec, VoipCheck, VoipCheckStatus,
+    ConditionStatus, ConditionType, InvalidCheck, InvalidSpec, LocationStatus, VoipCheck,
+    VoipCheckSpec, VoipCheckStatus,
 };
 use crate::check::{CheckId, Plan, PlanError};
 use crate::schedule::CheckEntry;
@@ -19,8 +20,10 @@ use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// The field manager of every status write (server-side apply), so `kubectl get -o yaml
-/// --show-managed-fields` shows who owns `status`.
+/// The field manager of the verdict across locations (the top level of `status`), the name the
+/// single-location operator used for the whole status, so an upgraded install takes over its
+/// fields; each location's entry has its own ([`location_manager`]). `kubectl get -o yaml
+/// --show-managed-fields` shows who owns what.
 pub const FIELD_MANAGER: &str = "voipcheck";
 
 /// Kubernetes caps an Event's note at 1 kB.
@@ -40,24 +43,100 @@ pub fn object_id(metadata: &ObjectMeta) -> Result<CheckId> {
     }
 }
 
-/// What the scheduler receives for `check`: its plan (or why it cannot run) and the status
-/// already on the object, so conditions keep their lastTransitionTime across restarts and
-/// leader changes.
-pub fn check_entry(check: &VoipCheck, id: CheckId, plan: Result<Plan, PlanError>) -> CheckEntry {
+/// What the scheduler of `location` receives for `check`: its plan (or why it cannot run) and
+/// the location's status already on the object ([`own_status`]), so conditions keep their
+/// lastTransitionTime across restarts and leader changes.
+pub fn check_entry(
+    check: &VoipCheck,
+    id: CheckId,
+    plan: Result<Plan, PlanError>,
+    location: &str,
+) -> CheckEntry {
     CheckEntry {
         id,
         uid: check.metadata.uid.clone(),
         generation: check.metadata.generation,
         spec: Some(Arc::new(check.spec.clone())),
         plan,
-        previous: check.status.clone(),
+        previous: own_status(check.status.as_ref(), location),
+    }
+}
+
+/// Whether `location` runs the check: `spec.locations` is empty (every location) or names it.
+pub fn runs_in(spec: &VoipCheckSpec, location: &str) -> bool {
+    spec.locations.is_empty() || spec.locations.iter().any(|l| l == location)
+}
+
+/// What `location` continues a check from: its own entry of `status.locations`; or, on an
+/// object without any entry, the top level, which the single-location operator before
+/// `status.locations` wrote as its own (it is still that location's last word). Once any
+/// location has an entry the top level is the verdict across locations, never one location's.
+pub fn own_status(status: Option<&VoipCheckStatus>, location: &str) -> Option<VoipCheckStatus> {
+    let status = status?;
+    if status.locations.is_empty() {
+        return Some(VoipCheckStatus {
+            failing_locations: None,
+            ..status.clone()
+        });
+    }
+    let own = status.locations.iter().find(|l| l.name == location)?;
+    Some(VoipCheckStatus {
+        observed_generation: own.observed_generation,
+        conditions: own.conditions.clone(),
+        last_run: own.last_run.clone(),
+        incident: own.incident.clone(),
+        ..VoipCheckStatus::default()
+    })
+}
+
+/// Whether `status` carries an entry of `location`.
+pub fn has_entry(status: Option<&VoipCheckStatus>, location: &str) -> bool {
+    status.is_some_and(|s| s.locations.iter().any(|l| l.name == location))
+}
+
+/// The field manager of `location`'s entry: `voipcheck/<location>`.
+pub fn location_manager(location: &str) -> String {
+    format!("{FIELD_MANAGER}/{location}")
+}
+
+/// The status that stands for "no entry": nothing in it (a run always has conditions). Applied
+/// as a location's entry it removes what the location's manager owned: its entry goes.
+pub fn no_entry() -> VoipCheckStatus {
+    VoipCheckStatus::default()
+}
+
+/// The server-side apply body of `location`'s entry with `status` (what its scheduler computed:
+/// conditions, lastRun, incident, observedGeneration), under [`location_manager`]; for
+/// [`no_entry`] an empty `status`, which takes the entry away. The uid is a precondition as in
+/// [`status_patch`].
+pub fn entry_patch(status: &VoipCheckStatus, location: &str, uid: Option<&str>) -> Value {
+    let written = if *status == no_entry() {
+        VoipCheckStatus::default()
+    } else {
+        VoipCheckStatus {
+            locations: vec![location_entry(status, location)],
+            ..VoipCheckStatus::default()
+        }
+    };
+    status_patch(&written, uid)
+}
+
+/// `location`'s entry with what its scheduler computed (`status`).
+pub fn location_entry(status: &VoipCheckStatus, location: &str) -> LocationStatus {
+    LocationStatus {
+        name: location.to_owned(),
+        observed_generation: status.observed_generation,
+        conditions: status.conditions.clone(),
+        last_run: status.last_run.clone(),
+        incident: status.incident.clone(),
+        stale: None,
     }
 }
 
 /// What the scheduler receives for an object that does not deserialize: no spec, and a plan
 /// error that publishes `Ready=False` reason `InvalidSpec` naming the field, like any spec the
 /// validation refuses.
-pub fn invalid_entry(id: CheckId, check: &InvalidCheck) -> CheckEntry {
+pub fn invalid_entry(id: CheckId, check: &InvalidCheck, location: &str) -> CheckEntry {
     CheckEntry {
         id,
         uid: check.metadata.uid.clone(),
@@ -66,7 +145,7 @@ pub fn invalid_entry(id: CheckId, check: &InvalidCheck) -> CheckEntry {
         plan: Err(PlanError::InvalidSpec(InvalidSpec(vec![
             check.error.clone(),
         ]))),
-        previous: check.status.clone(),
+        previous: own_status(check.status.as_ref(), location),
     }
 }
 
@@ -154,6 +233,9 @@ pub struct StatusDigest {
     generation: Option<i64>,
     conditions: Vec<(String, String, String)>,
     incident: Option<String>,
+    /// The verdict across locations: how many fail, and which entries are marked stale.
+    failing_locations: Option<i32>,
+    stale: Vec<String>,
 }
 
 impl StatusDigest {
@@ -166,6 +248,13 @@ impl StatusDigest {
                 .map(|c| (c.type_.clone(), c.status.clone(), c.reason.clone()))
                 .collect(),
             incident: status.incident.as_ref().map(|i| i.since.0.to_string()),
+            failing_locations: status.failing_locations,
+            stale: status
+                .locations
+                .iter()
+                .filter(|l| l.stale == Some(true))
+                .map(|l| l.name.clone())
+                .collect(),
         }
     }
 }
@@ -184,14 +273,22 @@ pub fn needs_write(
 
 /// The Event for one condition transition: reason = the condition's reason, action = the
 /// condition type (so `Timeout` of SipRegistered and of WebReachable stay apart), the note
-/// names the condition, the change and the condition's message.
-pub fn transition_event(transition: &Transition) -> Event {
+/// names the condition, the change, the location when it is one location's transition (not
+/// the verdict across locations), and the condition's message.
+pub fn transition_event(transition: &Transition, location: Option<&str>) -> Event {
     let (status, reason) = transition.to;
     let was = match transition.from {
         Some((from_status, from_reason)) => format!(" (was {from_status} {from_reason})"),
         None => String::new(),
     };
-    let note = format!("{} {status}{was}: {}", transition.type_, transition.message);
+    let place = match location {
+        Some(location) => format!(" in location {location}"),
+        None => String::new(),
+    };
+    let note = format!(
+        "{} {status}{was}{place}: {}",
+        transition.type_, transition.message
+    );
     Event {
         type_: event_type(transition.type_, status),
         reason: reason.as_str().to_owned(),
@@ -321,12 +418,98 @@ mod tests {
             key: None,
         };
         let id = CheckId::new("telephony", "cloud");
-        let entry = check_entry(&object, id.clone(), Err(error.clone()));
+        let entry = check_entry(&object, id.clone(), Err(error.clone()), "eu-west");
         assert_eq!(entry.id, id);
         assert_eq!(entry.generation, Some(3));
         assert_eq!(entry.spec.as_deref(), Some(&object.spec));
         assert_eq!(entry.plan.unwrap_err(), error);
         assert_eq!(entry.previous, object.status);
+    }
+
+    fn ran(secs: i64) -> Option<crate::api::LastRun> {
+        Some(crate::api::LastRun {
+            time: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                k8s_openapi::jiff::Timestamp::from_second(secs).unwrap(),
+            ),
+            probes: Vec::new(),
+        })
+    }
+
+    #[test]
+    fn a_location_continues_from_its_own_entry_or_else_from_a_legacy_top_level() {
+        let legacy = VoipCheckStatus {
+            observed_generation: Some(2),
+            last_run: ran(100),
+            ..Default::default()
+        };
+        // Written by the operator before status.locations: the one location's own.
+        assert_eq!(own_status(Some(&legacy), "eu-west"), Some(legacy.clone()));
+        assert_eq!(own_status(None, "eu-west"), None);
+
+        let entry = |name: &str, secs: i64| LocationStatus {
+            name: name.into(),
+            observed_generation: Some(3),
+            last_run: ran(secs),
+            stale: Some(true),
+            ..Default::default()
+        };
+        let shared = VoipCheckStatus {
+            observed_generation: Some(3),
+            failing_locations: Some(1),
+            last_run: ran(50),
+            locations: vec![entry("office", 200), entry("eu-west", 300)],
+            ..Default::default()
+        };
+        assert_eq!(
+            own_status(Some(&shared), "eu-west"),
+            Some(VoipCheckStatus {
+                observed_generation: Some(3),
+                last_run: ran(300),
+                ..Default::default()
+            })
+        );
+        // Another location's entries exist: the top level is theirs and the verdict's, not
+        // this location's; it starts afresh.
+        assert_eq!(own_status(Some(&shared), "lab"), None);
+        assert!(has_entry(Some(&shared), "office"));
+        assert!(!has_entry(Some(&shared), "lab"));
+        assert!(!has_entry(Some(&legacy), "eu-west"));
+    }
+
+    #[test]
+    fn a_check_runs_in_the_locations_its_spec_names_or_in_every_one() {
+        let mut spec = web_check("telephony", "d").spec;
+        assert!(runs_in(&spec, "office"));
+        spec.locations = vec!["office".into()];
+        assert!(runs_in(&spec, "office"));
+        assert!(!runs_in(&spec, "eu-west"));
+    }
+
+    #[test]
+    fn the_entry_patch_holds_only_this_locations_entry_and_none_removes_it() {
+        let status = VoipCheckStatus {
+            observed_generation: Some(7),
+            last_run: ran(100),
+            ..Default::default()
+        };
+        assert_eq!(
+            entry_patch(&status, "office", Some("u-1")),
+            json!({
+                "apiVersion": "voipcheck.io/v1alpha1",
+                "kind": "VoipCheck",
+                "metadata": { "uid": "u-1" },
+                "status": { "locations": [ {
+                    "name": "office",
+                    "observedGeneration": 7,
+                    "lastRun": { "time": "1970-01-01T00:01:40Z", "probes": [] }
+                } ] }
+            })
+        );
+        assert_eq!(
+            entry_patch(&no_entry(), "office", None),
+            json!({ "apiVersion": "voipcheck.io/v1alpha1", "kind": "VoipCheck", "status": {} })
+        );
+        assert_eq!(location_manager("office"), "voipcheck/office");
     }
 
     #[test]
@@ -399,12 +582,13 @@ mod tests {
 
     #[test]
     fn a_condition_turning_false_is_a_warning_naming_the_change() {
-        let event = transition_event(&Transition {
+        let transition = Transition {
             type_: ConditionType::SipRegistered,
             from: Some((ConditionStatus::True, Reason::Registered)),
             to: (ConditionStatus::False, Reason::Timeout),
             message: "no answer within 10s".into(),
-        });
+        };
+        let event = transition_event(&transition, None);
         assert_eq!(event.type_, EventType::Warning);
         assert_eq!(event.reason, "Timeout");
         assert_eq!(event.action, "SipRegistered");
@@ -412,16 +596,27 @@ mod tests {
             event.note.as_deref(),
             Some("SipRegistered False (was True Registered): no answer within 10s")
         );
+        // One location's own transition names the location.
+        let event = transition_event(&transition, Some("office"));
+        assert_eq!(
+            event.note.as_deref(),
+            Some(
+                "SipRegistered False (was True Registered) in location office: no answer within 10s"
+            )
+        );
     }
 
     #[test]
     fn a_first_seen_true_condition_is_normal() {
-        let event = transition_event(&Transition {
-            type_: ConditionType::Ready,
-            from: None,
-            to: (ConditionStatus::True, Reason::Healthy),
-            message: "all probes pass".into(),
-        });
+        let event = transition_event(
+            &Transition {
+                type_: ConditionType::Ready,
+                from: None,
+                to: (ConditionStatus::True, Reason::Healthy),
+                message: "all probes pass".into(),
+            },
+            None,
+        );
         assert_eq!(event.type_, EventType::Normal);
         assert_eq!(event.note.as_deref(), Some("Ready True: all probes pass"));
     }
@@ -449,12 +644,15 @@ mod tests {
 
     #[test]
     fn long_notes_are_cut_to_the_api_limit_on_a_char_boundary() {
-        let event = transition_event(&Transition {
-            type_: ConditionType::WebReachable,
-            from: None,
-            to: (ConditionStatus::False, Reason::BodyMismatch),
-            message: "ä".repeat(2000),
-        });
+        let event = transition_event(
+            &Transition {
+                type_: ConditionType::WebReachable,
+                from: None,
+                to: (ConditionStatus::False, Reason::BodyMismatch),
+                message: "ä".repeat(2000),
+            },
+            None,
+        );
         let note = event.note.unwrap();
         assert!(note.len() <= MAX_NOTE_BYTES);
         assert!(note.len() > MAX_NOTE_BYTES - 2);
@@ -515,7 +713,7 @@ mod tests {
             status: None,
         };
         let id = object_id(&metadata).unwrap();
-        let entry = invalid_entry(id.clone(), &invalid);
+        let entry = invalid_entry(id.clone(), &invalid, "eu-west");
         assert_eq!(entry.id, CheckId::new("telephony", "cloud"));
         assert_eq!(entry.uid.as_deref(), Some("u-1"));
         assert_eq!(entry.generation, Some(5));

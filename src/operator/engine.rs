@@ -17,6 +17,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 /// The checks as reconciled, and the scheduler while this replica leads.
 pub struct Engine {
+    /// This instance's `--location`: whose entry of a check's status it continues from.
+    location: String,
     dns: Dns,
     metrics: Metrics,
     max_concurrent_probes: usize,
@@ -38,6 +40,7 @@ struct State {
 
 impl Engine {
     pub fn new(
+        location: String,
         dns: Dns,
         metrics: Metrics,
         max_concurrent_probes: usize,
@@ -45,6 +48,7 @@ impl Engine {
         outbox: Arc<Outbox>,
     ) -> Self {
         Self {
+            location,
             dns,
             metrics,
             max_concurrent_probes,
@@ -124,7 +128,7 @@ impl Engine {
         for entry in state.entries.values() {
             let mut entry = entry.clone();
             if let Some(check) = self.checks.get(&entry.id) {
-                entry.previous = check.status.clone();
+                entry.previous = decide::own_status(check.status.as_ref(), &self.location);
             }
             match resumable.remove(&entry.id) {
                 Some(own) if decide::is_newest(own.status.as_ref(), entry.previous.as_ref()) => {

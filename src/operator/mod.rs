@@ -8,13 +8,18 @@
 //!    it cannot run), and the [`engine::Engine`] receives the entry.
 //! 2. On the replica holding the Lease ([`leader`]) the engine runs the scheduler, which probes
 //!    and leaves each check's next status in the outbox (newest per check; it never waits).
-//! 3. The [`writer::StatusWriter`] applies that status (server-side apply on the status
-//!    subresource) and publishes an Event per condition transition.
+//! 3. The [`writer::StatusWriter`] applies that status as the location's entry of
+//!    `status.locations` (server-side apply on the status subresource, field manager
+//!    `voipcheck/<location>`); on the aggregating instance the [`aggregate::Aggregator`] weighs
+//!    all locations' entries into the top level, which a second writer applies (`voipcheck`).
+//!    Events: one per condition transition of the top level (of the entry on an instance that
+//!    does not aggregate).
 //!
 //! The choices that matter are in each module's header: Secrets read on demand rather than
 //! cached ([`secrets`]), one controller per namespace and deletion without a finalizer
 //! ([`controller`]), the Lease timings ([`leader`]), and the pure decisions in [`decide`].
 
+pub mod aggregate;
 pub mod cache;
 pub mod controller;
 pub mod decide;
@@ -33,7 +38,6 @@ use crate::api::VoipCheck;
 use crate::check::AllowList;
 use crate::metrics::{self, Health, Metrics};
 use crate::probe::dns::Dns;
-use crate::schedule::Outbox;
 use cache::Checks;
 use controller::Context;
 use engine::Engine;
@@ -46,7 +50,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::sync::{oneshot, watch};
-use writer::StatusWriter;
+use writer::Writers;
 
 /// How long a shutdown waits for runs in flight (a timeout may be up to 5 min) and then for the
 /// last status writes (a hung API server): with the reconciles' read timeout (15 s) and the
@@ -67,8 +71,11 @@ pub struct OperatorConfig {
     /// `--nameserver`: the DNS server to ask instead of the system's configuration.
     pub nameserver: Option<SocketAddr>,
     pub metrics_addr: SocketAddr,
-    /// The `location` label of every series.
+    /// The `location` label of every series, and the name of this location's entry of each
+    /// check's `status.locations`.
     pub location: String,
+    /// Whether this instance writes the verdict across locations (`--aggregate`).
+    pub aggregate: bool,
     pub max_concurrent_probes: usize,
     pub lease: LeaseConfig,
     pub secret_access: SecretAccess,
@@ -138,29 +145,30 @@ pub async fn run(
     let caches: Vec<Writer<VoipCheck>> = scopes.iter().map(|_| Writer::default()).collect();
     let checks = Checks::new(caches.iter().map(Writer::as_reader).collect());
 
-    let outbox = Arc::new(Outbox::new());
-    let engine = Arc::new(Engine::new(
-        dns,
-        metrics.clone(),
-        config.max_concurrent_probes,
-        checks.clone(),
-        outbox.clone(),
-    ));
     let (role, role_rx) = watch::channel(Leadership::Unknown);
     let reporter = Reporter {
         controller: REPORTER.to_owned(),
         instance: Some(config.lease.identity.clone()),
     };
     let client = clients.api.clone();
-    let writer = StatusWriter::new(
+    let writers = Writers::start(
+        &config.location,
+        config.aggregate,
         client.clone(),
         reporter,
         checks.clone(),
         role_rx.clone(),
         metrics.clone(),
     );
-    let writer = tokio::spawn(writer.run(outbox.clone()));
-
+    let outbox = writers.outbox.clone();
+    let engine = Arc::new(Engine::new(
+        config.location.clone(),
+        dns,
+        metrics.clone(),
+        config.max_concurrent_probes,
+        checks.clone(),
+        outbox.clone(),
+    ));
     let (release_lease, lease_released) = oneshot::channel::<()>();
     let campaign = tokio::spawn(leader::campaign(
         client.clone(),
@@ -179,6 +187,8 @@ pub async fn run(
         engine.clone(),
         metrics.clone(),
         config.secret_access,
+        config.location.clone(),
+        &writers,
     ));
     let controllers =
         futures::future::join_all(scopes.into_iter().zip(caches).map(|(scope, cache)| {
@@ -206,19 +216,7 @@ pub async fn run(
         {
             tracing::warn!(after = ?RUNS_DRAIN, "runs still in flight: not waited for");
         }
-        outbox.close();
-        let mut writer = writer;
-        if tokio::time::timeout(WRITES_DRAIN, &mut writer)
-            .await
-            .is_err()
-        {
-            writer.abort();
-            tracing::warn!(
-                checks = outbox.len(),
-                after = ?WRITES_DRAIN,
-                "statuses not written before the end; the next leader writes them afresh"
-            );
-        }
+        writers.drain(WRITES_DRAIN).await;
         let _ = release_lease.send(());
         let _ = campaign.await;
         tracing::info!("stopped");

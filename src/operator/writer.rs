@@ -18,7 +18,13 @@
 //!   on 409, a name collision of a new Event), and at most [`crate::schedule::MAX_TRANSITIONS`]
 //!   wait per check; what is given up is counted in `events_dropped_total`.
 //! - When this replica stands by, what waits is dropped: the leader computes its own.
+//!
+//! Two writers run, one per part of `status` ([`Part`]): each location's own entry of
+//! `status.locations` under its own field manager, and, on the aggregating instance, the
+//! verdict across locations (the top level) under [`FIELD_MANAGER`]. Server-side apply keeps
+//! the parts apart: neither removes what the other (or another location) wrote.
 
+use super::aggregate::Aggregator;
 use super::cache::Checks;
 use super::decide::{self, FIELD_MANAGER, StatusDigest};
 use super::failure::{self, ApiFailure};
@@ -35,6 +41,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 use tokio::sync::watch;
+use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 /// The deadline of each request. The Lease lasts 15 s and its holder gives up leading when a
@@ -47,8 +54,117 @@ const CONCURRENT_WRITES: usize = 16;
 const RETRY_MIN: Duration = Duration::from_secs(1);
 const RETRY_MAX: Duration = Duration::from_secs(30);
 
+/// Which part of `status` a writer applies, and whose transitions become Events.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Part {
+    /// `location`'s entry of `status.locations` ([`decide::entry_patch`]), under its own field
+    /// manager. `events`: whether its transitions are published (with the location named), as
+    /// on an instance that does not aggregate; the aggregating one publishes the top level's.
+    Entry { location: String, events: bool },
+    /// The verdict across locations ([`decide::status_patch`] of the top level), with its
+    /// transitions' Events.
+    Verdict,
+}
+
+/// Whether this replica writes the status of check `id`: while it leads. The status writers
+/// and the aggregator ask the same.
+pub fn writes(leadership: Leadership, _id: &CheckId) -> bool {
+    leadership == Leadership::Leader
+}
+
+/// An instance's status writing: the outbox its runs leave their statuses in, the writer of
+/// its location's entries, and on the aggregating instance the [`Aggregator`] with the writer
+/// of the verdict across locations.
+pub struct Writers {
+    /// Where the scheduler leaves this location's statuses (tapped by the aggregator).
+    pub outbox: Arc<Outbox>,
+    pub aggregator: Option<Arc<Aggregator>>,
+    /// Each writer's task and its outbox.
+    tasks: Vec<(JoinHandle<()>, Arc<Outbox>)>,
+}
+
+impl Writers {
+    /// Starts the writers of `location` (and the aggregator, when `aggregate`).
+    pub fn start(
+        location: &str,
+        aggregate: bool,
+        client: Client,
+        reporter: Reporter,
+        checks: Checks,
+        leadership: watch::Receiver<Leadership>,
+        metrics: Metrics,
+    ) -> Self {
+        let writer = |part: Part| {
+            StatusWriter::new(
+                part,
+                client.clone(),
+                reporter.clone(),
+                checks.clone(),
+                leadership.clone(),
+                metrics.clone(),
+            )
+        };
+        let mut tasks = Vec::new();
+        let aggregator = aggregate.then(|| {
+            let verdicts = Arc::new(Outbox::new());
+            let aggregator = Arc::new(Aggregator::new(
+                location.to_owned(),
+                checks.clone(),
+                leadership.clone(),
+                verdicts.clone(),
+            ));
+            tokio::spawn(aggregator.clone().run());
+            let task = tokio::spawn(writer(Part::Verdict).run(verdicts.clone()));
+            tasks.push((task, verdicts));
+            aggregator
+        });
+        let outbox = Arc::new(match &aggregator {
+            Some(aggregator) => {
+                let aggregator = aggregator.clone();
+                Outbox::tapped(Box::new(move |update| aggregator.own_status(update)))
+            }
+            None => Outbox::new(),
+        });
+        let entries = writer(Part::Entry {
+            location: location.to_owned(),
+            events: !aggregate,
+        });
+        tasks.insert(
+            0,
+            (tokio::spawn(entries.run(outbox.clone())), outbox.clone()),
+        );
+        Self {
+            outbox,
+            aggregator,
+            tasks,
+        }
+    }
+
+    /// After the last runs: closes the outbox, lets the aggregator weigh what they left, and
+    /// waits up to `within` for everything to be written (a hung API server: then gives up).
+    pub async fn drain(self, within: Duration) {
+        self.outbox.close();
+        if let Some(aggregator) = &self.aggregator {
+            aggregator.stop();
+        }
+        let mut tasks = self.tasks;
+        let written = futures::future::join_all(tasks.iter_mut().map(|(task, _)| task));
+        if tokio::time::timeout(within, written).await.is_err() {
+            for (task, outbox) in tasks {
+                task.abort();
+                tracing::warn!(
+                    checks = outbox.len(),
+                    after = ?within,
+                    "statuses not written before the end; the next leader writes them afresh"
+                );
+            }
+        }
+    }
+}
+
 /// Applies statuses and publishes Events.
 pub struct StatusWriter {
+    part: Part,
     client: Client,
     recorder: Recorder,
     checks: Checks,
@@ -75,8 +191,9 @@ enum Sent {
 }
 
 impl StatusWriter {
-    /// `reporter` names this operator replica in the Events it publishes.
+    /// A writer of `part`; `reporter` names this operator replica in the Events it publishes.
     pub fn new(
+        part: Part,
         client: Client,
         reporter: Reporter,
         checks: Checks,
@@ -84,6 +201,7 @@ impl StatusWriter {
         metrics: Metrics,
     ) -> Self {
         Self {
+            part,
             recorder: Recorder::new(client.clone(), reporter),
             client,
             checks,
@@ -122,7 +240,7 @@ impl StatusWriter {
                         }
                         self.lock().statuses.clear();
                     }
-                    self.metrics.set_status_pending(outbox.len());
+                    self.report_pending(outbox.len());
                     tokio::select! {
                         changed = role.changed() => changed.is_ok(),
                         () = outbox.closed() => false,
@@ -140,17 +258,17 @@ impl StatusWriter {
     /// Writes a batch (one status per check), several checks at a time; once this replica
     /// stops leading, the rest goes back to the outbox unwritten.
     async fn write_all(&self, batch: Vec<StatusUpdate>, outbox: &Outbox) {
-        self.metrics.set_status_pending(outbox.len() + batch.len());
+        self.report_pending(outbox.len() + batch.len());
         futures::stream::iter(batch)
             .for_each_concurrent(CONCURRENT_WRITES, |update| async move {
-                if *self.leadership.borrow() == Leadership::Leader {
+                if writes(*self.leadership.borrow(), &update.id) {
                     self.write(update, outbox).await;
                 } else {
                     outbox.retry(update, Instant::now());
                 }
             })
             .await;
-        self.metrics.set_status_pending(outbox.len());
+        self.report_pending(outbox.len());
     }
 
     async fn write(&self, mut update: StatusUpdate, outbox: &Outbox) {
@@ -206,10 +324,18 @@ impl StatusWriter {
                 }
             }
         }
+        let located = match &self.part {
+            Part::Entry { events: false, .. } => {
+                self.lock().failures.remove(&id);
+                return;
+            }
+            Part::Entry { location, .. } => Some(location.as_str()),
+            Part::Verdict => None,
+        };
         let reference = decide::event_reference(&id, update.uid.as_deref());
         let transitions = std::mem::take(&mut update.transitions);
         for (index, transition) in transitions.iter().enumerate() {
-            let event = decide::transition_event(transition);
+            let event = decide::transition_event(transition, located);
             let sent = match tokio::time::timeout(
                 WRITE_TIMEOUT,
                 self.recorder.publish(&event, &reference),
@@ -251,19 +377,40 @@ impl StatusWriter {
         self.lock().failures.remove(&id);
     }
 
-    /// The server-side apply of `update`'s status, with the uid of the object it was computed
-    /// for as a precondition.
+    /// The server-side apply of `update`'s status as this writer's part, with the uid of the
+    /// object it was computed for as a precondition.
     async fn apply(&self, update: &StatusUpdate) -> Sent {
         let id = &update.id;
         // The answer is the whole object, which may not deserialize (its status says why).
         let api: Api<GuardedCheck> = Api::namespaced(self.client.clone(), &id.namespace);
-        let params = PatchParams::apply(FIELD_MANAGER).force();
-        let patch = Patch::Apply(decide::status_patch(&update.status, update.uid.as_deref()));
+        let uid = update.uid.as_deref();
+        let (params, body) = match &self.part {
+            Part::Entry { location, .. } => (
+                PatchParams::apply(&decide::location_manager(location)),
+                decide::entry_patch(&update.status, location, uid),
+            ),
+            Part::Verdict => (
+                PatchParams::apply(FIELD_MANAGER),
+                decide::status_patch(&update.status, uid),
+            ),
+        };
+        // Force: each part has one writer at a time (the holder of the check), and a field it
+        // sends is its own (a conflict would be a former holder's leftover).
+        let params = params.force();
+        let patch = Patch::Apply(body);
         match tokio::time::timeout(WRITE_TIMEOUT, api.patch_status(&id.name, &params, &patch)).await
         {
             Ok(Ok(_)) => Sent::Done,
             Ok(Err(error)) => Sent::Failed(ApiFailure::of(&error)),
             Err(_elapsed) => Sent::Failed(ApiFailure::Timeout),
+        }
+    }
+
+    /// `status_pending_checks`: the checks whose entry waits. The verdicts' writer does not
+    /// report its own queue (the gauge is one number; the entries are where runs wait).
+    fn report_pending(&self, pending: usize) {
+        if matches!(self.part, Part::Entry { .. }) {
+            self.metrics.set_status_pending(pending);
         }
     }
 

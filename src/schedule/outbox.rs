@@ -29,7 +29,12 @@ pub struct Outbox {
     /// Wakes the consumer; `notify_one` keeps a permit when it is not waiting, so no offer is
     /// missed between its look at the state and its wait.
     wake: Notify,
+    /// Sees each status as it is offered (see [`Outbox::tapped`]).
+    tap: Option<Tap>,
 }
+
+/// What sees every status offered to an outbox, at once and without waiting.
+pub type Tap = Box<dyn Fn(&StatusUpdate) + Send + Sync>;
 
 #[derive(Default)]
 struct State {
@@ -50,8 +55,21 @@ impl Outbox {
         Self::default()
     }
 
+    /// An outbox that also hands each status offered to `tap` (the operator's aggregator
+    /// weighs its own location's newest status at once, not once it is written). The tap
+    /// must not block: offers come from the runs.
+    pub fn tapped(tap: Tap) -> Self {
+        Self {
+            tap: Some(tap),
+            ..Self::default()
+        }
+    }
+
     /// The status of a run; replaces the check's pending one (keeping its transitions first).
     pub fn offer(&self, update: StatusUpdate) {
+        if let Some(tap) = &self.tap {
+            tap(&update);
+        }
         let mut state = self.lock();
         state.merge(update, None);
         drop(state);

@@ -42,22 +42,38 @@ impl RunningOperator {
         timings: LeaseTimings,
         secret_access: SecretAccess,
     ) -> RunningOperator {
+        Self::start_configured(api, namespace, identity, |config| {
+            config.lease.timings = timings;
+            config.secret_access = secret_access;
+        })
+    }
+
+    /// Replica `identity` in location `test` (aggregating), watching `namespace`, with the
+    /// default Lease timings, after `configure` changed its configuration.
+    pub fn start_configured(
+        api: &FakeApi,
+        namespace: &str,
+        identity: &str,
+        configure: impl FnOnce(&mut OperatorConfig),
+    ) -> RunningOperator {
         let metrics_port = super::free_port();
-        let config = OperatorConfig {
+        let mut config = OperatorConfig {
             namespaces: vec![namespace.into()],
             allow: AllowList::parse(&[]).unwrap(),
             nameserver: None,
             metrics_addr: ([127, 0, 0, 1], metrics_port).into(),
             location: "test".into(),
+            aggregate: true,
             max_concurrent_probes: 16,
             lease: LeaseConfig {
                 name: LEASE_NAME.into(),
                 namespace: LEASE_NAMESPACE.into(),
                 identity: identity.into(),
-                timings,
+                timings: LeaseTimings::default(),
             },
-            secret_access,
+            secret_access: SecretAccess::Watch,
         };
+        configure(&mut config);
         let clients = Clients::from_config(api.config()).unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(operator::run(clients, config, async {
