@@ -30,7 +30,7 @@ use voipcheck::operator::cache::Checks;
 use voipcheck::operator::controller::{self, Context};
 use voipcheck::operator::engine::Engine;
 use voipcheck::operator::leader::Leadership;
-use voipcheck::operator::writer::{Part, StatusWriter, Writers};
+use voipcheck::operator::writer::{Part, StatusWriter, Writers, Writing};
 use voipcheck::probe::dns::Dns;
 use voipcheck::schedule::{Outbox, StatusUpdate};
 use voipcheck::status::Transition;
@@ -285,15 +285,7 @@ impl Operator {
         let cache = Writer::<VoipCheck>::default();
         let checks = Checks::new(vec![cache.as_reader()]);
         let (role, role_rx) = watch::channel(Leadership::Leader);
-        let writers = Writers::start(
-            "test",
-            true,
-            client.clone(),
-            reporter(),
-            checks.clone(),
-            role_rx,
-            metrics.clone(),
-        );
+        let writers = Writers::start("test", true, writing(&client, &checks, role_rx, &metrics));
         let engine = Arc::new(Engine::new(
             "test".into(),
             Dns::system().unwrap(),
@@ -352,6 +344,22 @@ impl Operator {
             &CheckId::new(NS, NAME),
         );
         assert_eq!(action, Action::requeue(resync));
+    }
+}
+
+/// What the status writers of replica `test-0` share.
+fn writing(
+    client: &Client,
+    checks: &Checks,
+    leadership: watch::Receiver<Leadership>,
+    metrics: &Metrics,
+) -> Writing {
+    Writing {
+        client: client.clone(),
+        reporter: reporter(),
+        checks: checks.clone(),
+        leadership,
+        metrics: metrics.clone(),
     }
 }
 
@@ -768,14 +776,7 @@ fn write_with(
     let outbox = Arc::new(Outbox::new());
     let (role_tx, role_rx) = watch::channel(role);
     let checks = Checks::new(vec![cache.as_reader()]);
-    let writer = StatusWriter::new(
-        Part::Verdict,
-        client,
-        reporter(),
-        checks,
-        role_rx,
-        metrics.clone(),
-    );
+    let writer = StatusWriter::new(Part::Verdict, writing(&client, &checks, role_rx, metrics));
     let task = tokio::spawn({
         let outbox = outbox.clone();
         async move {

@@ -435,13 +435,18 @@ mod tests {
         })
     }
 
+    /// A status of spec generation `generation` whose last run was at `secs`.
+    fn ran_status(generation: i64, secs: i64) -> VoipCheckStatus {
+        VoipCheckStatus {
+            observed_generation: Some(generation),
+            last_run: ran(secs),
+            ..Default::default()
+        }
+    }
+
     #[test]
     fn a_location_continues_from_its_own_entry_or_else_from_a_legacy_top_level() {
-        let legacy = VoipCheckStatus {
-            observed_generation: Some(2),
-            last_run: ran(100),
-            ..Default::default()
-        };
+        let legacy = ran_status(2, 100);
         // Written by the operator before status.locations: the one location's own.
         assert_eq!(own_status(Some(&legacy), "eu-west"), Some(legacy.clone()));
         assert_eq!(own_status(None, "eu-west"), None);
@@ -462,11 +467,7 @@ mod tests {
         };
         assert_eq!(
             own_status(Some(&shared), "eu-west"),
-            Some(VoipCheckStatus {
-                observed_generation: Some(3),
-                last_run: ran(300),
-                ..Default::default()
-            })
+            Some(ran_status(3, 300))
         );
         // Another location's entries exist: the top level is theirs and the verdict's, not
         // this location's; it starts afresh.
@@ -487,11 +488,7 @@ mod tests {
 
     #[test]
     fn the_entry_patch_holds_only_this_locations_entry_and_none_removes_it() {
-        let status = VoipCheckStatus {
-            observed_generation: Some(7),
-            last_run: ran(100),
-            ..Default::default()
-        };
+        let status = ran_status(7, 100);
         assert_eq!(
             entry_patch(&status, "office", Some("u-1")),
             json!({

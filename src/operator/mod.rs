@@ -50,7 +50,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::sync::{oneshot, watch};
-use writer::Writers;
+use writer::{Writers, Writing};
 
 /// How long a shutdown waits for runs in flight (a timeout may be up to 5 min) and then for the
 /// last status writes (a hung API server): with the reconciles' read timeout (15 s) and the
@@ -151,15 +151,14 @@ pub async fn run(
         instance: Some(config.lease.identity.clone()),
     };
     let client = clients.api.clone();
-    let writers = Writers::start(
-        &config.location,
-        config.aggregate,
-        client.clone(),
+    let writing = Writing {
+        client: client.clone(),
         reporter,
-        checks.clone(),
-        role_rx.clone(),
-        metrics.clone(),
-    );
+        checks: checks.clone(),
+        leadership: role_rx.clone(),
+        metrics: metrics.clone(),
+    };
+    let writers = Writers::start(&config.location, config.aggregate, writing);
     let outbox = writers.outbox.clone();
     let engine = Arc::new(Engine::new(
         config.location.clone(),

@@ -83,34 +83,29 @@ pub struct Writers {
     tasks: Vec<(JoinHandle<()>, Arc<Outbox>)>,
 }
 
+/// What an instance's status writers share: the API, the replica's name in its Events
+/// (`reporter`), the caches (whether a check still exists, and its uid), whether it writes
+/// ([`writes`]), and the metrics.
+#[derive(Clone)]
+pub struct Writing {
+    pub client: Client,
+    pub reporter: Reporter,
+    pub checks: Checks,
+    pub leadership: watch::Receiver<Leadership>,
+    pub metrics: Metrics,
+}
+
 impl Writers {
     /// Starts the writers of `location` (and the aggregator, when `aggregate`).
-    pub fn start(
-        location: &str,
-        aggregate: bool,
-        client: Client,
-        reporter: Reporter,
-        checks: Checks,
-        leadership: watch::Receiver<Leadership>,
-        metrics: Metrics,
-    ) -> Self {
-        let writer = |part: Part| {
-            StatusWriter::new(
-                part,
-                client.clone(),
-                reporter.clone(),
-                checks.clone(),
-                leadership.clone(),
-                metrics.clone(),
-            )
-        };
+    pub fn start(location: &str, aggregate: bool, writing: Writing) -> Self {
+        let writer = |part: Part| StatusWriter::new(part, writing.clone());
         let mut tasks = Vec::new();
         let aggregator = aggregate.then(|| {
             let verdicts = Arc::new(Outbox::new());
             let aggregator = Arc::new(Aggregator::new(
                 location.to_owned(),
-                checks.clone(),
-                leadership.clone(),
+                writing.checks.clone(),
+                writing.leadership.clone(),
                 verdicts.clone(),
             ));
             tokio::spawn(aggregator.clone().run());
@@ -191,15 +186,15 @@ enum Sent {
 }
 
 impl StatusWriter {
-    /// A writer of `part`; `reporter` names this operator replica in the Events it publishes.
-    pub fn new(
-        part: Part,
-        client: Client,
-        reporter: Reporter,
-        checks: Checks,
-        leadership: watch::Receiver<Leadership>,
-        metrics: Metrics,
-    ) -> Self {
+    /// A writer of `part`.
+    pub fn new(part: Part, writing: Writing) -> Self {
+        let Writing {
+            client,
+            reporter,
+            checks,
+            leadership,
+            metrics,
+        } = writing;
         Self {
             part,
             recorder: Recorder::new(client.clone(), reporter),
