@@ -294,6 +294,13 @@ async fn two_locations_write_their_own_entries_and_the_aggregate_weighs_them() {
     let message = reportable["message"].as_str().unwrap();
     assert!(message.contains("office"), "{message}");
     assert!(status.get("incident").is_none(), "{status:#}");
+    // The verdict's series come from the aggregating instance only.
+    let failing = (
+        "voipcheck_status_failing_locations",
+        ["name=\"office-fails\""],
+    );
+    assert_eq!(eu_west.sample(failing.0, &failing.1).await, Some(1.0));
+    assert_eq!(office.sample(failing.0, &failing.1).await, None);
 
     // Both fail: an outage of the provider, the incident naming what each location saw.
     let status = cluster

@@ -17,6 +17,9 @@
 //!   rewrites its entry at least every refresh, and runs every interval);
 //! - this replica starts writing (leading): every check.
 //!
+//! Its metrics are the status-level series ([`Metrics::record_aggregate`]), which the alert
+//! rules read rather than re-deriving the verdict from each location's series.
+//!
 //! Like a run, the computation never waits on the API server: its result replaces the
 //! check's pending one in the outbox, and the writer writes it only when it changed or at
 //! [`STATUS_REFRESH`] ([`super::decide::needs_write`]).
@@ -27,6 +30,7 @@ use super::leader::Leadership;
 use super::writer::writes;
 use crate::api::{LocationStatus, VoipCheck, VoipCheckStatus};
 use crate::check::CheckId;
+use crate::metrics::Metrics;
 use crate::schedule::{Outbox, StatusUpdate};
 use crate::verdict::{self, Across};
 use std::collections::{BTreeSet, HashMap};
@@ -43,6 +47,7 @@ pub struct Aggregator {
     leadership: watch::Receiver<Leadership>,
     /// Where the top levels wait for the verdict's writer.
     outbox: Arc<Outbox>,
+    metrics: Metrics,
     state: Mutex<State>,
     wake: Notify,
 }
@@ -68,12 +73,14 @@ impl Aggregator {
         checks: Checks,
         leadership: watch::Receiver<Leadership>,
         outbox: Arc<Outbox>,
+        metrics: Metrics,
     ) -> Self {
         Self {
             location,
             checks,
             leadership,
             outbox,
+            metrics,
             state: Mutex::default(),
             wake: Notify::new(),
         }
@@ -114,7 +121,9 @@ impl Aggregator {
         self.wake.notify_one();
     }
 
-    /// Check `id` was deleted: nothing of it is kept or written.
+    /// Check `id` was deleted: nothing of it is kept, written or exported. Under the state's
+    /// lock, which a computation records its metrics under once it saw the check in the cache
+    /// (forgotten there before this is called), so no series of it comes back.
     pub fn forget(&self, id: &CheckId) {
         let mut state = self.lock();
         state.own.remove(id);
@@ -123,6 +132,7 @@ impl Aggregator {
         if let Some(at) = state.due.remove(id) {
             state.deadlines.remove(&(at, id.clone()));
         }
+        self.metrics.remove_check(id);
         drop(state);
         self.outbox.forget(id);
     }
@@ -246,6 +256,19 @@ impl Aggregator {
             .map(|run| SystemTime::from(run.time.0) + stale_after + Duration::from_secs(1))
             .filter(|at| *at > now)
             .min();
+        let mut state = self.lock();
+        if !self.checks.contains(id) {
+            return;
+        }
+        self.metrics.record_aggregate(id, &aggregate);
+        if let Some(at) = state.due.remove(id) {
+            state.deadlines.remove(&(at, id.clone()));
+        }
+        if let Some(at) = next_stale {
+            state.due.insert(id.clone(), at);
+            state.deadlines.insert((at, id.clone()));
+        }
+        drop(state);
         let status = VoipCheckStatus {
             observed_generation: aggregate.observed_generation,
             conditions: aggregate.conditions,
@@ -262,18 +285,9 @@ impl Aggregator {
                 .collect(),
             last_run: None,
         };
-        let mut state = self.lock();
-        if let Some(at) = state.due.remove(id) {
-            state.deadlines.remove(&(at, id.clone()));
-        }
-        if let Some(at) = next_stale {
-            state.due.insert(id.clone(), at);
-            state.deadlines.insert((at, id.clone()));
-        }
-        state
+        self.lock()
             .previous
             .insert(id.clone(), (uid.clone(), status.clone()));
-        drop(state);
         self.outbox.offer(StatusUpdate {
             id: id.clone(),
             uid,

@@ -107,6 +107,7 @@ impl Writers {
                 writing.checks.clone(),
                 writing.leadership.clone(),
                 verdicts.clone(),
+                writing.metrics.clone(),
             ));
             tokio::spawn(aggregator.clone().run());
             let task = tokio::spawn(writer(Part::Verdict).run(verdicts.clone()));
