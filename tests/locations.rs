@@ -497,3 +497,69 @@ async fn a_location_that_stops_writing_is_marked_stale_and_left_out() {
     eu_west.stop().await;
     office.stop().await;
 }
+
+/// An install upgraded from the single-location operator: the object has a top-level status
+/// (with `lastRun`) written under field manager `voipcheck` and no `status.locations`. The
+/// location continues from it (DESIGN.md §9: a False condition stays False, the incident
+/// keeps its `since`), and the aggregator's first write takes `lastRun` back from the top.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upgraded_install_continues_from_the_legacy_top_level() {
+    let cluster = Cluster::start();
+    let api = &cluster.api;
+    api.insert(cluster.check("both-fail", "sip:primary.voipcheck.test:5060", &["eu-west"]));
+    let eu_west = cluster.eu_west();
+    let first = cluster
+        .status_when("both-fail", "eu-west's outage", |s| {
+            entry(s, "eu-west").is_some_and(|e| e["incident"].is_object())
+                && s["incident"].is_object()
+        })
+        .await;
+    eu_west.stop().await;
+    let before = entry(&first, "eu-west").unwrap().clone();
+
+    // What the operator before status.locations left: the same verdict at the top level,
+    // owned by `voipcheck`, and nothing else.
+    let mut legacy = api.get(Kind::VoipCheck, NS, "both-fail").unwrap();
+    let mut status = before.clone();
+    status.as_object_mut().unwrap().remove("name");
+    legacy["status"] = status;
+    legacy["metadata"]["managedFields"] = json!([{
+        "manager": "voipcheck", "operation": "Apply", "subresource": "status",
+        "apiVersion": "voipcheck.io/v1alpha1", "time": "2026-01-01T00:00:00Z",
+        "fieldsType": "FieldsV1",
+        "fieldsV1": { "f:status": {
+            "f:observedGeneration": {}, "f:conditions": {}, "f:lastRun": {}, "f:incident": {}
+        } }
+    }]);
+    api.replace(legacy);
+    let events_before = api.events(NS).len();
+
+    let eu_west = cluster.eu_west();
+    let status = cluster
+        .status_when(
+            "both-fail",
+            "eu-west's entry continuing the legacy status",
+            |s| {
+                entry(s, "eu-west").is_some_and(|e| e["lastRun"] != before["lastRun"])
+                    && s.get("lastRun").is_none()
+            },
+        )
+        .await;
+    let own = entry(&status, "eu-west").unwrap();
+    assert_eq!(status["conditions"], own["conditions"], "{status:#}");
+    assert_eq!(own["incident"]["since"], before["incident"]["since"]);
+    assert_eq!(status["incident"]["since"], before["incident"]["since"]);
+    let reportable = condition(&own["conditions"], "HotlineReportable").unwrap();
+    let was = condition(&before["conditions"], "HotlineReportable").unwrap();
+    assert_eq!(
+        (&reportable["status"], &reportable["lastTransitionTime"]),
+        (&was["status"], &was["lastTransitionTime"])
+    );
+    assert_eq!(
+        api.events(NS).len(),
+        events_before,
+        "no transition, so no Event: {:#?}",
+        &api.events(NS)[events_before..]
+    );
+    eu_west.stop().await;
+}

@@ -168,14 +168,16 @@ pub fn apply(
         .map(|e| &e.fields)
         .collect();
     for path in before.difference(&sent) {
-        // What goes is the field, or for `.` the element; it stays while another manager
-        // owns it or anything in it.
+        // What goes is the field, or for `.` the element; it stays while another manager, or
+        // this apply, owns it or anything in it (structured-merge-diff adds those back).
         let subtree = match path.last().map(String::as_str) {
             Some(".") => &path[..path.len() - 1],
             _ => &path[..],
         };
         let still_owned = others
             .iter()
+            .copied()
+            .chain([&sent])
             .any(|o| o.iter().any(|p| p.starts_with(subtree)));
         if !still_owned && !is_key_field(path) {
             remove(&mut next, path);
