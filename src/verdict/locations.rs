@@ -34,8 +34,10 @@
 //!
 //! # The other conditions
 //! Per type: False when some location has it False (with the reason of the first such
-//! location by name), else True when some location has it True (a noteworthy reason such as
-//! `BackupServing` before the plain success, so it is not lost), else Unknown. The message names
+//! location by name whose control probe passes, so a location that cannot trust its own
+//! observations does not hide the reason of one that can), else True when some location has
+//! it True (a noteworthy reason such as `BackupServing` before the plain success, so it is not
+//! lost), else Unknown. The message names
 //! each location and what it saw. `Ready` is False `LocalNetworkProblem` when rule 1 applies:
 //! the service is unavailable from that location (paging follows impact), and the reason says
 //! whose problem it is.
@@ -172,6 +174,13 @@ impl<'a> View<'a> {
 
     fn get(&self, type_: ConditionType) -> Option<Seen<'a>> {
         self.conditions.get(&type_).copied()
+    }
+
+    /// Whether this location's control probe fails (its `Ready` says `LocalNetworkProblem`):
+    /// none of its failures can be trusted.
+    fn network_fails(&self) -> bool {
+        self.get(ConditionType::Ready)
+            .is_some_and(|s| s.reason == Reason::LocalNetworkProblem)
     }
 
     /// `Ready`'s status and reason, as a message lists them.
@@ -412,9 +421,14 @@ fn per_type(type_: ConditionType, views: &[View]) -> Option<Decided> {
         .find(|status| seen.iter().any(|(_, s)| s.status == *status))
         .unwrap_or(ConditionStatus::Unknown);
     let deciding: Vec<&(&View, Seen)> = seen.iter().filter(|(_, s)| s.status == status).collect();
+    let telling = |(view, s): &&&(&View, Seen)| match status {
+        ConditionStatus::True => !type_.is_plain_success(s.reason),
+        ConditionStatus::False => !view.network_fails(),
+        ConditionStatus::Unknown => false,
+    };
     let (_, first) = deciding
         .iter()
-        .find(|(_, s)| status == ConditionStatus::True && !type_.is_plain_success(s.reason))
+        .find(telling)
         .or(deciding.first())
         .copied()?;
     let message = seen

@@ -387,6 +387,32 @@ fn a_local_network_problem_and_a_working_location_is_that_locations_network() {
 }
 
 #[test]
+fn a_location_whose_control_fails_does_not_hide_the_reason_of_one_whose_control_passes() {
+    // "eu-west" sorts before "office": its LocalNetworkProblem would be the first False Ready.
+    let eu_west = Location::new("eu-west").run(cut_off);
+    let office = Location::new("office").run(|r| {
+        r.register_fails(Failure::AuthRejected { code: 401 })
+            .web_ok("web-ui")
+            .control_ok()
+    });
+    let top = across(&cloud(), &[&office, &eu_west], at(10));
+    assert_eq!(top.of(Ready), ("False", "ProbesFailing"));
+    assert_eq!(top.of(SipRegistered), ("False", "AuthRejected"));
+    assert_eq!(
+        top.message(Ready),
+        "eu-west: False LocalNetworkProblem (SipRegistered (Timeout), WebReachable (Timeout) \
+         fail, and so does the control probe (control: no answer within 10s): check this \
+         location's network); office: False ProbesFailing (failing: SipRegistered \
+         (AuthRejected))"
+    );
+
+    // Only untrusted failures: their reason stands.
+    let office = Location::new("office").run(works);
+    let top = across(&cloud(), &[&office, &eu_west], at(10));
+    assert_eq!(top.of(Ready), ("False", "LocalNetworkProblem"));
+}
+
+#[test]
 fn not_a_provider_service_fails_everywhere_and_is_not_reportable() {
     let office = Location::with("office", Policy::test(Other)).run(down);
     let eu_west = Location::with("eu-west", Policy::test(Other)).run(down);
