@@ -25,7 +25,8 @@ const README: &str = "README.md";
 const CHART: &str = "charts/voipcheck/Chart.yaml";
 /// The page by impact: a service unavailable to the customer, whoever's fault.
 const UNAVAILABLE: &str = "VoipCheckServiceUnavailable";
-/// The hotline's verdict; held back while `UNAVAILABLE` pages for the same check and location.
+/// The hotline's verdict; held back while `UNAVAILABLE` pages for the same check (and
+/// aggregating location).
 const REPORTABLE: &str = "VoipCheckHotlineReportable";
 /// The alerts that page.
 const PAGES: [&str; 2] = [UNAVAILABLE, REPORTABLE];
@@ -338,9 +339,9 @@ fn alertmanager_api(port: u16, method: &str, path: &str, body: Option<&Value>) -
 }
 
 /// The example's inhibit rules, in a running Alertmanager: a service-unavailable page holds
-/// back the same outage's hotline page, a check that pages has its tickets suppressed; another
-/// check's ticket, the same check's ticket from another location, and a reportable outage
-/// without a service-unavailable page are not.
+/// back the same outage's hotline page, a check that pages has its tickets suppressed, from
+/// every location (the page is the verdict across them); another check's ticket and a
+/// reportable outage without a service-unavailable page are not.
 #[test]
 fn one_outage_pages_once_and_holds_back_its_tickets() {
     let binary = support::require_program("prometheus-alertmanager");
@@ -376,6 +377,7 @@ fn one_outage_pages_once_and_holds_back_its_tickets() {
         alert("VoipCheckWebUnreachable", "cloud", "fra", "warning"),
         alert("VoipCheckSipRegistrationLost", "cloud", "muc", "warning"),
         alert("VoipCheckSipRegistrationLost", "trunk", "fra", "warning"),
+        alert("VoipCheckSipRegistrationLost", "pbx", "fra", "warning"),
         alert(REPORTABLE, "trunk", "muc", "critical"),
         alert("VoipCheckSipErrorCodesFrequent", "trunk", "muc", "warning"),
     ]);
@@ -390,8 +392,16 @@ fn one_outage_pages_once_and_holds_back_its_tickets() {
             "suppressed",
         ),
         (("VoipCheckWebUnreachable", "cloud", "fra"), "suppressed"),
-        (("VoipCheckSipRegistrationLost", "cloud", "muc"), "active"),
-        (("VoipCheckSipRegistrationLost", "trunk", "fra"), "active"),
+        // The page lists the failures of every location.
+        (
+            ("VoipCheckSipRegistrationLost", "cloud", "muc"),
+            "suppressed",
+        ),
+        (
+            ("VoipCheckSipRegistrationLost", "trunk", "fra"),
+            "suppressed",
+        ),
+        (("VoipCheckSipRegistrationLost", "pbx", "fra"), "active"),
         // A reportable outage no service-unavailable page covers pages on its own.
         ((REPORTABLE, "trunk", "muc"), "active"),
         (
