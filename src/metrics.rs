@@ -49,7 +49,8 @@
 //! | `reconcile_total`, `reconcile_errors_total` | counters | -, category |
 //! | `schedule_lag_seconds` | histogram | - |
 //! | `checks` | gauge | - |
-//! | `leader` | gauge 0/1 (1: this replica probes and writes) | - |
+//! | `leader` | gauge 0/1 (1: this replica holds at least one shard) | - |
+//! | `shards`, `shards_held` | gauges (the fixed shard count; this replica's share) | - |
 //! | `status_pending_checks` | gauge (checks whose latest status is not yet written) | - |
 //! | `api_write_failures_total` | counter | kind (`status`, `event`), category |
 //! | `events_dropped_total` | counter (transition Events given up on) | - |
@@ -121,6 +122,8 @@ struct Inner {
     checks: Store,
     /// The `location` label's value.
     location: String,
+    /// Whether this process runs its checks alone ([`Metrics::alone`]).
+    alone: bool,
     operator: OperatorMetrics,
 }
 
@@ -131,6 +134,8 @@ struct OperatorMetrics {
     schedule_lag: prometheus::Histogram,
     checks: IntGauge,
     leader: IntGauge,
+    shards: IntGauge,
+    shards_held: IntGauge,
     status_pending: IntGauge,
     write_failures: IntCounterVec,
     events_dropped: IntCounter,
@@ -176,6 +181,18 @@ pub enum ReconcileResult {
 impl Metrics {
     /// `location` labels every series, so several operator instances can be told apart.
     pub fn new(location: &str) -> Self {
+        Self::with(location, false)
+    }
+
+    /// For a process that runs its checks alone (`voipcheck run`): no other location, nobody
+    /// aggregates, so its own verdict is also each check's verdict across locations, and
+    /// [`Metrics::record_verdict`] and [`Metrics::record_incident`] export the `status_*` series
+    /// too (the pages read those, wherever the checks run).
+    pub fn alone(location: &str) -> Self {
+        Self::with(location, true)
+    }
+
+    fn with(location: &str, alone: bool) -> Self {
         let labels = HashMap::from([("location".to_owned(), location.to_owned())]);
         let registry = Registry::new_custom(Some("voipcheck".into()), Some(labels.clone()))
             .expect("a fixed prefix and label name are valid");
@@ -195,6 +212,7 @@ impl Metrics {
                 process,
                 checks: Store::default(),
                 location: location.to_owned(),
+                alone,
                 operator,
             }),
         }
@@ -219,19 +237,31 @@ impl Metrics {
         });
     }
 
-    /// `condition{type,status,reason}` and `hotline_reportable` after a verdict.
+    /// `condition{type,status,reason}` and `hotline_reportable` after a verdict (and, for a
+    /// process running alone, the `status_*` series).
     pub fn record_verdict(&self, id: &CheckId, verdict: &Verdict) {
-        let reportable = verdict.conditions.iter().any(|c| {
-            c.type_ == ConditionType::HotlineReportable && c.status == ConditionStatus::True
-        });
+        let reportable = verdict.is_reportable();
+        let triples = || {
+            verdict
+                .conditions
+                .iter()
+                .map(|c| [c.type_.as_str(), c.status.as_str(), c.reason.as_str()])
+        };
+        let alone = self.inner.alone;
         self.inner.checks.update(id, |check| {
-            check.set_conditions(
-                verdict
-                    .conditions
-                    .iter()
-                    .map(|c| [c.type_.as_str(), c.status.as_str(), c.reason.as_str()]),
-            );
+            check.set_conditions(triples());
             check.set_hotline_reportable(reportable);
+            if alone {
+                let failing = f64::from(u8::from(verdict.sees_provider_side_failure()));
+                let incident = check.incident.clone();
+                check.set_status(StatusSeries::new(
+                    triples(),
+                    reportable,
+                    failing,
+                    0.0,
+                    incident,
+                ));
+            }
         });
     }
 
@@ -244,16 +274,23 @@ impl Metrics {
     }
 
     /// `incident_since_timestamp_seconds` while the check's status has an incident; `None`
-    /// removes the series.
+    /// removes the series. For a process running alone, the status-level one too.
     pub fn record_incident(&self, id: &CheckId, incident: Option<&Incident>) {
         let checks = &self.inner.checks;
+        let alone = self.inner.alone;
+        let set = move |check: &mut checks::CheckMetrics, series: Option<IncidentSeries>| {
+            if alone {
+                check.set_status_incident(series.clone());
+            }
+            check.set_incident(series);
+        };
         match incident {
             Some(incident) => {
                 let series = incident_series(incident);
-                checks.update(id, |check| check.set_incident(Some(series)));
+                checks.update(id, |check| set(check, Some(series)));
             }
             // No check is added (a removed check stays removed).
-            None => checks.update_existing(id, |check| check.set_incident(None)),
+            None => checks.update_existing(id, |check| set(check, None)),
         }
     }
 
@@ -311,9 +348,22 @@ impl Metrics {
         }
     }
 
-    /// Whether this replica leads (probes and writes).
+    /// Whether this replica holds at least one shard (probes and writes).
     pub fn set_leader(&self, leading: bool) {
         self.inner.operator.leader.set(i64::from(leading));
+    }
+
+    /// `shards`: how many shards a location's checks are split into (a fixed count), and
+    /// `shards_held`: how many of them this replica holds. Summed over a location's replicas,
+    /// the held shards fall short of the count while some shard has no holder.
+    pub fn set_shards(&self, total: usize, held: usize) {
+        let operator = &self.inner.operator;
+        operator
+            .shards
+            .set(i64::try_from(total).unwrap_or(i64::MAX));
+        operator
+            .shards_held
+            .set(i64::try_from(held).unwrap_or(i64::MAX));
     }
 
     /// Checks whose latest status waits to be written.
@@ -622,7 +672,23 @@ impl OperatorMetrics {
             registry,
             IntGauge::new(
                 "leader",
-                "1 on the replica that holds the Lease: it probes and writes.",
+                "1 while this replica holds at least one shard's Lease: it probes and writes.",
+            )
+            .expect("valid metric"),
+        );
+        let shards = registered(
+            registry,
+            IntGauge::new(
+                "shards",
+                "Shards the location's checks are split into (a fixed count; each one Lease).",
+            )
+            .expect("valid metric"),
+        );
+        let shards_held = registered(
+            registry,
+            IntGauge::new(
+                "shards_held",
+                "Shards this replica holds: it probes, writes and exports their checks.",
             )
             .expect("valid metric"),
         );
@@ -669,6 +735,8 @@ impl OperatorMetrics {
             schedule_lag,
             checks,
             leader,
+            shards,
+            shards_held,
             status_pending,
             write_failures,
             events_dropped,

@@ -145,6 +145,8 @@ fn every_panel_uses_the_variables_and_fits_the_grid() {
         "voipcheck_schedule_lag_seconds_bucket",
         "voipcheck_checks",
         "voipcheck_leader",
+        "voipcheck_shards",
+        "voipcheck_shards_held",
         "voipcheck_status_pending_checks",
         "voipcheck_api_write_failures_total",
         "voipcheck_events_dropped_total",
@@ -377,6 +379,7 @@ fn serve_operator_counters(runtime: &tokio::runtime::Runtime) -> u16 {
         metrics.record_reconcile(result);
     }
     metrics.set_leader(true);
+    metrics.set_shards(12, 12);
     metrics.set_status_pending(3);
     metrics.record_write_failure(WriteKind::Status, "timeout");
     let port = free_port();

@@ -796,6 +796,101 @@ fn the_verdict_across_locations_is_exported_and_removed_with_its_check() {
     );
 }
 
+/// `voipcheck run` runs its checks alone: its own verdict is the verdict across locations, so
+/// the pages (which read the status_* series) work there too; an operator location leaves those
+/// to the aggregating replica.
+#[test]
+fn a_process_running_alone_exports_its_own_verdict_as_the_status_verdict() {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+    use k8s_openapi::jiff::Timestamp;
+    use voipcheck::api::Incident;
+    let spec: VoipCheckSpec = serde_json::from_value(json!({
+        "target": { "kind": "Cloud", "name": "maxmuster.starface-cloud.com" },
+        "sip": { "server": "sip:maxmuster.starface-cloud.com", "options": {} }
+    }))
+    .unwrap();
+    let since = Time(Timestamp::from_second(1_700_000_000).unwrap());
+    let incident = Incident::new(&spec, since, "sip-register: no answer".into());
+    let id = CheckId::new("telephony", "maxmuster");
+    let labels = [
+        ("location", "customer"),
+        ("name", "maxmuster"),
+        ("namespace", "telephony"),
+    ];
+    let mut incident_labels = labels.to_vec();
+    incident_labels.extend([
+        ("cloud_name", ""),
+        ("server_license", ""),
+        ("service", "Cloud"),
+        ("target", "maxmuster.starface-cloud.com"),
+    ]);
+    let record = |metrics: &Metrics, incident: Option<&Incident>| {
+        metrics.record_verdict(&id, &verdict(false));
+        metrics.record_incident(&id, incident);
+        metrics.encode()
+    };
+
+    let alone = Metrics::alone("customer");
+    let text = record(&alone, Some(&incident));
+    promtool_check(&text);
+    assert_eq!(
+        value(&text, "voipcheck_status_hotline_reportable", &labels),
+        Some(1.0)
+    );
+    // Ready False ProbesFailing with ProviderOutage: a provider-side failure, here.
+    assert_eq!(
+        value(&text, "voipcheck_status_failing_locations", &labels),
+        Some(1.0)
+    );
+    let mut ready = labels.to_vec();
+    ready.extend([
+        ("type", "Ready"),
+        ("status", "False"),
+        ("reason", "ProbesFailing"),
+    ]);
+    assert_eq!(
+        value(&text, "voipcheck_status_condition", &ready),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        value(
+            &text,
+            "voipcheck_status_incident_since_timestamp_seconds",
+            &incident_labels
+        ),
+        Some(1_700_000_000.0)
+    );
+    let text = record(&alone, None);
+    assert!(!text.contains("voipcheck_status_incident_since"), "{text}");
+    alone.remove_check(&id);
+    assert_eq!(
+        series_with(&alone.encode(), "name=\"maxmuster\""),
+        Vec::<&str>::new()
+    );
+
+    let location = Metrics::new("customer");
+    let text = record(&location, Some(&incident));
+    assert!(!text.contains("voipcheck_status_condition"), "{text}");
+    assert!(!text.contains("voipcheck_status_hotline"), "{text}");
+}
+
+#[test]
+fn shards_and_the_share_held_are_exported() {
+    let metrics = Metrics::new("fra");
+    metrics.set_shards(12, 4);
+    let text = metrics.encode();
+    promtool_check(&text);
+    assert_eq!(
+        value(&text, "voipcheck_shards", &[("location", "fra")]),
+        Some(12.0)
+    );
+    assert_eq!(
+        value(&text, "voipcheck_shards_held", &[("location", "fra")]),
+        Some(4.0)
+    );
+}
+
 /// Sends one raw HTTP/1.1 request and returns the status code and the whole response.
 async fn get(addr: std::net::SocketAddr, method: &str, path: &str) -> (u16, String) {
     let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();

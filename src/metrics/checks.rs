@@ -285,6 +285,13 @@ impl CheckMetrics {
     pub(super) fn set_status(&mut self, status: StatusSeries) {
         self.status = Some(status);
     }
+
+    /// The status-level incident, when the check has status-level series.
+    pub(super) fn set_status_incident(&mut self, incident: Option<IncidentSeries>) {
+        if let Some(status) = &mut self.status {
+            status.incident = incident;
+        }
+    }
 }
 
 /// The store shared by [`super::Metrics`] (writing) and the scrapes (reading).

@@ -75,9 +75,11 @@ pub async fn run(options: Options) -> Result<(), RunError> {
         Some(addr) => Some((addr, bind(addr).await?)),
         None => None,
     };
-    let metrics = Metrics::new(&options.location);
-    // No Lease: this process alone probes the file's checks, as a leader does, and says so
-    // (VoipCheckNoLeader watches `voipcheck_leader` per location).
+    // No other location and no aggregator: this process's verdict is each check's verdict
+    // across locations (the status_* series the pages read).
+    let metrics = Metrics::alone(&options.location);
+    // No Lease: this process alone probes the file's checks, as a shard holder does, and says
+    // so (VoipCheckShardsUnheld watches `voipcheck_leader` per location).
     metrics.set_leader(true);
     let health = Health::default();
     let outbox = Arc::new(Outbox::new());

@@ -206,6 +206,15 @@ impl Seen<'_> {
     }
 }
 
+/// Whether a location whose `Ready` and `HotlineReportable` read so sees a failure on the
+/// provider's side (what `failingLocations` counts).
+pub(super) fn provider_side(
+    ready: Option<(ConditionStatus, Reason)>,
+    hotline: Option<(ConditionStatus, Reason)>,
+) -> bool {
+    standing(ready, hotline) == Standing::ProviderSide
+}
+
 fn standing(
     ready: Option<(ConditionStatus, Reason)>,
     hotline: Option<(ConditionStatus, Reason)>,

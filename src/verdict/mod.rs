@@ -151,6 +151,16 @@ impl Verdict {
         self.condition(ConditionType::HotlineReportable)
             .is_some_and(|c| c.status == ConditionStatus::True)
     }
+
+    /// Whether this location sees a failure on the provider's side: the locations the verdict
+    /// across them counts in `failingLocations`.
+    pub fn sees_provider_side_failure(&self) -> bool {
+        let of = |type_| self.condition(type_).map(|c| (c.status, c.reason));
+        locations::provider_side(
+            of(ConditionType::Ready),
+            of(ConditionType::HotlineReportable),
+        )
+    }
 }
 
 /// What an outage report needs beyond the spec (DESIGN.md §3, seed 002).
