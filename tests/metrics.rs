@@ -722,18 +722,13 @@ fn the_verdict_across_locations_is_exported_and_removed_with_its_check() {
     metrics.record_aggregate(&id, &one_fails);
     let text = metrics.encode();
     promtool_check(&text);
-    assert_eq!(
-        value(&text, "voipcheck_status_hotline_reportable", &labels),
-        Some(0.0)
-    );
-    assert_eq!(
-        value(&text, "voipcheck_status_failing_locations", &labels),
-        Some(1.0)
-    );
-    assert_eq!(
-        value(&text, "voipcheck_status_stale_locations", &labels),
-        Some(0.0)
-    );
+    for (name, expected) in [
+        ("voipcheck_status_hotline_reportable", 0.0),
+        ("voipcheck_status_failing_locations", 1.0),
+        ("voipcheck_status_stale_locations", 0.0),
+    ] {
+        assert_eq!(value(&text, name, &labels), Some(expected), "{name}");
+    }
     let ready = condition_labels("Ready", "False", "LocalNetworkProblem");
     assert_eq!(
         value(&text, "voipcheck_status_condition", &ready),
@@ -833,15 +828,13 @@ fn a_process_running_alone_exports_its_own_verdict_as_the_status_verdict() {
     let alone = Metrics::alone("customer");
     let text = record(&alone, Some(&incident));
     promtool_check(&text);
-    assert_eq!(
-        value(&text, "voipcheck_status_hotline_reportable", &labels),
-        Some(1.0)
-    );
     // Ready False ProbesFailing with ProviderOutage: a provider-side failure, here.
-    assert_eq!(
-        value(&text, "voipcheck_status_failing_locations", &labels),
-        Some(1.0)
-    );
+    for name in [
+        "voipcheck_status_hotline_reportable",
+        "voipcheck_status_failing_locations",
+    ] {
+        assert_eq!(value(&text, name, &labels), Some(1.0), "{name}");
+    }
     let mut ready = labels.to_vec();
     ready.extend([
         ("type", "Ready"),
