@@ -72,17 +72,17 @@ fn helm(request: Value) -> Value {
 
 /// What `helm install` would apply, or Helm's error (schema violations included).
 fn try_render(values: Value) -> Result<Vec<Value>, String> {
-    try_render_for(values, false)
+    try_render_for(RELEASE, values, false)
 }
 
 /// What `helm install` (or, with `upgrade`, `helm upgrade`) would apply. Helm applies the
 /// chart's crds/ directory on install only and never renders it: these are the templates.
-fn try_render_for(values: Value, upgrade: bool) -> Result<Vec<Value>, String> {
+fn try_render_for(release: &str, values: Value, upgrade: bool) -> Result<Vec<Value>, String> {
     let answer = helm(json!({
         "action": "render",
         "chart": repo(CHART),
         "values": values,
-        "release": RELEASE,
+        "release": release,
         "namespace": NAMESPACE,
         "upgrade": upgrade,
     }));
@@ -438,9 +438,70 @@ fn service_monitor_scrapes_the_service_and_keeps_the_checks_namespaces() {
     assert_eq!(endpoint["path"], "/metrics");
     // The VoipCheck's namespace label must not become exported_namespace.
     assert_eq!(endpoint["honorLabels"], true);
+    // Every pod is an endpoint of the Service, so every replica is a scrape target (each
+    // exports its own shards' checks).
+    let deployment = one(&objects, "Deployment");
+    let pod_labels = &deployment["spec"]["template"]["metadata"]["labels"];
+    for (key, value) in service["spec"]["selector"].as_object().unwrap() {
+        assert_eq!(&pod_labels[key], value, "{key}");
+    }
+    assert_ne!(service["spec"]["clusterIP"], "None");
     // job="voipcheck" for VoipCheckOperatorDown, whatever the release is called.
     let job_label = monitor["spec"]["jobLabel"].as_str().unwrap();
     assert_eq!(service["metadata"]["labels"][job_label], "voipcheck");
+}
+
+/// A location per release: its `location`, whether it aggregates, and Lease names of its own.
+/// The default release aggregates; exactly one per cluster should.
+#[test]
+fn each_location_is_a_release_of_its_own_and_one_aggregates() {
+    let env = |objects: &[Value], name: &str| -> Option<Value> {
+        let container = &one(objects, "Deployment")["spec"]["template"]["spec"]["containers"][0];
+        let env = container["env"].as_array().unwrap();
+        env.iter()
+            .find(|e| e["name"] == name)
+            .map(|e| e["value"].clone())
+    };
+    let args = |objects: &[Value]| -> Vec<String> {
+        let container = &one(objects, "Deployment")["spec"]["template"]["spec"]["containers"][0];
+        strings(&container["args"])
+            .into_iter()
+            .map(str::to_owned)
+            .collect()
+    };
+    let aggregating = render(json!({ "location": "office" }));
+    assert_eq!(
+        env(&aggregating, "VOIPCHECK_AGGREGATE"),
+        Some(json!("true"))
+    );
+    let office = args(&aggregating);
+    assert!(
+        office.contains(&"--location=office".to_owned()),
+        "{office:?}"
+    );
+
+    let other = try_render_for(
+        "vc-eu-west",
+        json!({ "location": "eu-west", "aggregate": false, "nodeSelector": { "network": "eu-west" } }),
+        false,
+    )
+    .unwrap();
+    assert_eq!(env(&other, "VOIPCHECK_AGGREGATE"), Some(json!("false")));
+    let eu_west = args(&other);
+    assert!(
+        eu_west.contains(&"--location=eu-west".to_owned()),
+        "{eu_west:?}"
+    );
+    let lease = |args: &[String]| {
+        args.iter()
+            .find(|a| a.starts_with("--lease-name="))
+            .cloned()
+            .unwrap()
+    };
+    assert_eq!(lease(&office), "--lease-name=prod-voipcheck");
+    assert_eq!(lease(&eu_west), "--lease-name=vc-eu-west-voipcheck");
+    let pod = &one(&other, "Deployment")["spec"]["template"]["spec"];
+    assert_eq!(pod["nodeSelector"], json!({ "network": "eu-west" }));
 }
 
 #[test]
@@ -478,6 +539,9 @@ fn dashboard_config_map_carries_the_dashboard_for_the_sidecar() {
 fn the_schema_refuses_unsafe_or_mistyped_values() {
     for (values, complaint) in [
         (json!({ "location": "two words" }), "/location"),
+        // Lease names carry it: a DNS label.
+        (json!({ "location": "Office" }), "/location"),
+        (json!({ "aggregate": "no" }), "/aggregate"),
         (json!({ "locaton": "fra" }), "locaton"),
         (json!({ "logFormat": "xml" }), "/logFormat"),
         (json!({ "maxConcurrentProbes": 0 }), "/maxConcurrentProbes"),
@@ -621,7 +685,7 @@ fn numbers_as_floats(value: Value) -> Value {
 fn the_crd_is_installed_and_upgraded_with_the_chart_and_kept_on_uninstall() {
     let generated = numbers_as_floats(yaml_file("crds/voipcheck.yaml"));
     for upgrade in [false, true] {
-        let objects = try_render_for(json!({}), upgrade).unwrap();
+        let objects = try_render_for(RELEASE, json!({}), upgrade).unwrap();
         let mut crd = one(&objects, "CustomResourceDefinition").clone();
         let metadata = crd["metadata"].as_object_mut().unwrap();
         assert_eq!(
@@ -655,9 +719,9 @@ fn the_pod_may_drain_before_it_is_killed() {
     assert_eq!(grace(json!({ "terminationGracePeriodSeconds": 120 })), 120);
 }
 
-/// Replicas beyond the first are standbys: spread over nodes (preferred, so a one-node cluster
-/// still runs them) and evicted one at a time. One replica gets neither: a budget would only
-/// block node drains.
+/// Replicas share the shards: spread over nodes (preferred, so a one-node cluster still runs
+/// them; one node lost moves only its replica's shards) and evicted one at a time. One replica
+/// gets neither: a budget would only block node drains.
 #[test]
 fn several_replicas_get_a_disruption_budget_and_spread_over_nodes() {
     let objects = render(json!({}));
@@ -695,7 +759,13 @@ fn several_replicas_get_a_disruption_budget_and_spread_over_nodes() {
         ]}]
     }});
     let objects = render(json!({ "replicaCount": 3, "affinity": { "nodeAffinity": zone } }));
-    let affinity = &one(&objects, "Deployment")["spec"]["template"]["spec"]["affinity"];
+    let deployment = one(&objects, "Deployment");
+    assert_eq!(deployment["spec"]["replicas"], 3);
+    assert_eq!(
+        one(&objects, "PodDisruptionBudget")["spec"]["maxUnavailable"],
+        1
+    );
+    let affinity = &deployment["spec"]["template"]["spec"]["affinity"];
     assert_eq!(affinity["nodeAffinity"], zone);
     assert!(affinity["podAntiAffinity"].is_object(), "{affinity}");
     let own = json!({ "requiredDuringSchedulingIgnoredDuringExecution": [{
