@@ -322,7 +322,13 @@ fn an_outage_of_the_registrar_turns_reportable_and_recovers() {
         Some(0.0),
         "{metrics}"
     );
-    // The one process probing these checks leads its location: no VoipCheckNoLeader.
+    // Alone, its own verdict is the verdict across locations the pages read.
+    assert_eq!(
+        gauge(&metrics, "voipcheck_status_hotline_reportable", "lab"),
+        Some(0.0),
+        "{metrics}"
+    );
+    // The one process probing these checks holds its location: no VoipCheckShardsUnheld.
     assert!(
         metrics
             .lines()
@@ -364,6 +370,18 @@ fn an_outage_of_the_registrar_turns_reportable_and_recovers() {
         since.is_some_and(|s| s <= now && s > now - 120.0),
         "{metrics}"
     );
+    // The same at the status level, where the pages look: one location, failing.
+    for (metric, expected) in [
+        ("voipcheck_status_hotline_reportable", Some(1.0)),
+        ("voipcheck_status_failing_locations", Some(1.0)),
+        ("voipcheck_status_incident_since_timestamp_seconds", since),
+    ] {
+        assert_eq!(
+            gauge(&metrics, metric, "lab"),
+            expected,
+            "{metric}: {metrics}"
+        );
+    }
 
     // A registrar on the same port again: recovery on the next run.
     let _kamailio = Kamailio::builder().port(kamailio.port).start();
