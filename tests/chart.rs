@@ -296,18 +296,16 @@ fn watch_rules() -> BTreeSet<Rule> {
     ])
 }
 
-/// The Lease: created once, then read and renewed by updates that carry its resourceVersion
-/// (a late renewal fails instead of overwriting another holder), by name where RBAC allows.
+/// The shard and member Leases: listed, created, renewed by updates that carry their
+/// resourceVersion (a late renewal fails instead of overwriting another holder), and the member
+/// Leases of replicas long gone deleted; their names hold identities, so no rule names them.
 fn lease_rules() -> BTreeSet<Rule> {
-    BTreeSet::from([
-        rule("coordination.k8s.io", "leases", &["create"], &[]),
-        rule(
-            "coordination.k8s.io",
-            "leases",
-            &["get", "update"],
-            &["prod-voipcheck"],
-        ),
-    ])
+    BTreeSet::from([rule(
+        "coordination.k8s.io",
+        "leases",
+        &["get", "list", "create", "update", "delete"],
+        &[],
+    )])
 }
 
 fn bound_to_the_operator(binding: &Value, objects: &[Value]) {

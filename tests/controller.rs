@@ -266,8 +266,8 @@ async fn a_check_deleted_while_its_secret_is_read_is_not_scheduled_again() {
     let operator = operator(&api);
     api.wait_for_request(&secret_read, WAIT).await;
     operator.wait_ready().await;
-    api.wait_until("leading", WAIT, |api| {
-        let lease = api.lease("ops", "voipcheck-operator")?;
+    api.wait_until("holding the shards", WAIT, |api| {
+        let lease = api.lease("ops", &support::operator::shard_lease(0))?;
         (lease["spec"]["holderIdentity"] == "test-0").then_some(())
     })
     .await;

@@ -14,13 +14,12 @@ use kube::runtime::events::Reporter;
 use kube::runtime::reflector::store::Writer;
 use kube::runtime::watcher;
 use serde_json::{Value, json};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use support::kamailio::Kamailio;
 use support::nginx::Nginx;
 use support::operator::sample;
-use tokio::sync::watch;
 use tower_test::mock::{Handle, SendResponse};
 use voipcheck::api::{ConditionStatus, ConditionType, Reason, VoipCheck, VoipCheckStatus};
 use voipcheck::check::{AllowList, CheckId};
@@ -30,6 +29,7 @@ use voipcheck::operator::cache::Checks;
 use voipcheck::operator::controller::{self, Context};
 use voipcheck::operator::engine::Engine;
 use voipcheck::operator::leader::Leadership;
+use voipcheck::operator::shards::{Gate, SHARDS};
 use voipcheck::operator::writer::{Part, StatusWriter, Writers, Writing};
 use voipcheck::probe::dns::Dns;
 use voipcheck::schedule::{Outbox, StatusUpdate};
@@ -267,8 +267,6 @@ impl Call {
 // The operator side: everything `operator::run` wires up, except the watches and the Lease.
 
 struct Operator {
-    /// Leading for the test's life: the writers and the aggregator follow it.
-    _role: watch::Sender<Leadership>,
     api: ApiServer,
     ctx: Arc<Context>,
     engine: Arc<Engine>,
@@ -284,8 +282,8 @@ impl Operator {
         let metrics = Metrics::new("test");
         let cache = Writer::<VoipCheck>::default();
         let checks = Checks::new(vec![cache.as_reader()]);
-        let (role, role_rx) = watch::channel(Leadership::Leader);
-        let writers = Writers::start("test", true, writing(&client, &checks, role_rx, &metrics));
+        let gate = Arc::new(Gate::every_shard(Leadership::Leader));
+        let writers = Writers::start("test", true, writing(&client, &checks, gate, &metrics));
         let engine = Arc::new(Engine::new(
             "test".into(),
             Dns::system().unwrap(),
@@ -294,7 +292,9 @@ impl Operator {
             checks,
             writers.outbox.clone(),
         ));
-        engine.lead();
+        for shard in 0..SHARDS {
+            engine.take(shard);
+        }
         let ctx = Arc::new(Context::new(
             client,
             AllowList::parse(&[]).unwrap(),
@@ -305,7 +305,6 @@ impl Operator {
             &writers,
         ));
         Operator {
-            _role: role,
             api: ApiServer(handle),
             ctx,
             engine,
@@ -348,17 +347,12 @@ impl Operator {
 }
 
 /// What the status writers of replica `test-0` share.
-fn writing(
-    client: &Client,
-    checks: &Checks,
-    leadership: watch::Receiver<Leadership>,
-    metrics: &Metrics,
-) -> Writing {
+fn writing(client: &Client, checks: &Checks, gate: Arc<Gate>, metrics: &Metrics) -> Writing {
     Writing {
         client: client.clone(),
         reporter: reporter(),
         checks: checks.clone(),
-        leadership,
+        gate,
         metrics: metrics.clone(),
     }
 }
@@ -701,7 +695,6 @@ async fn hung_status_writes_never_stop_probing_and_an_outage_reaches_metrics() {
     const INTERVAL: u64 = 5;
     let nginx = Nginx::start();
     let Operator {
-        _role,
         api,
         ctx,
         mut cache,
@@ -774,16 +767,10 @@ fn write_with(
     cache: &Writer<VoipCheck>,
 ) -> (tokio::task::JoinHandle<()>, Arc<Outbox>) {
     let outbox = Arc::new(Outbox::new());
-    let (role_tx, role_rx) = watch::channel(role);
+    let gate = Arc::new(Gate::every_shard(role));
     let checks = Checks::new(vec![cache.as_reader()]);
-    let writer = StatusWriter::new(Part::Verdict, writing(&client, &checks, role_rx, metrics));
-    let task = tokio::spawn({
-        let outbox = outbox.clone();
-        async move {
-            writer.run(outbox).await;
-            drop(role_tx);
-        }
-    });
+    let writer = StatusWriter::new(Part::Verdict, writing(&client, &checks, gate, metrics));
+    let task = tokio::spawn(writer.run(outbox.clone()));
     for update in updates {
         outbox.offer(update);
     }
@@ -913,13 +900,13 @@ async fn a_failed_status_write_and_a_failed_event_are_retried_and_counted() {
 // The whole operator: watches per namespace, the Lease, readiness and the shutdown order.
 
 /// A small stand-in for the API server behind the mock client: empty VoipCheck and Secret
-/// lists, watches that stay open, and one Lease kept in memory (GET, create, PUT on the
-/// resourceVersion read).
+/// lists, watches that stay open, and Leases kept in memory by name (LIST, create, PUT on the
+/// resourceVersion read, DELETE).
 /// Records every request as `METHOD uri`.
 async fn fake_api_server(
     mut handle: Handle<Request<Body>, Response<Body>>,
     log: Arc<std::sync::Mutex<Vec<String>>>,
-    lease: Arc<std::sync::Mutex<Option<Value>>>,
+    leases: Arc<std::sync::Mutex<BTreeMap<String, Value>>>,
 ) {
     let mut open_watches = Vec::new();
     while let Some((request, respond)) = handle.next_request().await {
@@ -948,29 +935,33 @@ async fn fake_api_server(
                 json!({ "apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadataList", "metadata": { "resourceVersion": "1" }, "items": [] }),
             ));
         } else if path.contains("/leases") {
-            let mut lease = lease.lock().unwrap();
-            let answer = match (method, lease.as_mut()) {
+            let mut leases = leases.lock().unwrap();
+            let name = path.strip_prefix("/apis/coordination.k8s.io/v1/namespaces/ops/leases/");
+            let status = |code: StatusCode, reason: &str| {
+                reply(
+                    code,
+                    json!({ "apiVersion": "v1", "kind": "Status", "status": "Failure", "reason": reason, "code": code.as_u16() }),
+                )
+            };
+            let answer = match (method, name) {
                 (Method::GET, None) => reply(
-                    StatusCode::NOT_FOUND,
-                    json!({ "apiVersion": "v1", "kind": "Status", "status": "Failure", "reason": "NotFound", "code": 404 }),
+                    StatusCode::OK,
+                    json!({ "apiVersion": "coordination.k8s.io/v1", "kind": "LeaseList", "metadata": { "resourceVersion": "1" }, "items": leases.values().collect::<Vec<_>>() }),
                 ),
-                (Method::GET, Some(object)) => reply(StatusCode::OK, object.clone()),
-                (Method::POST, _) => {
+                (Method::POST, None) => {
                     let mut object = body.clone();
                     object["metadata"]["namespace"] = json!("ops");
                     object["metadata"]["resourceVersion"] = json!("1");
-                    *lease = Some(object.clone());
+                    let name = object["metadata"]["name"].as_str().unwrap().to_owned();
+                    leases.insert(name, object.clone());
                     reply(StatusCode::CREATED, object)
                 }
-                (Method::PUT, Some(object)) => {
+                (Method::PUT, Some(name)) => match leases.get_mut(name) {
                     // A replace on the version read, as the API server checks it.
-                    if body["metadata"]["resourceVersion"] != object["metadata"]["resourceVersion"]
+                    Some(object)
+                        if body["metadata"]["resourceVersion"]
+                            == object["metadata"]["resourceVersion"] =>
                     {
-                        reply(
-                            StatusCode::CONFLICT,
-                            json!({ "apiVersion": "v1", "kind": "Status", "status": "Failure", "reason": "Conflict", "code": 409 }),
-                        )
-                    } else {
                         let version: u64 = object["metadata"]["resourceVersion"]
                             .as_str()
                             .unwrap()
@@ -981,7 +972,13 @@ async fn fake_api_server(
                         *object = replaced;
                         reply(StatusCode::OK, object.clone())
                     }
-                }
+                    Some(_) => status(StatusCode::CONFLICT, "Conflict"),
+                    None => status(StatusCode::NOT_FOUND, "NotFound"),
+                },
+                (Method::DELETE, Some(name)) => match leases.remove(name) {
+                    Some(object) => reply(StatusCode::OK, object),
+                    None => status(StatusCode::NOT_FOUND, "NotFound"),
+                },
                 (method, _) => panic!("unexpected {method} {uri}"),
             };
             respond.send_response(answer);
@@ -1009,12 +1006,13 @@ async fn http_status(port: u16, path: &str) -> Option<u16> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_operator_watches_its_namespaces_leads_and_releases_the_lease_on_shutdown() {
+async fn the_operator_watches_its_namespaces_holds_every_shard_alone_and_releases_them_on_shutdown()
+{
     let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     let client = Client::new(service, "default");
     let log = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let lease = Arc::new(std::sync::Mutex::new(None));
-    tokio::spawn(fake_api_server(handle, log.clone(), lease.clone()));
+    let leases = Arc::new(std::sync::Mutex::new(BTreeMap::new()));
+    tokio::spawn(fake_api_server(handle, log.clone(), leases.clone()));
 
     let port = support::free_port();
     let config = voipcheck::operator::OperatorConfig {
@@ -1039,7 +1037,7 @@ async fn the_operator_watches_its_namespaces_leads_and_releases_the_lease_on_shu
         let _ = stopped.await;
     }));
 
-    // Ready once both namespaces' caches synced and the Lease was read; it then leads.
+    // Ready once both namespaces' caches synced and the Leases were read.
     let deadline = tokio::time::Instant::now() + WAIT;
     while http_status(port, "/readyz").await != Some(200) {
         assert!(
@@ -1052,20 +1050,30 @@ async fn the_operator_watches_its_namespaces_leads_and_releases_the_lease_on_shu
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(http_status(port, "/healthz").await, Some(200));
-    while lease
-        .lock()
-        .unwrap()
-        .as_ref()
-        .and_then(|l| l["spec"]["holderIdentity"].as_str().map(str::to_owned))
-        != Some("test-0".into())
-    {
+    // Alone, it holds every shard.
+    let held = |leases: &BTreeMap<String, Value>| {
+        (0..SHARDS)
+            .filter(|n| {
+                leases
+                    .get(&format!("voipcheck-operator-test-{n}"))
+                    .is_some_and(|l| l["spec"]["holderIdentity"] == "test-0")
+            })
+            .count()
+    };
+    while held(&leases.lock().unwrap()) < SHARDS {
         assert!(
             tokio::time::Instant::now() < deadline,
-            "never leader: {:?}",
-            lease.lock().unwrap()
+            "never holding every shard: {:?}",
+            leases.lock().unwrap()
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    assert!(
+        leases
+            .lock()
+            .unwrap()
+            .contains_key("voipcheck-operator-test-member-test-0")
+    );
     let requests = log.lock().unwrap().clone();
     for wanted in [
         "GET /apis/voipcheck.io/v1alpha1/namespaces/team-a/voipchecks",
@@ -1092,6 +1100,10 @@ async fn the_operator_watches_its_namespaces_leads_and_releases_the_lease_on_shu
         .expect("the operator stops")
         .unwrap()
         .expect("a clean shutdown");
-    let lease = lease.lock().unwrap().clone().unwrap();
-    assert!(lease["spec"].get("holderIdentity").is_none(), "{lease}");
+    let leases = leases.lock().unwrap().clone();
+    assert_eq!(held(&leases), 0, "{leases:#?}");
+    assert!(
+        !leases.contains_key("voipcheck-operator-test-member-test-0"),
+        "{leases:#?}"
+    );
 }

@@ -16,11 +16,15 @@ use voipcheck::schedule;
 Run in a pod whose service account may: get/list/watch voipchecks (voipcheck.io); patch \
 voipchecks/status; get/list/watch secrets (read only; get only with --secret-access get); \
 create/patch events (events.k8s.io); \
-get/create/update leases (coordination.k8s.io) in the lease namespace.
+get/list/create/update/delete leases (coordination.k8s.io) in the lease namespace.
 
-Only the replica holding the Lease probes and writes status; others stand by with warm caches \
-and take over within about 17 s (2 s after a graceful shutdown). A leader that cannot renew the \
-Lease for 10 s stops writing and keeps probing until it sees another holder.
+Replicas share the checks: 12 shards, each a Lease <lease-name>-<location>-<n>, and one member \
+Lease <lease-name>-<location>-member-<identity> per replica; each replica holds an equal share \
+and probes and writes only the checks of its shards. Scaling moves shards without probing a \
+check twice; the shards of a replica killed move within about 17 s (2 s after a graceful \
+shutdown). A replica that cannot renew a shard's Lease for 10 s stops writing its statuses \
+before the Lease can expire, and keeps probing its checks (metrics only) until it sees another \
+holder.
 
 Examples:
   voipcheck operator
@@ -68,11 +72,11 @@ pub struct OperatorArgs {
     #[arg(long, value_enum, default_value_t = LogFormat::Json)]
     pub log_format: LogFormat,
 
-    /// The Lease used for leader election.
+    /// The prefix of the Leases the replicas share the checks by (shard and member Leases).
     #[arg(long, default_value = "voipcheck-operator")]
     lease_name: String,
 
-    /// The Lease's namespace. Default: the pod's namespace (POD_NAMESPACE, else the service
+    /// The Leases' namespace. Default: the pod's namespace (POD_NAMESPACE, else the service
     /// account's or kubeconfig's namespace).
     #[arg(long, env = "POD_NAMESPACE")]
     lease_namespace: Option<String>,
@@ -83,7 +87,7 @@ pub struct OperatorArgs {
     #[arg(long, default_value = "watch", value_name = "watch|get")]
     secret_access: SecretAccess,
 
-    /// This replica's name in the Lease and in Events. Default: POD_NAME, else the host name.
+    /// This replica's name in the Leases and in Events. Default: POD_NAME, else the host name.
     #[arg(long, env = "POD_NAME")]
     identity: Option<String>,
 }

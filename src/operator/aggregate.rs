@@ -26,7 +26,7 @@
 
 use super::cache::Checks;
 use super::decide::{self, STATUS_REFRESH};
-use super::leader::Leadership;
+use super::shards::Gate;
 use super::writer::writes;
 use crate::api::{LocationStatus, VoipCheck, VoipCheckStatus};
 use crate::check::CheckId;
@@ -36,7 +36,7 @@ use crate::verdict::{self, Across};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime};
-use tokio::sync::{Notify, watch};
+use tokio::sync::Notify;
 use tokio::time::Instant;
 
 /// Computes the top level of the checks this replica writes.
@@ -44,7 +44,7 @@ pub struct Aggregator {
     /// This instance's `--location`: its own entry comes from memory, not the cache.
     location: String,
     checks: Checks,
-    leadership: watch::Receiver<Leadership>,
+    gate: Arc<Gate>,
     /// Where the top levels wait for the verdict's writer.
     outbox: Arc<Outbox>,
     metrics: Metrics,
@@ -71,14 +71,14 @@ impl Aggregator {
     pub fn new(
         location: String,
         checks: Checks,
-        leadership: watch::Receiver<Leadership>,
+        gate: Arc<Gate>,
         outbox: Arc<Outbox>,
         metrics: Metrics,
     ) -> Self {
         Self {
             location,
             checks,
-            leadership,
+            gate,
             outbox,
             metrics,
             state: Mutex::default(),
@@ -140,8 +140,9 @@ impl Aggregator {
     /// Computes what is due until [`Aggregator::stop`]; then the last changes, and closes the
     /// outbox, so the verdict's writer ends once it has written them.
     pub async fn run(self: Arc<Self>) {
-        let mut role = self.leadership.clone();
-        self.role_changed(*role.borrow_and_update());
+        let mut shards = self.gate.changes();
+        shards.mark_unchanged();
+        self.shards_changed();
         loop {
             let (ids, next, stopping) = self.take_due();
             for id in &ids {
@@ -162,11 +163,11 @@ impl Aggregator {
             tokio::select! {
                 () = self.wake.notified() => {}
                 () = sleep => {}
-                changed = role.changed() => {
+                changed = shards.changed() => {
                     if changed.is_err() {
                         break;
                     }
-                    self.role_changed(*role.borrow_and_update());
+                    self.shards_changed();
                 }
             }
         }
@@ -180,14 +181,13 @@ impl Aggregator {
         self.wake.notify_one();
     }
 
-    /// A replica that starts writing computes every check; one that stops forgets what it
-    /// computed (the next writer measures transitions against what was written).
-    fn role_changed(&self, role: Leadership) {
+    /// The shards held changed: what was computed is forgotten (the next writer of a shard
+    /// measures transitions against what was written), and every check is computed again
+    /// ([`Aggregator::aggregate`] skips those of shards not held).
+    fn shards_changed(&self) {
         let mut state = self.lock();
         state.previous.clear();
-        if role == Leadership::Leader {
-            state.dirty.extend(self.checks.ids());
-        }
+        state.dirty.extend(self.checks.ids());
     }
 
     /// The dirty checks and those whose deadline passed; the next deadline; whether stopping.
@@ -209,7 +209,7 @@ impl Aggregator {
 
     /// Computes check `id`'s top level and offers it to the verdict's writer.
     fn aggregate(&self, id: &CheckId) {
-        if !writes(*self.leadership.borrow(), id) {
+        if !writes(&self.gate, id, self.checks.uid(id).flatten().as_deref()) {
             return;
         }
         let own = self.lock().own.get(id).cloned();

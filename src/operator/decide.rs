@@ -168,7 +168,7 @@ pub fn resync_after(period: Duration, uid: Option<&str>, id: &CheckId) -> Durati
 /// characters (as generated ones do) spread over the high bits too. Stable across processes
 /// and Rust versions (unlike `DefaultHasher`), so a check keeps its resync period across
 /// operator restarts.
-fn stable_hash(bytes: &[u8]) -> u64 {
+pub fn stable_hash(bytes: &[u8]) -> u64 {
     let mut hash = bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
         (hash ^ u64::from(*byte)).wrapping_mul(0x0000_0100_0000_01b3)
     });

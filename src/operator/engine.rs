@@ -1,21 +1,22 @@
-//! The bridge between the controller and the scheduler, and where leadership takes effect.
+//! The bridge between the controller and the scheduler, and where holding a shard takes effect.
 //!
-//! Every replica reconciles (so a standby has every check's entry ready), but only the leader
-//! runs a [`Scheduler`]: [`Engine::lead`] starts one and hands it every known entry,
-//! [`Engine::step_down`] stops it (in-flight probes finish or time out) and removes the metric
-//! series it produced, so a standby never exports stale probe results.
+//! Every replica reconciles every check (so the entries of a shard it takes are ready), but
+//! its [`Scheduler`] runs only the checks of the shards it holds ([`super::shards`]):
+//! [`Engine::take`] hands it a shard's entries, [`Engine::release`] stops them (in-flight
+//! probes finish or time out) and removes their metric series, so no replica exports stale
+//! probe results of a shard it gave up.
 
 use super::cache::Checks;
 use super::decide;
+use super::shards::{self, SHARDS};
 use crate::check::CheckId;
 use crate::metrics::Metrics;
 use crate::probe::dns::Dns;
 use crate::schedule::{CheckEntry, Outbox, Resumable, Scheduler};
-use std::collections::BTreeMap;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-/// The checks as reconciled, and the scheduler while this replica leads.
+/// The checks as reconciled, and the scheduler of the shards held.
 pub struct Engine {
     /// This instance's `--location`: whose entry of a check's status it continues from.
     location: String,
@@ -28,11 +29,12 @@ pub struct Engine {
 }
 
 struct State {
-    /// The latest entry of every check, kept on standbys too.
+    /// The latest entry of every check, of the shards held or not.
     entries: BTreeMap<CheckId, CheckEntry>,
-    /// `Some` while leading.
-    scheduler: Option<Scheduler>,
-    /// What the checks' tasks knew when this replica last stopped leading.
+    /// Started when the first shard is taken; runs the checks of the shards held.
+    scheduler: Option<Arc<Scheduler>>,
+    held: BTreeSet<usize>,
+    /// What the checks' tasks knew when this replica last gave their shard up.
     resumable: HashMap<CheckId, Resumable>,
     /// Set once shut down: no scheduler starts any more.
     shut_down: bool,
@@ -57,6 +59,7 @@ impl Engine {
             state: Mutex::new(State {
                 entries: BTreeMap::new(),
                 scheduler: None,
+                held: BTreeSet::new(),
                 resumable: HashMap::new(),
                 shut_down: false,
             }),
@@ -110,57 +113,95 @@ impl Engine {
         }
     }
 
-    /// This replica became the leader: start probing every known check. Each continues from
-    /// what this replica knew when it last led, unless the status on the object is newer (another
-    /// leader ran the check since): then from that status.
-    pub fn lead(&self) {
+    /// This replica took `shard`: start probing its checks. Each continues from what this
+    /// replica knew when it last held the shard, unless the status on the object is newer
+    /// (another replica ran the check since): then from that status.
+    pub fn take(&self, shard: usize) {
         let mut state = self.lock();
-        if state.scheduler.is_some() || state.shut_down {
+        if state.shut_down || !state.held.insert(shard % SHARDS) {
             return;
         }
-        let scheduler = Scheduler::new(
-            self.dns.clone(),
-            self.metrics.clone(),
-            self.max_concurrent_probes,
-            self.outbox.clone(),
-        );
-        let mut resumable = std::mem::take(&mut state.resumable);
-        for entry in state.entries.values() {
-            let mut entry = entry.clone();
-            if let Some(check) = self.checks.get(&entry.id) {
+        let scheduler = state
+            .scheduler
+            .get_or_insert_with(|| {
+                Arc::new(Scheduler::new(
+                    self.dns.clone(),
+                    self.metrics.clone(),
+                    self.max_concurrent_probes,
+                    self.outbox.clone(),
+                ))
+            })
+            .clone();
+        let ids: Vec<CheckId> = state
+            .entries
+            .values()
+            .filter(|entry| shard_of(entry) == shard)
+            .map(|entry| entry.id.clone())
+            .collect();
+        for id in &ids {
+            let mut entry = state.entries[id].clone();
+            if let Some(check) = self.checks.get(id) {
                 entry.previous = decide::own_status(check.status.as_ref(), &self.location);
             }
-            match resumable.remove(&entry.id) {
+            match state.resumable.remove(id) {
                 Some(own) if decide::is_newest(own.status.as_ref(), entry.previous.as_ref()) => {
                     scheduler.resume(entry, own)
                 }
                 _ => scheduler.upsert(entry),
             }
         }
-        tracing::info!(checks = state.entries.len(), "leading: probing started");
-        state.scheduler = Some(scheduler);
+        tracing::info!(shard, checks = ids.len(), "shard taken: probing started");
     }
 
-    /// This replica lost (or gave up) the lease: stop probing; in-flight probes finish or time
-    /// out. Their results are still sent to the status writer, which drops them unless leading.
-    pub async fn step_down(&self) {
-        let scheduler = self.lock().scheduler.take();
-        if let Some(scheduler) = scheduler {
-            let resumable = scheduler.shutdown().await;
-            self.lock().resumable = resumable;
-            let ids: Vec<CheckId> = self.lock().entries.keys().cloned().collect();
-            for id in &ids {
-                self.metrics.remove_check(id);
+    /// This replica gives `shard` up (or lost it): stop probing its checks; runs in flight
+    /// finish or time out, their statuses go to the status writer (which writes them while the
+    /// shard is held), and what the tasks knew is kept for the next take. Returns the checks
+    /// stopped.
+    pub async fn release(&self, shard: usize) -> Vec<CheckId> {
+        let (scheduler, ids) = {
+            let mut state = self.lock();
+            if !state.held.remove(&shard) {
+                return Vec::new();
             }
-            tracing::info!("standing by: probing stopped");
+            let ids: Vec<CheckId> = state
+                .entries
+                .values()
+                .filter(|entry| shard_of(entry) == shard)
+                .map(|entry| entry.id.clone())
+                .collect();
+            (state.scheduler.clone(), ids)
+        };
+        if let Some(scheduler) = scheduler {
+            let resumable = scheduler.stop(&ids).await;
+            self.lock().resumable.extend(resumable);
         }
+        tracing::info!(shard, checks = ids.len(), "shard given up: probing stopped");
+        ids
+    }
+
+    /// Whether a status of any of `ids` still waits in the outbox.
+    pub fn pending(&self, ids: &[CheckId]) -> bool {
+        ids.iter().any(|id| self.outbox.holds(id))
+    }
+
+    /// Whether [`Engine::shutdown`] was called: no shard is to be taken any more.
+    pub fn is_shut_down(&self) -> bool {
+        self.lock().shut_down
     }
 
     /// Stops probing for good; the statuses of the last runs are in the outbox, which is then
     /// closed, so the status writer ends once it has written them.
     pub async fn shutdown(&self) {
-        self.lock().shut_down = true;
-        self.step_down().await;
+        let scheduler = {
+            let mut state = self.lock();
+            state.shut_down = true;
+            state.held.clear();
+            state.scheduler.take()
+        };
+        if let Some(scheduler) = scheduler {
+            scheduler.shutdown().await;
+            tracing::info!("probing stopped");
+        }
         self.outbox.close();
     }
 
@@ -173,10 +214,21 @@ impl Engine {
     }
 }
 
+/// The shard of `entry`'s check.
+fn shard_of(entry: &CheckEntry) -> usize {
+    shards::shard_of(entry.uid.as_deref(), &entry.id)
+}
+
 impl State {
     fn insert(&mut self, entry: CheckEntry) {
+        let held = |entry: &CheckEntry| self.held.contains(&shard_of(entry));
         if let Some(scheduler) = &self.scheduler {
-            scheduler.upsert(entry.clone());
+            if held(&entry) {
+                scheduler.upsert(entry.clone());
+            } else if self.entries.get(&entry.id).is_some_and(held) {
+                // Recreated with a uid of another shard, not held.
+                scheduler.remove(&entry.id);
+            }
         }
         self.entries.insert(entry.id.clone(), entry);
     }

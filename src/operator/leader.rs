@@ -1,50 +1,38 @@
-//! Leader election, so two replicas can run: the leader probes and writes status, a standby
-//! keeps its caches and entries warm and takes over when the Lease is free or expired.
+//! Leading one shard: its Lease's timings and the faults each shard Lease is held under
+//! ([`super::shards`] campaigns for all of them; one replica leads several shards).
 //!
-//! Timings ([`LeaseTimings`], client-go's defaults): the Lease lasts 15 s; the leader renews it
-//! every 2 s, each attempt bounded so that a hung request cannot hold up the next; a standby
-//! looks every 2 s and takes a Lease whose record has not changed for 15 s by its own clock.
-//! A leader killed is replaced within ~17 s; on graceful shutdown it releases the Lease and the
-//! standby takes over at its next look (≤ 2 s).
+//! Timings ([`LeaseTimings`], client-go's defaults): a Lease lasts 15 s; its holder renews it
+//! every 2 s, each attempt bounded so that a hung request cannot hold up the next; the others
+//! look every 2 s and take a Lease whose record has not changed for 15 s by their own clock.
+//! The shards of a replica killed move within ~17 s; on a graceful shutdown it releases its
+//! Leases and the others take them at their next look (≤ 2 s).
 //!
-//! Faults:
-//! - A renewal that fails (500, 429, a reset, a timeout) is retried at the next tick; the leader
-//!   stays leader while one succeeds within the renew deadline (10 s). Nothing flaps.
-//! - When the renew deadline passes, the leader stops writing ([`Leadership::Isolated`]) —
-//!   5 s before its Lease can expire, which is longer than any write of the status writer
-//!   takes — so no two replicas ever write.
-//! - It keeps probing (metrics only) while it cannot see another holder: when the API server is
-//!   unreachable for everyone, nobody can take the Lease, and stopping would leave every check
-//!   unprobed for the whole API outage. A standby that does reach the API takes over after the
-//!   lease duration; the isolated replica then sees the new holder at its next successful read
-//!   and stands by. During a partition that lets only the standby through, both probe for that
-//!   while, and only the standby writes.
+//! Faults, per shard:
+//! - A renewal that fails (500, 429, a reset, a timeout) is retried at the next tick; the holder
+//!   stays holder while one succeeds within the renew deadline (10 s). Nothing flaps.
+//! - When the renew deadline passes, the holder stops writing the shard's statuses
+//!   ([`Leadership::Isolated`]) — 5 s before its Lease can expire, which is longer than any
+//!   write of the status writer takes — so no two replicas ever write one check.
+//! - It keeps probing the shard's checks (metrics only) while it cannot see another holder:
+//!   when the API server is unreachable for everyone, nobody can take the Lease, and stopping
+//!   would leave every check unprobed for the whole API outage. A replica that does reach the
+//!   API takes the shard over after the lease duration; the isolated one then sees the new
+//!   holder at its next successful read and stops probing the shard. During a partition that
+//!   lets only the others through, both probe for that while, and only the new holder writes.
 //! - A renewal that lands late never overwrites another holder: every write carries the
 //!   resourceVersion it was based on ([`super::lease`]).
 
-use super::engine::Engine;
-use super::lease::{Attempt, LeaseLock};
-use crate::metrics::{Metrics, ReconcileResult};
-use k8s_openapi::api::coordination::v1::Lease;
-use kube::{Api, Client};
-use std::future::Future;
-use std::pin::pin;
-use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::watch;
-use tokio::time::Instant;
 
-/// What this replica knows about its role.
+/// What this replica knows about its role for one shard.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Leadership {
-    /// The Lease has not been read yet.
-    Unknown,
-    /// Another replica (or nobody yet) holds the Lease.
+    /// Another replica (or nobody) holds the shard's Lease.
     Standby,
-    /// This replica holds the Lease: it probes and writes status.
+    /// This replica holds the Lease: it probes the shard's checks and writes their status.
     Leader,
     /// This replica held the Lease but could not renew it in time: it writes nothing (another
-    /// replica may lead by now), and keeps probing while it cannot see another holder.
+    /// replica may hold it by now), and keeps probing while it cannot see another holder.
     Isolated,
 }
 
@@ -53,10 +41,10 @@ pub enum Leadership {
 pub struct LeaseTimings {
     /// How long a Lease stays valid after its last renewal.
     pub duration: Duration,
-    /// A leader that has not renewed for this long stops writing; shorter than `duration` by
+    /// A holder that has not renewed for this long stops writing; shorter than `duration` by
     /// more than the status writer's request deadline.
     pub renew_deadline: Duration,
-    /// Between two attempts (renewals, or a standby's looks).
+    /// Between two attempts (renewals, or looks for free shards).
     pub retry: Duration,
 }
 
@@ -70,9 +58,10 @@ impl Default for LeaseTimings {
     }
 }
 
-/// Which Lease, and who this replica is.
+/// Which Leases, and who this replica is.
 #[derive(Debug, Clone)]
 pub struct LeaseConfig {
+    /// The prefix of every Lease name ([`super::shards`] names them).
     pub name: String,
     pub namespace: String,
     /// Unique per replica (the pod name).
@@ -80,88 +69,40 @@ pub struct LeaseConfig {
     pub timings: LeaseTimings,
 }
 
-/// Campaigns for the Lease until `stop` resolves, starting and stopping the engine's scheduler
-/// as leadership comes and goes and publishing the role on `role`. On `stop` the Lease is
-/// released, so the caller resolves it only after the last status write.
-pub async fn campaign(
-    client: Client,
-    lease: LeaseConfig,
-    engine: Arc<Engine>,
-    role: watch::Sender<Leadership>,
-    metrics: Metrics,
-    stop: impl Future<Output = ()>,
-) {
-    let api: Api<Lease> = Api::namespaced(client, &lease.namespace);
-    let timings = lease.timings;
-    let mut lock = LeaseLock::new(api, &lease.name, &lease.identity, timings.duration);
-    let mut stop = pin!(stop);
-    // When the Lease was last acquired or renewed.
-    let mut renewed = Instant::now();
-    let mut next = Instant::now();
-    loop {
-        tokio::select! {
-            () = &mut stop => break,
-            () = tokio::time::sleep_until(next) => {}
-        }
-        next = Instant::now() + timings.retry;
-        let current = *role.borrow();
-        // Each attempt ends before the next is due, and a leader's before its renew deadline.
-        let budget = match current {
-            Leadership::Leader => (renewed + timings.renew_deadline)
-                .saturating_duration_since(Instant::now())
-                .min(timings.retry),
-            _ => timings.retry,
-        };
-        let attempt = tokio::time::timeout(budget, lock.try_acquire_or_renew())
-            .await
-            .unwrap_or(Attempt::Failed(super::failure::ApiFailure::Timeout));
-        match attempt {
-            Attempt::Held => {
-                renewed = Instant::now();
-                if current != Leadership::Leader {
-                    tracing::info!("leading: this replica holds the Lease");
-                    role.send_replace(Leadership::Leader);
-                    metrics.set_leader(true);
-                    engine.lead();
-                }
-            }
-            Attempt::HeldBy(holder) => {
-                if matches!(current, Leadership::Leader | Leadership::Isolated) {
-                    tracing::info!(%holder, "another replica holds the Lease: standing by");
-                    role.send_replace(Leadership::Standby);
-                    metrics.set_leader(false);
-                    engine.step_down().await;
-                } else if current == Leadership::Unknown {
-                    role.send_replace(Leadership::Standby);
-                }
-            }
-            Attempt::Failed(failure) => {
-                metrics.record_reconcile(ReconcileResult::Error("lease"));
-                let late = renewed.elapsed() >= timings.renew_deadline;
-                if current == Leadership::Leader && late {
-                    tracing::warn!(
-                        error = failure.category(),
-                        "Lease not renewed within the renew deadline: writing stops, probing goes on"
-                    );
-                    role.send_replace(Leadership::Isolated);
-                    metrics.set_leader(false);
-                } else {
-                    tracing::warn!(error = failure.category(), role = ?current, "Lease request failed");
-                }
-            }
+impl Leadership {
+    /// Whether this replica holds the shard's Lease, as far as it knows (isolated too).
+    pub fn holds(self) -> bool {
+        matches!(self, Leadership::Leader | Leadership::Isolated)
+    }
+
+    /// The role after a renewal failed `since_renewal` after the last one that succeeded: a
+    /// holder stops writing once the renew deadline has passed, and nothing else changes.
+    pub fn after_failed_renewal(self, since_renewal: Duration, timings: &LeaseTimings) -> Self {
+        match self {
+            Leadership::Leader if since_renewal >= timings.renew_deadline => Leadership::Isolated,
+            role => role,
         }
     }
-    if matches!(*role.borrow(), Leadership::Leader | Leadership::Isolated) {
-        let released = tokio::time::timeout(timings.retry, lock.release()).await;
-        match released {
-            Ok(Ok(())) => tracing::info!("released the Lease"),
-            Ok(Err(failure)) => tracing::warn!(
-                error = failure.category(),
-                "could not release the Lease; it expires by itself"
-            ),
-            Err(_) => tracing::warn!("releasing the Lease timed out; it expires by itself"),
-        }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_holder_stops_writing_only_once_the_renew_deadline_has_passed() {
+        let timings = LeaseTimings::default();
+        let within = timings.renew_deadline - Duration::from_millis(1);
+        let leader = Leadership::Leader;
+        assert_eq!(leader.after_failed_renewal(within, &timings), leader);
+        let late = leader.after_failed_renewal(timings.renew_deadline, &timings);
+        assert_eq!(late, Leadership::Isolated);
+        assert!(late.holds());
+        let standby = Leadership::Standby;
+        assert_eq!(
+            standby.after_failed_renewal(timings.duration, &timings),
+            standby
+        );
+        assert!(!standby.holds());
     }
-    role.send_replace(Leadership::Standby);
-    metrics.set_leader(false);
 }

@@ -13,7 +13,7 @@ use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use k8s_openapi::jiff::Timestamp;
 use kube::Api;
-use kube::api::PostParams;
+use kube::api::{DeleteParams, PostParams, Preconditions};
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -115,10 +115,17 @@ impl LeaseLock {
                 Err(failure) => return Attempt::Failed(failure),
             }
         }
-        let lease = match self.api.get_opt(&self.name).await {
-            Ok(lease) => lease,
+        match self.api.get_opt(&self.name).await {
+            Ok(lease) => self.observe(lease),
             Err(error) => return Attempt::Failed(ApiFailure::of(&error)),
-        };
+        }
+        self.acquire_or_renew_observed().await
+    }
+
+    /// Records `lease` (`None`: there is none) as read just now, by a GET or in a LIST of
+    /// several; the time its record last changed by this replica's clock is kept while its
+    /// resourceVersion stays the same.
+    pub fn observe(&mut self, lease: Option<Lease>) {
         let now = Instant::now();
         let unchanged_since = match (&self.seen, &lease) {
             (Some((seen, at)), Some(lease))
@@ -128,8 +135,34 @@ impl LeaseLock {
             }
             _ => now,
         };
-        self.seen = lease.clone().map(|lease| (lease, unchanged_since));
-        let result = match step(lease.as_ref(), unchanged_since, &self.identity, now) {
+        self.seen = lease.map(|lease| (lease, unchanged_since));
+    }
+
+    /// Who holds the Lease as last observed: `None` when this replica does or may take it
+    /// (it is absent, free or expired), else the live holder.
+    pub fn other_holder(&self) -> Option<String> {
+        let (lease, unchanged_since) = match &self.seen {
+            Some((lease, at)) => (Some(lease), *at),
+            None => (None, Instant::now()),
+        };
+        match step(lease, unchanged_since, &self.identity, Instant::now()) {
+            Step::Wait(holder) => Some(holder),
+            Step::Create | Step::Renew | Step::TakeOver => None,
+        }
+    }
+
+    /// Acquires or renews the Lease as last observed: one write, on its resourceVersion.
+    pub async fn acquire_or_renew_observed(&mut self) -> Attempt {
+        let (lease, unchanged_since) = match self.seen.clone() {
+            Some((lease, at)) => (Some(lease), at),
+            None => (None, Instant::now()),
+        };
+        let result = match step(
+            lease.as_ref(),
+            unchanged_since,
+            &self.identity,
+            Instant::now(),
+        ) {
             Step::Wait(holder) => return Attempt::HeldBy(holder),
             Step::Create => self.create().await,
             Step::Renew => self.write(lease.as_ref().expect("read"), true).await,
@@ -156,8 +189,20 @@ impl LeaseLock {
         self.put(&lease).await
     }
 
+    /// Deletes the Lease as last seen, if this replica holds it (a member Lease at a graceful
+    /// stop), on its resourceVersion.
+    pub async fn delete(&mut self) -> Result<(), ApiFailure> {
+        if !self.holds() {
+            return Ok(());
+        }
+        let Some((lease, _)) = self.seen.take() else {
+            return Ok(());
+        };
+        delete(&self.api, &lease).await
+    }
+
     /// Whether the Lease as last seen names this replica.
-    fn holds(&self) -> bool {
+    pub fn holds(&self) -> bool {
         self.seen.as_ref().is_some_and(|(lease, _)| {
             lease
                 .spec
@@ -207,6 +252,27 @@ impl LeaseLock {
             .map_err(|e| ApiFailure::of(&e))?;
         self.seen = Some((written, Instant::now()));
         Ok(())
+    }
+}
+
+/// Deletes `lease` unless it changed since it was read (a resourceVersion precondition): a
+/// Lease renewed meanwhile is live and stays.
+pub async fn delete(api: &Api<Lease>, lease: &Lease) -> Result<(), ApiFailure> {
+    let name = lease.metadata.name.as_deref().unwrap_or_default();
+    let params = DeleteParams {
+        preconditions: Some(Preconditions {
+            resource_version: lease.metadata.resource_version.clone(),
+            uid: lease.metadata.uid.clone(),
+        }),
+        ..DeleteParams::default()
+    };
+    match api.delete(name, &params).await {
+        Ok(_) => Ok(()),
+        Err(error) => match ApiFailure::of(&error) {
+            // Already gone: what the delete was for.
+            ApiFailure::NotFound => Ok(()),
+            failure => Err(failure),
+        },
     }
 }
 

@@ -1,14 +1,15 @@
 //! `voipcheck operator`: the in-cluster controller (DESIGN.md §1, §2). The edge of the system:
-//! watches, the status writer, Events and the Lease live here; what a probe result means is
+//! watches, the status writer, Events and the Leases live here; what a probe result means is
 //! decided in `verdict`/`status`, when checks run in `schedule`.
 //!
 //! How one VoipCheck flows through it:
 //! 1. [`controller`] watches VoipChecks (and Secret metadata) and reconciles each check:
 //!    [`secrets`] reads the Secrets it references, `check::plan` builds the plan (or names why
 //!    it cannot run), and the [`engine::Engine`] receives the entry.
-//! 2. On the replica holding the Lease ([`leader`]) the engine runs the scheduler, which probes
-//!    and leaves each check's next status in the outbox (newest per check; it never waits).
-//! 3. The [`writer::StatusWriter`] applies that status as the location's entry of
+//! 2. On the replica holding the check's shard ([`shards`], each shard a Lease held as
+//!    [`leader`] says) the engine runs it in the scheduler, which probes and leaves the check's
+//!    next status in the outbox (newest per check; it never waits).
+//! 3. While the shard is held, the [`writer::StatusWriter`] applies that status as the location's entry of
 //!    `status.locations` (server-side apply on the status subresource, field manager
 //!    `voipcheck/<location>`); on the aggregating instance the [`aggregate::Aggregator`] weighs
 //!    all locations' entries into the top level, which a second writer applies (`voipcheck`).
@@ -17,7 +18,8 @@
 //!
 //! The choices that matter are in each module's header: Secrets read on demand rather than
 //! cached ([`secrets`]), one controller per namespace and deletion without a finalizer
-//! ([`controller`]), the Lease timings ([`leader`]), and the pure decisions in [`decide`].
+//! ([`controller`]), the Lease timings and faults ([`leader`]), how replicas share the checks
+//! and behave under partitions ([`shards`]), and the pure decisions in [`decide`].
 
 pub mod aggregate;
 pub mod cache;
@@ -29,6 +31,7 @@ pub mod failure;
 pub mod leader;
 pub mod lease;
 pub mod secrets;
+pub mod shards;
 pub mod writer;
 
 pub use error::{Error, Result};
@@ -45,16 +48,17 @@ use futures::FutureExt;
 use kube::Client;
 use kube::runtime::events::Reporter;
 use kube::runtime::reflector::store::Writer;
-use leader::{Leadership, LeaseConfig};
+use leader::LeaseConfig;
+use shards::Gate;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use tokio::sync::{oneshot, watch};
+use tokio::sync::oneshot;
 use writer::{Writers, Writing};
 
 /// How long a shutdown waits for runs in flight (a timeout may be up to 5 min) and then for the
 /// last status writes (a hung API server): with the reconciles' read timeout (15 s) and the
-/// Lease release (2 s) the whole drain stays within the chart's 90 s
+/// Leases' release (2 s) the whole drain stays within the chart's 90 s
 /// `terminationGracePeriodSeconds`.
 const RUNS_DRAIN: std::time::Duration = std::time::Duration::from_secs(45);
 const WRITES_DRAIN: std::time::Duration = std::time::Duration::from_secs(20);
@@ -122,7 +126,7 @@ impl Clients {
 
 /// Runs the operator until `shutdown` resolves, then stops in order: the controllers (reconciles
 /// in flight finish), the scheduler (probes in flight finish or time out), the status writer
-/// (the last updates are written: no partial status), and finally the Lease is released.
+/// (the last updates are written: no partial status), and finally the Leases are released.
 pub async fn run(
     clients: Clients,
     config: OperatorConfig,
@@ -145,7 +149,7 @@ pub async fn run(
     let caches: Vec<Writer<VoipCheck>> = scopes.iter().map(|_| Writer::default()).collect();
     let checks = Checks::new(caches.iter().map(Writer::as_reader).collect());
 
-    let (role, role_rx) = watch::channel(Leadership::Unknown);
+    let gate = Arc::new(Gate::default());
     let reporter = Reporter {
         controller: REPORTER.to_owned(),
         instance: Some(config.lease.identity.clone()),
@@ -155,7 +159,7 @@ pub async fn run(
         client: client.clone(),
         reporter,
         checks: checks.clone(),
-        leadership: role_rx.clone(),
+        gate: gate.clone(),
         metrics: metrics.clone(),
     };
     let writers = Writers::start(&config.location, config.aggregate, writing);
@@ -169,11 +173,12 @@ pub async fn run(
         outbox.clone(),
     ));
     let (release_lease, lease_released) = oneshot::channel::<()>();
-    let campaign = tokio::spawn(leader::campaign(
+    let campaign = tokio::spawn(shards::campaign(
         client.clone(),
         config.lease.clone(),
+        config.location.clone(),
         engine.clone(),
-        role,
+        gate.clone(),
         metrics.clone(),
         lease_released.map(|_| ()),
     ));
@@ -202,7 +207,7 @@ pub async fn run(
         }));
     let controllers = tokio::spawn(controllers);
 
-    tokio::spawn(report_readiness(checks, role_rx, health.clone()));
+    tokio::spawn(report_readiness(checks, gate, health.clone()));
 
     let lifecycle = async {
         shutdown.await;
@@ -230,12 +235,12 @@ pub async fn run(
     }
 }
 
-/// `/readyz` turns ready once every cache has synced and the Lease has been read: a standby is
-/// ready too (it is doing its job: waiting, with warm caches).
-async fn report_readiness(checks: Checks, mut role: watch::Receiver<Leadership>, health: Health) {
-    if checks.wait_until_ready().await && role.wait_for(|r| *r != Leadership::Unknown).await.is_ok()
-    {
-        tracing::info!("caches synced, leadership known: ready");
+/// `/readyz` turns ready once every cache has synced and the Leases have been read: a replica
+/// holding no shard is ready too (it is doing its job: waiting, with warm caches).
+async fn report_readiness(checks: Checks, gate: Arc<Gate>, health: Health) {
+    if checks.wait_until_ready().await {
+        gate.wait_read().await;
+        tracing::info!("caches synced, Leases read: ready");
         health.set_ready(true);
     }
 }

@@ -1,6 +1,6 @@
 //! The one status writer (the linkerd policy-controller's shape): runs leave each check's newest
-//! status in the [`Outbox`]; this task applies it to the API — only while this replica leads —
-//! and publishes one Event per condition transition.
+//! status in the [`Outbox`]; this task applies it to the API — only while this replica holds
+//! the check's shard ([`Gate`]) — and publishes one Event per condition transition.
 //!
 //! Probing never waits for it (DESIGN.md §9). A slow, throttled or unreachable API server only
 //! makes statuses wait in the outbox, where a newer status of a check replaces the older one;
@@ -10,14 +10,15 @@
 //!   [`decide::STATUS_REFRESH`], so the API server sees a write per condition change, not per run.
 //! - Every request has its own deadline ([`WRITE_TIMEOUT`]), shorter than the part of the Lease
 //!   that is left after its renew deadline, so no write of this replica lands after another one
-//!   may have taken over; and no new write starts once this replica stops leading.
+//!   may have taken over; and no new write starts once this replica stops holding the shard.
 //! - A write that failed for a passing reason (timeout, 429, 5xx, no connection) is retried with
 //!   a per-check backoff, unless a newer status replaces it first; a conflict (the object was
 //!   recreated: the uid precondition in the apply body failed) or a missing object drops it.
 //! - A transition's Event is published after its status was written, retried the same way (also
 //!   on 409, a name collision of a new Event), and at most [`crate::schedule::MAX_TRANSITIONS`]
 //!   wait per check; what is given up is counted in `events_dropped_total`.
-//! - When this replica stands by, what waits is dropped: the leader computes its own.
+//! - A status of a shard another replica holds is dropped: that one computes its own. One of a
+//!   shard held but not renewed in time waits, as it may be written once renewed.
 //!
 //! Two writers run, one per part of `status` ([`Part`]): each location's own entry of
 //! `status.locations` under its own field manager, and, on the aggregating instance, the
@@ -28,7 +29,7 @@ use super::aggregate::Aggregator;
 use super::cache::Checks;
 use super::decide::{self, FIELD_MANAGER, StatusDigest};
 use super::failure::{self, ApiFailure};
-use super::leader::Leadership;
+use super::shards::{self, Gate, Write};
 use crate::api::GuardedCheck;
 use crate::check::CheckId;
 use crate::metrics::{Metrics, WriteKind};
@@ -40,7 +41,6 @@ use kube::{Api, Client};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
-use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
@@ -66,10 +66,11 @@ pub enum Part {
     Verdict,
 }
 
-/// Whether this replica writes the status of check `id`: while it leads. The status writers
-/// and the aggregator ask the same.
-pub fn writes(leadership: Leadership, _id: &CheckId) -> bool {
-    leadership == Leadership::Leader
+/// Whether this replica writes the status of check `id` (of the object with `uid`) now: while
+/// it holds the check's shard, renewed in time. The status writers and the aggregator ask the
+/// same.
+pub fn writes(gate: &Gate, id: &CheckId, uid: Option<&str>) -> bool {
+    gate.write(shards::shard_of(uid, id)) == Write::Now
 }
 
 /// An instance's status writing: the outbox its runs leave their statuses in, the writer of
@@ -91,7 +92,7 @@ pub struct Writing {
     pub client: Client,
     pub reporter: Reporter,
     pub checks: Checks,
-    pub leadership: watch::Receiver<Leadership>,
+    pub gate: Arc<Gate>,
     pub metrics: Metrics,
 }
 
@@ -105,7 +106,7 @@ impl Writers {
             let aggregator = Arc::new(Aggregator::new(
                 location.to_owned(),
                 writing.checks.clone(),
-                writing.leadership.clone(),
+                writing.gate.clone(),
                 verdicts.clone(),
                 writing.metrics.clone(),
             ));
@@ -151,7 +152,7 @@ impl Writers {
                 tracing::warn!(
                     checks = outbox.len(),
                     after = ?within,
-                    "statuses not written before the end; the next leader writes them afresh"
+                    "statuses not written before the end; the next holders write them afresh"
                 );
             }
         }
@@ -164,7 +165,7 @@ pub struct StatusWriter {
     client: Client,
     recorder: Recorder,
     checks: Checks,
-    leadership: watch::Receiver<Leadership>,
+    gate: Arc<Gate>,
     metrics: Metrics,
     state: Mutex<Written>,
 }
@@ -193,7 +194,7 @@ impl StatusWriter {
             client,
             reporter,
             checks,
-            leadership,
+            gate,
             metrics,
         } = writing;
         Self {
@@ -201,66 +202,34 @@ impl StatusWriter {
             recorder: Recorder::new(client.clone(), reporter),
             client,
             checks,
-            leadership,
+            gate,
             metrics,
             state: Mutex::default(),
         }
     }
 
-    /// Writes what the outbox holds while leading, until the outbox is closed and drained (at
-    /// shutdown the statuses of the last runs are still written).
+    /// Writes what the outbox holds for the shards held, until the outbox is closed and
+    /// drained (at shutdown the statuses of the last runs are still written).
     pub async fn run(self, outbox: Arc<Outbox>) {
-        let mut role = self.leadership.clone();
-        loop {
-            let current = *role.borrow_and_update();
-            let go_on = match current {
-                Leadership::Leader => {
-                    tokio::select! {
-                        taken = outbox.take() => match taken {
-                            Some(batch) => {
-                                self.write_all(batch, &outbox).await;
-                                true
-                            }
-                            None => false,
-                        },
-                        changed = role.changed() => changed.is_ok(),
-                    }
-                }
-                // Not leading: wait until leading, or until the end. An isolated leader keeps
-                // its statuses (it may lead again); a standby drops them.
-                Leadership::Standby | Leadership::Isolated | Leadership::Unknown => {
-                    if current == Leadership::Standby {
-                        let dropped = outbox.clear();
-                        if dropped > 0 {
-                            tracing::debug!(dropped, "standing by: pending statuses dropped");
-                        }
-                        self.lock().statuses.clear();
-                    }
-                    self.report_pending(outbox.len());
-                    tokio::select! {
-                        changed = role.changed() => changed.is_ok(),
-                        () = outbox.closed() => false,
-                    }
-                }
-            };
+        while let Some(batch) = outbox.take().await {
+            self.write_all(batch, &outbox).await;
             self.count_dropped(&outbox);
-            if !go_on {
-                break;
-            }
         }
         tracing::debug!("status writer stopped");
     }
 
-    /// Writes a batch (one status per check), several checks at a time; once this replica
-    /// stops leading, the rest goes back to the outbox unwritten.
+    /// Writes a batch (one status per check), several checks at a time, each only while its
+    /// shard is held.
     async fn write_all(&self, batch: Vec<StatusUpdate>, outbox: &Outbox) {
+        let shards: Vec<usize> = batch.iter().map(shard_of).collect();
+        let _writing = self.gate.writing(shards);
         self.report_pending(outbox.len() + batch.len());
         futures::stream::iter(batch)
             .for_each_concurrent(CONCURRENT_WRITES, |update| async move {
-                if writes(*self.leadership.borrow(), &update.id) {
-                    self.write(update, outbox).await;
-                } else {
-                    outbox.retry(update, Instant::now());
+                match self.gate.write(shard_of(&update)) {
+                    Write::Now => self.write(update, outbox).await,
+                    Write::Later => outbox.retry(update, Instant::now() + RETRY_MIN),
+                    Write::Never => self.forget(&update.id),
                 }
             })
             .await;
@@ -286,7 +255,14 @@ impl StatusWriter {
             Some(_) => {}
         }
         let digest = StatusDigest::of(&update.status);
-        let last = self.lock().statuses.get(&id).cloned();
+        // What was written before the shard was last taken may have been overwritten since.
+        let taken = self.gate.held_since(shard_of(&update));
+        let last = self
+            .lock()
+            .statuses
+            .get(&id)
+            .filter(|(_, at)| taken.is_none_or(|taken| *at >= taken))
+            .cloned();
         if decide::needs_write(last.as_ref(), &digest, std::time::Instant::now()) {
             match self.apply(&update).await {
                 Sent::Done => {
@@ -436,4 +412,9 @@ impl StatusWriter {
     fn lock(&self) -> MutexGuard<'_, Written> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
+}
+
+/// The shard of `update`'s check.
+fn shard_of(update: &StatusUpdate) -> usize {
+    shards::shard_of(update.uid.as_deref(), &update.id)
 }

@@ -112,8 +112,6 @@ pub struct Resumable {
 pub struct Scheduler {
     shared: Arc<Shared>,
     checks: Mutex<HashMap<CheckId, CheckHandle>>,
-    /// `true` once shutdown has begun: tasks stop waiting for their next slot.
-    stopping: watch::Sender<bool>,
 }
 
 /// What every check task uses.
@@ -135,6 +133,9 @@ struct CheckHandle {
     /// only while it is set (the last two under its lock), so no series or status reappears
     /// after a removal.
     registered: Arc<Mutex<bool>>,
+    /// Set to stop the check as a shutdown does ([`Scheduler::stop`]): it waits for no further
+    /// slot, and a run in flight still ends and sends its status.
+    stopping: watch::Sender<bool>,
     task: JoinHandle<Resumable>,
 }
 
@@ -185,7 +186,6 @@ impl Scheduler {
         max_concurrent: usize,
         outbox: Arc<Outbox>,
     ) -> Self {
-        let (stopping, _) = watch::channel(false);
         let max_permits =
             u32::try_from(max_concurrent.clamp(1, Semaphore::MAX_PERMITS)).unwrap_or(u32::MAX);
         Scheduler {
@@ -198,7 +198,6 @@ impl Scheduler {
                 origin: Instant::now(),
             }),
             checks: Mutex::new(HashMap::new()),
-            stopping,
         }
     }
 
@@ -219,7 +218,7 @@ impl Scheduler {
     }
 
     fn start(&self, entry: CheckEntry, resumed: Option<Resumable>) {
-        let mut checks = self.checks.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut checks = self.lock_checks();
         match checks.get(&entry.id) {
             Some(handle) if !handle.task.is_finished() => {
                 handle.entries.send_replace(Arc::new(entry));
@@ -228,11 +227,12 @@ impl Scheduler {
                 let id = entry.id.clone();
                 let (entries, receiver) = watch::channel(Arc::new(entry));
                 let registered = Arc::new(Mutex::new(true));
+                let (stopping, stop) = watch::channel(false);
                 let task = tokio::spawn(task::drive(
                     Arc::clone(&self.shared),
                     receiver,
                     Arc::clone(&registered),
-                    self.stopping.subscribe(),
+                    stop,
                     resumed,
                 ));
                 checks.insert(
@@ -240,6 +240,7 @@ impl Scheduler {
                     CheckHandle {
                         entries,
                         registered,
+                        stopping,
                         task,
                     },
                 );
@@ -252,7 +253,7 @@ impl Scheduler {
     /// it ends by itself (bounded by the check's timeout), so a REGISTER in it is followed by
     /// its un-REGISTER, and its results go nowhere.
     pub fn remove(&self, id: &CheckId) {
-        let mut checks = self.checks.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut checks = self.lock_checks();
         // Dropping the handle closes the task's entry channel: an idle task ends at once, a
         // running one after its run.
         if let Some(handle) = checks.remove(id) {
@@ -267,25 +268,58 @@ impl Scheduler {
 
     /// Stops scheduling new runs and waits for the runs in flight (each bounded by its timeout);
     /// returns what each check's task knew.
-    pub async fn shutdown(self) -> HashMap<CheckId, Resumable> {
-        self.stopping.send_replace(true);
-        let tasks: Vec<(CheckId, JoinHandle<Resumable>)> = self
+    pub async fn shutdown(&self) -> HashMap<CheckId, Resumable> {
+        let handles: Vec<(CheckId, CheckHandle)> = self
             .checks
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .drain()
-            .map(|(id, handle)| (id, handle.task))
             .collect();
-        let mut resumable = HashMap::with_capacity(tasks.len());
-        for (id, task) in tasks {
-            // A task ends by itself once stopping is set; a panic in one has been reported by
-            // the runtime already and must not stop the others from finishing.
-            if let Ok(state) = task.await {
-                resumable.insert(id, state);
+        finish(handles).await
+    }
+
+    /// Stops the checks `ids` as [`Scheduler::shutdown`] stops all: no new run starts, a run
+    /// in flight ends and sends its status; then their metric series are removed. Returns what
+    /// each check's task knew. The others go on.
+    pub async fn stop(&self, ids: &[CheckId]) -> HashMap<CheckId, Resumable> {
+        let handles: Vec<(CheckId, CheckHandle)> = {
+            let mut checks = self.lock_checks();
+            let handles = ids
+                .iter()
+                .filter_map(|id| Some((id.clone(), checks.remove(id)?)))
+                .collect();
+            self.shared.metrics.set_checks(checks.len());
+            handles
+        };
+        let resumable = finish(handles).await;
+        for id in ids {
+            // Unless it was scheduled again meanwhile.
+            if !self.lock_checks().contains_key(id) {
+                self.shared.metrics.remove_check(id);
             }
         }
         resumable
     }
+
+    fn lock_checks(&self) -> std::sync::MutexGuard<'_, HashMap<CheckId, CheckHandle>> {
+        self.checks.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Tells the tasks of `handles` to stop and waits for them.
+async fn finish(handles: Vec<(CheckId, CheckHandle)>) -> HashMap<CheckId, Resumable> {
+    for (_, handle) in &handles {
+        handle.stopping.send_replace(true);
+    }
+    let mut resumable = HashMap::with_capacity(handles.len());
+    for (id, handle) in handles {
+        // A task ends by itself once stopping is set; a panic in one has been reported by
+        // the runtime already and must not stop the others from finishing.
+        if let Ok(state) = handle.task.await {
+            resumable.insert(id, state);
+        }
+    }
+    resumable
 }
 
 impl Drop for Scheduler {

@@ -152,6 +152,11 @@ impl Outbox {
         self.lock().pending.remove(id);
     }
 
+    /// Whether a status of check `id` waits.
+    pub fn holds(&self, id: &CheckId) -> bool {
+        self.lock().pending.contains_key(id)
+    }
+
     /// Checks whose latest status is waiting.
     pub fn len(&self) -> usize {
         self.lock().pending.len()

@@ -1,12 +1,14 @@
 //! A whole operator (`operator::run`) on the in-test API server ([`super::fake_api`]), watching
-//! one namespace, with its `/metrics`, `/healthz` and `/readyz` on a free loopback port. Stopped
-//! (aborted) when dropped; [`RunningOperator::stop`] stops it as SIGTERM does.
+//! one namespace, with its `/metrics`, `/healthz` and `/readyz` on a free loopback port. Each
+//! runs on a runtime of its own, so that [`RunningOperator::kill`] (or a drop) ends every task
+//! of it at once, as SIGKILL ends a process: nothing is released. [`RunningOperator::stop`]
+//! stops it as SIGTERM does.
 
 use super::fake_api::FakeApi;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::runtime::Runtime;
 use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 use voipcheck::check::AllowList;
 use voipcheck::operator::leader::{LeaseConfig, LeaseTimings};
 use voipcheck::operator::{self, Clients, OperatorConfig, SecretAccess};
@@ -14,13 +16,26 @@ use voipcheck::operator::{self, Clients, OperatorConfig, SecretAccess};
 /// The namespace of the Lease.
 pub const LEASE_NAMESPACE: &str = "ops";
 pub const LEASE_NAME: &str = "voipcheck-operator";
+/// The `--location` of a replica unless configured otherwise.
+pub const LOCATION: &str = "test";
 /// How long a start, a readiness or a stop may take.
 const WAIT: Duration = Duration::from_secs(30);
+
+/// The name of shard `n`'s Lease in [`LOCATION`].
+pub fn shard_lease(n: usize) -> String {
+    format!("{LEASE_NAME}-{LOCATION}-{n}")
+}
+
+/// The name of the member Lease of replica `identity` in [`LOCATION`].
+pub fn member_lease(identity: &str) -> String {
+    format!("{LEASE_NAME}-{LOCATION}-member-{identity}")
+}
 
 pub struct RunningOperator {
     metrics_port: u16,
     stop: Option<oneshot::Sender<()>>,
-    task: JoinHandle<operator::Result<()>>,
+    ended: Option<oneshot::Receiver<operator::Result<()>>>,
+    runtime: Option<Runtime>,
 }
 
 impl RunningOperator {
@@ -62,7 +77,7 @@ impl RunningOperator {
             allow: AllowList::parse(&[]).unwrap(),
             nameserver: None,
             metrics_addr: ([127, 0, 0, 1], metrics_port).into(),
-            location: "test".into(),
+            location: LOCATION.into(),
             aggregate: true,
             max_concurrent_probes: 16,
             lease: LeaseConfig {
@@ -74,15 +89,28 @@ impl RunningOperator {
             secret_access: SecretAccess::Watch,
         };
         configure(&mut config);
-        let clients = Clients::from_config(api.config()).unwrap();
+        let kube = api.config();
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(operator::run(clients, config, async {
-            let _ = stopped.await;
-        }));
+        let (end, ended) = oneshot::channel();
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        // The clients too: their connections end with the runtime.
+        runtime.spawn(async move {
+            let clients = Clients::from_config(kube).unwrap();
+            let result = operator::run(clients, config, async {
+                let _ = stopped.await;
+            })
+            .await;
+            let _ = end.send(result);
+        });
         RunningOperator {
             metrics_port,
             stop: Some(stop),
-            task,
+            ended: Some(ended),
+            runtime: Some(runtime),
         }
     }
 
@@ -125,22 +153,28 @@ impl RunningOperator {
         }
     }
 
-    /// Stops the operator as SIGTERM does (the Lease is released) and waits for a clean end.
+    /// Stops the operator as SIGTERM does (the Leases are released) and waits for a clean end.
     pub async fn stop(mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
-        tokio::time::timeout(WAIT, &mut self.task)
+        let ended = self.ended.take().expect("not stopped yet");
+        tokio::time::timeout(WAIT, ended)
             .await
             .expect("the operator stops")
-            .unwrap()
+            .expect("the operator ends")
             .expect("a clean shutdown");
     }
+
+    /// Ends every task of the operator at once, as SIGKILL does: nothing is released.
+    pub fn kill(self) {}
 }
 
 impl Drop for RunningOperator {
     fn drop(&mut self) {
-        self.task.abort();
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
     }
 }
 

@@ -1,0 +1,603 @@
+//! Replicas sharing the checks by shard Leases, and holding them under faults, against the
+//! in-test API server (`support::fake_api`): whole operators (`operator::run`, each on a
+//! runtime of its own so that a kill ends it at once) with short Lease timings, probing real
+//! loopback peers. What is asserted is what a person on call relies on: every check probed by
+//! exactly one replica, never by two at once while shards move; probing goes on; the verdict
+//! and its incident survive a takeover; no replica writes a shard it does not hold; no Lease
+//! is overwritten.
+
+mod support;
+
+use http::Method;
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::Api;
+use serde_json::{Value, json};
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+use support::fake_api::{FakeApi, Fault, Kind, Matcher};
+use support::nginx::Nginx;
+use support::operator::{
+    LEASE_NAMESPACE as LEASE_NS, RunningOperator, member_lease, sample, shard_lease,
+};
+use tokio::time::Instant;
+use voipcheck::check::CheckId;
+use voipcheck::operator::leader::LeaseTimings;
+use voipcheck::operator::lease::{Attempt, LeaseLock};
+use voipcheck::operator::shards::{SHARDS, shard_of};
+
+const NS: &str = "telephony";
+const WAIT: Duration = Duration::from_secs(30);
+/// The checks' interval.
+const INTERVAL: Duration = Duration::from_secs(5);
+
+/// Short enough for tests, in the production proportions (15 s / 10 s / 2 s).
+const TIMINGS: LeaseTimings = LeaseTimings {
+    duration: Duration::from_secs(3),
+    renew_deadline: Duration::from_secs(2),
+    retry: Duration::from_millis(400),
+};
+
+/// Replica `identity` on the fake API, with the short [`TIMINGS`].
+fn replica(api: &FakeApi, identity: &str) -> RunningOperator {
+    RunningOperator::start(api, NS, identity, TIMINGS)
+}
+
+/// Who holds each shard's Lease.
+fn holders(api: &FakeApi) -> Vec<Option<String>> {
+    (0..SHARDS)
+        .map(|n| {
+            api.lease(LEASE_NS, &shard_lease(n))?["spec"]["holderIdentity"]
+                .as_str()
+                .map(str::to_owned)
+        })
+        .collect()
+}
+
+/// How many shards each replica holds.
+fn split(api: &FakeApi) -> BTreeMap<String, usize> {
+    let mut split = BTreeMap::new();
+    for holder in holders(api).into_iter().flatten() {
+        *split.entry(holder).or_default() += 1;
+    }
+    split
+}
+
+/// Waits until the shards are held as `wanted` says (identity, count), and returns when.
+async fn wait_for_split(api: &FakeApi, wanted: &[(&str, usize)]) -> Instant {
+    let wanted: BTreeMap<String, usize> = wanted.iter().map(|(i, n)| ((*i).into(), *n)).collect();
+    api.wait_until(&format!("the shards held as {wanted:?}"), WAIT, |api| {
+        (split(api) == wanted).then_some(())
+    })
+    .await;
+    Instant::now()
+}
+
+/// A Portal check of `url`: every 5 s, failing after `failure_threshold` runs.
+fn web_check(name: &str, url: &str, failure_threshold: u32) -> Value {
+    json!({
+        "apiVersion": "voipcheck.io/v1alpha1", "kind": "VoipCheck",
+        "metadata": { "name": name, "namespace": NS },
+        "spec": {
+            "target": { "kind": "Portal", "name": name },
+            "interval": format!("{}s", INTERVAL.as_secs()),
+            "timeout": "1s",
+            "failureThreshold": failure_threshold,
+            "http": [ { "name": "ui", "url": url } ]
+        }
+    })
+}
+
+/// `count` checks `portal-<i>` of `url`; their shards by name.
+fn insert_checks(
+    api: &FakeApi,
+    count: usize,
+    url: &str,
+    threshold: u32,
+) -> BTreeMap<String, usize> {
+    (0..count)
+        .map(|i| {
+            let name = format!("portal-{i}");
+            let object = api.insert(web_check(&name, url, threshold));
+            let uid = object["metadata"]["uid"].as_str().map(str::to_owned);
+            let shard = shard_of(uid.as_deref(), &CheckId::new(NS, &name));
+            (name, shard)
+        })
+        .collect()
+}
+
+/// A URL on a loopback port nobody listens on: connection refused, a provider-side failure.
+fn dead_url() -> String {
+    format!("http://127.0.0.1:{}/", support::free_port())
+}
+
+fn status_writes(api: &FakeApi) -> usize {
+    api.requests()
+        .iter()
+        .filter(|r| r.method == Method::PATCH && r.path.ends_with("/status"))
+        .count()
+}
+
+fn condition<'a>(status: &'a Value, type_: &str) -> &'a Value {
+    status["conditions"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["type"] == type_))
+        .unwrap_or_else(|| panic!("no {type_} in {status}"))
+}
+
+/// Runs started so far on a replica (one observation of `schedule_lag_seconds` per run).
+async fn runs(replica: &RunningOperator) -> f64 {
+    replica
+        .sample("voipcheck_schedule_lag_seconds_count", &[])
+        .await
+        .unwrap_or(0.0)
+}
+
+/// The last run of each check a replica probes, from its `/metrics`.
+fn last_runs(text: &str) -> BTreeMap<String, f64> {
+    text.lines()
+        .filter(|l| l.starts_with("voipcheck_last_run_timestamp_seconds{"))
+        .filter_map(|l| {
+            let name = l.split("name=\"").nth(1)?.split('"').next()?;
+            Some((name.to_owned(), l.rsplit(' ').next()?.parse().ok()?))
+        })
+        .collect()
+}
+
+/// Every run seen of every check, by replica: `/metrics` of all replicas read over and over.
+#[derive(Default)]
+struct Runs {
+    /// check → replica → the times of its runs.
+    seen: BTreeMap<String, BTreeMap<String, BTreeSet<u64>>>,
+}
+
+impl Runs {
+    /// Reads every replica's `/metrics` once.
+    async fn look(&mut self, replicas: &[(&str, &RunningOperator)]) {
+        for (identity, replica) in replicas {
+            for (check, time) in last_runs(&replica.metrics().await) {
+                let at = (time * 1000.0) as u64;
+                self.seen
+                    .entry(check)
+                    .or_default()
+                    .entry((*identity).to_owned())
+                    .or_default()
+                    .insert(at);
+            }
+        }
+    }
+
+    /// Looks every 100 ms for `period`.
+    async fn watch(&mut self, replicas: &[(&str, &RunningOperator)], period: Duration) {
+        let until = Instant::now() + period;
+        while Instant::now() < until {
+            self.look(replicas).await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// The checks that one replica ran between two runs of another (both probing it at once).
+    fn overlaps(&self) -> Vec<String> {
+        let mut overlaps = Vec::new();
+        for (check, by_replica) in &self.seen {
+            for (a, a_runs) in by_replica {
+                let (Some(first), Some(last)) = (a_runs.first(), a_runs.last()) else {
+                    continue;
+                };
+                for (b, b_runs) in by_replica {
+                    if a != b && b_runs.iter().any(|t| first < t && t < last) {
+                        overlaps.push(format!("{check}: {a} {a_runs:?}, {b} {b_runs:?}"));
+                    }
+                }
+            }
+        }
+        overlaps
+    }
+
+    /// Which replicas ran `check`.
+    fn probers(&self, check: &str) -> Vec<String> {
+        self.seen
+            .get(check)
+            .map(|r| r.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+}
+
+/// Replica `a` holding every shard, its Portal check of nginx (failing after one run) written
+/// once.
+async fn holding_a_portal() -> (FakeApi, Nginx, RunningOperator) {
+    let api = FakeApi::start();
+    let nginx = Nginx::start();
+    api.insert(web_check("portal", nginx.http_url("/").as_str(), 1));
+    let replica = replica(&api, "a");
+    wait_for_split(&api, &[("a", SHARDS)]).await;
+    api.wait_until("the first status", WAIT, |api| api.status(NS, "portal"))
+        .await;
+    (api, nginx, replica)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_replicas_hold_four_shards_each_and_every_check_is_probed_by_exactly_one() {
+    let api = FakeApi::start();
+    let nginx = Nginx::start();
+    let shards = insert_checks(&api, 24, nginx.http_url("/").as_str(), 3);
+    let (a, b, c) = (replica(&api, "a"), replica(&api, "b"), replica(&api, "c"));
+    wait_for_split(&api, &[("a", 4), ("b", 4), ("c", 4)]).await;
+    let replicas = [("a", &a), ("b", &b), ("c", &c)];
+    // Settled: what ran before the split (a alone took every shard first) is past.
+    tokio::time::sleep(INTERVAL).await;
+    let mut runs = Runs::default();
+    runs.watch(&replicas, INTERVAL * 2).await;
+    let holders = holders(&api);
+    for (check, shard) in &shards {
+        let holder = holders[*shard].clone().unwrap();
+        assert_eq!(runs.probers(check), [holder], "{check} (shard {shard})");
+    }
+    for (_, replica) in replicas {
+        let text = replica.metrics().await;
+        assert_eq!(sample(&text, "voipcheck_shards", &[]), Some(SHARDS as f64));
+        assert_eq!(
+            sample(&text, "voipcheck_shards_held", &[]),
+            Some(4.0),
+            "{text}"
+        );
+        assert_eq!(sample(&text, "voipcheck_leader", &[]), Some(1.0));
+    }
+    for identity in ["a", "b", "c"] {
+        let member = api.lease(LEASE_NS, &member_lease(identity)).unwrap();
+        assert_eq!(member["spec"]["holderIdentity"], identity);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_replicas_shards_move_after_the_lease_duration_with_their_verdicts_intact() {
+    let api = FakeApi::start();
+    let shards = insert_checks(&api, 24, &dead_url(), 1);
+    let (a, b, c) = (replica(&api, "a"), replica(&api, "b"), replica(&api, "c"));
+    wait_for_split(&api, &[("a", 4), ("b", 4), ("c", 4)]).await;
+    let reportable = |api: &FakeApi| -> Option<BTreeMap<String, Value>> {
+        shards
+            .keys()
+            .map(|name| {
+                let status = api.status(NS, name)?;
+                let hotline = condition(&status, "HotlineReportable");
+                (hotline["status"] == "True").then(|| (name.clone(), status.clone()))
+            })
+            .collect()
+    };
+    let before = api
+        .wait_until("every check reportable", WAIT, reportable)
+        .await;
+    let c_shards: Vec<usize> = (0..SHARDS)
+        .filter(|n| holders(&api)[*n].as_deref() == Some("c"))
+        .collect();
+    let events_before = api.events(NS).len();
+
+    c.kill();
+    let killed = Instant::now();
+    let moved = wait_for_split(&api, &[("a", 6), ("b", 6)]).await;
+    let takeover = moved - killed;
+    assert!(
+        takeover >= TIMINGS.duration && takeover <= TIMINGS.duration + TIMINGS.retry * 3,
+        "taken over after {takeover:?}"
+    );
+    // Each moved check runs again on its new holder, which writes its status.
+    let replicas = [("a", &a), ("b", &b)];
+    let mut runs = Runs::default();
+    runs.watch(&replicas, INTERVAL + Duration::from_secs(1))
+        .await;
+    for (name, shard) in &shards {
+        assert_eq!(runs.probers(name).len(), 1, "{name} (shard {shard})");
+    }
+    let after = reportable(&api).expect("still reportable");
+    for (name, status) in &after {
+        let was = &before[name];
+        for type_ in ["HotlineReportable", "WebReachable", "Ready"] {
+            assert_eq!(
+                condition(status, type_),
+                condition(was, type_),
+                "{name} {type_}"
+            );
+        }
+        assert_eq!(
+            status["incident"]["since"], was["incident"]["since"],
+            "{name}"
+        );
+        if c_shards.contains(&shards[name]) {
+            assert_ne!(status["lastRun"], was["lastRun"], "{name} never ran again");
+        }
+    }
+    // No Event: nothing changed for the person watching.
+    let new_events: Vec<Value> = api.events(NS).into_iter().skip(events_before).collect();
+    assert!(new_events.is_empty(), "{new_events:#?}");
+
+    // The killed replica's member Lease is deleted once long gone, on the version read.
+    let member = member_lease("c");
+    api.wait_until("c's member Lease deleted", WAIT, |api| {
+        api.lease(LEASE_NS, &member).is_none().then_some(())
+    })
+    .await;
+    let deletes = api.requests_matching(&Matcher::request(Method::DELETE, &member));
+    assert!(!deletes.is_empty());
+    for delete in deletes {
+        let version = &delete.body["preconditions"]["resourceVersion"];
+        assert!(version.is_string(), "{:?}", delete.body);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fourth_replica_takes_its_share_and_no_check_is_probed_by_two_at_once() {
+    let api = FakeApi::start();
+    let nginx = Nginx::start();
+    let shards = insert_checks(&api, 24, nginx.http_url("/").as_str(), 3);
+    let (a, b, c) = (replica(&api, "a"), replica(&api, "b"), replica(&api, "c"));
+    wait_for_split(&api, &[("a", 4), ("b", 4), ("c", 4)]).await;
+    tokio::time::sleep(INTERVAL).await;
+    let mut runs = Runs::default();
+    runs.watch(&[("a", &a), ("b", &b), ("c", &c)], INTERVAL)
+        .await;
+
+    let d = replica(&api, "d");
+    let replicas = [("a", &a), ("b", &b), ("c", &c), ("d", &d)];
+    let until = Instant::now() + WAIT;
+    while split(&api).get("d") != Some(&3) {
+        assert!(
+            Instant::now() < until,
+            "d never took its share: {:?}",
+            split(&api)
+        );
+        runs.look(&replicas).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    runs.watch(&replicas, INTERVAL * 2).await;
+    assert_eq!(
+        split(&api),
+        BTreeMap::from([
+            ("a".into(), 3),
+            ("b".into(), 3),
+            ("c".into(), 3),
+            ("d".into(), 3)
+        ])
+    );
+    assert_eq!(runs.overlaps(), Vec::<String>::new());
+    let holders = holders(&api);
+    let moved: Vec<&String> = shards
+        .iter()
+        .filter(|(_, shard)| holders[**shard].as_deref() == Some("d"))
+        .map(|(name, _)| name)
+        .collect();
+    assert!(!moved.is_empty(), "no check moved to d");
+    for name in moved {
+        assert!(runs.probers(name).contains(&"d".to_owned()), "{name}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_graceful_stop_hands_its_shards_over_at_once() {
+    let api = FakeApi::start();
+    let (a, b) = (replica(&api, "a"), replica(&api, "b"));
+    wait_for_split(&api, &[("a", 6), ("b", 6)]).await;
+    let stopping = Instant::now();
+    a.stop().await;
+    assert!(api.lease(LEASE_NS, &member_lease("a")).is_none());
+    wait_for_split(&api, &[("b", SHARDS)]).await;
+    assert!(
+        stopping.elapsed() < TIMINGS.duration,
+        "taken over after {:?}: not before the Leases expired",
+        stopping.elapsed()
+    );
+    assert_eq!(b.sample("voipcheck_shards_held", &[]).await, Some(12.0));
+    b.stop().await;
+    assert_eq!(split(&api), BTreeMap::new(), "released on shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_renewal_never_overwrites_the_new_holder() {
+    let api = FakeApi::start();
+    let leases: Api<Lease> = Api::namespaced(api.client(), LEASE_NS);
+    let lease = shard_lease(0);
+    let holder = |api: &FakeApi| -> Option<String> {
+        api.lease(LEASE_NS, &lease)?["spec"]["holderIdentity"]
+            .as_str()
+            .map(str::to_owned)
+    };
+    let mut a = LeaseLock::new(leases.clone(), &lease, "a", TIMINGS.duration);
+    let mut b = LeaseLock::new(leases, &lease, "b", TIMINGS.duration);
+    assert_eq!(a.try_acquire_or_renew().await, Attempt::Held);
+    let created_version =
+        api.lease(LEASE_NS, &lease).unwrap()["metadata"]["resourceVersion"].clone();
+    assert_eq!(b.try_acquire_or_renew().await, Attempt::HeldBy("a".into()));
+    // a stops renewing (hung, partitioned); b takes over once a's record is older than the
+    // lease duration by b's clock.
+    tokio::time::sleep(TIMINGS.duration + Duration::from_millis(300)).await;
+    assert_eq!(b.try_acquire_or_renew().await, Attempt::Held);
+    assert_eq!(holder(&api).as_deref(), Some("b"));
+    // a's renewal, based on the version it last wrote, arrives now: refused, and a learns who
+    // holds the Lease instead of taking it back.
+    assert_eq!(a.try_acquire_or_renew().await, Attempt::HeldBy("b".into()));
+    assert_eq!(holder(&api).as_deref(), Some("b"));
+    // a created the Lease (POST); its one PUT is the late renewal, on the version it wrote.
+    let late: Vec<_> = api
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == Method::PUT && r.body["spec"]["holderIdentity"] == "a")
+        .collect();
+    assert_eq!(late.len(), 1, "{late:?}");
+    assert_eq!(late[0].body["metadata"]["resourceVersion"], created_version);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_renewal_neither_gives_up_a_shard_nor_drops_the_checks_series() {
+    let api = FakeApi::start();
+    let nginx = Nginx::start();
+    api.insert(web_check("portal", nginx.http_url("/").as_str(), 3));
+    let replica = replica(&api, "a");
+    wait_for_split(&api, &[("a", SHARDS)]).await;
+    let series = ["name=\"portal\"", "probe=\"http:ui\""];
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while replica
+        .sample("voipcheck_probe_success", &series)
+        .await
+        .is_none()
+    {
+        assert!(tokio::time::Instant::now() < deadline, "never probed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // One renewal answered 500, as during an API server upgrade.
+    let renewals = Matcher::request(Method::PUT, "/leases/");
+    api.inject_times(renewals.clone(), Fault::Status(500), 1);
+    let failed_at = api.requests_matching(&renewals).len();
+    api.wait_until("the failed renewal", WAIT, |api| {
+        (api.requests_matching(&renewals).len() > failed_at + 1).then_some(())
+    })
+    .await;
+    // Nothing flaps for a whole lease duration: every shard still held, the series stay.
+    let watch_until = tokio::time::Instant::now() + TIMINGS.duration;
+    while tokio::time::Instant::now() < watch_until {
+        let text = replica.metrics().await;
+        assert_eq!(sample(&text, "voipcheck_leader", &[]), Some(1.0), "{text}");
+        let held = sample(&text, "voipcheck_shards_held", &[]);
+        assert_eq!(held, Some(SHARDS as f64), "{text}");
+        assert_eq!(sample(&text, "voipcheck_probe_success", &series), Some(1.0));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let lease_errors = replica
+        .sample("voipcheck_reconcile_errors_total", &["category=\"lease\""])
+        .await;
+    assert_eq!(lease_errors, Some(1.0));
+    assert_eq!(split(&api), BTreeMap::from([("a".into(), SHARDS)]));
+    replica.stop().await;
+    assert_eq!(split(&api), BTreeMap::new(), "released on shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_that_cannot_renew_stops_writing_in_time_and_keeps_probing() {
+    let (api, nginx, replica) = holding_a_portal().await;
+
+    // Every renewal hangs from now on.
+    let fault = api.inject(Matcher::request(Method::PUT, "/leases/"), Fault::Hang);
+    let hung_at = tokio::time::Instant::now();
+    // Past the renew deadline the replica holds no shard it may write; before the Leases
+    // could expire.
+    loop {
+        let leader = replica.sample("voipcheck_leader", &[]).await;
+        if leader == Some(0.0) {
+            break;
+        }
+        assert!(hung_at.elapsed() < TIMINGS.duration, "still writing");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(hung_at.elapsed() >= TIMINGS.renew_deadline - TIMINGS.retry);
+    assert_eq!(
+        replica.sample("voipcheck_shards_held", &[]).await,
+        Some(0.0)
+    );
+    let writes = status_writes(&api);
+    let before = runs(&replica).await;
+    // The web UI goes down meanwhile: the isolated replica still sees it, writes nothing.
+    drop(nginx);
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    assert!(runs(&replica).await >= before + 2.0, "probing stopped");
+    let down = replica
+        .sample(
+            "voipcheck_condition",
+            &[
+                "name=\"portal\"",
+                "type=\"WebReachable\"",
+                "status=\"False\"",
+            ],
+        )
+        .await;
+    assert_eq!(down, Some(1.0), "the outage is on /metrics");
+    assert_eq!(
+        status_writes(&api),
+        writes,
+        "an isolated replica writes no status"
+    );
+
+    // The API answers again and nobody else took the shards: writing resumes, with the outage
+    // the replica saw while isolated.
+    api.clear_fault(fault);
+    api.wait_until("the outage written", WAIT, |api| {
+        let status = api.status(NS, "portal")?;
+        (condition(&status, "WebReachable")["status"] == "False").then_some(())
+    })
+    .await;
+    assert_eq!(replica.sample("voipcheck_leader", &[]).await, Some(1.0));
+    replica.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_api_server_does_not_stop_probing() {
+    let (api, _nginx, replica) = holding_a_portal().await;
+
+    api.refuse_connections().await;
+    tokio::time::sleep(TIMINGS.duration).await;
+    let before = runs(&replica).await;
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    assert!(
+        runs(&replica).await >= before + 2.0,
+        "nothing probed while the API is down"
+    );
+    assert_eq!(replica.sample("voipcheck_leader", &[]).await, Some(0.0));
+    api.accept_connections();
+    wait_for_split(&api, &[("a", SHARDS)]).await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while replica.sample("voipcheck_shards_held", &[]).await != Some(SHARDS as f64) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never writing again"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    replica.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_takeover_during_a_reportable_outage_keeps_the_verdict_and_its_since() {
+    let api = FakeApi::start();
+    api.insert(web_check("portal", &dead_url(), 2));
+    let a = replica(&api, "a");
+    wait_for_split(&api, &[("a", SHARDS)]).await;
+    let reportable = api
+        .wait_until("a reportable outage", WAIT, |api| {
+            let status = api.status(NS, "portal")?;
+            let hotline = condition(&status, "HotlineReportable");
+            (hotline["status"] == "True").then(|| status.clone())
+        })
+        .await;
+    let since = reportable["incident"]["since"].clone();
+    assert!(since.is_string(), "{reportable}");
+    let b = replica(&api, "b");
+    // b is ready and holds half the shards before a goes: a rolling update.
+    wait_for_split(&api, &[("a", 6), ("b", 6)]).await;
+    let events_before = api.events(NS).len();
+    a.stop().await;
+    wait_for_split(&api, &[("b", SHARDS)]).await;
+    let writes = status_writes(&api);
+    // b's first runs: the outage goes on, and b writes its status.
+    api.wait_until("b writes", WAIT, |api| {
+        (status_writes(api) > writes).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let status = api.status(NS, "portal").unwrap();
+    let hotline = condition(&status, "HotlineReportable");
+    assert_eq!(
+        (&hotline["status"], &hotline["reason"]),
+        (&json!("True"), &json!("ProviderOutage")),
+        "{status:#}"
+    );
+    assert_eq!(
+        hotline["lastTransitionTime"],
+        condition(&reportable, "HotlineReportable")["lastTransitionTime"]
+    );
+    assert_eq!(status["incident"]["since"], since, "{status:#}");
+    let web = condition(&status, "WebReachable");
+    assert_eq!(web["status"], "False");
+    // No Event: nothing changed for the person watching.
+    let new_events: Vec<Value> = api.events(NS).into_iter().skip(events_before).collect();
+    assert!(new_events.is_empty(), "{new_events:#?}");
+    assert!(api.get(Kind::VoipCheck, NS, "portal").is_some());
+    b.stop().await;
+}
