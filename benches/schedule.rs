@@ -24,9 +24,11 @@
 //!
 //! Figures, not a pass/fail test: DESIGN.md's targets are printed next to them.
 
+mod figures;
 #[path = "../tests/support/mod.rs"]
 mod support;
 
+use figures::{histogram_buckets, process_cpu_time, quantile};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -146,72 +148,7 @@ fn reset_peak_rss() {
 
 /// Peak resident set size in MiB (VmHWM).
 fn peak_rss_mib() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmHWM:"))
-        .and_then(|value| {
-            value
-                .trim()
-                .trim_end_matches("kB")
-                .trim()
-                .parse::<f64>()
-                .ok()
-        })
-        .map_or(f64::NAN, |kib| kib / 1024.0)
-}
-
-/// The `q` quantile of a Prometheus histogram, interpolated within its bucket as PromQL's
-/// histogram_quantile does.
-fn histogram_quantile(text: &str, metric: &str, q: f64) -> f64 {
-    let prefix = format!("{metric}_bucket{{");
-    let mut buckets: Vec<(f64, f64)> = text
-        .lines()
-        .filter(|line| line.starts_with(&prefix))
-        .filter_map(|line| {
-            let le = line.split("le=\"").nth(1)?.split('"').next()?;
-            let le = if le == "+Inf" {
-                f64::INFINITY
-            } else {
-                le.parse().ok()?
-            };
-            let count = line.rsplit(' ').next()?.parse().ok()?;
-            Some((le, count))
-        })
-        .collect();
-    buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
-    let Some(&(_, total)) = buckets.last() else {
-        return f64::NAN;
-    };
-    let rank = q * total;
-    let mut lower = (0.0, 0.0);
-    for &(le, count) in &buckets {
-        if count >= rank {
-            if le.is_infinite() {
-                return lower.0;
-            }
-            let share = (rank - lower.1) / (count - lower.1).max(f64::MIN_POSITIVE);
-            return lower.0 + (le - lower.0) * share;
-        }
-        lower = (le, count);
-    }
-    f64::NAN
-}
-
-/// CPU time (user + system) of process `pid`, from /proc/<pid>/stat (clock ticks of 10 ms).
-fn process_cpu_time(pid: u32) -> Duration {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("the peer's stat");
-    // Fields after the command name (which is in parentheses and may hold spaces).
-    let fields: Vec<&str> = stat
-        .rsplit(')')
-        .next()
-        .unwrap()
-        .split_whitespace()
-        .collect();
-    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
-    // SAFETY: sysconf has no preconditions.
-    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
-    Duration::from_millis(ticks * 1000 / per_second)
+    figures::process_peak_rss_mib(std::process::id())
 }
 
 /// CPU seconds per 1,000 HTTP probes of `url`: voipcheck's probe, then blackbox_exporter's.
@@ -385,7 +322,8 @@ fn schedule(
 /// The p50 and p99 schedule lag in ms from `metrics`.
 fn lag_ms(metrics: &Metrics) -> (f64, f64) {
     let text = metrics.encode();
-    let lag = |q| histogram_quantile(&text, "voipcheck_schedule_lag_seconds", q) * 1000.0;
+    let buckets = histogram_buckets(&text, "voipcheck_schedule_lag_seconds");
+    let lag = |q| quantile(&buckets, q) * 1000.0;
     (lag(0.5), lag(0.99))
 }
 

@@ -320,6 +320,10 @@ struct Campaign {
     shards: Vec<Shard>,
     /// The other members' Leases as last listed, by name, and since when each is the same.
     members: HashMap<String, (Lease, Instant)>,
+    /// Whether this replica's member Lease was written once: shards are taken from the look
+    /// after, so that replicas started together (a Deployment's first rollout) see each other
+    /// before the first of them takes every shard only to hand most of them over again.
+    announced: bool,
 }
 
 /// Holds this replica's share of the shards of `location` until `stop` resolves, starting and
@@ -359,6 +363,7 @@ pub async fn campaign(
         gate,
         metrics,
         members: HashMap::new(),
+        announced: false,
     };
     let mut stop = pin!(stop);
     let mut next = Instant::now();
@@ -395,6 +400,10 @@ impl Campaign {
         self.gate.mark_read();
         self.give_up_lost();
         self.renew(deadline).await;
+        if !self.announced {
+            self.announced = self.member.holds();
+            return;
+        }
         let members: Vec<String> = self
             .members
             .values()
