@@ -404,7 +404,10 @@ async fn a_graceful_stop_hands_its_shards_over_at_once() {
     // Published at the end of the look that took them.
     let deadline = Instant::now() + TIMINGS.retry * 2;
     while b.sample("voipcheck_shards_held", &[]).await != Some(SHARDS as f64) {
-        assert!(Instant::now() < deadline, "voipcheck_shards_held not updated");
+        assert!(
+            Instant::now() < deadline,
+            "voipcheck_shards_held not updated"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     b.stop().await;
