@@ -132,12 +132,7 @@ impl Engine {
                 ))
             })
             .clone();
-        let ids: Vec<CheckId> = state
-            .entries
-            .values()
-            .filter(|entry| shard_of(entry) == shard)
-            .map(|entry| entry.id.clone())
-            .collect();
+        let ids = state.checks_of(shard);
         for id in &ids {
             let mut entry = state.entries[id].clone();
             if let Some(check) = self.checks.get(id) {
@@ -163,12 +158,7 @@ impl Engine {
             if !state.held.remove(&shard) {
                 return Vec::new();
             }
-            let ids: Vec<CheckId> = state
-                .entries
-                .values()
-                .filter(|entry| shard_of(entry) == shard)
-                .map(|entry| entry.id.clone())
-                .collect();
+            let ids = state.checks_of(shard);
             (state.scheduler.clone(), ids)
         };
         if let Some(scheduler) = scheduler {
@@ -220,6 +210,15 @@ fn shard_of(entry: &CheckEntry) -> usize {
 }
 
 impl State {
+    /// The known checks of `shard`.
+    fn checks_of(&self, shard: usize) -> Vec<CheckId> {
+        self.entries
+            .values()
+            .filter(|entry| shard_of(entry) == shard)
+            .map(|entry| entry.id.clone())
+            .collect()
+    }
+
     fn insert(&mut self, entry: CheckEntry) {
         let held = |entry: &CheckEntry| self.held.contains(&shard_of(entry));
         if let Some(scheduler) = &self.scheduler {
