@@ -66,6 +66,27 @@ fn usage_errors_exit_2() {
 }
 
 #[test]
+fn an_operator_location_or_identity_that_cannot_name_a_lease_is_refused_at_the_start() {
+    for (args, says) in [
+        (&["operator", "--location", "Office"][..], "DNS label"),
+        (&["operator", "--location", "eu west"], "DNS label"),
+        (
+            &["operator", "--location", "office", "--identity", "Pod_1"],
+            "voipcheck-operator-office-member-Pod_1",
+        ),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_voipcheck"))
+            .args(args)
+            .env_remove("VOIPCHECK_LOCATION")
+            .env_remove("POD_NAME")
+            .output()
+            .expect("run voipcheck");
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", text(&out));
+        assert!(text(&out).contains(says), "{args:?}: {}", text(&out));
+    }
+}
+
+#[test]
 fn register_without_password_is_a_usage_error() {
     let out = voipcheck(&[
         "probe",

@@ -5,6 +5,7 @@ use super::LogFormat;
 use clap::Args;
 use std::net::SocketAddr;
 use std::process::ExitCode;
+use voipcheck::api::patterns;
 use voipcheck::check::AllowList;
 use voipcheck::operator::leader::LeaseConfig;
 use voipcheck::operator::{self, OperatorConfig, SecretAccess};
@@ -51,8 +52,9 @@ pub struct OperatorArgs {
     metrics_addr: SocketAddr,
 
     /// The `location` label of every metric series, to tell operator instances in different
-    /// networks apart (alerts can require failures seen from two locations).
-    #[arg(long, env = "VOIPCHECK_LOCATION", default_value = "default")]
+    /// networks apart (alerts can require failures seen from two locations): a DNS label, as it
+    /// names this location's entry of status.locations, its field manager and its Leases.
+    #[arg(long, env = "VOIPCHECK_LOCATION", default_value = "default", value_parser = parse_location)]
     location: String,
 
     /// Write each check's verdict across locations (the top level of its status) from all
@@ -102,6 +104,9 @@ pub fn run(args: OperatorArgs) -> ExitCode {
     let Some(identity) = args.identity.clone().or_else(host_name) else {
         return usage_error("no --identity given and no host name found");
     };
+    if let Err(e) = check_lease_names(&args.lease_name, &args.location, &identity) {
+        return usage_error(&e);
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -155,6 +160,33 @@ pub fn run(args: OperatorArgs) -> ExitCode {
 fn usage_error(message: &str) -> ExitCode {
     tracing::error!("voipcheck operator: {message}");
     ExitCode::from(2)
+}
+
+/// `--location`: a DNS label (RFC 1123), as Kubernetes names things.
+fn parse_location(text: &str) -> Result<String, String> {
+    let label = regex::Regex::new(patterns::PROBE_NAME).expect("a valid pattern");
+    if text.len() > 63 || !label.is_match(text) {
+        return Err(
+            "must be a DNS label: at most 63 lower-case letters, digits and '-', \
+                    starting and ending with a letter or digit"
+                .into(),
+        );
+    }
+    Ok(text.to_owned())
+}
+
+/// The longest Lease name (a replica's member Lease) must be a valid object name, or every
+/// Lease request fails and the replica never probes: refused at the start instead.
+fn check_lease_names(lease_name: &str, location: &str, identity: &str) -> Result<(), String> {
+    let member = format!("{lease_name}-{location}-member-{identity}");
+    let subdomain = regex::Regex::new(patterns::SECRET_NAME).expect("a valid pattern");
+    if member.len() > 253 || !subdomain.is_match(&member) {
+        return Err(format!(
+            "--lease-name, --location and --identity make the Lease name `{member}`, which is not \
+             a Kubernetes object name (lower-case letters, digits, '-' and '.', at most 253)"
+        ));
+    }
+    Ok(())
 }
 
 /// The host name (a pod's name, when POD_NAME is not set).
