@@ -321,6 +321,15 @@ fn status_body(status: Value) -> Patch<Value> {
     }))
 }
 
+/// A forced server-side apply of `status` to VoipCheck `a` by field manager `manager`.
+async fn apply_as(checks: &Api<VoipCheck>, manager: &str, status: Value) {
+    let params = PatchParams::apply(manager).force();
+    checks
+        .patch_status("a", &params, &status_body(status))
+        .await
+        .unwrap_or_else(|e| panic!("{manager}: {e}"));
+}
+
 /// The `managedFields` entry of `manager` on VoipCheck `name`.
 fn managed(api: &FakeApi, name: &str, manager: &str) -> Option<Value> {
     let object = api.get(Kind::VoipCheck, NS, name)?;
@@ -350,32 +359,25 @@ async fn two_managers_apply_their_own_list_map_entries_and_neither_removes_the_o
     let api = FakeApi::start();
     api.insert(voipcheck("a"));
     let checks: Api<VoipCheck> = Api::namespaced(api.client(), NS);
-    let as_manager = |m: &str| PatchParams::apply(m).force();
-    checks
-        .patch_status(
-            "a",
-            &as_manager("voipcheck/eu-west"),
-            &status_body(json!({ "locations": [entry("eu-west", "True")] })),
-        )
-        .await
-        .unwrap();
-    checks
-        .patch_status(
-            "a",
-            &as_manager("voipcheck/office"),
-            &status_body(json!({ "locations": [entry("office", "True")] })),
-        )
-        .await
-        .unwrap();
+    apply_as(
+        &checks,
+        "voipcheck/eu-west",
+        json!({ "locations": [entry("eu-west", "True")] }),
+    )
+    .await;
+    apply_as(
+        &checks,
+        "voipcheck/office",
+        json!({ "locations": [entry("office", "True")] }),
+    )
+    .await;
     // eu-west's next apply changes its own entry only.
-    checks
-        .patch_status(
-            "a",
-            &as_manager("voipcheck/eu-west"),
-            &status_body(json!({ "locations": [entry("eu-west", "False")] })),
-        )
-        .await
-        .unwrap();
+    apply_as(
+        &checks,
+        "voipcheck/eu-west",
+        json!({ "locations": [entry("eu-west", "False")] }),
+    )
+    .await;
     let status = api.status(NS, "a").unwrap();
     assert_eq!(
         status["locations"],
@@ -427,14 +429,12 @@ async fn a_field_the_manager_no_longer_sends_is_removed_and_an_empty_status_remo
         )
         .await
         .unwrap();
-    checks
-        .patch_status(
-            "a",
-            &PatchParams::apply("voipcheck/office").force(),
-            &status_body(json!({ "locations": [entry("office", "True")] })),
-        )
-        .await
-        .unwrap();
+    apply_as(
+        &checks,
+        "voipcheck/office",
+        json!({ "locations": [entry("office", "True")] }),
+    )
+    .await;
     assert!(
         api.status(NS, "a").unwrap()["locations"][0]
             .get("incident")
@@ -526,14 +526,12 @@ async fn an_apply_without_force_conflicts_on_another_managers_value_and_force_ta
     let api = FakeApi::start();
     api.insert(voipcheck("a"));
     let checks: Api<VoipCheck> = Api::namespaced(api.client(), NS);
-    checks
-        .patch_status(
-            "a",
-            &PatchParams::apply("voipcheck/office").force(),
-            &status_body(json!({ "locations": [entry("office", "True")] })),
-        )
-        .await
-        .unwrap();
+    apply_as(
+        &checks,
+        "voipcheck/office",
+        json!({ "locations": [entry("office", "True")] }),
+    )
+    .await;
     let intruder = |generation: i64| {
         status_body(
             json!({ "locations": [ { "name": "office", "observedGeneration": generation } ] }),
@@ -591,14 +589,7 @@ async fn an_apply_to_the_object_creates_it_merges_the_spec_and_leaves_the_status
         .patch("a", &kubectl, &Patch::Apply(manifest))
         .await
         .unwrap();
-    checks
-        .patch_status(
-            "a",
-            &PatchParams::apply("voipcheck").force(),
-            &status_body(json!({ "observedGeneration": 1 })),
-        )
-        .await
-        .unwrap();
+    apply_as(&checks, "voipcheck", json!({ "observedGeneration": 1 })).await;
     // The next apply no longer sets the interval: removed, the generation bumped, the status kept.
     checks
         .patch("a", &kubectl, &Patch::Apply(voipcheck("a")))
