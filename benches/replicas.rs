@@ -365,6 +365,9 @@ fn main() {
         elapsed.as_secs_f64()
     );
 
+    if replicas.len() < 2 {
+        return;
+    }
     // SIGKILL the first replica: nothing is released, its Leases expire.
     let victim = replicas.remove(0);
     let moved: BTreeSet<&String> = shards

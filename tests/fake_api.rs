@@ -7,7 +7,7 @@ use futures::{StreamExt, TryStreamExt};
 use http::Method;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Patch, PatchParams, PostParams};
+use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::core::PartialObjectMeta;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -150,6 +150,90 @@ async fn kube_watcher_lists_watches_resumes_after_bookmarks_and_relists_after_41
     // And the relisted watcher follows changes again.
     api.insert(voipcheck("d"));
     assert_eq!(next_events(&mut stream, 1).await, [ok("Apply d")]);
+}
+
+#[tokio::test]
+async fn lists_come_in_pages_of_the_limit_and_kubes_watcher_reads_them_all() {
+    let api = FakeApi::start();
+    for name in ["a", "b", "c", "d", "e"] {
+        api.insert(voipcheck(name));
+    }
+    let checks: Api<VoipCheck> = Api::namespaced(api.client(), NS);
+    let first = checks.list(&ListParams::default().limit(2)).await.unwrap();
+    let names = |list: &kube::core::ObjectList<VoipCheck>| {
+        list.items.iter().map(|c| c.name_any()).collect::<Vec<_>>()
+    };
+    assert_eq!(names(&first), ["a", "b"]);
+    assert_eq!(first.metadata.remaining_item_count, Some(3));
+    let token = first.metadata.continue_.clone().expect("a continue token");
+    // Changed between the pages: the next page has its new version, the list keeps the first
+    // page's resourceVersion (the watch after it sees the change again).
+    api.insert(voipcheck("bb"));
+    let second = checks
+        .list(&ListParams::default().limit(2).continue_token(&token))
+        .await
+        .unwrap();
+    assert_eq!(names(&second), ["bb", "c"]);
+    assert_eq!(
+        second.metadata.resource_version,
+        first.metadata.resource_version
+    );
+    let last = checks
+        .list(
+            &ListParams::default()
+                .limit(2)
+                .continue_token(second.metadata.continue_.as_deref().unwrap()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(names(&last), ["d", "e"]);
+    assert_eq!(last.metadata.continue_, None);
+    assert_eq!(last.metadata.remaining_item_count, None);
+
+    api.clear_log();
+    let mut stream = follow(watcher(
+        checks.clone(),
+        watcher::Config::default().page_size(2),
+    ));
+    let ok = |s: &str| Ok(s.to_owned());
+    assert_eq!(
+        next_events(&mut stream, 8).await,
+        [
+            "Init",
+            "InitApply a",
+            "InitApply b",
+            "InitApply bb",
+            "InitApply c",
+            "InitApply d",
+            "InitApply e",
+            "InitDone"
+        ]
+        .map(ok)
+    );
+    let pages: Vec<_> = api
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == Method::GET && !r.is_watch())
+        .map(|r| (r.param("limit"), r.param("continue").is_some()))
+        .collect();
+    assert_eq!(
+        pages,
+        [
+            (Some("2".into()), false),
+            (Some("2".into()), true),
+            (Some("2".into()), true)
+        ]
+    );
+
+    api.compact();
+    let expired = checks
+        .list(&ListParams::default().limit(2).continue_token(&token))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&expired, kube::Error::Api(s) if s.code == 410 && s.reason == "Expired"),
+        "{expired:?}"
+    );
 }
 
 #[tokio::test]

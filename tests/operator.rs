@@ -510,9 +510,9 @@ async fn missing_secret_is_credentials_missing_with_an_event_and_recovers_when_i
     operator.watched(&recovered_check);
     operator.reconcile(&recovered_check, true).await;
     let Written {
+        own: recovered_here,
         top: mut recovered,
         events,
-        ..
     } = operator.api.run_written(&missing).await;
     let ready = condition(&recovered, ConditionType::Ready);
     assert_eq!(
@@ -538,6 +538,29 @@ async fn missing_secret_is_credentials_missing_with_an_event_and_recovers_when_i
     assert_eq!(
         (ready_event.1.as_str(), ready_event.2.as_str()),
         ("Normal", "Healthy")
+    );
+
+    // (3) The Secret goes again, minutes later at most: the same change as in (1) is an Event of
+    // its own with its own note, created (POST) like the first, not counted into (1)'s Event as
+    // a series (which would keep (1)'s note).
+    let mut gone_again = recovered_check.clone();
+    let mut written = recovered.clone();
+    written["locations"] = json!([recovered_here]);
+    gone_again.status = serde_json::from_value(written).unwrap();
+    operator.watched(&gone_again);
+    operator.reconcile(&gone_again, false).await;
+    let again = operator.api.run_written(&recovered).await.events;
+    let ready_again = again.iter().find(|e| e.0 == "Ready").unwrap();
+    assert_eq!(
+        (ready_again.1.as_str(), ready_again.2.as_str()),
+        ("Warning", "CredentialsMissing")
+    );
+    assert!(
+        ready_again
+            .3
+            .starts_with("Ready False (was True Healthy): "),
+        "{}",
+        ready_again.3
     );
 
     // The first writes exactly: nothing ran, so no lastRun; the reason names field and

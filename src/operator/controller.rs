@@ -371,6 +371,10 @@ pub fn run(
     let mut scope_watch = ScopeWatch::new(ctx.clone(), scope.clone(), cache);
     let checks = watcher(checks_api, watcher::Config::default())
         .default_backoff()
+        // Nothing here reads managedFields, and with a location's and the aggregator's field
+        // sets they are the largest part of each cached object (every replica caches every
+        // check of its scopes, not only its shards').
+        .modify(|check: &mut GuardedCheck| check.meta_mut().managed_fields = None)
         .try_filter_map(move |event| std::future::ready(Ok(scope_watch.apply(event))))
         // Status writes change the resourceVersion on every run; only spec changes (generation)
         // need a new plan.

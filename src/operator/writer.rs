@@ -163,7 +163,13 @@ impl Writers {
 pub struct StatusWriter {
     part: Part,
     client: Client,
-    recorder: Recorder,
+    /// Events are published through a new [`Recorder`] each: kube's keeps every Event it
+    /// published for six minutes, to turn a repeat into a series (a PATCH of the first Event,
+    /// keeping its note), and scans them all on each publish. A check's first run publishes one
+    /// Event per condition, so at 3,000 checks that cache alone held ~70 MiB and made
+    /// publishing quadratic; and a repeated change (a flap) must show its own note, not the
+    /// first one's count.
+    reporter: Reporter,
     checks: Checks,
     gate: Arc<Gate>,
     metrics: Metrics,
@@ -199,7 +205,7 @@ impl StatusWriter {
         } = writing;
         Self {
             part,
-            recorder: Recorder::new(client.clone(), reporter),
+            reporter,
             client,
             checks,
             gate,
@@ -310,7 +316,8 @@ impl StatusWriter {
             let event = decide::transition_event(transition, located);
             let sent = match tokio::time::timeout(
                 WRITE_TIMEOUT,
-                self.recorder.publish(&event, &reference),
+                Recorder::new(self.client.clone(), self.reporter.clone())
+                    .publish(&event, &reference),
             )
             .await
             {

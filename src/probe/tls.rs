@@ -129,14 +129,20 @@ fn build(
     alpn: &[&[u8]],
     recorder: Option<Arc<DemandRecorder>>,
 ) -> Result<Arc<ClientConfig>, ConfigError> {
-    let mut roots = system_roots().clone();
-    if let Some(ca) = ca {
-        for cert in ca.certificates()? {
-            roots
-                .add(cert)
-                .map_err(|e| ConfigError::new(ca.field(), e))?;
+    // Without a private CA every configuration shares the one system store (a copy of it is
+    // ~150 trust anchors, made on every HTTPS probe otherwise).
+    let roots = match ca {
+        None => Arc::clone(system_roots()),
+        Some(ca) => {
+            let mut roots = RootCertStore::clone(system_roots());
+            for cert in ca.certificates()? {
+                roots
+                    .add(cert)
+                    .map_err(|e| ConfigError::new(ca.field(), e))?;
+            }
+            Arc::new(roots)
         }
-    }
+    };
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
@@ -153,12 +159,12 @@ fn build(
 /// The system's trust anchors, loaded once per process: reading and parsing them costs ~3 ms,
 /// more than a whole HTTPS probe on loopback (Go's `x509.SystemCertPool` caches them likewise).
 /// Unreadable system certificates are skipped: a private CA file may be all that is needed.
-fn system_roots() -> &'static RootCertStore {
-    static ROOTS: OnceLock<RootCertStore> = OnceLock::new();
+fn system_roots() -> &'static Arc<RootCertStore> {
+    static ROOTS: OnceLock<Arc<RootCertStore>> = OnceLock::new();
     ROOTS.get_or_init(|| {
         let mut roots = RootCertStore::empty();
         roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
-        roots
+        Arc::new(roots)
     })
 }
 

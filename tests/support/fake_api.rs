@@ -31,8 +31,10 @@
 //!   `/status`: 404. JSON patch is 415.
 //! - The status subresource of VoipChecks: writes to the object ignore `status`, writes to
 //!   `/status` change only `status` (and never the generation). A POST drops `status`.
-//! - list answers every matching object and the current resourceVersion in one page (`limit` is
-//!   ignored, no `continue`). Selectors are ignored: the operator uses none.
+//! - list answers the matching objects in pages of `limit` with a `continue` token and
+//!   `remainingItemCount`, as the API server chunks lists (kube's watcher asks for 500), at the
+//!   first page's resourceVersion ([`list`] says how it differs from etcd's snapshot). Selectors
+//!   are ignored: the operator uses none.
 //! - watch (`watch=true&resourceVersion=N`) streams newline-delimited JSON events ADDED,
 //!   MODIFIED, DELETED after N, and with `allowWatchBookmarks=true` a BOOKMARK every
 //!   [`FakeApi::start_with_bookmarks`] interval (1 s by default). `resourceVersion` 0 or absent
@@ -1079,7 +1081,8 @@ fn route(shared: &Arc<Shared>, request: &Logged) -> Response {
         (&Method::GET, namespace, None) if request.is_watch() => {
             return watch(shared, target.kind, namespace, request, metadata_only);
         }
-        (&Method::GET, namespace, None) => Ok(list(shared, target.kind, namespace, metadata_only)),
+        (&Method::GET, namespace, None) => list(shared, target.kind, namespace, request)
+            .map(|page| page.answer(target.kind, metadata_only)),
         (&Method::GET, Some(namespace), Some(name)) => shared
             .store()
             .objects
@@ -1218,29 +1221,114 @@ fn answer_shape(object: Value, metadata_only: bool) -> Value {
     }
 }
 
-fn list(shared: &Shared, kind: Kind, namespace: Option<&str>, metadata_only: bool) -> Value {
+/// One page of a list: the API server's chunking (`limit`, `continue`), which kube's watcher
+/// asks for (500 objects a page) and without which a replica would parse every object in one
+/// response.
+struct Page {
+    items: Vec<Value>,
+    /// The resourceVersion the list is read at: the first page's, carried by the token.
+    revision: u64,
+    /// Set when objects are left: the token for the next page.
+    next: Option<String>,
+    remaining: usize,
+}
+
+impl Page {
+    fn answer(self, kind: Kind, metadata_only: bool) -> Value {
+        let (api_version, list_kind) = if metadata_only {
+            (
+                "meta.k8s.io/v1".to_owned(),
+                "PartialObjectMetadataList".to_owned(),
+            )
+        } else {
+            (
+                kind.api_version().to_owned(),
+                format!("{}List", kind.kind()),
+            )
+        };
+        let mut metadata = json!({ "resourceVersion": self.revision.to_string() });
+        if let Some(next) = self.next {
+            metadata["continue"] = json!(next);
+            metadata["remainingItemCount"] = json!(self.remaining);
+        }
+        let items: Vec<Value> = self
+            .items
+            .into_iter()
+            .map(|o| answer_shape(o, metadata_only))
+            .collect();
+        json!({
+            "apiVersion": api_version,
+            "kind": list_kind,
+            "metadata": metadata,
+            "items": items,
+        })
+    }
+}
+
+/// A list page: objects in key order after the `continue` token's key, at most `limit`.
+///
+/// Unlike etcd, later pages are read from the current objects, not from a snapshot at the
+/// first page's resourceVersion: an object changed meanwhile comes in its newer version and its
+/// change again on the watch that follows, which a reflector takes as it would a repeated event.
+/// A token from before a compaction is refused with 410 Expired, as the API server does.
+fn list(
+    shared: &Shared,
+    kind: Kind,
+    namespace: Option<&str>,
+    request: &Logged,
+) -> Result<Page, ApiError> {
     let store = shared.store();
-    let items: Vec<Value> = store
-        .list(kind, namespace)
-        .into_iter()
-        .map(|o| answer_shape(o, metadata_only))
-        .collect();
-    let (api_version, list_kind) = if metadata_only {
-        (
-            "meta.k8s.io/v1".to_owned(),
-            "PartialObjectMetadataList".to_owned(),
-        )
-    } else {
-        (
-            kind.api_version().to_owned(),
-            format!("{}List", kind.kind()),
-        )
+    let (revision, after) = match request.param("continue") {
+        None => (store.revision, None),
+        Some(token) => {
+            let mut parts = token.splitn(3, '/');
+            let (Some(revision), Some(namespace), Some(name)) =
+                (parts.next(), parts.next(), parts.next())
+            else {
+                return Err(ApiError::new(400, "continue key is not valid"));
+            };
+            let revision = revision
+                .parse::<u64>()
+                .map_err(|_| ApiError::new(400, "continue key is not valid"))?;
+            if revision < store.compacted_at {
+                return Err(ApiError::new(
+                    410,
+                    "The provided continue parameter is too old to display a consistent list \
+                     result. You can start a new list without the continue parameter.",
+                ));
+            }
+            (revision, Some((namespace.to_owned(), name.to_owned())))
+        }
     };
-    json!({
-        "apiVersion": api_version,
-        "kind": list_kind,
-        "metadata": { "resourceVersion": store.revision.to_string() },
-        "items": items,
+    let limit = request
+        .param("limit")
+        .and_then(|l| l.parse::<usize>().ok())
+        .filter(|&l| l > 0)
+        .unwrap_or(usize::MAX);
+    let mut matching = store
+        .objects
+        .iter()
+        .filter(|((k, ns, _), _)| *k == kind && namespace.is_none_or(|n| n == ns))
+        .filter(|((_, ns, name), _)| {
+            after
+                .as_ref()
+                .is_none_or(|after| (ns, name) > (&after.0, &after.1))
+        });
+    let items: Vec<Value> = matching
+        .by_ref()
+        .take(limit)
+        .map(|(_, o)| o.clone())
+        .collect();
+    let remaining = matching.count();
+    let next = (remaining > 0).then(|| {
+        let (_, ns, name) = key_of(items.last().expect("a full page"));
+        format!("{revision}/{ns}/{name}")
+    });
+    Ok(Page {
+        items,
+        revision,
+        next,
+        remaining,
     })
 }
 
@@ -1382,10 +1470,12 @@ async fn stream_watch(shared: Arc<Shared>, spec: WatchSpec, chunks: mpsc::Sender
             if store.compactions != compactions {
                 Next::Gone(too_old(cursor, store.compacted_at))
             } else {
-                let events = store
-                    .history
+                // The history is in revision order: skip what this watch has sent without
+                // reading it (it holds every change since the last compaction).
+                let unsent = store.history.partition_point(|c| c.revision <= cursor);
+                let events = store.history[unsent..]
                     .iter()
-                    .filter(|c| c.revision > cursor && spec.wants(c))
+                    .filter(|c| spec.wants(c))
                     .map(|c| {
                         watch_event(c.type_, &answer_shape(c.object.clone(), spec.metadata_only))
                     })
