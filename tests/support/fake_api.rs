@@ -490,11 +490,20 @@ impl Store {
     }
 
     fn list(&self, kind: Kind, namespace: Option<&str>) -> Vec<Value> {
-        self.objects
-            .iter()
-            .filter(|((k, ns, _), _)| *k == kind && namespace.is_none_or(|n| n == ns))
+        self.matching(kind, namespace)
             .map(|(_, object)| object.clone())
             .collect()
+    }
+
+    /// The objects of `kind` (in `namespace`, if given), in key order.
+    fn matching<'a>(
+        &'a self,
+        kind: Kind,
+        namespace: Option<&'a str>,
+    ) -> impl Iterator<Item = (&'a Key, &'a Value)> {
+        self.objects
+            .iter()
+            .filter(move |((k, ns, _), _)| *k == kind && namespace.is_none_or(|n| n == ns))
     }
 }
 
@@ -1306,24 +1315,19 @@ fn list(
         .filter(|&l| l > 0)
         .unwrap_or(usize::MAX);
     let mut matching = store
-        .objects
-        .iter()
-        .filter(|((k, ns, _), _)| *k == kind && namespace.is_none_or(|n| n == ns))
+        .matching(kind, namespace)
         .filter(|((_, ns, name), _)| {
             after
                 .as_ref()
                 .is_none_or(|after| (ns, name) > (&after.0, &after.1))
         });
-    let items: Vec<Value> = matching
-        .by_ref()
-        .take(limit)
-        .map(|(_, o)| o.clone())
-        .collect();
+    let page: Vec<(&Key, &Value)> = matching.by_ref().take(limit).collect();
     let remaining = matching.count();
-    let next = (remaining > 0).then(|| {
-        let (_, ns, name) = key_of(items.last().expect("a full page"));
-        format!("{revision}/{ns}/{name}")
-    });
+    let next = match page.last() {
+        Some(((_, ns, name), _)) if remaining > 0 => Some(format!("{revision}/{ns}/{name}")),
+        _ => None,
+    };
+    let items = page.into_iter().map(|(_, o)| o.clone()).collect();
     Ok(Page {
         items,
         revision,
