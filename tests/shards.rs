@@ -424,6 +424,87 @@ async fn a_graceful_stop_hands_its_shards_over_at_once() {
     assert_eq!(split(&api), BTreeMap::new(), "released on shutdown");
 }
 
+/// The Secrets read so far (GETs by name).
+fn secrets_read(api: &FakeApi) -> BTreeSet<String> {
+    let prefix = format!("/api/v1/namespaces/{NS}/secrets/");
+    api.requests()
+        .into_iter()
+        .filter(|r| r.method == Method::GET && !r.is_watch())
+        .filter_map(|r| r.path.strip_prefix(&prefix).map(str::to_owned))
+        .collect()
+}
+
+/// Waits until each of `checks` has its top-level `Ready` condition.
+async fn wait_for_ready_condition(api: &FakeApi, checks: &[&String]) {
+    api.wait_until("a Ready condition on each check", WAIT, |api| {
+        checks
+            .iter()
+            .all(|name| {
+                api.status(NS, name)
+                    .is_some_and(|s| !condition(&s, "Ready").is_null())
+            })
+            .then_some(())
+    })
+    .await;
+}
+
+/// A replica builds entries only for the checks of the shards it holds: it reads no Secret of
+/// another replica's checks (at 30,000 checks over 3 replicas it would read every Secret of
+/// the other 20,000 at start), and reads those of a shard once it takes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_reads_the_secrets_of_its_shards_checks_only_and_those_of_a_shard_it_takes() {
+    let api = FakeApi::start();
+    // Each check reads a Secret of its own (absent: the check is CredentialsMissing).
+    let shards: BTreeMap<String, usize> = (0..24)
+        .map(|i| {
+            let name = format!("portal-{i}");
+            let mut check = web_check(&name, "https://127.0.0.1:1/", 3);
+            check["spec"]["http"][0]["basicAuthSecretRef"] =
+                json!({ "name": format!("auth-{name}") });
+            let uid = api.insert(check)["metadata"]["uid"]
+                .as_str()
+                .map(str::to_owned);
+            let shard = shard_of(uid.as_deref(), &CheckId::new(NS, &name));
+            (name, shard)
+        })
+        .collect();
+    // Another replica holds every shard but that of portal-0, and renews for an hour.
+    let own = shards["portal-0"];
+    let leases: Api<Lease> = Api::namespaced(api.client(), LEASE_NS);
+    for n in (0..SHARDS).filter(|n| *n != own) {
+        let mut other = LeaseLock::new(
+            leases.clone(),
+            &shard_lease(n),
+            "other",
+            Duration::from_secs(3600),
+        );
+        assert_eq!(other.try_acquire_or_renew().await, Attempt::Held);
+    }
+    let _replica = replica(&api, "a");
+    wait_for_split(&api, &[("a", 1), ("other", SHARDS - 1)]).await;
+    let (mine, others): (Vec<&String>, Vec<&String>) =
+        shards.keys().partition(|name| shards[*name] == own);
+    wait_for_ready_condition(&api, &mine).await;
+    let secret_of = |names: &[&String]| -> BTreeSet<String> {
+        names.iter().map(|name| format!("auth-{name}")).collect()
+    };
+    assert_eq!(secrets_read(&api), secret_of(&mine));
+    for name in &others {
+        assert!(api.status(NS, name).is_none(), "{name} is not a's to write");
+    }
+
+    // The other replica's Leases go: a takes every shard and builds their checks' entries.
+    for n in (0..SHARDS).filter(|n| *n != own) {
+        api.delete(Kind::Lease, LEASE_NS, &shard_lease(n));
+    }
+    wait_for_split(&api, &[("a", SHARDS)]).await;
+    wait_for_ready_condition(&api, &others).await;
+    let all: Vec<&String> = shards.keys().collect();
+    assert_eq!(secrets_read(&api), secret_of(&all));
+    let ready = condition(&api.status(NS, others[0]).unwrap(), "Ready").clone();
+    assert_eq!(ready["reason"], "CredentialsMissing", "{ready}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_late_renewal_never_overwrites_the_new_holder() {
     let api = FakeApi::start();

@@ -7,6 +7,7 @@
 //! hold typed VoipChecks) but in a side index here, filled by the controller's watch: they exist
 //! all the same (their `InvalidSpec` status is written to them, deletion handling keeps them).
 
+use super::shards::shard_of;
 use crate::api::{InvalidCheck, VoipCheck};
 use crate::check::CheckId;
 use kube::runtime::reflector::{ObjectRef, Store};
@@ -101,6 +102,15 @@ impl Checks {
             invalid.insert(id, check);
         }
         news
+    }
+
+    /// The objects of `shard` that do not deserialize.
+    pub fn invalid_of(&self, shard: usize) -> Vec<(CheckId, InvalidCheck)> {
+        self.invalid()
+            .iter()
+            .filter(|(id, check)| shard_of(check.metadata.uid.as_deref(), id) == shard)
+            .map(|(id, check)| (id.clone(), check.clone()))
+            .collect()
     }
 
     /// How many objects do not deserialize.

@@ -28,6 +28,10 @@
 //! takes away the entry it wrote before the spec changed; the aggregating instance still
 //! weighs the check's entries ([`super::aggregate`]), which every watch event hands it.
 //!
+//! Shards: a replica builds entries only for the checks of the shards it holds
+//! ([`Engine::runs_shard_of`]); the reconcile of any other check ends at once, and taking a
+//! shard reconciles its checks ([`Engine::taken_shards`]).
+//!
 //! Load on the API server: at most [`CONCURRENCY`] reconciles (each reading a check's Secrets)
 //! run at once per scope, and the periodic resync of each check is spread over
 //! [RESYNC / 2, RESYNC × 3 / 2) by its uid ([`decide::resync_after`]), not one burst every
@@ -136,10 +140,16 @@ impl Context {
 /// `Ready=False` alerting, with no object behind it).
 pub async fn reconcile(check: Arc<VoipCheck>, ctx: Arc<Context>) -> Result<Action> {
     let id = decide::check_id(&check)?;
-    let resync = decide::resync_after(ctx.resync(), check.metadata.uid.as_deref(), &id);
+    let uid = check.metadata.uid.as_deref();
+    let resync = decide::resync_after(ctx.resync(), uid, &id);
     if !decide::runs_in(&check.spec, &ctx.location) {
         leave(&ctx, &check, id);
         return Ok(Action::requeue(resync));
+    }
+    if !ctx.engine.runs_shard_of(uid, &id) {
+        // Another replica's: taking its shard reconciles it again ([`Engine::take`]).
+        ctx.failures().remove(&ObjectRef::from_obj(check.as_ref()));
+        return Ok(Action::await_change());
     }
     let secrets = secrets::fetch(&ctx.client, &id.namespace, &check.spec).await?;
     let plan = check::plan(&id, &check.spec, &secrets, &ctx.allow);
@@ -380,7 +390,14 @@ pub fn run(
         // need a new plan.
         .predicate_filter(predicates::generation, Default::default());
     let mapper_cache = reader.clone();
-    let controller = Controller::for_stream(checks, reader);
+    let shard_cache = reader.clone();
+    let taken = ctx.engine.taken_shards().flat_map(move |shard| {
+        futures::stream::iter(decide::checks_of_shard(
+            shard_cache.state().iter().map(Arc::as_ref),
+            shard,
+        ))
+    });
+    let controller = Controller::for_stream(checks, reader).reconcile_on(taken);
     let controller = match ctx.secret_access {
         SecretAccess::Watch => {
             // Metadata only (`PartialObjectMeta`): which Secret changed is enough to know which

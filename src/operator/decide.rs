@@ -4,6 +4,7 @@
 //! the deletion handling call these, and the unit tests below cover them without any API.
 
 use super::error::{Error, Result};
+use super::shards;
 use crate::api::{
     ConditionStatus, ConditionType, InvalidCheck, InvalidSpec, LocationStatus, VoipCheck,
     VoipCheckSpec, VoipCheckStatus,
@@ -226,36 +227,35 @@ pub fn is_newest(own: Option<&VoipCheckStatus>, written: Option<&VoipCheckStatus
 pub const STATUS_REFRESH: Duration = Duration::from_secs(300);
 
 /// The part of a status that must reach the API at once when it changes: observedGeneration,
-/// each condition's type, status and reason, and the incident. Messages (with live timings) and
-/// `lastRun` may wait for [`STATUS_REFRESH`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StatusDigest {
-    generation: Option<i64>,
-    conditions: Vec<(String, String, String)>,
-    incident: Option<String>,
-    /// The verdict across locations: how many fail, and which entries are marked stale.
-    failing_locations: Option<i32>,
-    stale: Vec<String>,
-}
+/// each condition's type, status and reason, the incident, and the verdict across locations
+/// (how many fail, which entries are stale). Messages (with live timings) and `lastRun` may wait
+/// for [`STATUS_REFRESH`].
+///
+/// Kept as a 64-bit hash, not a copy: the writers keep one per check they write (20,000 at
+/// 10,000 checks), and a copy of the conditions' strings was a kilobyte each. Two different
+/// statuses colliding (odds 2^-64) would delay a write to the next refresh.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StatusDigest(u64);
 
 impl StatusDigest {
     pub fn of(status: &VoipCheckStatus) -> Self {
-        Self {
-            generation: status.observed_generation,
-            conditions: status
-                .conditions
-                .iter()
-                .map(|c| (c.type_.clone(), c.status.clone(), c.reason.clone()))
-                .collect(),
-            incident: status.incident.as_ref().map(|i| i.since.0.to_string()),
-            failing_locations: status.failing_locations,
-            stale: status
-                .locations
-                .iter()
-                .filter(|l| l.stale == Some(true))
-                .map(|l| l.name.clone())
-                .collect(),
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::hash::DefaultHasher::new();
+        status.observed_generation.hash(&mut hasher);
+        status.conditions.len().hash(&mut hasher);
+        for condition in &status.conditions {
+            (&condition.type_, &condition.status, &condition.reason).hash(&mut hasher);
         }
+        status
+            .incident
+            .as_ref()
+            .map(|i| i.since.0)
+            .hash(&mut hasher);
+        status.failing_locations.hash(&mut hasher);
+        for entry in &status.locations {
+            (&entry.name, entry.stale == Some(true)).hash(&mut hasher);
+        }
+        Self(hasher.finish())
     }
 }
 
@@ -324,6 +324,21 @@ pub fn referencing_checks<'a>(
         .into_iter()
         .filter(|check| check.metadata.namespace.as_deref() == Some(namespace))
         .filter(|check| check.spec.secret_keys().iter().any(|u| u.name == secret))
+        .map(ObjectRef::from_obj)
+        .collect()
+}
+
+/// The checks among `checks` of `shard`: taking it reconciles exactly these.
+pub fn checks_of_shard<'a>(
+    checks: impl IntoIterator<Item = &'a VoipCheck>,
+    shard: usize,
+) -> Vec<ObjectRef<VoipCheck>> {
+    checks
+        .into_iter()
+        .filter(|check| {
+            check_id(check)
+                .is_ok_and(|id| shards::shard_of(check.metadata.uid.as_deref(), &id) == shard)
+        })
         .map(ObjectRef::from_obj)
         .collect()
 }
@@ -537,6 +552,47 @@ mod tests {
         assert!(needs_write(Some(&written), &same, start + STATUS_REFRESH));
         let changed = StatusDigest::of(&status("Timeout", "no answer within 10s"));
         assert!(needs_write(Some(&written), &changed, later));
+
+        // Each part of the digest on its own, and lastRun not at all.
+        let base = status("Registered", "200 OK after 1.2 ms");
+        let variants: [fn(&mut VoipCheckStatus); 5] = [
+            |s| s.observed_generation = Some(2),
+            |s| s.conditions[0].status = "False".into(),
+            |s| s.failing_locations = Some(1),
+            |s| {
+                s.locations = vec![crate::api::LocationStatus {
+                    name: "berlin".into(),
+                    stale: Some(true),
+                    ..Default::default()
+                }]
+            },
+            |s| {
+                s.incident = Some(crate::api::Incident {
+                    service: crate::api::TargetKind::Cloud,
+                    name: "cloud".into(),
+                    cloud_name: None,
+                    server_license: None,
+                    contact: None,
+                    since: Time(k8s_openapi::jiff::Timestamp::from_second(60).unwrap()),
+                    evidence: "503".into(),
+                })
+            },
+        ];
+        for (i, change) in variants.iter().enumerate() {
+            let mut other = base.clone();
+            change(&mut other);
+            assert_ne!(
+                StatusDigest::of(&other),
+                StatusDigest::of(&base),
+                "variant {i}"
+            );
+        }
+        let mut ran = base.clone();
+        ran.last_run = Some(crate::api::LastRun {
+            time: Time(k8s_openapi::jiff::Timestamp::from_second(60).unwrap()),
+            probes: Vec::new(),
+        });
+        assert_eq!(StatusDigest::of(&ran), StatusDigest::of(&base));
     }
 
     #[test]
@@ -666,6 +722,33 @@ mod tests {
         let refs = referencing_checks(&checks, "telephony", "sip");
         assert_eq!(refs, vec![ObjectRef::new("a").within("telephony")]);
         assert!(referencing_checks(&checks, "telephony", "nothing").is_empty());
+    }
+
+    #[test]
+    fn a_taken_shard_concerns_the_checks_whose_uid_hashes_to_it() {
+        let mut checks: Vec<VoipCheck> = (0..40)
+            .map(|i| {
+                let mut check = web_check("telephony", &format!("c{i}"));
+                check.metadata.uid = Some(format!("00000000-0000-4000-8000-{i:012x}"));
+                check
+            })
+            .collect();
+        checks[0].metadata.uid = None;
+        let mut seen = 0;
+        for shard in 0..shards::SHARDS {
+            let refs = checks_of_shard(&checks, shard);
+            for reference in &refs {
+                let check = checks
+                    .iter()
+                    .find(|c| c.metadata.name.as_deref() == Some(&reference.name));
+                let check = check.unwrap();
+                let id = check_id(check).unwrap();
+                assert_eq!(shards::shard_of(check.metadata.uid.as_deref(), &id), shard);
+            }
+            seen += refs.len();
+        }
+        assert_eq!(seen, checks.len(), "every check in exactly one shard");
+        assert!(checks_of_shard(&checks, shards::SHARDS).is_empty());
     }
 
     #[test]

@@ -1,10 +1,16 @@
 //! The bridge between the controller and the scheduler, and where holding a shard takes effect.
 //!
-//! Every replica reconciles every check (so the entries of a shard it takes are ready), but
-//! its [`Scheduler`] runs only the checks of the shards it holds ([`super::shards`]):
-//! [`Engine::take`] hands it a shard's entries, [`Engine::release`] stops them (in-flight
-//! probes finish or time out) and removes their metric series, so no replica exports stale
-//! probe results of a shard it gave up.
+//! A replica builds entries (reads Secrets, compiles plans) only for the checks of the shards
+//! it holds ([`super::shards`]); every other check is only in its watch cache. Its
+//! [`Scheduler`] runs them: [`Engine::take`] asks each controller to reconcile the shard's
+//! checks (their entries then reach the scheduler, each continuing from what this replica
+//! knew when it last held the shard, or from the status written since), [`Engine::release`]
+//! stops them (in-flight probes finish or time out) and removes their metric series, so no
+//! replica exports stale probe results of a shard it gave up.
+//!
+//! Why not entries for every check, ready for a take: at 30,000 checks over 3 replicas each
+//! replica would hold 20,000 plans it does not run, and read the Secrets of every check at
+//! start (each replica all of them), for a take that costs one reconcile per check.
 
 use super::cache::Checks;
 use super::decide;
@@ -13,6 +19,7 @@ use crate::check::CheckId;
 use crate::metrics::Metrics;
 use crate::probe::dns::Dns;
 use crate::schedule::{CheckEntry, Outbox, Resumable, Scheduler};
+use futures::channel::mpsc::{UnboundedReceiver, UnboundedSender, unbounded};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -29,13 +36,15 @@ pub struct Engine {
 }
 
 struct State {
-    /// The latest entry of every check, of the shards held or not.
-    entries: BTreeMap<CheckId, CheckEntry>,
+    /// The checks handed to the scheduler (of the shards held), with their shard.
+    running: BTreeMap<CheckId, usize>,
     /// Started when the first shard is taken; runs the checks of the shards held.
     scheduler: Option<Arc<Scheduler>>,
     held: BTreeSet<usize>,
     /// What the checks' tasks knew when this replica last gave their shard up.
     resumable: HashMap<CheckId, Resumable>,
+    /// The controllers, told each shard taken ([`Engine::taken_shards`]).
+    takes: Vec<UnboundedSender<usize>>,
     /// Set once shut down: no scheduler starts any more.
     shut_down: bool,
 }
@@ -57,10 +66,11 @@ impl Engine {
             checks,
             outbox,
             state: Mutex::new(State {
-                entries: BTreeMap::new(),
+                running: BTreeMap::new(),
                 scheduler: None,
                 held: BTreeSet::new(),
                 resumable: HashMap::new(),
+                takes: Vec::new(),
                 shut_down: false,
             }),
         }
@@ -71,7 +81,26 @@ impl Engine {
         &self.checks
     }
 
-    /// A check is new or changed (or its Secrets are).
+    /// The shards this replica takes from now on, and those it holds already: the controller
+    /// reconciles their checks (it skips those of other shards, [`Engine::runs_shard_of`]).
+    pub fn taken_shards(&self) -> UnboundedReceiver<usize> {
+        let (sender, receiver) = unbounded();
+        let mut state = self.lock();
+        for shard in &state.held {
+            // Cannot fail: the receiver is still here.
+            let _ = sender.unbounded_send(*shard);
+        }
+        state.takes.push(sender);
+        receiver
+    }
+
+    /// Whether this replica holds the shard of the object with `uid` and `id`: only then does
+    /// reconciling it build an entry.
+    pub fn runs_shard_of(&self, uid: Option<&str>, id: &CheckId) -> bool {
+        self.lock().held.contains(&shards::shard_of(uid, id))
+    }
+
+    /// A check is new or changed (or its Secrets are); dropped unless its shard is held.
     pub fn upsert(&self, entry: CheckEntry) {
         self.lock().insert(entry);
     }
@@ -92,7 +121,7 @@ impl Engine {
     /// A check was deleted: stop probing it and remove its metric series.
     pub fn remove(&self, id: &CheckId) {
         let mut state = self.lock();
-        if state.entries.remove(id).is_some() {
+        if state.running.remove(id).is_some() {
             tracing::info!(check = %id, "check deleted: probing stopped");
         }
         state.resumable.remove(id);
@@ -105,47 +134,40 @@ impl Engine {
     /// Removes the checks of `scope` that the cache no longer holds (deleted while the watch was
     /// down: a re-list brings no Delete event).
     pub fn prune(&self, scope: Option<&str>) {
-        let gone = decide::vanished(self.lock().entries.keys(), scope, |id| {
-            self.checks.contains(id)
-        });
+        let gone = {
+            let state = self.lock();
+            let known = state.running.keys().chain(state.resumable.keys());
+            decide::vanished(known, scope, |id| self.checks.contains(id))
+        };
         for id in gone {
             self.remove(&id);
         }
     }
 
-    /// This replica took `shard`: start probing its checks. Each continues from what this
-    /// replica knew when it last held the shard, unless the status on the object is newer
-    /// (another replica ran the check since): then from that status.
+    /// This replica took `shard`: the controllers reconcile its checks, whose entries then
+    /// start their tasks ([`State::insert`]); an object that does not deserialize has nothing
+    /// to reconcile and gets its `InvalidSpec` entry here.
     pub fn take(&self, shard: usize) {
+        let shard = shard % SHARDS;
         let mut state = self.lock();
-        if state.shut_down || !state.held.insert(shard % SHARDS) {
+        if state.shut_down || !state.held.insert(shard) {
             return;
         }
-        let scheduler = state
-            .scheduler
-            .get_or_insert_with(|| {
-                Arc::new(Scheduler::new(
-                    self.dns.clone(),
-                    self.metrics.clone(),
-                    self.max_concurrent_probes,
-                    self.outbox.clone(),
-                ))
-            })
-            .clone();
-        let ids = state.checks_of(shard);
-        for id in &ids {
-            let mut entry = state.entries[id].clone();
-            if let Some(check) = self.checks.get(id) {
-                entry.previous = decide::own_status(check.status.as_ref(), &self.location);
-            }
-            match state.resumable.remove(id) {
-                Some(own) if decide::is_newest(own.status.as_ref(), entry.previous.as_ref()) => {
-                    scheduler.resume(entry, own)
-                }
-                _ => scheduler.upsert(entry),
-            }
+        state.scheduler.get_or_insert_with(|| {
+            Arc::new(Scheduler::new(
+                self.dns.clone(),
+                self.metrics.clone(),
+                self.max_concurrent_probes,
+                self.outbox.clone(),
+            ))
+        });
+        state
+            .takes
+            .retain(|controller| controller.unbounded_send(shard).is_ok());
+        for (id, invalid) in self.checks.invalid_of(shard) {
+            state.insert(decide::invalid_entry(id, &invalid, &self.location));
         }
-        tracing::info!(shard, checks = ids.len(), "shard taken: probing started");
+        tracing::info!(shard, "shard taken: its checks are reconciled and probed");
     }
 
     /// This replica gives `shard` up (or lost it): stop probing its checks; runs in flight
@@ -158,7 +180,11 @@ impl Engine {
             if !state.held.remove(&shard) {
                 return Vec::new();
             }
-            let ids = state.checks_of(shard);
+            let ids: Vec<CheckId> = state
+                .running
+                .extract_if(.., |_, of| *of == shard)
+                .map(|(id, _)| id)
+                .collect();
             (state.scheduler.clone(), ids)
         };
         if let Some(scheduler) = scheduler {
@@ -204,31 +230,31 @@ impl Engine {
     }
 }
 
-/// The shard of `entry`'s check.
-fn shard_of(entry: &CheckEntry) -> usize {
-    shards::shard_of(entry.uid.as_deref(), &entry.id)
-}
-
 impl State {
-    /// The known checks of `shard`.
-    fn checks_of(&self, shard: usize) -> Vec<CheckId> {
-        self.entries
-            .values()
-            .filter(|entry| shard_of(entry) == shard)
-            .map(|entry| entry.id.clone())
-            .collect()
-    }
-
+    /// Hands `entry` to the scheduler if its shard is held (else its take reconciles it again).
+    /// A check new to the scheduler continues from what this replica knew when it last held the
+    /// shard, unless the status on the object is newer (another replica ran the check since).
     fn insert(&mut self, entry: CheckEntry) {
-        let held = |entry: &CheckEntry| self.held.contains(&shard_of(entry));
-        if let Some(scheduler) = &self.scheduler {
-            if held(&entry) {
-                scheduler.upsert(entry.clone());
-            } else if self.entries.get(&entry.id).is_some_and(held) {
+        let shard = shards::shard_of(entry.uid.as_deref(), &entry.id);
+        let Some(scheduler) = self.scheduler.clone() else {
+            return;
+        };
+        if !self.held.contains(&shard) {
+            if self.running.remove(&entry.id).is_some() {
                 // Recreated with a uid of another shard, not held.
                 scheduler.remove(&entry.id);
             }
+            return;
         }
-        self.entries.insert(entry.id.clone(), entry);
+        if self.running.insert(entry.id.clone(), shard).is_some() {
+            scheduler.upsert(entry);
+            return;
+        }
+        match self.resumable.remove(&entry.id) {
+            Some(own) if decide::is_newest(own.status.as_ref(), entry.previous.as_ref()) => {
+                scheduler.resume(entry, own)
+            }
+            _ => scheduler.upsert(entry),
+        }
     }
 }

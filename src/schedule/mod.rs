@@ -83,7 +83,8 @@ pub struct CheckEntry {
     /// `Err` publishes `Ready=False` (CredentialsMissing, InvalidSpec, ...) once and probes nothing.
     pub plan: Result<Plan, PlanError>,
     /// The status already on the object, so conditions keep their lastTransitionTime across
-    /// operator restarts.
+    /// operator restarts. A new task starts from it ([`Resumable::written`]); the entry the
+    /// task then runs is kept without it (it would be one more copy of every status).
     pub previous: Option<VoipCheckStatus>,
 }
 
@@ -106,6 +107,19 @@ pub struct Resumable {
     pub history: History,
     /// The last status the task computed (written or still waiting).
     pub status: Option<VoipCheckStatus>,
+}
+
+impl Resumable {
+    /// What a check's task starts from without a state of its own: the status written on the
+    /// object (a False condition stays False, an incident keeps its `since`:
+    /// [`History::resume`]).
+    pub fn written(plan: &Result<Plan, PlanError>, status: Option<VoipCheckStatus>) -> Self {
+        let history = match (plan, &status) {
+            (Ok(plan), Some(status)) => History::resume(&plan.policy, status),
+            _ => History::default(),
+        };
+        Resumable { history, status }
+    }
 }
 
 /// The running schedule. Dropping it stops all checks.
@@ -217,13 +231,15 @@ impl Scheduler {
         self.start(entry, Some(resumed));
     }
 
-    fn start(&self, entry: CheckEntry, resumed: Option<Resumable>) {
+    fn start(&self, mut entry: CheckEntry, resumed: Option<Resumable>) {
+        let written = entry.previous.take();
         let mut checks = self.lock_checks();
         match checks.get(&entry.id) {
             Some(handle) if !handle.task.is_finished() => {
                 handle.entries.send_replace(Arc::new(entry));
             }
             _ => {
+                let resumed = resumed.unwrap_or_else(|| Resumable::written(&entry.plan, written));
                 let id = entry.id.clone();
                 let (entries, receiver) = watch::channel(Arc::new(entry));
                 let registered = Arc::new(Mutex::new(true));

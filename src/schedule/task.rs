@@ -70,27 +70,20 @@ struct Check {
 
 /// The task of one check; ends on shutdown, returning what it knew, or after its removal.
 ///
-/// It starts from `resumed` (this replica's own last state of the check) or else from the
-/// status on the object: a False condition stays False, an incident keeps its `since`
-/// ([`History::resume`]).
+/// It starts from `resumed`: this replica's own last state of the check, or else the status
+/// on the object ([`Resumable::written`]).
 pub(super) async fn drive(
     shared: Arc<Shared>,
     mut entries: watch::Receiver<Arc<CheckEntry>>,
     registered: Arc<Mutex<bool>>,
     mut stopping: watch::Receiver<bool>,
-    resumed: Option<Resumable>,
+    resumed: Resumable,
 ) -> Resumable {
     let entry = Arc::clone(&entries.borrow_and_update());
-    let (history, previous) = match resumed {
-        Some(resumed) => (resumed.history, resumed.status),
-        None => {
-            let history = match (&entry.plan, &entry.previous) {
-                (Ok(plan), Some(status)) => History::resume(&plan.policy, status),
-                _ => History::default(),
-            };
-            (history, entry.previous.clone())
-        }
-    };
+    let Resumable {
+        history,
+        status: previous,
+    } = resumed;
     let mut check = Check {
         shared,
         registered,

@@ -630,7 +630,8 @@ async fn an_idle_check_task_is_small() {
     let (_stopping, stopping) = watch::channel(false);
     let registered = Arc::new(Mutex::new(true));
     let shared = Arc::clone(&harness.scheduler.shared);
-    let task = task::drive(shared, receiver, registered, stopping, None);
+    let resumed = Resumable::written(&entry("cloud", 30).plan, None);
+    let task = task::drive(shared, receiver, registered, stopping, resumed);
     let size = std::mem::size_of_val(&task);
     assert!(size <= 2048, "an idle check's task takes {size} bytes");
 }
