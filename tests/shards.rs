@@ -350,6 +350,75 @@ async fn a_killed_replicas_shards_move_after_the_lease_duration_with_their_verdi
     }
 }
 
+/// The statuses of a taken shard's checks come into the cache with a re-list: in pages, of
+/// which the cache swaps in the whole only at the end. Each check is reconciled (and runs
+/// again, its verdict intact) as soon as its page is read, not left waiting, or left out for
+/// good because its reconcile read the cache before the end of the list.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_taken_shards_checks_run_again_when_the_relist_comes_in_slow_pages() {
+    let api = FakeApi::start();
+    api.cap_list_pages(4);
+    let shards = insert_checks(&api, 24, &dead_url(), 1);
+    let (a, b) = (replica(&api, "a"), replica(&api, "b"));
+    wait_for_split(&api, &[("a", 6), ("b", 6)]).await;
+    let before: BTreeMap<String, Value> = api
+        .wait_until("every check reportable", WAIT, |api| {
+            shards
+                .keys()
+                .map(|name| {
+                    let status = api.status(NS, name)?;
+                    let hotline = condition(&status, "HotlineReportable");
+                    (hotline["status"] == "True").then(|| (name.clone(), status))
+                })
+                .collect()
+        })
+        .await;
+    let b_checks: Vec<&String> = shards
+        .iter()
+        .filter(|(_, shard)| holders(&api)[**shard].as_deref() == Some("b"))
+        .map(|(name, _)| name)
+        .collect();
+    assert!(!b_checks.is_empty());
+    // Every page of a VoipCheck list after the first is slow.
+    api.inject(
+        Matcher::when(|r| {
+            r.method == Method::GET
+                && r.path.ends_with("/voipchecks")
+                && !r.is_watch()
+                && r.param("continue").is_some()
+        }),
+        Fault::Delay(Duration::from_millis(700)),
+    );
+
+    b.kill();
+    wait_for_split(&api, &[("a", SHARDS)]).await;
+    api.wait_until("each of b's checks run again on a", WAIT, |api| {
+        b_checks
+            .iter()
+            .all(|name| {
+                api.status(NS, name)
+                    .is_some_and(|s| last_run(&s) != last_run(&before[*name]))
+            })
+            .then_some(())
+    })
+    .await;
+    for name in &b_checks {
+        let (status, was) = (api.status(NS, name).unwrap(), &before[*name]);
+        for type_ in ["HotlineReportable", "WebReachable", "Ready"] {
+            assert_eq!(
+                condition(&status, type_),
+                condition(was, type_),
+                "{name} {type_}"
+            );
+        }
+        assert_eq!(
+            status["incident"]["since"], was["incident"]["since"],
+            "{name}"
+        );
+    }
+    drop(a);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fourth_replica_takes_its_share_and_no_check_is_probed_by_two_at_once() {
     let api = FakeApi::start();
