@@ -24,7 +24,7 @@
 //! check's pending one in the outbox, and the writer writes it only when it changed or at
 //! [`STATUS_REFRESH`] ([`super::decide::needs_write`]).
 
-use super::cache::{self, Checks};
+use super::cache::Checks;
 use super::decide::{self, STATUS_REFRESH};
 use super::shards::Gate;
 use super::writer::writes;
@@ -223,10 +223,6 @@ impl Aggregator {
             }
             return;
         };
-        if cache::status_left_out(&check) {
-            // Its shard was just taken: the re-list bringing its status calls `changed`.
-            return;
-        }
         let uid = check.metadata.uid.clone();
         let own = own.filter(|o| o.uid == uid);
         let entries = self.entries(&check, own.as_ref());

@@ -29,10 +29,8 @@
 //! weighs the check's entries ([`super::aggregate`]), which every watch event hands it.
 //!
 //! Shards: a replica builds entries only for the checks of the shards it holds
-//! ([`Engine::runs_shard_of`]), and caches only their statuses ([`cache::cache_form`]); the
-//! reconcile of any other check ends at once. Taking or giving up shards starts the watch again
-//! ([`relisting_on_shard_moves`]): the re-list brings the taken shards' checks with their
-//! statuses, and with them each check to reconcile.
+//! ([`Engine::runs_shard_of`]); the reconcile of any other check ends at once, and taking a
+//! shard reconciles its checks ([`Engine::taken_shards`]).
 //!
 //! Load on the API server: at most [`CONCURRENCY`] reconciles (each reading a check's Secrets)
 //! run at once per scope, and the periodic resync of each check is spread over
@@ -40,7 +38,6 @@
 //! [`RESYNC`].
 
 use super::aggregate::Aggregator;
-use super::cache;
 use super::decide;
 use super::engine::Engine;
 use super::error::{Error, INVALID_OBJECT, Result, plan_error_label};
@@ -57,7 +54,7 @@ use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{self as runtime, Action, Controller};
 use kube::runtime::reflector::store::Writer;
 use kube::runtime::reflector::{ObjectRef, Store};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::{WatchStreamExt, predicates, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use std::collections::HashMap;
 use std::future::Future;
@@ -149,9 +146,8 @@ pub async fn reconcile(check: Arc<VoipCheck>, ctx: Arc<Context>) -> Result<Actio
         leave(&ctx, &check, id);
         return Ok(Action::requeue(resync));
     }
-    if !ctx.engine.runs_shard_of(uid, &id) || cache::status_left_out(&check) {
-        // Another replica's; or its shard was just taken and the re-list that brings its
-        // status is under way, which reconciles it again.
+    if !ctx.engine.runs_shard_of(uid, &id) {
+        // Another replica's: taking its shard reconciles it again ([`Engine::take`]).
         ctx.failures().remove(&ObjectRef::from_obj(check.as_ref()));
         return Ok(Action::await_change());
     }
@@ -253,9 +249,6 @@ pub struct ScopeWatch {
     reader: Store<VoipCheck>,
     /// The invalid objects of a re-list in progress (`Init` .. `InitDone`).
     relisted: Vec<(CheckId, InvalidCheck)>,
-    /// Whether the first list is done: until then the controller reconciles nothing (it waits
-    /// for the store), so no object needs to be in the store before the list ends.
-    listed: bool,
 }
 
 impl ScopeWatch {
@@ -266,7 +259,6 @@ impl ScopeWatch {
             reader: store.as_reader(),
             store,
             relisted: Vec::new(),
-            listed: false,
         }
     }
 
@@ -282,9 +274,6 @@ impl ScopeWatch {
                 None
             }
             InitApply(GuardedCheck(Ok(check))) => {
-                if self.behind(check) {
-                    self.store.apply_watcher_event(&Apply(check.clone()));
-                }
                 self.store.apply_watcher_event(&InitApply(check.clone()));
                 self.changed(&check.metadata);
                 Some(check.clone())
@@ -297,7 +286,6 @@ impl ScopeWatch {
             }
             InitDone => {
                 self.store.apply_watcher_event(&InitDone);
-                self.listed = true;
                 if let Some(aggregator) = &ctx.aggregator {
                     aggregator.relisted();
                 }
@@ -350,21 +338,6 @@ impl ScopeWatch {
         }
     }
 
-    /// Whether, in a re-list, the store is behind `listed` in what the reconcile this event
-    /// triggers reads: it lacks the object, or left out the status the re-list brings (its
-    /// shard was just taken). The store takes a re-list's objects only at its end
-    /// (`InitDone`), pages later, and such a reconcile would read the old version, or none,
-    /// and not run again.
-    fn behind(&self, listed: &VoipCheck) -> bool {
-        self.listed
-            && self
-                .reader
-                .get(&ObjectRef::from_obj(listed))
-                .is_none_or(|cached| {
-                    cache::status_left_out(&cached) && !cache::status_left_out(listed)
-                })
-    }
-
     /// Drops the typed version of check `id` from the store, if it has one.
     fn forget_typed(&mut self, id: &CheckId) {
         let key = ObjectRef::new(&id.name).within(&id.namespace);
@@ -406,13 +379,25 @@ pub fn run(
         };
     let reader = cache.as_reader();
     let mut scope_watch = ScopeWatch::new(ctx.clone(), scope.clone(), cache);
-    let checks = relisting_on_shard_moves(checks_api, ctx.engine.clone())
+    let checks = watcher(checks_api, watcher::Config::default())
+        .default_backoff()
+        // Nothing here reads managedFields, and with a location's and the aggregator's field
+        // sets they are the largest part of each cached object (every replica caches every
+        // check of its scopes, not only its shards').
+        .modify(|check: &mut GuardedCheck| check.meta_mut().managed_fields = None)
         .try_filter_map(move |event| std::future::ready(Ok(scope_watch.apply(event))))
         // Status writes change the resourceVersion on every run; only spec changes (generation)
-        // need a new plan, and a taken shard's checks once their status is in the cache.
-        .predicate_filter(cache::reconcile_key, Default::default());
+        // need a new plan.
+        .predicate_filter(predicates::generation, Default::default());
     let mapper_cache = reader.clone();
-    let controller = Controller::for_stream(checks, reader);
+    let shard_cache = reader.clone();
+    let taken = ctx.engine.taken_shards().flat_map(move |shard| {
+        futures::stream::iter(decide::checks_of_shard(
+            shard_cache.state().iter().map(Arc::as_ref),
+            shard,
+        ))
+    });
+    let controller = Controller::for_stream(checks, reader).reconcile_on(taken);
     let controller = match ctx.secret_access {
         SecretAccess::Watch => {
             // Metadata only (`PartialObjectMeta`): which Secret changed is enough to know which
@@ -434,43 +419,6 @@ pub fn run(
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx);
     log_outcomes(controller, scope)
-}
-
-/// The scope's VoipCheck watch in the cache's form ([`cache::cache_form`]: the status only of
-/// the checks of the shards held), started again whenever this replica takes or gives up
-/// shards: the new watch's list brings the statuses of the taken shards' checks, leaves out
-/// those of the shards given up, and kube's watcher retries it with backoff like any watch.
-/// Shards move rarely (start, a replica lost, the Deployment scaled) and in bursts, which one
-/// re-list serves.
-fn relisting_on_shard_moves(
-    api: Api<GuardedCheck>,
-    engine: Arc<Engine>,
-) -> impl Stream<Item = std::result::Result<watcher::Event<GuardedCheck>, watcher::Error>> + Send {
-    let start = move |engine: Arc<Engine>| {
-        watcher(api.clone(), watcher::Config::default())
-            .default_backoff()
-            .modify(move |check: &mut GuardedCheck| {
-                cache::cache_form(check, |uid, id| engine.runs_shard_of(uid, id))
-            })
-            .boxed()
-    };
-    let moves = engine.held_changes();
-    let watch = start(engine.clone());
-    futures::stream::unfold((watch, moves), move |(mut watch, mut moves)| {
-        let (start, engine) = (start.clone(), engine.clone());
-        async move {
-            loop {
-                tokio::select! {
-                    Some(_) = moves.next() => {
-                        // The shards moved at once (one campaign step) need one re-list.
-                        while moves.try_recv().is_ok() {}
-                        watch = start(engine.clone());
-                    }
-                    event = watch.next() => return event.map(|event| (event, (watch, moves))),
-                }
-            }
-        }
-    })
 }
 
 /// Drains the controller's output: reconcile errors were logged and counted by `error_policy`;

@@ -4,6 +4,7 @@
 //! the deletion handling call these, and the unit tests below cover them without any API.
 
 use super::error::{Error, Result};
+use super::shards;
 use crate::api::{
     ConditionStatus, ConditionType, InvalidCheck, InvalidSpec, LocationStatus, VoipCheck,
     VoipCheckSpec, VoipCheckStatus,
@@ -323,6 +324,21 @@ pub fn referencing_checks<'a>(
         .into_iter()
         .filter(|check| check.metadata.namespace.as_deref() == Some(namespace))
         .filter(|check| check.spec.secret_keys().iter().any(|u| u.name == secret))
+        .map(ObjectRef::from_obj)
+        .collect()
+}
+
+/// The checks among `checks` of `shard`: taking it reconciles exactly these.
+pub fn checks_of_shard<'a>(
+    checks: impl IntoIterator<Item = &'a VoipCheck>,
+    shard: usize,
+) -> Vec<ObjectRef<VoipCheck>> {
+    checks
+        .into_iter()
+        .filter(|check| {
+            check_id(check)
+                .is_ok_and(|id| shards::shard_of(check.metadata.uid.as_deref(), &id) == shard)
+        })
         .map(ObjectRef::from_obj)
         .collect()
 }
@@ -706,6 +722,33 @@ mod tests {
         let refs = referencing_checks(&checks, "telephony", "sip");
         assert_eq!(refs, vec![ObjectRef::new("a").within("telephony")]);
         assert!(referencing_checks(&checks, "telephony", "nothing").is_empty());
+    }
+
+    #[test]
+    fn a_taken_shard_concerns_the_checks_whose_uid_hashes_to_it() {
+        let mut checks: Vec<VoipCheck> = (0..40)
+            .map(|i| {
+                let mut check = web_check("telephony", &format!("c{i}"));
+                check.metadata.uid = Some(format!("00000000-0000-4000-8000-{i:012x}"));
+                check
+            })
+            .collect();
+        checks[0].metadata.uid = None;
+        let mut seen = 0;
+        for shard in 0..shards::SHARDS {
+            let refs = checks_of_shard(&checks, shard);
+            for reference in &refs {
+                let check = checks
+                    .iter()
+                    .find(|c| c.metadata.name.as_deref() == Some(&reference.name));
+                let check = check.unwrap();
+                let id = check_id(check).unwrap();
+                assert_eq!(shards::shard_of(check.metadata.uid.as_deref(), &id), shard);
+            }
+            seen += refs.len();
+        }
+        assert_eq!(seen, checks.len(), "every check in exactly one shard");
+        assert!(checks_of_shard(&checks, shards::SHARDS).is_empty());
     }
 
     #[test]

@@ -1,13 +1,12 @@
 //! The bridge between the controller and the scheduler, and where holding a shard takes effect.
 //!
 //! A replica builds entries (reads Secrets, compiles plans) only for the checks of the shards
-//! it holds ([`super::shards`]); every other check is only in its watch cache, without its
-//! status ([`super::cache`]). Its [`Scheduler`] runs them: [`Engine::take`] tells the
-//! controllers, whose watches start again and bring the shard's checks with their statuses to
-//! reconcile (their entries then reach the scheduler, each continuing from what this replica
-//! knew when it last held the shard, or from the status written since),
-//! [`Engine::release`] stops them (in-flight probes finish or time out) and removes their
-//! metric series, so no replica exports stale probe results of a shard it gave up.
+//! it holds ([`super::shards`]); every other check is only in its watch cache. Its
+//! [`Scheduler`] runs them: [`Engine::take`] asks each controller to reconcile the shard's
+//! checks (their entries then reach the scheduler, each continuing from what this replica
+//! knew when it last held the shard, or from the status written since), [`Engine::release`]
+//! stops them (in-flight probes finish or time out) and removes their metric series, so no
+//! replica exports stale probe results of a shard it gave up.
 //!
 //! Why not entries for every check, ready for a take: at 30,000 checks over 3 replicas each
 //! replica would hold 20,000 plans it does not run, and read the Secrets of every check at
@@ -44,8 +43,8 @@ struct State {
     held: BTreeSet<usize>,
     /// What the checks' tasks knew when this replica last gave their shard up.
     resumable: HashMap<CheckId, Resumable>,
-    /// The controllers, told each shard taken or given up ([`Engine::held_changes`]).
-    watchers: Vec<UnboundedSender<usize>>,
+    /// The controllers, told each shard taken ([`Engine::taken_shards`]).
+    takes: Vec<UnboundedSender<usize>>,
     /// Set once shut down: no scheduler starts any more.
     shut_down: bool,
 }
@@ -71,7 +70,7 @@ impl Engine {
                 scheduler: None,
                 held: BTreeSet::new(),
                 resumable: HashMap::new(),
-                watchers: Vec::new(),
+                takes: Vec::new(),
                 shut_down: false,
             }),
         }
@@ -82,17 +81,16 @@ impl Engine {
         &self.checks
     }
 
-    /// The shards this replica takes or gives up from now on, and those it holds already: the
-    /// controller's watch starts again on each, so its cache holds the statuses of the checks
-    /// of the shards held, and only those ([`super::cache`]).
-    pub fn held_changes(&self) -> UnboundedReceiver<usize> {
+    /// The shards this replica takes from now on, and those it holds already: the controller
+    /// reconciles their checks (it skips those of other shards, [`Engine::runs_shard_of`]).
+    pub fn taken_shards(&self) -> UnboundedReceiver<usize> {
         let (sender, receiver) = unbounded();
         let mut state = self.lock();
         for shard in &state.held {
             // Cannot fail: the receiver is still here.
             let _ = sender.unbounded_send(*shard);
         }
-        state.watchers.push(sender);
+        state.takes.push(sender);
         receiver
     }
 
@@ -146,9 +144,9 @@ impl Engine {
         }
     }
 
-    /// This replica took `shard`: the controllers' watches start again, and the shard's checks'
-    /// entries then start their tasks ([`State::insert`]); an object that does not deserialize
-    /// has nothing to reconcile and gets its `InvalidSpec` entry here.
+    /// This replica took `shard`: the controllers reconcile its checks, whose entries then
+    /// start their tasks ([`State::insert`]); an object that does not deserialize has nothing
+    /// to reconcile and gets its `InvalidSpec` entry here.
     pub fn take(&self, shard: usize) {
         let shard = shard % SHARDS;
         let mut state = self.lock();
@@ -163,7 +161,9 @@ impl Engine {
                 self.outbox.clone(),
             ))
         });
-        state.changed(shard);
+        state
+            .takes
+            .retain(|controller| controller.unbounded_send(shard).is_ok());
         for (id, invalid) in self.checks.invalid_of(shard) {
             state.insert(decide::invalid_entry(id, &invalid, &self.location));
         }
@@ -180,7 +180,6 @@ impl Engine {
             if !state.held.remove(&shard) {
                 return Vec::new();
             }
-            state.changed(shard);
             let ids: Vec<CheckId> = state
                 .running
                 .extract_if(.., |_, of| *of == shard)
@@ -232,12 +231,6 @@ impl Engine {
 }
 
 impl State {
-    /// Tells the controllers that `shard` was taken or given up.
-    fn changed(&mut self, shard: usize) {
-        self.watchers
-            .retain(|watcher| watcher.unbounded_send(shard).is_ok());
-    }
-
     /// Hands `entry` to the scheduler if its shard is held (else its take reconciles it again).
     /// A check new to the scheduler continues from what this replica knew when it last held the
     /// shard, unless the status on the object is newer (another replica ran the check since).

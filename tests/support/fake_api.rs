@@ -73,7 +73,6 @@ use std::convert::Infallible;
 use std::fmt;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -561,8 +560,6 @@ struct Shared {
     next_fault: Mutex<u64>,
     log: Mutex<Vec<Logged>>,
     bookmark_interval: Duration,
-    /// The most objects a list page holds, whatever `limit` asks ([`FakeApi::cap_list_pages`]).
-    page_cap: AtomicUsize,
     /// The OpenAPI schema of each kind that has one here (VoipChecks: the CRD's), for the
     /// list-maps of server-side apply.
     schemas: BTreeMap<Kind, Value>,
@@ -687,7 +684,6 @@ impl FakeApi {
             next_fault: Mutex::new(0),
             log: Mutex::default(),
             bookmark_interval: interval,
-            page_cap: AtomicUsize::new(usize::MAX),
             schemas: BTreeMap::from([(Kind::VoipCheck, voipcheck_schema())]),
         });
         let api = FakeApi {
@@ -706,15 +702,6 @@ impl FakeApi {
         let listener = socket.listen(128).expect("listen");
         let task = tokio::spawn(accept(listener, self.shared.clone()));
         *self.acceptor.lock().unwrap_or_else(|p| p.into_inner()) = Some(task);
-    }
-
-    /// From now on a list page asked with a `limit` holds at most `objects`: an API server may
-    /// answer fewer than the limit (with a `continue` token for the rest), and a re-list of a few
-    /// objects then takes several pages, as a real one of thousands does.
-    pub fn cap_list_pages(&self, objects: usize) {
-        self.shared
-            .page_cap
-            .store(objects.max(1), Ordering::Relaxed);
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -1326,9 +1313,7 @@ fn list(
         .param("limit")
         .and_then(|l| l.parse::<usize>().ok())
         .filter(|&l| l > 0)
-        .map_or(usize::MAX, |l| {
-            l.min(shared.page_cap.load(Ordering::Relaxed))
-        });
+        .unwrap_or(usize::MAX);
     let mut matching = store
         .matching(kind, namespace)
         .filter(|((_, ns, name), _)| {
