@@ -805,10 +805,10 @@ fn update_with_transition() -> StatusUpdate {
         id: CheckId::new(NS, NAME),
         uid: Some(UID.into()),
         generation: Some(GENERATION),
-        status: VoipCheckStatus {
+        status: std::sync::Arc::new(VoipCheckStatus {
             observed_generation: Some(GENERATION),
             ..Default::default()
-        },
+        }),
         transitions: vec![Transition {
             type_: ConditionType::SipRegistered,
             from: Some((ConditionStatus::True, Reason::Registered)),

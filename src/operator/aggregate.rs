@@ -58,7 +58,7 @@ struct State {
     own: HashMap<CheckId, StatusUpdate>,
     /// The top level last computed, for the object with that uid: the next transitions are
     /// measured against it (it may not be written yet).
-    previous: HashMap<CheckId, (Option<String>, VoipCheckStatus)>,
+    previous: HashMap<CheckId, (Option<String>, Arc<VoipCheckStatus>)>,
     /// Checks to compute again.
     dirty: BTreeSet<CheckId>,
     /// When a check's next fresh entry goes stale, both ways round.
@@ -90,7 +90,7 @@ impl Aggregator {
     /// [`decide::no_entry`] once the check no longer runs here).
     pub fn own_status(&self, update: &StatusUpdate) {
         let mut state = self.lock();
-        if update.status == decide::no_entry() {
+        if *update.status == decide::no_entry() {
             state.own.remove(&update.id);
         } else {
             state.own.insert(update.id.clone(), update.clone());
@@ -245,7 +245,7 @@ impl Aggregator {
             spec: &check.spec,
             generation: check.metadata.generation,
             entries: &entries,
-            previous: previous.as_ref().or(check.status.as_ref()),
+            previous: previous.as_deref().or(check.status.as_ref()),
             now,
             stale_after,
         });
@@ -285,6 +285,7 @@ impl Aggregator {
                 .collect(),
             last_run: None,
         };
+        let status = Arc::new(status);
         self.lock()
             .previous
             .insert(id.clone(), (uid.clone(), status.clone()));

@@ -181,7 +181,7 @@ fn leave(ctx: &Context, check: &VoipCheck, id: CheckId) {
             id,
             uid: check.metadata.uid.clone(),
             generation: check.metadata.generation,
-            status: decide::no_entry(),
+            status: Arc::new(decide::no_entry()),
             transitions: Vec::new(),
         });
     }

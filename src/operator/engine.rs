@@ -251,7 +251,7 @@ impl State {
             return;
         }
         match self.resumable.remove(&entry.id) {
-            Some(own) if decide::is_newest(own.status.as_ref(), entry.previous.as_ref()) => {
+            Some(own) if decide::is_newest(own.status.as_deref(), entry.previous.as_ref()) => {
                 scheduler.resume(entry, own)
             }
             _ => scheduler.upsert(entry),

@@ -95,7 +95,9 @@ pub struct StatusUpdate {
     /// The uid of the object the status was computed for.
     pub uid: Option<String>,
     pub generation: Option<i64>,
-    pub status: VoipCheckStatus,
+    /// Shared with the check's task (its last status) and the aggregator (this location's
+    /// newest entry): one copy of each check's status, not one per holder.
+    pub status: Arc<VoipCheckStatus>,
     pub transitions: Vec<Transition>,
 }
 
@@ -106,7 +108,7 @@ pub struct StatusUpdate {
 pub struct Resumable {
     pub history: History,
     /// The last status the task computed (written or still waiting).
-    pub status: Option<VoipCheckStatus>,
+    pub status: Option<Arc<VoipCheckStatus>>,
 }
 
 impl Resumable {
@@ -118,7 +120,10 @@ impl Resumable {
             (Ok(plan), Some(status)) => History::resume(&plan.policy, status),
             _ => History::default(),
         };
-        Resumable { history, status }
+        Resumable {
+            history,
+            status: status.map(Arc::new),
+        }
     }
 }
 

@@ -211,6 +211,7 @@ impl State {
 mod tests {
     use super::*;
     use crate::api::{ConditionStatus, ConditionType, Reason, VoipCheckStatus};
+    use std::sync::Arc;
     use std::time::Duration;
 
     fn update(name: &str, generation: i64, transitions: usize) -> StatusUpdate {
@@ -218,10 +219,10 @@ mod tests {
             id: CheckId::new("ns", name),
             uid: None,
             generation: Some(generation),
-            status: VoipCheckStatus {
+            status: Arc::new(VoipCheckStatus {
                 observed_generation: Some(generation),
                 ..Default::default()
-            },
+            }),
             transitions: (0..transitions)
                 .map(|i| Transition {
                     type_: ConditionType::SipRegistered,

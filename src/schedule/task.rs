@@ -65,7 +65,7 @@ struct Check {
     /// Shared with the scheduler's channel: a check's entry (and plan) is held once.
     entry: Arc<CheckEntry>,
     history: History,
-    previous: Option<VoipCheckStatus>,
+    previous: Option<Arc<VoipCheckStatus>>,
 }
 
 /// The task of one check; ends on shutdown, returning what it knew, or after its removal.
@@ -246,7 +246,7 @@ impl Check {
     fn publish(&mut self, report: Option<&RunReport>, verdict: &Verdict, now: SystemTime) -> bool {
         let entry = &self.entry;
         let (status, transitions) = status::next_status(
-            self.previous.as_ref(),
+            self.previous.as_deref(),
             entry.spec.as_deref(),
             verdict,
             report,
@@ -270,6 +270,7 @@ impl Check {
         }
         metrics.record_verdict(&entry.id, verdict);
         metrics.record_incident(&entry.id, status.incident.as_ref());
+        let status = Arc::new(status);
         self.shared.outbox.offer(StatusUpdate {
             id: entry.id.clone(),
             uid: entry.uid.clone(),
