@@ -2,9 +2,10 @@
 //! OPTIONS, STUN and HTTP against the test peers (Kamailio, coturn, nginx) on loopback, over R
 //! `voipcheck operator` processes (this build's binary) that share them by shard Leases on the
 //! in-bench API server (`tests/support/fake_api.rs`, reached through a kubeconfig). Prints per
-//! replica: the shards it holds, its checks, peak RSS (VmHWM), p99 schedule lag (from its
-//! /metrics histogram, over the measured window only), and CPU seconds per 1,000 probes (its
-//! process's CPU from /proc over the window, two /metrics scrapes included). Then one replica
+//! replica: the shards it holds, its checks, RSS (its peak before and over the measured window,
+//! and at its end), p99 schedule lag (from its /metrics histogram, over the measured window
+//! only), and CPU seconds per 1,000 probes (its process's CPU from /proc over the window, two
+//! /metrics scrapes included). Then one replica
 //! is SIGKILLed: how long until its shards are held by the others, and until every check it
 //! probed has run again on its new holder (its status written with a newer lastRun).
 //!
@@ -19,7 +20,7 @@ mod figures;
 #[path = "../tests/support/mod.rs"]
 mod support;
 
-use figures::{histogram_buckets, process_cpu_time, process_peak_rss_mib, quantile};
+use figures::{Rss, histogram_buckets, process_cpu_time, process_rss_mib, quantile};
 use k8s_openapi::jiff::Timestamp;
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet};
@@ -175,6 +176,14 @@ impl Replica {
             .unwrap_or_default()
     }
 
+    /// Peak RSS since start; then resets the peak to the current RSS (Linux' clear_refs 5) so
+    /// the next reading is the peak since now.
+    fn peak_rss_and_reset(&self) -> f64 {
+        let peak = process_rss_mib(self.daemon.id(), Rss::Peak);
+        let _ = std::fs::write(format!("/proc/{}/clear_refs", self.daemon.id()), "5");
+        peak
+    }
+
     fn kill(&mut self) {
         // SAFETY: signalling our own child.
         unsafe { libc::kill(self.daemon.id() as libc::pid_t, libc::SIGKILL) };
@@ -313,9 +322,14 @@ fn main() {
     // One interval more: every check has made its first run and written its first status.
     std::thread::sleep(Duration::from_secs(settings.interval));
 
-    let before: Vec<(String, Duration)> = replicas
+    // The first runs (every check's first status and Events at once) make a peak of their own:
+    // it is read here, and the window's peak apart from it.
+    let before: Vec<(String, Duration, f64)> = replicas
         .iter()
-        .map(|r| (r.metrics(), process_cpu_time(r.daemon.id())))
+        .map(|r| {
+            let start_peak = r.peak_rss_and_reset();
+            (r.metrics(), process_cpu_time(r.daemon.id()), start_peak)
+        })
         .collect();
     let window = Instant::now();
     let measured = Duration::from_secs(settings.seconds);
@@ -326,7 +340,7 @@ fn main() {
     let elapsed = window.elapsed();
     let held = holders(&api);
     let mut total_runs = 0.0;
-    for (replica, (before, cpu_before)) in replicas.iter().zip(&before) {
+    for (replica, (before, cpu_before, start_peak)) in replicas.iter().zip(&before) {
         let after = replica.metrics();
         let figures = measure(replica, before, &after, *cpu_before);
         total_runs += figures.runs;
@@ -343,8 +357,10 @@ fn main() {
             probes / elapsed.as_secs_f64()
         );
         println!(
-            "  peak RSS (MiB)               {:>10.1}   (target <= 200 MiB per replica)",
-            process_peak_rss_mib(replica.daemon.id())
+            "  RSS (MiB) peak over window   {:>10.1}   (target <= 200 MiB per replica; now {:.1}, peak before the window {:.1})",
+            process_rss_mib(replica.daemon.id(), Rss::Peak),
+            process_rss_mib(replica.daemon.id(), Rss::Now),
+            start_peak
         );
         println!(
             "  schedule lag p50 / p99 (ms)  {:>10.3} / {:.3}   (target p99 <= 5 ms)",
@@ -416,11 +432,12 @@ fn main() {
     for replica in &replicas {
         let text = replica.metrics();
         println!(
-            "  {}: shards {}  checks {}  peak RSS {:.1} MiB",
+            "  {}: shards {}  checks {}  RSS peak since the window {:.1} MiB, now {:.1} MiB",
             replica.identity,
             gauge(&text, "voipcheck_shards_held"),
             gauge(&text, "voipcheck_checks"),
-            process_peak_rss_mib(replica.daemon.id())
+            process_rss_mib(replica.daemon.id(), Rss::Peak),
+            process_rss_mib(replica.daemon.id(), Rss::Now)
         );
     }
 }

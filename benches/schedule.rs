@@ -148,7 +148,7 @@ fn reset_peak_rss() {
 
 /// Peak resident set size in MiB (VmHWM).
 fn peak_rss_mib() -> f64 {
-    figures::process_peak_rss_mib(std::process::id())
+    figures::process_rss_mib(std::process::id(), figures::Rss::Peak)
 }
 
 /// CPU seconds per 1,000 HTTP probes of `url`: voipcheck's probe, then blackbox_exporter's.
@@ -390,6 +390,7 @@ async fn normal_case(settings: &Settings, spec: Arc<VoipCheckSpec>) {
     let (runs, failed) = (runs.load(Ordering::Relaxed), failed.await.unwrap());
     let scrapes = scrapes.await.unwrap();
     let peak_rss = peak.lock().unwrap().max(peak_rss_mib());
+    let rss_now = figures::process_rss_mib(std::process::id(), figures::Rss::Now);
     let probes = runs * PROBES_PER_RUN;
     let (p50, p99) = lag_ms(&metrics);
 
@@ -415,7 +416,7 @@ async fn normal_case(settings: &Settings, spec: Arc<VoipCheckSpec>) {
         100.0 * cpu.as_secs_f64() / elapsed.as_secs_f64()
     );
     println!(
-        "peak RSS (MiB)               {peak_rss:>10.1}   (target <= 200 MiB at 10,000 checks)"
+        "peak RSS (MiB)               {peak_rss:>10.1}   (target <= 200 MiB at 10,000 checks; {rss_now:.1} at the end)"
     );
     let max = |f: fn(&Scrape) -> f64| scrapes.iter().map(f).fold(f64::NAN, f64::max);
     println!(

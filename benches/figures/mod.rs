@@ -62,12 +62,25 @@ pub fn process_cpu_time(pid: u32) -> Duration {
     Duration::from_millis(ticks * 1000 / per_second)
 }
 
-/// Peak resident set size of process `pid` in MiB (VmHWM).
-pub fn process_peak_rss_mib(pid: u32) -> f64 {
+/// Which resident set size of a process to read from /proc.
+#[derive(Clone, Copy)]
+pub enum Rss {
+    /// The highest it has been (VmHWM).
+    Peak,
+    /// What it is now (VmRSS).
+    Now,
+}
+
+/// Resident set size of process `pid` in MiB.
+pub fn process_rss_mib(pid: u32, which: Rss) -> f64 {
+    let field = match which {
+        Rss::Peak => "VmHWM:",
+        Rss::Now => "VmRSS:",
+    };
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     status
         .lines()
-        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .find_map(|line| line.strip_prefix(field))
         .and_then(|value| {
             value
                 .trim()
