@@ -7,8 +7,8 @@ use futures::{StreamExt, TryStreamExt};
 use http::Method;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{ListParams, Patch, PatchParams, PostParams};
-use kube::core::PartialObjectMeta;
+use kube::api::{ListParams, Patch, PatchParams, PostParams, WatchParams};
+use kube::core::{PartialObjectMeta, WatchEvent};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Resource, ResourceExt};
@@ -839,4 +839,618 @@ async fn faults_hang_throttle_fail_and_refuse() {
     assert!(secrets.get("sip").await.is_err());
     api.accept_connections();
     assert!(secrets.get("sip").await.is_ok());
+}
+
+const SHARD: &str = "voipcheck.io/shard";
+/// The operator's selector for the checks no shard has labelled yet.
+const UNLABELLED: &str = "voipcheck.io/shard notin (0,1,2,3,4,5,6,7,8,9,10,11)";
+
+/// VoipCheck `name` in `namespace` with `labels`.
+fn labelled_in(namespace: &str, name: &str, labels: Value) -> Value {
+    let mut check = voipcheck(name);
+    check["metadata"]["namespace"] = json!(namespace);
+    check["metadata"]["labels"] = labels;
+    check
+}
+
+fn labelled(name: &str, labels: Value) -> Value {
+    labelled_in(NS, name, labels)
+}
+
+fn names<K: Resource>(items: &[K]) -> Vec<String> {
+    items
+        .iter()
+        .map(|o| o.meta().name.clone().unwrap())
+        .collect()
+}
+
+/// The names of the VoipChecks `checks` lists with label selector `selector`.
+async fn selected(checks: &Api<VoipCheck>, selector: &str) -> Vec<String> {
+    let list = checks
+        .list(&ListParams::default().labels(selector))
+        .await
+        .unwrap_or_else(|e| panic!("{selector:?}: {e}"));
+    names(&list.items)
+}
+
+#[tokio::test]
+async fn a_label_selector_lists_the_matching_objects_in_each_form() {
+    let api = FakeApi::start();
+    api.insert(labelled("a", json!({ SHARD: "3", "app": "web" })));
+    api.insert(labelled("b", json!({ SHARD: "4" })));
+    api.insert(labelled("c", json!({ SHARD: "12" })));
+    api.insert(voipcheck("d"));
+    api.insert(labelled("e", json!({ "app": "web" })));
+    api.insert(labelled_in("other", "f", json!({ SHARD: "3" })));
+    let checks: Api<VoipCheck> = Api::namespaced(api.client(), NS);
+    for (selector, expected) in [
+        ("voipcheck.io/shard=3", &["a"][..]),
+        ("voipcheck.io/shard==3", &["a"]),
+        // `!=` and `notin` also match the objects without the key.
+        ("voipcheck.io/shard!=3", &["b", "c", "d", "e"]),
+        ("voipcheck.io/shard in (3,4)", &["a", "b"]),
+        (UNLABELLED, &["c", "d", "e"]),
+        ("voipcheck.io/shard", &["a", "b", "c"]),
+        ("!voipcheck.io/shard", &["d", "e"]),
+        // Every requirement must hold; whitespace around any token.
+        ("  voipcheck.io/shard in ( 3 ,4 ) ,app = web ", &["a"]),
+        ("app,voipcheck.io/shard!=3", &["e"]),
+        ("voipcheck.io/shard=5", &[]),
+        ("", &["a", "b", "c", "d", "e"]),
+    ] {
+        assert_eq!(selected(&checks, selector).await, expected, "{selector:?}");
+    }
+
+    // Across namespaces (in namespace order, as etcd's keys), as metadata only, and for other
+    // kinds alike.
+    let everywhere: Api<VoipCheck> = Api::all(api.client());
+    assert_eq!(
+        selected(&everywhere, "voipcheck.io/shard=3").await,
+        ["f", "a"]
+    );
+    let metadata = checks
+        .list_metadata(&ListParams::default().labels(UNLABELLED))
+        .await
+        .unwrap();
+    assert_eq!(names(&metadata.items), ["c", "d", "e"]);
+    let mut sip = secret("sip");
+    sip["metadata"]["labels"] = json!({ SHARD: "3" });
+    api.insert(sip);
+    api.insert(secret("web"));
+    let secrets: Api<Secret> = Api::namespaced(api.client(), NS);
+    let list = secrets
+        .list(&ListParams::default().labels("voipcheck.io/shard=3"))
+        .await
+        .unwrap();
+    assert_eq!(names(&list.items), ["sip"]);
+}
+
+#[tokio::test]
+async fn a_selected_list_comes_in_pages_of_matching_objects_without_a_remaining_count() {
+    let api = FakeApi::start();
+    for (name, shard) in [
+        ("a", "3"),
+        ("b", "4"),
+        ("c", "3"),
+        ("d", "3"),
+        ("e", "4"),
+        ("f", "3"),
+    ] {
+        api.insert(labelled(name, json!({ SHARD: shard })));
+    }
+    let checks: Api<VoipCheck> = Api::namespaced(api.client(), NS);
+    let page = |token: Option<String>| {
+        let mut params = ListParams::default()
+            .labels("voipcheck.io/shard=3")
+            .limit(2);
+        if let Some(token) = token {
+            params = params.continue_token(&token);
+        }
+        let checks = checks.clone();
+        async move { checks.list(&params).await.unwrap() }
+    };
+    let first = page(None).await;
+    assert_eq!(names(&first.items), ["a", "c"]);
+    assert_eq!(first.metadata.remaining_item_count, None);
+    let second = page(first.metadata.continue_.clone()).await;
+    assert_eq!(names(&second.items), ["d", "f"]);
+    assert_eq!(second.metadata.continue_, None);
+    assert_eq!(
+        second.metadata.resource_version,
+        first.metadata.resource_version
+    );
+    // Unfiltered, the page counts what is left.
+    let all = checks.list(&ListParams::default().limit(2)).await.unwrap();
+    assert_eq!(all.metadata.remaining_item_count, Some(4));
+
+    // kube's watcher pages with the selector on every page.
+    api.clear_log();
+    let mut stream = follow(watcher(
+        checks.clone(),
+        watcher::Config::default()
+            .labels("voipcheck.io/shard=3")
+            .page_size(2),
+    ));
+    let ok = |s: &str| Ok(s.to_owned());
+    assert_eq!(
+        next_events(&mut stream, 6).await,
+        [
+            "Init",
+            "InitApply a",
+            "InitApply c",
+            "InitApply d",
+            "InitApply f",
+            "InitDone"
+        ]
+        .map(ok)
+    );
+    let pages: Vec<_> = api
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == Method::GET && !r.is_watch())
+        .map(|r| (r.param("labelSelector"), r.param("continue").is_some()))
+        .collect();
+    let selector = Some("voipcheck.io/shard=3".to_owned());
+    assert_eq!(pages, [(selector.clone(), false), (selector.clone(), true)]);
+}
+
+/// A watch event reduced to comparable words: type, name, the shard label, resourceVersion.
+fn seen<K: Resource>(event: WatchEvent<K>) -> String {
+    let (type_, object) = match event {
+        WatchEvent::Added(o) => ("ADDED", o),
+        WatchEvent::Modified(o) => ("MODIFIED", o),
+        WatchEvent::Deleted(o) => ("DELETED", o),
+        other => panic!("unexpected {other:?}"),
+    };
+    let meta = object.meta();
+    let shard = meta
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(SHARD))
+        .map_or("-", String::as_str);
+    format!(
+        "{type_} {} shard={shard} rv={}",
+        meta.name.as_deref().unwrap(),
+        meta.resource_version.as_deref().unwrap()
+    )
+}
+
+/// The next `count` events of a raw watch, described.
+async fn next_seen<K: Resource>(
+    events: &mut (impl futures::Stream<Item = kube::Result<WatchEvent<K>>> + Unpin),
+    count: usize,
+) -> Vec<String> {
+    let mut described = Vec::new();
+    while described.len() < count {
+        let event = tokio::time::timeout(WAIT, events.try_next())
+            .await
+            .unwrap_or_else(|_| panic!("no watch event within {WAIT:?} after {described:?}"))
+            .unwrap()
+            .expect("the watch goes on");
+        described.push(seen(event));
+    }
+    described
+}
+
+/// The resourceVersion of a stored (or just deleted) object.
+fn rv(object: &Value) -> String {
+    object["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// Merges `labels` into VoipCheck `name`'s labels (a `null` removes one); returns the stored
+/// object.
+async fn relabel(checks: &Api<VoipCheck>, name: &str, labels: Value) -> Value {
+    let patched = checks
+        .patch(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "metadata": { "labels": labels } })),
+        )
+        .await
+        .unwrap();
+    serde_json::to_value(patched).unwrap()
+}
+
+/// Sets VoipCheck `name`'s interval: a change to the spec only.
+async fn respec(checks: &Api<VoipCheck>, name: &str, interval: &str) -> Value {
+    let patched = checks
+        .patch(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "spec": { "interval": interval } })),
+        )
+        .await
+        .unwrap();
+    serde_json::to_value(patched).unwrap()
+}
+
+#[tokio::test]
+async fn a_selected_watch_sees_an_object_added_by_its_label_modified_while_it_keeps_it_and_deleted_when_it_changes()
+ {
+    let api = FakeApi::start();
+    api.insert(voipcheck("a"));
+    api.insert(labelled("b", json!({ SHARD: "4" })));
+    let checks: Api<VoipCheck> = Api::namespaced(api.client(), NS);
+    let from = api.resource_version().to_string();
+    let params = WatchParams::default().labels("voipcheck.io/shard=3");
+    let mut events = checks.watch(&params, &from).await.unwrap().boxed();
+    let mut metadata = checks.watch_metadata(&params, &from).await.unwrap().boxed();
+
+    // Never matching: b changes, d comes and goes.
+    respec(&checks, "b", "10s").await;
+    api.insert(voipcheck("d"));
+    relabel(&checks, "d", json!({ SHARD: "5" })).await;
+    api.delete(Kind::VoipCheck, NS, "d");
+    // a gets the label, changes while it keeps it, moves to shard 4, changes there.
+    let into_3 = relabel(&checks, "a", json!({ SHARD: "3" })).await;
+    let respecced = respec(&checks, "a", "10s").await;
+    let moved = relabel(&checks, "a", json!({ SHARD: "4" })).await;
+    respec(&checks, "a", "20s").await;
+    // c is created in shard 3 and deleted; then b is labelled into it.
+    let c = api.insert(labelled("c", json!({ SHARD: "3" })));
+    let c_deleted = api.delete(Kind::VoipCheck, NS, "c").unwrap();
+    let b = relabel(&checks, "b", json!({ SHARD: "3" })).await;
+
+    let expected = [
+        format!("ADDED a shard=3 rv={}", rv(&into_3)),
+        format!("MODIFIED a shard=3 rv={}", rv(&respecced)),
+        // Labelled out: the previous object (shard 3) at the change's resourceVersion.
+        format!("DELETED a shard=3 rv={}", rv(&moved)),
+        format!("ADDED c shard=3 rv={}", rv(&c)),
+        format!("DELETED c shard=3 rv={}", rv(&c_deleted)),
+        format!("ADDED b shard=3 rv={}", rv(&b)),
+    ];
+    assert_eq!(next_seen(&mut events, 6).await, expected);
+    assert_eq!(next_seen(&mut metadata, 6).await, expected);
+
+    // Labelled out with a spec change in the same write: the DELETED object is the one before
+    // the write, whole.
+    let moved = checks
+        .patch(
+            "b",
+            &PatchParams::default(),
+            &Patch::Merge(json!({
+                "metadata": { "labels": { SHARD: "4" } }, "spec": { "interval": "30s" }
+            })),
+        )
+        .await
+        .unwrap();
+    let gone = tokio::time::timeout(WAIT, events.try_next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let WatchEvent::Deleted(gone) = gone else {
+        panic!("{gone:?}")
+    };
+    let gone = serde_json::to_value(gone).unwrap();
+    let mut before = serde_json::to_value(&b).unwrap();
+    before["metadata"]["resourceVersion"] = json!(moved.resource_version());
+    assert_eq!(gone, before);
+    assert_eq!(gone["spec"]["interval"], "10s");
+
+    // And the changes in between were nothing: the next event is the next matching change.
+    respec(&checks, "b", "40s").await;
+    let e = api.insert(labelled("e", json!({ SHARD: "3" })));
+    assert_eq!(
+        next_seen(&mut events, 1).await,
+        [format!("ADDED e shard=3 rv={}", rv(&e))]
+    );
+}
+
+#[tokio::test]
+async fn a_selected_watch_without_a_resource_version_starts_with_the_matching_objects_only() {
+    let api = FakeApi::start();
+    let a = api.insert(labelled("a", json!({ SHARD: "3" })));
+    api.insert(labelled("b", json!({ SHARD: "4" })));
+    let c = api.insert(voipcheck("c"));
+    api.insert(labelled_in("other", "d", json!({ SHARD: "3" })));
+    let checks: Api<VoipCheck> = Api::namespaced(api.client(), NS);
+
+    let shard_3 = WatchParams::default().labels("voipcheck.io/shard=3");
+    let mut events = checks.watch(&shard_3, "0").await.unwrap().boxed();
+    let mut metadata = checks.watch_metadata(&shard_3, "0").await.unwrap().boxed();
+    let mut unlabelled = checks
+        .watch(&WatchParams::default().labels(UNLABELLED), "0")
+        .await
+        .unwrap()
+        .boxed();
+    let added_a = format!("ADDED a shard=3 rv={}", rv(&a));
+    assert_eq!(next_seen(&mut events, 1).await, [added_a.as_str()]);
+    assert_eq!(next_seen(&mut metadata, 1).await, [added_a]);
+    assert_eq!(
+        next_seen(&mut unlabelled, 1).await,
+        [format!("ADDED c shard=- rv={}", rv(&c))]
+    );
+
+    // The unlabelled check taken into shard 3: gone from one watch, added to the other.
+    let taken = relabel(&checks, "c", json!({ SHARD: "3" })).await;
+    assert_eq!(
+        next_seen(&mut unlabelled, 1).await,
+        [format!("DELETED c shard=- rv={}", rv(&taken))]
+    );
+    assert_eq!(
+        next_seen(&mut events, 1).await,
+        [format!("ADDED c shard=3 rv={}", rv(&taken))]
+    );
+
+    // kube's watcher lists and watches with the selector as the operator will.
+    api.insert(voipcheck("e"));
+    let mut stream = follow(watcher(
+        checks.clone(),
+        watcher::Config::default().labels(UNLABELLED),
+    ));
+    let ok = |s: &str| Ok(s.to_owned());
+    assert_eq!(
+        next_events(&mut stream, 3).await,
+        ["Init", "InitApply e", "InitDone"].map(ok)
+    );
+    relabel(&checks, "e", json!({ SHARD: "7" })).await;
+    api.insert(voipcheck("f"));
+    assert_eq!(
+        next_events(&mut stream, 2).await,
+        ["Delete e", "Apply f"].map(ok)
+    );
+}
+
+#[tokio::test]
+async fn an_unparsable_label_selector_is_400_bad_request_on_list_and_watch() {
+    let api = FakeApi::start();
+    api.insert(labelled("a", json!({ SHARD: "3" })));
+    let checks: Api<VoipCheck> = Api::namespaced(api.client(), NS);
+    let bad_request = |result: kube::Error, selector: &str| match result {
+        kube::Error::Api(status) => {
+            assert_eq!(
+                (status.code, status.reason.as_str()),
+                (400, "BadRequest"),
+                "{selector:?}"
+            );
+            status.message
+        }
+        other => panic!("{selector:?}: {other}"),
+    };
+    let requirement = "unable to parse requirement: ";
+    for (selector, message) in [
+        (
+            "voipcheck.io/shard in 3",
+            format!("{requirement}found '3' expected: '('"),
+        ),
+        (
+            "voipcheck.io/shard in (3,4",
+            format!("{requirement}found '', expected: ',' or ')'"),
+        ),
+        (
+            "voipcheck.io/shard in (3 4)",
+            format!("{requirement}found '4', expected: ',' or ')'"),
+        ),
+        (
+            "voipcheck.io/shard 3",
+            format!("{requirement}found '3', expected: in, notin, =, ==, !="),
+        ),
+        (
+            "voipcheck.io/shard>3",
+            format!(
+                "{requirement}found '>': the fake API does not serve the numeric operators gt and lt"
+            ),
+        ),
+        (
+            "voipcheck.io/shard=3,",
+            "found '', expected: identifier after ','".to_owned(),
+        ),
+        (
+            "voipcheck.io/shard=3 4",
+            "found '4', expected: ',' or 'end of string'".to_owned(),
+        ),
+        (
+            "!voipcheck.io/shard=3",
+            "found '=', expected: ',' or 'end of string'".to_owned(),
+        ),
+        (
+            "=3",
+            "found '=', expected: !, identifier, or 'end of string'".to_owned(),
+        ),
+    ] {
+        let listed = checks
+            .list(&ListParams::default().labels(selector))
+            .await
+            .unwrap_err();
+        assert_eq!(bad_request(listed, selector), message);
+        let watched = checks
+            .watch(&WatchParams::default().labels(selector), "0")
+            .await
+            .err()
+            .unwrap_or_else(|| panic!("{selector:?}: a watch"));
+        assert_eq!(bad_request(watched, selector), message);
+    }
+    // Keys must be qualified names, values label values.
+    for (selector, start) in [
+        (
+            "Voipcheck.io/shard=3",
+            "invalid label key \"Voipcheck.io/shard\"",
+        ),
+        (
+            "voipcheck.io/shard/x",
+            "invalid label key \"voipcheck.io/shard/x\"",
+        ),
+        ("voipcheck.io/shard=-3", "invalid label value: \"-3\""),
+        (
+            "voipcheck.io/shard notin (3,_)",
+            "invalid label value: \"_\"",
+        ),
+    ] {
+        let listed = checks
+            .list_metadata(&ListParams::default().labels(selector))
+            .await
+            .unwrap_err();
+        let message = bad_request(listed, selector);
+        assert!(
+            message.starts_with(&format!("{requirement}{start}")),
+            "{selector:?}: {message}"
+        );
+    }
+    // Empty values are values: no key `voipcheck.io/shard` is "", so nothing matches.
+    for selector in ["voipcheck.io/shard=", "voipcheck.io/shard in ()"] {
+        assert_eq!(selected(&checks, selector).await, Vec::<String>::new());
+    }
+    assert_eq!(selected(&checks, "voipcheck.io/shard in (,3)").await, ["a"]);
+}
+
+/// The operator's apply of a check's shard label: the label only, on the object.
+fn shard_label(name: &str, shard: &str) -> Patch<Value> {
+    Patch::Apply(json!({
+        "apiVersion": "voipcheck.io/v1alpha1", "kind": "VoipCheck",
+        "metadata": { "name": name, "labels": { SHARD: shard } }
+    }))
+}
+
+/// The `managedFields` entry of `manager` for the object (not `/status`) of VoipCheck `name`.
+fn managed_object(api: &FakeApi, name: &str, manager: &str) -> Option<Value> {
+    let object = api.get(Kind::VoipCheck, NS, name)?;
+    object["metadata"]["managedFields"]
+        .as_array()?
+        .iter()
+        .find(|e| e["manager"] == manager && e.get("subresource").is_none())
+        .cloned()
+}
+
+#[tokio::test]
+async fn an_apply_of_only_a_label_sets_it_keeps_everything_else_and_again_changes_nothing() {
+    let api = FakeApi::start();
+    let mut check = labelled("x", json!({ "app": "web" }));
+    check["status"] = json!({ "observedGeneration": 1, "failingLocations": 0 });
+    api.insert(check);
+    let checks: Api<VoipCheck> = Api::namespaced(api.client(), NS);
+    // Another manager owns a label, the operator already owns fields of the status.
+    let mut manifest = labelled("x", json!({ "team": "voice" }));
+    manifest["spec"]["interval"] = json!("10s");
+    checks
+        .patch("x", &PatchParams::apply("kubectl"), &Patch::Apply(manifest))
+        .await
+        .unwrap();
+    checks
+        .patch_status(
+            "x",
+            &PatchParams::apply("voipcheck").force(),
+            &status_body(json!({ "locations": [entry("office", "True")] })),
+        )
+        .await
+        .unwrap();
+    let before = api.get(Kind::VoipCheck, NS, "x").unwrap();
+    let from = rv(&before);
+    let mut shard_3 = checks
+        .watch(
+            &WatchParams::default().labels("voipcheck.io/shard=3"),
+            &from,
+        )
+        .await
+        .unwrap()
+        .boxed();
+
+    let operator = PatchParams::apply("voipcheck").force();
+    checks
+        .patch("x", &operator, &shard_label("x", "3"))
+        .await
+        .unwrap();
+    let after = api.get(Kind::VoipCheck, NS, "x").unwrap();
+    assert_eq!(
+        after["metadata"]["labels"],
+        json!({ "app": "web", "team": "voice", SHARD: "3" })
+    );
+    assert_eq!(
+        after["metadata"]["generation"],
+        before["metadata"]["generation"]
+    );
+    assert_eq!(after["spec"], before["spec"]);
+    assert_eq!(after["status"], before["status"]);
+    assert_ne!(rv(&after), from);
+    let owned = managed_object(&api, "x", "voipcheck").expect("an entry for the object");
+    assert_eq!(owned["operation"], "Apply");
+    assert_eq!(owned["apiVersion"], "voipcheck.io/v1alpha1");
+    assert_eq!(owned["fieldsType"], "FieldsV1");
+    assert_eq!(
+        owned["fieldsV1"],
+        json!({ "f:metadata": { "f:labels": { "f:voipcheck.io/shard": {} } } })
+    );
+    // The other entries are as they were: kubectl's, and the operator's for /status.
+    let others = |object: &Value| -> Vec<Value> {
+        object["metadata"]["managedFields"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| !(e["manager"] == "voipcheck" && e.get("subresource").is_none()))
+            .cloned()
+            .collect()
+    };
+    assert_eq!(others(&after), others(&before));
+    assert_eq!(others(&after).len(), 2);
+
+    // Again: nothing changes, no resourceVersion, no event.
+    let again = checks
+        .patch("x", &operator, &shard_label("x", "3"))
+        .await
+        .unwrap();
+    assert_eq!(again.resource_version(), Some(rv(&after)));
+    assert_eq!(api.get(Kind::VoipCheck, NS, "x").unwrap(), after);
+    let y = api.insert(labelled("y", json!({ SHARD: "3" })));
+    assert_eq!(
+        next_seen(&mut shard_3, 2).await,
+        [
+            format!("ADDED x shard=3 rv={}", rv(&after)),
+            format!("ADDED y shard=3 rv={}", rv(&y))
+        ]
+    );
+}
+
+#[tokio::test]
+async fn an_apply_of_a_label_another_manager_set_otherwise_conflicts_unless_forced() {
+    let api = FakeApi::start();
+    api.insert(voipcheck("x"));
+    let checks: Api<VoipCheck> = Api::namespaced(api.client(), NS);
+    checks
+        .patch("x", &PatchParams::apply("sharder"), &shard_label("x", "5"))
+        .await
+        .unwrap();
+
+    let refused = checks
+        .patch(
+            "x",
+            &PatchParams::apply("voipcheck"),
+            &shard_label("x", "3"),
+        )
+        .await
+        .unwrap_err();
+    match &refused {
+        kube::Error::Api(s) => {
+            assert_eq!((s.code, s.reason.as_str()), (409, "Conflict"));
+            assert_eq!(
+                s.message,
+                "Apply failed with 1 conflict: conflict with \"sharder\": .metadata.labels.voipcheck.io/shard"
+            );
+        }
+        other => panic!("{other}"),
+    }
+    let object = api.get(Kind::VoipCheck, NS, "x").unwrap();
+    assert_eq!(object["metadata"]["labels"], json!({ SHARD: "5" }));
+    assert_eq!(managed_object(&api, "x", "voipcheck"), None);
+
+    // Forced, the label changes hands: sharder owned nothing else, its entry goes.
+    checks
+        .patch(
+            "x",
+            &PatchParams::apply("voipcheck").force(),
+            &shard_label("x", "3"),
+        )
+        .await
+        .unwrap();
+    let object = api.get(Kind::VoipCheck, NS, "x").unwrap();
+    assert_eq!(object["metadata"]["labels"], json!({ SHARD: "3" }));
+    assert_eq!(managed_object(&api, "x", "sharder"), None);
+    assert_eq!(
+        managed_object(&api, "x", "voipcheck").unwrap()["fieldsV1"],
+        json!({ "f:metadata": { "f:labels": { "f:voipcheck.io/shard": {} } } })
+    );
+    assert_eq!(object["metadata"]["generation"], 1);
 }

@@ -4,9 +4,9 @@
 //! everything else answers 404 or 405.
 //!
 //! Resources: VoipChecks (`voipcheck.io/v1alpha1`, namespaced, with a status subresource),
-//! Secrets (`v1`, also as `PartialObjectMetadata` when the request's `Accept` asks for
-//! `as=PartialObjectMetadata[List]`, the way kube's `Api<PartialObjectMeta<K>>` does), Events
-//! (`events.k8s.io/v1`) and Leases (`coordination.k8s.io/v1`). Paths are the API server's:
+//! Secrets (`v1`), Events (`events.k8s.io/v1`) and Leases (`coordination.k8s.io/v1`), each also
+//! as `PartialObjectMetadata` when the request's `Accept` asks for
+//! `as=PartialObjectMetadata[List]`, the way kube's `Api<PartialObjectMeta<K>>` does. Paths are the API server's:
 //! `/api/v1/...` and `/apis/{group}/{version}/...`, namespaced (`/namespaces/{ns}/{plural}`) or
 //! across namespaces (`/{plural}` for list and watch).
 //!
@@ -27,18 +27,18 @@
 //!   the CRD's schema declares, a manager's dropped fields removed unless another owns them,
 //!   and 409 Conflict with the API server's message for a field another manager owns with
 //!   another value unless `force=true`. On `/status` only the body's `status` is applied, on
-//!   the object everything but the status. An apply creates a missing object, except on
-//!   `/status`: 404. JSON patch is 415.
+//!   the object everything but the status (`metadata.labels` and `annotations` included: an
+//!   apply of one label sets it and owns it, other labels stay). An apply creates a missing
+//!   object, except on `/status`: 404. JSON patch is 415.
 //! - The status subresource of VoipChecks: writes to the object ignore `status`, writes to
 //!   `/status` change only `status` (and never the generation). A POST drops `status`.
 //! - list answers the matching objects in pages of `limit` with a `continue` token and
 //!   `remainingItemCount`, as the API server chunks lists (kube's watcher asks for 500), at the
-//!   first page's resourceVersion ([`list`] says how it differs from etcd's snapshot). Selectors
-//!   are ignored: the operator uses none.
+//!   first page's resourceVersion ([`list`] says how it differs from etcd's snapshot).
 //! - watch (`watch=true&resourceVersion=N`) streams newline-delimited JSON events ADDED,
 //!   MODIFIED, DELETED after N, and with `allowWatchBookmarks=true` a BOOKMARK every
 //!   [`FakeApi::start_with_bookmarks`] interval (1 s by default). `resourceVersion` 0 or absent
-//!   first sends every current object as ADDED. It ends after `timeoutSeconds`. After
+//!   first sends every current (matching) object as ADDED. It ends after `timeoutSeconds`. After
 //!   [`FakeApi::compact`] every open watch receives an ERROR event with a `Status` of code 410
 //!   (reason Expired) and ends, and a watch from an older resourceVersion gets that same ERROR
 //!   event at once: that is how the real API server answers a too-old resourceVersion (HTTP 200,
@@ -46,6 +46,18 @@
 //!   request itself would make kube-runtime 5 retry the same resourceVersion forever).
 //!   `sendInitialEvents` (streaming lists) is not served: kube's watcher uses list+watch unless
 //!   configured otherwise.
+//! - `labelSelector` on list and watch, for every kind and for `PartialObjectMetadata` answers
+//!   alike, parsed as apimachinery's `labels.Parse` ([`selector`]: `key`, `!key`, `key=value`,
+//!   `key==value`, `key!=value`, `key in (…)`, `key notin (…)`; `!=` and `notin` also match
+//!   objects without the key); one that does not parse is 400 BadRequest. A list, each of its
+//!   pages (the selector filters before `limit`) and a watch's initial ADDED events carry only
+//!   the matching objects; a selected list has no `remainingItemCount`, as the API server
+//!   counts only unfiltered lists. A watch sees a change as the API server's watch cache shows
+//!   it to a selecting watcher, from the object before and after ([`WatchSpec::event`]): ADDED
+//!   when the object starts to match (also by a label change), MODIFIED while it matches,
+//!   DELETED when it stops (deleted, or labelled out: the previous object at the new
+//!   resourceVersion), nothing for an object that matches neither before nor after. Field
+//!   selectors are ignored: the operator uses none.
 //!
 //! Test controls: [`FakeApi::insert`] stores raw JSON as it is (also an object that does not
 //! deserialize under the current schema, and with a status), [`FakeApi::replace`],
@@ -58,6 +70,7 @@
 //! open connection until [`FakeApi::accept_connections`] listens again on the same port.
 
 mod apply;
+mod selector;
 
 use bytes::Bytes;
 use http::{Method, StatusCode};
@@ -67,6 +80,7 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use k8s_openapi::jiff::Timestamp;
+use selector::LabelSelector;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -245,13 +259,17 @@ struct Control {
 
 type Key = (Kind, String, String);
 
-/// One change, for watches.
+/// One change, for watches: the object before and after it, from which each watch works out
+/// the event its label selector makes of it ([`WatchSpec::event`]). The versions are shared with
+/// the store and the neighbouring changes, so the history holds each version once.
 struct Change {
     revision: u64,
     kind: Kind,
     namespace: String,
-    type_: &'static str,
-    object: Value,
+    /// `None` for a creation.
+    previous: Option<Arc<Value>>,
+    /// `None` for a deletion.
+    object: Option<Arc<Value>>,
 }
 
 /// The API server's error answer.
@@ -332,7 +350,7 @@ enum Part {
 struct Store {
     /// The global resourceVersion counter (etcd's revision).
     revision: u64,
-    objects: BTreeMap<Key, Value>,
+    objects: BTreeMap<Key, Arc<Value>>,
     /// Changes after `compacted_at`, for watches.
     history: Vec<Change>,
     compacted_at: u64,
@@ -342,12 +360,18 @@ struct Store {
 }
 
 impl Store {
-    fn record(&mut self, kind: Kind, namespace: &str, type_: &'static str, object: Value) {
+    fn record(
+        &mut self,
+        kind: Kind,
+        namespace: &str,
+        previous: Option<Arc<Value>>,
+        object: Option<Arc<Value>>,
+    ) {
         self.history.push(Change {
             revision: self.revision,
             kind,
             namespace: namespace.to_owned(),
-            type_,
+            previous,
             object,
         });
     }
@@ -393,8 +417,9 @@ impl Store {
         metadata["generation"] = json!(1);
         metadata["creationTimestamp"] = json!(now());
         self.stamp(&mut object);
-        self.objects.insert(key, object.clone());
-        self.record(kind, namespace, "ADDED", object.clone());
+        let stored = Arc::new(object.clone());
+        self.objects.insert(key, stored.clone());
+        self.record(kind, namespace, None, Some(stored));
         Ok(object)
     }
 
@@ -421,7 +446,7 @@ impl Store {
         }
         let changed = change(stored)?;
         let managed_fields = changed["metadata"].get("managedFields").cloned();
-        let mut next = stored.clone();
+        let mut next = Value::clone(stored);
         match part {
             Part::Status => match changed.get("status") {
                 Some(status) if !status.is_null() => next["status"] = status.clone(),
@@ -471,27 +496,31 @@ impl Store {
             Some(entries) => next["metadata"]["managedFields"] = entries,
             None => {}
         }
-        if &next == stored {
+        if next == **stored {
             return Ok(next);
         }
         self.stamp(&mut next);
-        self.objects.insert(key.clone(), next.clone());
-        self.record(*kind, namespace, "MODIFIED", next.clone());
+        let stored = Arc::new(next.clone());
+        let previous = self.objects.insert(key.clone(), stored.clone());
+        self.record(*kind, namespace, previous, Some(stored));
         Ok(next)
     }
 
+    /// Removes object `key`; returns its last state, at the deletion's resourceVersion (what
+    /// the API server answers a DELETE with).
     fn delete(&mut self, key: &Key) -> Result<Value, ApiError> {
-        let Some(mut object) = self.objects.remove(key) else {
+        let Some(previous) = self.objects.remove(key) else {
             return Err(ApiError::not_found(key.0, &key.2));
         };
+        let mut object = Value::clone(&previous);
         self.stamp(&mut object);
-        self.record(key.0, &key.1, "DELETED", object.clone());
+        self.record(key.0, &key.1, Some(previous), None);
         Ok(object)
     }
 
     fn list(&self, kind: Kind, namespace: Option<&str>) -> Vec<Value> {
         self.matching(kind, namespace)
-            .map(|(_, object)| object.clone())
+            .map(|(_, object)| Value::clone(object))
             .collect()
     }
 
@@ -500,7 +529,7 @@ impl Store {
         &'a self,
         kind: Kind,
         namespace: Option<&'a str>,
-    ) -> impl Iterator<Item = (&'a Key, &'a Value)> {
+    ) -> impl Iterator<Item = (&'a Key, &'a Arc<Value>)> {
         self.objects
             .iter()
             .filter(move |((k, ns, _), _)| *k == kind && namespace.is_none_or(|n| n == ns))
@@ -772,7 +801,11 @@ impl FakeApi {
     /// The stored object.
     pub fn get(&self, kind: Kind, namespace: &str, name: &str) -> Option<Value> {
         let key = (kind, namespace.to_owned(), name.to_owned());
-        self.shared.store().objects.get(&key).cloned()
+        self.shared
+            .store()
+            .objects
+            .get(&key)
+            .map(|o| Value::clone(o))
     }
 
     /// The status of VoipCheck `namespace/name` (`None` if it has none or does not exist).
@@ -1087,17 +1120,26 @@ fn route(shared: &Arc<Shared>, request: &Logged) -> Response {
         target.namespace.as_deref(),
         target.name.as_deref(),
     ) {
-        (&Method::GET, namespace, None) if request.is_watch() => {
-            return watch(shared, target.kind, namespace, request, metadata_only);
-        }
-        (&Method::GET, namespace, None) => list(shared, target.kind, namespace, request)
-            .map(|page| page.answer(target.kind, metadata_only)),
+        (&Method::GET, namespace, None) => match label_selector(request) {
+            Ok(selector) if request.is_watch() => {
+                return watch(
+                    shared,
+                    target.kind,
+                    namespace,
+                    request,
+                    selector,
+                    metadata_only,
+                );
+            }
+            Ok(selector) => list(shared, target.kind, namespace, request, &selector)
+                .map(|page| page.answer(target.kind, metadata_only)),
+            Err(e) => Err(e),
+        },
         (&Method::GET, Some(namespace), Some(name)) => shared
             .store()
             .objects
             .get(&(target.kind, namespace.to_owned(), name.to_owned()))
-            .cloned()
-            .map(|o| answer_shape(o, metadata_only))
+            .map(|o| answer_shape(Value::clone(o), metadata_only))
             .ok_or_else(|| ApiError::not_found(target.kind, name)),
         (&Method::POST, Some(namespace), None) => {
             let mut object = request.body.clone();
@@ -1128,6 +1170,13 @@ fn route(shared: &Arc<Shared>, request: &Logged) -> Response {
         Ok(object) => json_response(200, &object),
         Err(e) => error(&e),
     }
+}
+
+/// The request's `labelSelector` (none: everything); one that does not parse is 400, as the API
+/// server answers (before a watch starts streaming, too).
+fn label_selector(request: &Logged) -> Result<LabelSelector, ApiError> {
+    LabelSelector::parse(&request.param("labelSelector").unwrap_or_default())
+        .map_err(|message| ApiError::new(400, message))
 }
 
 fn error(e: &ApiError) -> Response {
@@ -1239,7 +1288,10 @@ struct Page {
     revision: u64,
     /// Set when objects are left: the token for the next page.
     next: Option<String>,
-    remaining: usize,
+    /// How many are left, `None` with a label selector: the API server (etcd's store) counts
+    /// what is left only for an unfiltered list, its count would include the objects a selector
+    /// leaves out.
+    remaining: Option<usize>,
 }
 
 impl Page {
@@ -1258,7 +1310,9 @@ impl Page {
         let mut metadata = json!({ "resourceVersion": self.revision.to_string() });
         if let Some(next) = self.next {
             metadata["continue"] = json!(next);
-            metadata["remainingItemCount"] = json!(self.remaining);
+            if let Some(remaining) = self.remaining {
+                metadata["remainingItemCount"] = json!(remaining);
+            }
         }
         let items: Vec<Value> = self
             .items
@@ -1274,7 +1328,10 @@ impl Page {
     }
 }
 
-/// A list page: objects in key order after the `continue` token's key, at most `limit`.
+/// A list page: the objects `selector` matches, in key order after the `continue` token's key,
+/// at most `limit`. A selector filters before the limit, so every page but the last is full
+/// and the last one has no token. etcd's store fills pages the same way, but hands out a token
+/// whenever keys follow the page, matching or not, so its last page may come empty.
 ///
 /// Unlike etcd, later pages are read from the current objects, not from a snapshot at the
 /// first page's resourceVersion: an object changed meanwhile comes in its newer version and its
@@ -1285,6 +1342,7 @@ fn list(
     kind: Kind,
     namespace: Option<&str>,
     request: &Logged,
+    selector: &LabelSelector,
 ) -> Result<Page, ApiError> {
     let store = shared.store();
     let (revision, after) = match request.param("continue") {
@@ -1316,23 +1374,24 @@ fn list(
         .unwrap_or(usize::MAX);
     let mut matching = store
         .matching(kind, namespace)
-        .filter(|((_, ns, name), _)| {
+        .filter(|((_, ns, name), object)| {
             after
                 .as_ref()
                 .is_none_or(|after| (ns, name) > (&after.0, &after.1))
+                && selector.matches(object)
         });
-    let page: Vec<(&Key, &Value)> = matching.by_ref().take(limit).collect();
+    let page: Vec<(&Key, &Arc<Value>)> = matching.by_ref().take(limit).collect();
     let remaining = matching.count();
     let next = match page.last() {
         Some(((_, ns, name), _)) if remaining > 0 => Some(format!("{revision}/{ns}/{name}")),
         _ => None,
     };
-    let items = page.into_iter().map(|(_, o)| o.clone()).collect();
+    let items = page.into_iter().map(|(_, o)| Value::clone(o)).collect();
     Ok(Page {
         items,
         revision,
         next,
-        remaining,
+        remaining: selector.selects_all().then_some(remaining),
     })
 }
 
@@ -1359,6 +1418,7 @@ fn watch(
     kind: Kind,
     namespace: Option<&str>,
     request: &Logged,
+    selector: LabelSelector,
     metadata_only: bool,
 ) -> Response {
     let from = request
@@ -1374,6 +1434,7 @@ fn watch(
             .param("timeoutSeconds")
             .and_then(|v| v.parse().ok())
             .map(Duration::from_secs),
+        selector,
         metadata_only,
     };
     let (chunks, receiver) = mpsc::channel(64);
@@ -1391,16 +1452,47 @@ struct WatchSpec {
     from: Option<u64>,
     bookmarks: bool,
     timeout: Option<Duration>,
+    selector: LabelSelector,
     metadata_only: bool,
 }
 
 impl WatchSpec {
-    fn wants(&self, change: &Change) -> bool {
-        change.kind == self.kind
+    /// The event `change` is to this watch, if any. With a label selector, as the API server's
+    /// watch cache (`cacheWatcher.convertToWatchEvent`) tells it from the object before and
+    /// after: ADDED when it starts to match (created, or labelled into the selector), MODIFIED
+    /// while it matches, DELETED when it stops (deleted, or labelled out: then the event
+    /// carries the previous object at the change's resourceVersion, the last state the watcher
+    /// was entitled to see), nothing while it does not match. Without a selector everything
+    /// matches, which gives ADDED, MODIFIED and DELETED for creations, updates and deletions.
+    fn event(&self, change: &Change) -> Option<Bytes> {
+        let wanted = change.kind == self.kind
             && self
                 .namespace
                 .as_ref()
-                .is_none_or(|n| *n == change.namespace)
+                .is_none_or(|n| *n == change.namespace);
+        if !wanted {
+            return None;
+        }
+        let selected = |object: Option<&Arc<Value>>| {
+            object.filter(|o| self.selector.matches(o)).map(Arc::clone)
+        };
+        let (type_, object) = match (
+            selected(change.previous.as_ref()),
+            selected(change.object.as_ref()),
+        ) {
+            (None, Some(now)) => ("ADDED", Value::clone(&now)),
+            (Some(_), Some(now)) => ("MODIFIED", Value::clone(&now)),
+            (Some(before), None) => {
+                let mut gone = Value::clone(&before);
+                gone["metadata"]["resourceVersion"] = json!(change.revision.to_string());
+                ("DELETED", gone)
+            }
+            (None, None) => return None,
+        };
+        Some(watch_event(
+            type_,
+            &answer_shape(object, self.metadata_only),
+        ))
     }
 
     fn bookmark(&self, revision: u64) -> Bytes {
@@ -1443,9 +1535,11 @@ async fn stream_watch(shared: Arc<Shared>, spec: WatchSpec, chunks: mpsc::Sender
             Some(from) => Ok((from, store.compactions, Vec::new())),
             None => {
                 let existing: Vec<Bytes> = store
-                    .list(spec.kind, spec.namespace.as_deref())
-                    .into_iter()
-                    .map(|o| watch_event("ADDED", &answer_shape(o, spec.metadata_only)))
+                    .matching(spec.kind, spec.namespace.as_deref())
+                    .filter(|(_, o)| spec.selector.matches(o))
+                    .map(|(_, o)| {
+                        watch_event("ADDED", &answer_shape(Value::clone(o), spec.metadata_only))
+                    })
                     .collect();
                 Ok((store.revision, store.compactions, existing))
             }
@@ -1479,10 +1573,7 @@ async fn stream_watch(shared: Arc<Shared>, spec: WatchSpec, chunks: mpsc::Sender
                 let unsent = store.history.partition_point(|c| c.revision <= cursor);
                 let events = store.history[unsent..]
                     .iter()
-                    .filter(|c| spec.wants(c))
-                    .map(|c| {
-                        watch_event(c.type_, &answer_shape(c.object.clone(), spec.metadata_only))
-                    })
+                    .filter_map(|c| spec.event(c))
                     .collect();
                 cursor = cursor.max(store.revision);
                 Next::Events(events)
