@@ -52,7 +52,7 @@
 //! | `leader` | gauge 0/1 (1: this replica holds at least one shard) | - |
 //! | `shards`, `shards_held` | gauges (the fixed shard count; this replica's share) | - |
 //! | `status_pending_checks` | gauge (checks whose latest status is not yet written) | - |
-//! | `api_write_failures_total` | counter | kind (`status`, `event`), category |
+//! | `api_write_failures_total` | counter | kind (`status`, `event`, `label`), category |
 //! | `events_dropped_total` | counter (transition Events given up on) | - |
 //! | `build_info` | gauge, always 1 | version |
 //!
@@ -149,6 +149,8 @@ pub enum WriteKind {
     Status,
     /// An Event published for a condition transition.
     Event,
+    /// A check's shard label (`operator::labels`).
+    Label,
 }
 
 impl WriteKind {
@@ -156,6 +158,7 @@ impl WriteKind {
         match self {
             WriteKind::Status => "status",
             WriteKind::Event => "event",
+            WriteKind::Label => "label",
         }
     }
 }

@@ -289,7 +289,12 @@ fn rule(group: &str, resource: &str, verbs: &[&str], names: &[&str]) -> Rule {
 /// VoipChecks, apply their status, read Secrets, publish Events.
 fn watch_rules() -> BTreeSet<Rule> {
     BTreeSet::from([
-        rule("voipcheck.io", "voipchecks", &["get", "list", "watch"], &[]),
+        rule(
+            "voipcheck.io",
+            "voipchecks",
+            &["get", "list", "watch", "patch"],
+            &[],
+        ),
         rule("voipcheck.io", "voipchecks/status", &["patch"], &[]),
         rule("", "secrets", &["get", "list", "watch"], &[]),
         rule("events.k8s.io", "events", &["create", "patch"], &[]),

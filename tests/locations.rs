@@ -246,21 +246,29 @@ async fn two_locations_write_their_own_entries_and_the_aggregate_weighs_them() {
     }
 
     // The managers' fields, as the API server records them: each location its entry, the
-    // aggregator the top level.
+    // aggregator the top level, and the shard's holder the shard label on the object.
     let object = api.get(Kind::VoipCheck, NS, "both-work").unwrap();
     let managed = object["metadata"]["managedFields"].as_array().unwrap();
     let owned = |manager: &str| {
-        let entry = managed.iter().find(|m| m["manager"] == manager).unwrap();
-        assert_eq!(
-            (&entry["operation"], &entry["subresource"]),
-            (&json!("Apply"), &json!("status"))
-        );
+        let entry = managed
+            .iter()
+            .find(|m| m["manager"] == manager && m["subresource"] == "status")
+            .unwrap();
+        assert_eq!(entry["operation"], "Apply");
         keys(&entry["fieldsV1"]["f:status"])
             .into_iter()
             .chain(keys(&entry["fieldsV1"]["f:status"]["f:locations"]))
             .collect::<BTreeSet<String>>()
     };
-    assert_eq!(managed.len(), 3, "{managed:#?}");
+    assert_eq!(managed.len(), 4, "{managed:#?}");
+    let label = managed
+        .iter()
+        .find(|m| m["manager"] == "voipcheck" && m.get("subresource").is_none())
+        .unwrap();
+    assert_eq!(
+        label["fieldsV1"],
+        json!({ "f:metadata": { "f:labels": { "f:voipcheck.io/shard": {} } } })
+    );
     assert_eq!(
         owned("voipcheck/office"),
         set(&["f:locations", "k:{\"name\":\"office\"}"])
@@ -490,7 +498,7 @@ async fn a_location_that_stops_writing_is_marked_stale_and_left_out() {
         .as_array()
         .unwrap()
         .iter()
-        .find(|m| m["manager"] == "voipcheck")
+        .find(|m| m["manager"] == "voipcheck" && m["subresource"] == "status")
         .unwrap();
     assert_eq!(
         aggregator["fieldsV1"]["f:status"]["f:locations"],

@@ -285,7 +285,6 @@ impl Operator {
         let gate = Arc::new(Gate::every_shard(Leadership::Leader));
         let writers = Writers::start("test", true, writing(&client, &checks, gate, &metrics));
         let engine = Arc::new(Engine::new(
-            "test".into(),
             Dns::system().unwrap(),
             metrics.clone(),
             8,
@@ -344,6 +343,11 @@ impl Operator {
         );
         assert_eq!(action, Action::requeue(resync));
     }
+}
+
+/// The shard of the lab check.
+fn lab_shard() -> usize {
+    voipcheck::operator::shards::shard_of(Some(UID), &CheckId::new(NS, NAME))
 }
 
 /// What the status writers of replica `test-0` share.
@@ -681,7 +685,7 @@ async fn deleting_a_check_stops_probing_and_removes_its_metric_series() {
     // The watch reports the deletion; the reflector applies it, then the controller's hook runs.
     let deleted = watcher::Event::Delete(check.clone());
     operator.cache.apply_watcher_event(&deleted);
-    controller::forget_deleted(&operator.engine, Some(NS), &deleted);
+    controller::forget_deleted(&operator.engine, Some(NS), lab_shard(), &deleted);
 
     let metrics = operator.metrics.encode();
     assert!(!metrics.contains(&series), "{metrics}");
@@ -698,7 +702,7 @@ async fn a_check_deleted_while_the_watch_was_down_is_pruned_after_the_relist() {
     // The re-list after a watch gap no longer contains the check: no Delete event, only absence.
     for event in [watcher::Event::Init, watcher::Event::InitDone] {
         operator.cache.apply_watcher_event(&event);
-        controller::forget_deleted(&operator.engine, Some(NS), &event);
+        controller::forget_deleted(&operator.engine, Some(NS), lab_shard(), &event);
     }
     assert!(
         !operator

@@ -23,7 +23,7 @@ use tokio::time::Instant;
 use voipcheck::check::CheckId;
 use voipcheck::operator::leader::LeaseTimings;
 use voipcheck::operator::lease::{Attempt, LeaseLock};
-use voipcheck::operator::shards::{SHARDS, shard_of};
+use voipcheck::operator::shards::{SHARD_LABEL, SHARDS, selector, shard_of, unsharded_selector};
 
 const NS: &str = "telephony";
 const WAIT: Duration = Duration::from_secs(30);
@@ -503,6 +503,195 @@ async fn a_replica_reads_the_secrets_of_its_shards_checks_only_and_those_of_a_sh
     assert_eq!(secrets_read(&api), secret_of(&all));
     let ready = condition(&api.status(NS, others[0]).unwrap(), "Ready").clone();
     assert_eq!(ready["reason"], "CredentialsMissing", "{ready}");
+}
+
+/// The shard label of check `name`, if it has one.
+fn shard_label(api: &FakeApi, name: &str) -> Option<String> {
+    let check = api.get(Kind::VoipCheck, NS, name)?;
+    check["metadata"]["labels"][SHARD_LABEL]
+        .as_str()
+        .map(str::to_owned)
+}
+
+/// Waits until each check of `shards` carries the label of its shard.
+async fn wait_for_labels(api: &FakeApi, shards: &BTreeMap<String, usize>) {
+    api.wait_until("every check labelled with its shard", WAIT, |api| {
+        shards
+            .iter()
+            .all(|(name, shard)| shard_label(api, name) == Some(shard.to_string()))
+            .then_some(())
+    })
+    .await;
+}
+
+/// The label writes: server-side applies on the object itself, not its status.
+fn label_writes(api: &FakeApi) -> Vec<support::fake_api::Logged> {
+    let prefix = format!("/apis/voipcheck.io/v1alpha1/namespaces/{NS}/voipchecks/");
+    api.requests()
+        .into_iter()
+        .filter(|r| r.method == Method::PATCH && r.path.starts_with(&prefix))
+        .filter(|r| !r.path.ends_with("/status"))
+        .collect()
+}
+
+/// The label selectors of the VoipCheck lists and watches replica `identity` sent (`None`: a
+/// request without).
+fn check_selectors(api: &FakeApi, identity: &str) -> BTreeSet<Option<String>> {
+    let path = format!("/apis/voipcheck.io/v1alpha1/namespaces/{NS}/voipchecks");
+    api.requests()
+        .into_iter()
+        .filter(|r| r.method == Method::GET && r.path == path && r.client == identity)
+        .map(|r| r.param("labelSelector"))
+        .collect()
+}
+
+/// A replica caches only the checks of the shards it holds: each check carries its shard as a
+/// label, written by the holder with server-side apply, and a replica lists and watches one
+/// label selector per shard it holds (plus the checks not labelled yet), never every check.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_holder_labels_each_check_with_its_shard_and_a_replica_watches_only_its_shards() {
+    let api = FakeApi::start();
+    let nginx = Nginx::start();
+    let shards = insert_checks(&api, 24, nginx.http_url("/").as_str(), 3);
+    let a = replica(&api, "a");
+    wait_for_split(&api, &[("a", SHARDS)]).await;
+    wait_for_labels(&api, &shards).await;
+    for write in label_writes(&api) {
+        let name = write.path.rsplit('/').next().unwrap();
+        let check = api.get(Kind::VoipCheck, NS, name).unwrap();
+        assert_eq!(write.param("fieldManager").as_deref(), Some("voipcheck"));
+        assert_eq!(write.param("force").as_deref(), Some("true"));
+        assert_eq!(write.content_type, "application/apply-patch+yaml");
+        assert_eq!(
+            write.body,
+            json!({
+                "apiVersion": "voipcheck.io/v1alpha1", "kind": "VoipCheck",
+                "metadata": {
+                    "name": name,
+                    "uid": check["metadata"]["uid"],
+                    "labels": { SHARD_LABEL: shards[name].to_string() }
+                }
+            })
+        );
+        assert_eq!(
+            check["metadata"]["generation"], 1,
+            "a label is no spec change"
+        );
+        let managers = check["metadata"]["managedFields"].as_array().unwrap();
+        let label = managers
+            .iter()
+            .find(|m| m["manager"] == "voipcheck" && m.get("subresource").is_none())
+            .unwrap_or_else(|| panic!("no label manager: {managers:#?}"));
+        assert_eq!(label["operation"], "Apply");
+        assert_eq!(
+            label["fieldsV1"],
+            json!({ "f:metadata": { "f:labels": { format!("f:{SHARD_LABEL}"): {} } } })
+        );
+    }
+    let mut selectors: BTreeSet<Option<String>> = (0..SHARDS).map(|n| Some(selector(n))).collect();
+    selectors.insert(Some(unsharded_selector()));
+    assert_eq!(check_selectors(&api, "a"), selectors);
+
+    // b joins: it lists and watches the six shards it takes, and the checks not labelled yet.
+    let b = replica(&api, "b");
+    wait_for_split(&api, &[("a", 6), ("b", 6)]).await;
+    let mut selectors: BTreeSet<Option<String>> = holders(&api)
+        .iter()
+        .enumerate()
+        .filter(|(_, holder)| holder.as_deref() == Some("b"))
+        .map(|(n, _)| Some(selector(n)))
+        .collect();
+    selectors.insert(Some(unsharded_selector()));
+    api.wait_until("b's watches", WAIT, |api| {
+        (check_selectors(api, "b") == selectors).then_some(())
+    })
+    .await;
+    let by_b: Vec<_> = label_writes(&api)
+        .into_iter()
+        .filter(|w| w.client == "b")
+        .collect();
+    assert!(by_b.is_empty(), "labelled already: {by_b:?}");
+
+    // A check created now is labelled by its shard's holder and probed by it alone.
+    let object = api.insert(web_check("late", nginx.http_url("/").as_str(), 3));
+    let uid = object["metadata"]["uid"].as_str().map(str::to_owned);
+    let late = shard_of(uid.as_deref(), &CheckId::new(NS, "late"));
+    wait_for_labels(&api, &[("late".to_owned(), late)].into()).await;
+    api.wait_until("late's first status", WAIT, |api| api.status(NS, "late"))
+        .await;
+    let mut runs = Runs::default();
+    runs.watch(&[("a", &a), ("b", &b)], INTERVAL + Duration::from_secs(1))
+        .await;
+    let holder = holders(&api)[late].clone().unwrap();
+    assert_eq!(runs.probers("late"), [holder]);
+}
+
+/// A label naming the wrong shard (copied from another check's manifest) or no shard at all
+/// would leave a check in no replica's watch, or in one that does not run it: the holder of
+/// the shard it names, or of its uid's shard, writes the right one and the check runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_shard_label_is_corrected_and_the_check_runs() {
+    let api = FakeApi::start();
+    let nginx = Nginx::start();
+    let mut shards = BTreeMap::new();
+    for (name, label) in [
+        ("copied", None),
+        ("garbage", Some("x")),
+        ("padded", Some("03")),
+    ] {
+        let mut check = web_check(name, nginx.http_url("/").as_str(), 3);
+        let object = api.insert(check.clone());
+        let uid = object["metadata"]["uid"].as_str().map(str::to_owned);
+        let shard = shard_of(uid.as_deref(), &CheckId::new(NS, name));
+        let label = label.map_or(((shard + 5) % SHARDS).to_string(), str::to_owned);
+        check["metadata"] = object["metadata"].clone();
+        check["metadata"]["labels"] = json!({ SHARD_LABEL: label, "team": "voice" });
+        api.replace(check);
+        shards.insert(name.to_owned(), shard);
+    }
+    let _a = replica(&api, "a");
+    wait_for_labels(&api, &shards).await;
+    wait_for_ready_condition(&api, &shards.keys().collect::<Vec<_>>()).await;
+    for name in shards.keys() {
+        let labels = &api.get(Kind::VoipCheck, NS, name).unwrap()["metadata"]["labels"];
+        assert_eq!(labels["team"], "voice", "other labels stay: {labels}");
+    }
+}
+
+/// Without RBAC for the label (an old ClusterRole), a check is in no replica's watch: the
+/// failed write is counted with its reason and retried, and once allowed the check runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_label_write_is_counted_and_retried_until_the_check_runs() {
+    let api = FakeApi::start();
+    let nginx = Nginx::start();
+    let prefix = format!("/apis/voipcheck.io/v1alpha1/namespaces/{NS}/voipchecks/");
+    let refused = api.inject(
+        Matcher::when(move |r| {
+            r.method == Method::PATCH && r.path.starts_with(&prefix) && !r.path.ends_with("/status")
+        }),
+        Fault::Status(403),
+    );
+    let shards = insert_checks(&api, 1, nginx.http_url("/").as_str(), 3);
+    let a = replica(&api, "a");
+    wait_for_split(&api, &[("a", SHARDS)]).await;
+    let failures = ["kind=\"label\"", "category=\"rejected\""];
+    let deadline = Instant::now() + WAIT;
+    while a
+        .sample("voipcheck_api_write_failures_total", &failures)
+        .await
+        .is_none_or(|n| n < 1.0)
+    {
+        assert!(Instant::now() < deadline, "{}", a.metrics().await);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        api.status(NS, "portal-0").is_none(),
+        "not run while unlabelled"
+    );
+    api.clear_fault(refused);
+    wait_for_labels(&api, &shards).await;
+    api.wait_until("the first status", WAIT, |api| api.status(NS, "portal-0"))
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -14,14 +14,16 @@ use voipcheck::schedule;
 
 #[derive(Args)]
 #[command(after_help = "\
-Run in a pod whose service account may: get/list/watch voipchecks (voipcheck.io); patch \
-voipchecks/status; get/list/watch secrets (read only; get only with --secret-access get); \
+Run in a pod whose service account may: get/list/watch/patch voipchecks (voipcheck.io; the \
+patch sets each check's shard label); patch voipchecks/status; get/list/watch secrets (read \
+only; get only with --secret-access get); \
 create/patch events (events.k8s.io); \
 get/list/create/update/delete leases (coordination.k8s.io) in the lease namespace.
 
 Replicas share the checks: 12 shards, each a Lease <lease-name>-<location>-<n>, and one member \
 Lease <lease-name>-<location>-member-<identity> per replica; each replica holds an equal share \
-and probes and writes only the checks of its shards. Scaling moves shards without probing a \
+and watches, probes and writes only the checks of its shards (by their label \
+voipcheck.io/shard, which the holder of the shard sets). Scaling moves shards without probing a \
 check twice; the shards of a replica killed move within about 17 s (2 s after a graceful \
 shutdown). A replica that cannot renew a shard's Lease for 10 s stops writing its statuses \
 before the Lease can expire, and keeps probing its checks (metrics only) until it sees another \

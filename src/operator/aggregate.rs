@@ -56,8 +56,8 @@ pub struct Aggregator {
 struct State {
     /// This location's newest status of each check, as its run offered it.
     own: HashMap<CheckId, StatusUpdate>,
-    /// The top level last computed, for the object with that uid: the next transitions are
-    /// measured against it (it may not be written yet).
+    /// The top level last computed, for the object with that uid, while the cached object does
+    /// not carry its conditions yet: the next transitions are measured against it.
     previous: HashMap<CheckId, (Option<String>, Arc<VoipCheckStatus>)>,
     /// Checks to compute again.
     dirty: BTreeSet<CheckId>,
@@ -286,9 +286,16 @@ impl Aggregator {
             last_run: None,
         };
         let status = Arc::new(status);
-        self.lock()
-            .previous
-            .insert(id.clone(), (uid.clone(), status.clone()));
+        // The next computation reads only the conditions: once the cached object carries
+        // these (written, or unchanged), a copy here is one more status per check for nothing.
+        let cached = check.status.as_ref().map(|s| &s.conditions);
+        let mut state = self.lock();
+        if cached == Some(&status.conditions) {
+            state.previous.remove(id);
+        } else {
+            (state.previous).insert(id.clone(), (uid.clone(), status.clone()));
+        }
+        drop(state);
         self.outbox.offer(StatusUpdate {
             id: id.clone(),
             uid,

@@ -1,19 +1,18 @@
 //! The VoipChecks the controllers' reflectors hold, one store per watched scope (a namespace,
-//! or the whole cluster). The status writer reads an object's uid here for its Events, the
-//! engine reads the status already written when it takes over, and deletion handling asks which
-//! checks still exist.
+//! or the whole cluster), each holding the checks of the shards this replica holds. The status
+//! writer reads an object's uid here for its Events, the engine reads the status already
+//! written when it takes over, and deletion handling asks which checks still exist.
 //!
 //! Objects that do not deserialize ([`InvalidCheck`]) are not in the reflectors' stores (those
 //! hold typed VoipChecks) but in a side index here, filled by the controller's watch: they exist
 //! all the same (their `InvalidSpec` status is written to them, deletion handling keeps them).
 
-use super::shards::shard_of;
+use super::shards::labelled_shard;
 use crate::api::{InvalidCheck, VoipCheck};
 use crate::check::CheckId;
 use kube::runtime::reflector::{ObjectRef, Store};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
 
 /// Read access to every watched scope's cache. Cloning shares the stores.
 #[derive(Clone, Default)]
@@ -64,6 +63,15 @@ impl Checks {
         }
     }
 
+    /// The shard whose watch brought the cached object of check `id` (valid or not), by its
+    /// label; `None` when there is no such object.
+    pub fn labelled(&self, id: &CheckId) -> Option<usize> {
+        match self.get(id) {
+            Some(check) => labelled_shard(&check.metadata),
+            None => labelled_shard(&self.invalid().get(id)?.metadata),
+        }
+    }
+
     /// Records that check `id` does not deserialize; `true` when that is news (it was valid,
     /// absent, or invalid in another version).
     pub fn set_invalid(&self, id: &CheckId, check: InvalidCheck) -> bool {
@@ -80,16 +88,21 @@ impl Checks {
         self.invalid().remove(id).is_some()
     }
 
-    /// After a re-list of `scope` (one namespace, or all for `None`): the invalid objects it
-    /// found replace those of the scope. Returns those that are news (see [`Checks::set_invalid`]).
+    /// After a re-list of `shard`'s watch in `scope` (one namespace, or all for `None`): the
+    /// invalid objects it found replace those it had brought. Returns those that are news (see
+    /// [`Checks::set_invalid`]).
     pub fn relisted_invalid(
         &self,
         scope: Option<&str>,
+        shard: usize,
         found: Vec<(CheckId, InvalidCheck)>,
     ) -> Vec<(CheckId, InvalidCheck)> {
         let mut invalid = self.invalid();
         let before: BTreeMap<CheckId, InvalidCheck> = invalid
-            .extract_if(.., |id, _| scope.is_none_or(|ns| id.namespace == ns))
+            .extract_if(.., |id, check| {
+                scope.is_none_or(|ns| id.namespace == ns)
+                    && labelled_shard(&check.metadata) == Some(shard)
+            })
             .collect();
         let mut news = Vec::new();
         for (id, check) in found {
@@ -104,15 +117,6 @@ impl Checks {
         news
     }
 
-    /// The objects of `shard` that do not deserialize.
-    pub fn invalid_of(&self, shard: usize) -> Vec<(CheckId, InvalidCheck)> {
-        self.invalid()
-            .iter()
-            .filter(|(id, check)| shard_of(check.metadata.uid.as_deref(), id) == shard)
-            .map(|(id, check)| (id.clone(), check.clone()))
-            .collect()
-    }
-
     /// How many objects do not deserialize.
     pub fn invalid_count(&self) -> usize {
         self.invalid().len()
@@ -120,25 +124,6 @@ impl Checks {
 
     fn invalid(&self) -> MutexGuard<'_, BTreeMap<CheckId, InvalidCheck>> {
         self.invalid.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Resolves once every store has been filled by its first list (false if a store's reflector
-    /// was dropped before that).
-    ///
-    /// Asks again every [`READY_RECHECK`]: a store's readiness future wakes only its most recent
-    /// waiter (kube-runtime's `DelayedInit` holds one waker), and the controller waits on the
-    /// same store, so a single wait here could sleep forever.
-    pub async fn wait_until_ready(&self) -> bool {
-        for store in &self.stores {
-            loop {
-                match tokio::time::timeout(READY_RECHECK, store.wait_until_ready()).await {
-                    Ok(Ok(())) => break,
-                    Ok(Err(_writer_dropped)) => return false,
-                    Err(_not_yet) => continue,
-                }
-            }
-        }
-        true
     }
 }
 
@@ -150,21 +135,30 @@ fn same_version(a: &InvalidCheck, b: &InvalidCheck) -> bool {
         && a.error == b.error
 }
 
-/// How often readiness is asked again while waiting.
-const READY_RECHECK: Duration = Duration::from_millis(250);
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::api::SpecError;
+    use crate::operator::shards::SHARD_LABEL;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
+    /// An invalid object in shard 3's watch.
     fn invalid(namespace: &str, name: &str, generation: i64) -> (CheckId, InvalidCheck) {
+        invalid_in(namespace, name, generation, 3)
+    }
+
+    fn invalid_in(
+        namespace: &str,
+        name: &str,
+        generation: i64,
+        shard: usize,
+    ) -> (CheckId, InvalidCheck) {
         let metadata = ObjectMeta {
             name: Some(name.into()),
             namespace: Some(namespace.into()),
             uid: Some(format!("uid-{name}")),
             generation: Some(generation),
+            labels: Some([(SHARD_LABEL.to_owned(), shard.to_string())].into()),
             ..ObjectMeta::default()
         };
         let error = SpecError::new("spec.interval", "invalid type: integer, expected a string");
@@ -193,18 +187,22 @@ mod tests {
             "edited, still invalid"
         );
 
-        // A re-list of namespace a finds y only: x is gone, y is news, namespace b is untouched.
+        // A re-list of shard 3 in namespace a finds y only: x is gone, y is news, namespace b
+        // and shard 4 are untouched.
         let (z, other) = invalid("b", "z", 1);
         checks.set_invalid(&z, other);
+        let (w, elsewhere) = invalid_in("a", "w", 1, 4);
+        checks.set_invalid(&w, elsewhere);
         let (y, found) = invalid("a", "y", 1);
-        let news = checks.relisted_invalid(Some("a"), vec![(y.clone(), found.clone())]);
+        let news = checks.relisted_invalid(Some("a"), 3, vec![(y.clone(), found.clone())]);
         assert_eq!(news, vec![(y.clone(), found.clone())]);
         assert!(!checks.contains(&x));
         assert!(checks.contains(&z));
-        assert_eq!(checks.invalid_count(), 2);
+        assert!(checks.contains(&w));
+        assert_eq!(checks.invalid_count(), 3);
         assert!(
             checks
-                .relisted_invalid(Some("a"), vec![(y.clone(), found)])
+                .relisted_invalid(Some("a"), 3, vec![(y.clone(), found)])
                 .is_empty()
         );
 

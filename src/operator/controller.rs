@@ -16,37 +16,47 @@
 //! path, counted in `invalid_objects` and `reconcile_errors_total{category="invalid_object"}`),
 //! while every other check of the scope is reconciled and probed, at start and after a re-list.
 //!
-//! Deletion: a `Delete` on the VoipCheck watch removes the check from the engine after the
-//! caches forgot it, and after a re-list (`InitDone`) the engine drops every check of the scope
-//! the caches no longer hold. A reconcile still reading Secrets when its check is deleted does
-//! not bring the entry back ([`Engine::upsert_current`]). No finalizer is needed: nothing
-//! outside this process must be cleaned up, and a finalizer would block deleting a VoipCheck
-//! (or its namespace) whenever the operator is not running.
+//! Deletion: a `Delete` on a shard's watch removes the check from the engine after the
+//! caches forgot it, and after a shard's re-list (`InitDone`) the engine drops every check of
+//! the shard the caches no longer hold. A reconcile still reading Secrets when its check is
+//! deleted does not bring the entry back ([`Engine::upsert_current`]). No finalizer is
+//! needed: nothing outside this process must be cleaned up, and a finalizer would block
+//! deleting a VoipCheck (or its namespace) whenever the operator is not running.
 //!
 //! Locations: an instance runs only the checks whose `spec.locations` select its `--location`
 //! (empty selects every one). For any other check it probes nothing, exports nothing, and
 //! takes away the entry it wrote before the spec changed; the aggregating instance still
 //! weighs the check's entries ([`super::aggregate`]), which every watch event hands it.
 //!
-//! Shards: a replica builds entries only for the checks of the shards it holds
-//! ([`Engine::runs_shard_of`]); the reconcile of any other check ends at once, and taking a
-//! shard reconciles its checks ([`Engine::taken_shards`]).
+//! Shards: a replica watches only the checks of the shards it holds, one watch per shard
+//! selected by the check's shard label ([`super::labels`], [`shard_watches`]), started when the
+//! engine takes the shard and ended once it is not held at all ([`Engine::shard_changes`]);
+//! each check new to the cache is reconciled (a take's list brings the shard's checks). At
+//! 30,000 checks over 3 replicas a watch of every check cost each replica ~140 MiB of cache
+//! for the two thirds it does not run.
+//! A check whose label names another shard than its uid's is cached but not run here
+//! ([`Engine::runs_shard_of`]) until its label is corrected.
 //!
 //! Load on the API server: at most [`CONCURRENCY`] reconciles (each reading a check's Secrets)
 //! run at once per scope, and the periodic resync of each check is spread over
 //! [RESYNC / 2, RESYNC × 3 / 2) by its uid ([`decide::resync_after`]), not one burst every
 //! [`RESYNC`].
 
+use super::Clients;
 use super::aggregate::Aggregator;
 use super::decide;
-use super::engine::Engine;
+use super::engine::{Engine, ShardChange};
 use super::error::{Error, INVALID_OBJECT, Result, plan_error_label};
+use super::labels::{self, Labels};
 use super::secrets::{self, SecretAccess};
+use super::shards::{self, labelled_shard};
 use super::writer::Writers;
 use crate::api::{GuardedCheck, InvalidCheck, VoipCheck};
 use crate::check::{self, AllowList, CheckId};
 use crate::metrics::{Metrics, ReconcileResult};
 use crate::schedule::{Outbox, StatusUpdate};
+use futures::channel::mpsc::{UnboundedReceiver, UnboundedSender, unbounded};
+use futures::stream::BoxStream;
 use futures::{Stream, StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -56,10 +66,11 @@ use kube::runtime::reflector::store::Writer;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, predicates, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tokio_stream::StreamMap;
 
 /// How often, on average, a check is reconciled without a change: a fallback for missed watch
 /// events (e.g. a Secret changed while the watch was re-connecting). Each reconcile reads the
@@ -217,11 +228,12 @@ pub fn retry_delay(attempt: u32) -> Duration {
     RETRY_MIN.saturating_mul(factor).min(RETRY_MAX)
 }
 
-/// Keeps the engine in step with deletions seen on the VoipCheck watch (after the caches
+/// Keeps the engine in step with deletions seen on shard `shard`'s watch (after the caches
 /// applied the event, so they already reflect it).
 pub fn forget_deleted<K: Resource>(
     engine: &Engine,
     scope: Option<&str>,
+    shard: usize,
     event: &watcher::Event<K>,
 ) {
     match event {
@@ -230,104 +242,231 @@ pub fn forget_deleted<K: Resource>(
                 engine.remove(&CheckId::new(namespace, check.name_any()));
             }
         }
-        watcher::Event::InitDone => engine.prune(scope),
+        watcher::Event::InitDone => engine.prune(scope, shard),
         _ => {}
     }
 }
 
-/// One scope's VoipCheck watch applied to the caches and the engine. Typed objects go to the
+/// What one scope's watches bring: one watch per shard held ([`shard_watches`]).
+// As large as the watcher's own event, which it carries: boxing it would cost an allocation
+// per event for the rare `Dropped`.
+#[allow(clippy::large_enum_variant)]
+pub enum ShardEvent {
+    /// An event of the watch of shard `n` (its label selector: [`shards::selector`]).
+    Watch(usize, watcher::Event<GuardedCheck>),
+    /// Shard `n` is not held any more: its watch ended, its checks leave the caches.
+    Dropped(usize),
+}
+
+/// One scope's shard watches applied to the caches and the engine. Typed objects go to the
 /// scope's reflector store and on to reconcile; an object that does not deserialize goes to
 /// the invalid index ([`super::cache::Checks::set_invalid`]) and, as an `InvalidSpec` entry,
 /// straight to the engine: there is nothing to read for it (no spec, no Secrets).
 ///
 /// An object that turns invalid leaves the typed store (no reconcile runs on its old spec, a
 /// Secret change no longer maps to it); one that turns valid leaves the index.
+///
+/// The store is one for every shard of the scope (the controller reads one), so no watch's
+/// re-list replaces it: a shard's `InitApply` is applied as it comes and its `InitDone` takes
+/// out what that shard's re-list no longer had. A check whose label changed leaves one shard's
+/// watch and enters another's, in either order: a `Delete` takes out only the object the same
+/// shard's watch brought.
 pub struct ScopeWatch {
     ctx: Arc<Context>,
     scope: Option<String>,
     store: Writer<VoipCheck>,
     reader: Store<VoipCheck>,
-    /// The invalid objects of a re-list in progress (`Init` .. `InitDone`).
-    relisted: Vec<(CheckId, InvalidCheck)>,
+    labels: Labels,
+    /// The re-lists in progress, by shard (`Init` .. `InitDone`).
+    relists: HashMap<usize, Relist>,
+    /// The checks new to the store, reconciled whatever the generation predicate says: it
+    /// remembers them from before they left (their shard given up and taken again, their
+    /// label corrected), and would let none of them through.
+    arrived: UnboundedSender<ObjectRef<VoipCheck>>,
+}
+
+/// What one shard's re-list brought so far.
+#[derive(Default)]
+struct Relist {
+    seen: HashSet<CheckId>,
+    invalid: Vec<(CheckId, InvalidCheck)>,
 }
 
 impl ScopeWatch {
-    pub fn new(ctx: Arc<Context>, scope: Option<String>, store: Writer<VoipCheck>) -> Self {
+    pub fn new(
+        ctx: Arc<Context>,
+        scope: Option<String>,
+        mut store: Writer<VoipCheck>,
+        labels: Labels,
+        arrived: UnboundedSender<ObjectRef<VoipCheck>>,
+    ) -> Self {
+        // Ready at once, empty: no shard is held yet, and a shard's first list fills it.
+        store.apply_watcher_event(&watcher::Event::Init);
+        store.apply_watcher_event(&watcher::Event::InitDone);
         Self {
             ctx,
             scope,
             reader: store.as_reader(),
             store,
-            relisted: Vec::new(),
+            labels,
+            relists: HashMap::new(),
+            arrived,
         }
     }
 
-    /// Applies one watch event; returns the typed object to reconcile, if any.
-    pub fn apply(&mut self, event: watcher::Event<GuardedCheck>) -> Option<VoipCheck> {
+    /// Applies one event; returns the typed object to reconcile, if any.
+    pub fn apply(&mut self, event: ShardEvent) -> Option<VoipCheck> {
+        let reconcile = match event {
+            ShardEvent::Watch(shard, event) => self.watched(shard, event),
+            ShardEvent::Dropped(shard) => {
+                self.drop_shard(shard);
+                None
+            }
+        };
+        let invalid = self.ctx.engine.checks().invalid_count();
+        self.ctx.metrics.set_invalid_objects(invalid);
+        reconcile
+    }
+
+    fn watched(&mut self, shard: usize, event: watcher::Event<GuardedCheck>) -> Option<VoipCheck> {
         use watcher::Event::{Apply, Delete, Init, InitApply, InitDone};
         let ctx = self.ctx.clone();
         let checks = ctx.engine.checks();
-        let reconcile = match &event {
+        match event {
             Init => {
-                self.relisted.clear();
-                self.store.apply_watcher_event(&Init);
+                self.relists.insert(shard, Relist::default());
                 None
             }
             InitApply(GuardedCheck(Ok(check))) => {
-                self.store.apply_watcher_event(&InitApply(check.clone()));
-                self.changed(&check.metadata);
-                Some(check.clone())
+                if let (Some(relist), Ok(id)) =
+                    (self.relists.get_mut(&shard), decide::check_id(&check))
+                {
+                    relist.seen.insert(id);
+                }
+                Some(self.applied(check))
             }
             InitApply(GuardedCheck(Err(invalid))) => {
-                if let Ok(id) = decide::object_id(&invalid.metadata) {
-                    self.relisted.push((id, invalid.clone()));
+                if let (Ok(id), Some(relist)) = (
+                    decide::object_id(&invalid.metadata),
+                    self.relists.get_mut(&shard),
+                ) {
+                    relist.seen.insert(id.clone());
+                    relist.invalid.push((id, invalid));
                 }
                 None
             }
             InitDone => {
-                self.store.apply_watcher_event(&InitDone);
-                if let Some(aggregator) = &ctx.aggregator {
-                    aggregator.relisted();
-                }
-                let found = std::mem::take(&mut self.relisted);
-                for (id, invalid) in checks.relisted_invalid(self.scope.as_deref(), found) {
-                    self.schedule_invalid(id, &invalid);
-                }
+                self.listed_shard(shard);
                 None
             }
-            Apply(GuardedCheck(Ok(check))) => {
-                self.store.apply_watcher_event(&Apply(check.clone()));
-                if let Ok(id) = decide::check_id(check) {
-                    checks.forget_invalid(&id);
-                }
-                self.changed(&check.metadata);
-                Some(check.clone())
-            }
+            Apply(GuardedCheck(Ok(check))) => Some(self.applied(check)),
             Apply(GuardedCheck(Err(invalid))) => {
                 self.changed(&invalid.metadata);
+                self.labels.correct(&invalid.metadata);
                 if let Ok(id) = decide::object_id(&invalid.metadata) {
                     let news = checks.set_invalid(&id, invalid.clone());
                     self.forget_typed(&id);
                     if news {
-                        self.schedule_invalid(id, invalid);
+                        self.schedule_invalid(id, &invalid);
                     }
                 }
                 None
             }
             Delete(object) => {
-                if let Ok(id) = decide::object_id(object.meta()) {
-                    self.forget_typed(&id);
-                    checks.forget_invalid(&id);
-                    if let Some(aggregator) = &ctx.aggregator {
-                        aggregator.forget(&id);
-                    }
+                if let Ok(id) = decide::object_id(object.meta())
+                    && checks.labelled(&id).is_none_or(|of| of == shard)
+                {
+                    self.forget(&id);
                 }
                 None
             }
-        };
-        forget_deleted(&self.ctx.engine, self.scope.as_deref(), &event);
-        self.ctx.metrics.set_invalid_objects(checks.invalid_count());
-        reconcile
+        }
+    }
+
+    /// A typed object came in a shard's watch: it is cached and reconciled.
+    fn applied(&mut self, check: VoipCheck) -> VoipCheck {
+        let key = ObjectRef::from_obj(&check);
+        if self.reader.get(&key).is_none() {
+            // Fails only once the controller stopped.
+            let _ = self.arrived.unbounded_send(key);
+        }
+        self.store
+            .apply_watcher_event(&watcher::Event::Apply(check.clone()));
+        if let Ok(id) = decide::check_id(&check) {
+            self.ctx.engine.checks().forget_invalid(&id);
+        }
+        self.changed(&check.metadata);
+        self.labels.correct(&check.metadata);
+        check
+    }
+
+    /// Shard `shard`'s re-list is complete: what it no longer had was deleted meanwhile (a
+    /// re-list brings no Delete event, only the absence).
+    fn listed_shard(&mut self, shard: usize) {
+        let relist = self.relists.remove(&shard).unwrap_or_default();
+        let ctx = self.ctx.clone();
+        for id in self.cached_of(shard) {
+            if !relist.seen.contains(&id) {
+                self.forget(&id);
+            }
+        }
+        if let Some(aggregator) = &ctx.aggregator {
+            aggregator.relisted();
+        }
+        let scope = self.scope.as_deref();
+        for (id, invalid) in ctx
+            .engine
+            .checks()
+            .relisted_invalid(scope, shard, relist.invalid)
+        {
+            self.schedule_invalid(id, &invalid);
+        }
+        forget_deleted::<VoipCheck>(&ctx.engine, scope, shard, &watcher::Event::InitDone);
+    }
+
+    /// Shard `shard` is not held any more: its checks leave the caches, the aggregator and
+    /// the metrics. The engine stopped them already and keeps what their tasks knew, except
+    /// for a check whose wrong label put it in this shard's watch while this replica holds
+    /// its uid's shard: it stops until its label is corrected and its shard's watch brings it.
+    fn drop_shard(&mut self, shard: usize) {
+        self.relists.remove(&shard);
+        let ctx = self.ctx.clone();
+        let checks = ctx.engine.checks();
+        let typed = self.cached_of(shard);
+        checks.relisted_invalid(self.scope.as_deref(), shard, Vec::new());
+        for id in &typed {
+            self.forget_typed(id);
+            if let Some(aggregator) = &ctx.aggregator {
+                aggregator.forget(id);
+            }
+        }
+        for check in typed {
+            let uid = checks.uid(&check).flatten();
+            if ctx.engine.runs_shard_of(uid.as_deref(), &check) {
+                ctx.engine.remove(&check);
+            }
+        }
+        tracing::debug!(shard, scope = ?self.scope, "shard dropped from the caches");
+    }
+
+    /// The typed checks of the store that shard `shard`'s watch brought.
+    fn cached_of(&self, shard: usize) -> Vec<CheckId> {
+        self.reader
+            .state()
+            .iter()
+            .filter(|check| labelled_shard(&check.metadata) == Some(shard))
+            .filter_map(|check| decide::check_id(check).ok())
+            .collect()
+    }
+
+    /// Check `id` was deleted: nothing of it is cached, run, computed or exported.
+    fn forget(&mut self, id: &CheckId) {
+        self.forget_typed(id);
+        self.ctx.engine.checks().forget_invalid(id);
+        if let Some(aggregator) = &self.ctx.aggregator {
+            aggregator.forget(id);
+        }
+        self.ctx.engine.remove(id);
     }
 
     /// A new version of the object with `metadata` is in the caches: the verdict across
@@ -358,17 +497,77 @@ impl ScopeWatch {
     }
 }
 
-/// Runs the controller of one scope (`None`: all namespaces) until `shutdown` resolves; reconciles
-/// in flight then finish. The watches use `client` (one without a read timeout: see
-/// [`super::Clients`]). Watch errors are logged and the watches resume with kube's default
-/// backoff; nothing here ends the process.
+/// The watch of each shard `changes` says is held, one after the other as shards are taken
+/// and dropped, merged into one stream. A dropped shard's watch ends before its
+/// [`ShardEvent::Dropped`].
+///
+/// A shard's watch error is logged here and that watch backs off on its own; none reaches the
+/// controller, whose trigger backoff would pause every watch on each one: after a compaction
+/// the twelve watches' errors, each found only once the previous pause ended, stalled every
+/// check's events for minutes.
+pub fn shard_watches(
+    api: Api<GuardedCheck>,
+    scope: Option<String>,
+    changes: UnboundedReceiver<ShardChange>,
+) -> impl Stream<Item = std::result::Result<ShardEvent, watcher::Error>> + Send {
+    let watches: StreamMap<usize, BoxStream<'static, WatchEvent>> = StreamMap::new();
+    futures::stream::unfold((changes, watches), move |(mut changes, mut watches)| {
+        let api = api.clone();
+        let scope = scope.clone();
+        async move {
+            loop {
+                tokio::select! {
+                    change = changes.next() => match change? {
+                        ShardChange::Taken(shard) => {
+                            watches.insert(shard, shard_watch(api.clone(), shard));
+                        }
+                        ShardChange::Dropped(shard) => {
+                            watches.remove(&shard);
+                            return Some((Ok(ShardEvent::Dropped(shard)), (changes, watches)));
+                        }
+                    },
+                    Some((shard, event)) = watches.next() => match event {
+                        Ok(event) => {
+                            return Some((Ok(ShardEvent::Watch(shard, event)), (changes, watches)));
+                        }
+                        Err(error) => {
+                            let scope = scope.as_deref().unwrap_or("all namespaces");
+                            tracing::warn!(
+                                scope, shard, %error, "watch failed; retrying with backoff"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    })
+}
+
+type WatchEvent = std::result::Result<watcher::Event<GuardedCheck>, watcher::Error>;
+
+/// The watch of the checks labelled with `shard`.
+fn shard_watch(api: Api<GuardedCheck>, shard: usize) -> BoxStream<'static, WatchEvent> {
+    let config = watcher::Config::default().labels(&shards::selector(shard));
+    watcher(api, config)
+        .default_backoff()
+        // Nothing here reads managedFields, and with a location's and the aggregator's field
+        // sets they are the largest part of each cached object.
+        .modify(|check: &mut GuardedCheck| check.meta_mut().managed_fields = None)
+        .boxed()
+}
+
+/// Runs the controller of one scope (`None`: all namespaces), and its labeller
+/// ([`super::labels`]), until `shutdown` resolves; reconciles in flight then finish. The
+/// watches use `clients.watch` (no read timeout: see [`super::Clients`]). Watch errors are
+/// logged and the watches resume with kube's default backoff; nothing here ends the process.
 pub fn run(
     ctx: Arc<Context>,
-    client: Client,
+    clients: Clients,
     scope: Option<String>,
     cache: Writer<VoipCheck>,
-    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+    shutdown: impl Future<Output = ()> + Clone + Send + Sync + 'static,
 ) -> impl Future<Output = ()> + Send {
+    let client = clients.watch.clone();
     let (checks_api, secrets_api): (Api<GuardedCheck>, Api<PartialObjectMeta<Secret>>) =
         match &scope {
             Some(namespace) => (
@@ -378,26 +577,16 @@ pub fn run(
             None => (Api::all(client.clone()), Api::all(client)),
         };
     let reader = cache.as_reader();
-    let mut scope_watch = ScopeWatch::new(ctx.clone(), scope.clone(), cache);
-    let checks = watcher(checks_api, watcher::Config::default())
-        .default_backoff()
-        // Nothing here reads managedFields, and with a location's and the aggregator's field
-        // sets they are the largest part of each cached object (every replica caches every
-        // check of its scopes, not only its shards').
-        .modify(|check: &mut GuardedCheck| check.meta_mut().managed_fields = None)
+    let (labels, corrections) = Labels::new();
+    let (arrived, to_reconcile) = unbounded();
+    let mut scope_watch = ScopeWatch::new(ctx.clone(), scope.clone(), cache, labels, arrived);
+    let checks = shard_watches(checks_api, scope.clone(), ctx.engine.shard_changes())
         .try_filter_map(move |event| std::future::ready(Ok(scope_watch.apply(event))))
         // Status writes change the resourceVersion on every run; only spec changes (generation)
         // need a new plan.
         .predicate_filter(predicates::generation, Default::default());
     let mapper_cache = reader.clone();
-    let shard_cache = reader.clone();
-    let taken = ctx.engine.taken_shards().flat_map(move |shard| {
-        futures::stream::iter(decide::checks_of_shard(
-            shard_cache.state().iter().map(Arc::as_ref),
-            shard,
-        ))
-    });
-    let controller = Controller::for_stream(checks, reader).reconcile_on(taken);
+    let controller = Controller::for_stream(checks, reader).reconcile_on(to_reconcile);
     let controller = match ctx.secret_access {
         SecretAccess::Watch => {
             // Metadata only (`PartialObjectMeta`): which Secret changed is enough to know which
@@ -416,9 +605,19 @@ pub fn run(
     };
     let controller = controller
         .with_config(runtime::Config::default().concurrency(CONCURRENCY))
-        .graceful_shutdown_on(shutdown)
-        .run(reconcile, error_policy, ctx);
-    log_outcomes(controller, scope)
+        .graceful_shutdown_on(shutdown.clone())
+        .run(reconcile, error_policy, ctx.clone());
+    let labelling = labels::run(
+        ctx.engine.clone(),
+        ctx.metrics.clone(),
+        (clients.watch, clients.api),
+        scope.clone(),
+        corrections,
+        shutdown,
+    );
+    async move {
+        futures::join!(log_outcomes(controller, scope), labelling);
+    }
 }
 
 /// Drains the controller's output: reconcile errors were logged and counted by `error_policy`;

@@ -1,12 +1,13 @@
 //! The bridge between the controller and the scheduler, and where holding a shard takes effect.
 //!
 //! A replica builds entries (reads Secrets, compiles plans) only for the checks of the shards
-//! it holds ([`super::shards`]); every other check is only in its watch cache. Its
-//! [`Scheduler`] runs them: [`Engine::take`] asks each controller to reconcile the shard's
-//! checks (their entries then reach the scheduler, each continuing from what this replica
+//! it holds ([`super::shards`]), and its caches hold only those checks. Its [`Scheduler`] runs
+//! them: [`Engine::take`] has each controller watch the shard (the first list reconciles its
+//! checks, whose entries then reach the scheduler, each continuing from what this replica
 //! knew when it last held the shard, or from the status written since), [`Engine::release`]
 //! stops them (in-flight probes finish or time out) and removes their metric series, so no
-//! replica exports stale probe results of a shard it gave up.
+//! replica exports stale probe results of a shard it gave up, and [`Engine::drop_shard`] ends
+//! the shard's watch once its last statuses are written.
 //!
 //! Why not entries for every check, ready for a take: at 30,000 checks over 3 replicas each
 //! replica would hold 20,000 plans it does not run, and read the Secrets of every check at
@@ -25,8 +26,6 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 /// The checks as reconciled, and the scheduler of the shards held.
 pub struct Engine {
-    /// This instance's `--location`: whose entry of a check's status it continues from.
-    location: String,
     dns: Dns,
     metrics: Metrics,
     max_concurrent_probes: usize,
@@ -41,17 +40,20 @@ struct State {
     /// Started when the first shard is taken; runs the checks of the shards held.
     scheduler: Option<Arc<Scheduler>>,
     held: BTreeSet<usize>,
-    /// What the checks' tasks knew when this replica last gave their shard up.
-    resumable: HashMap<CheckId, Resumable>,
-    /// The controllers, told each shard taken ([`Engine::taken_shards`]).
-    takes: Vec<UnboundedSender<usize>>,
+    /// What the checks' tasks knew when this replica last gave their shard up, with the shard.
+    resumable: HashMap<CheckId, (usize, Resumable)>,
+    /// The shards whose checks the caches hold: from the take until the shard is not held at
+    /// all any more (also not for the last writes).
+    watched: BTreeSet<usize>,
+    /// The controllers' and labellers' watches, told each change of `watched`
+    /// ([`Engine::shard_changes`]).
+    watchers: Vec<UnboundedSender<ShardChange>>,
     /// Set once shut down: no scheduler starts any more.
     shut_down: bool,
 }
 
 impl Engine {
     pub fn new(
-        location: String,
         dns: Dns,
         metrics: Metrics,
         max_concurrent_probes: usize,
@@ -59,7 +61,6 @@ impl Engine {
         outbox: Arc<Outbox>,
     ) -> Self {
         Self {
-            location,
             dns,
             metrics,
             max_concurrent_probes,
@@ -70,7 +71,8 @@ impl Engine {
                 scheduler: None,
                 held: BTreeSet::new(),
                 resumable: HashMap::new(),
-                takes: Vec::new(),
+                watched: BTreeSet::new(),
+                watchers: Vec::new(),
                 shut_down: false,
             }),
         }
@@ -81,16 +83,16 @@ impl Engine {
         &self.checks
     }
 
-    /// The shards this replica takes from now on, and those it holds already: the controller
-    /// reconciles their checks (it skips those of other shards, [`Engine::runs_shard_of`]).
-    pub fn taken_shards(&self) -> UnboundedReceiver<usize> {
+    /// The shards to watch: those watched already, then each one taken and each one dropped
+    /// from now on.
+    pub fn shard_changes(&self) -> UnboundedReceiver<ShardChange> {
         let (sender, receiver) = unbounded();
         let mut state = self.lock();
-        for shard in &state.held {
+        for shard in &state.watched {
             // Cannot fail: the receiver is still here.
-            let _ = sender.unbounded_send(*shard);
+            let _ = sender.unbounded_send(ShardChange::Taken(*shard));
         }
-        state.takes.push(sender);
+        state.watchers.push(sender);
         receiver
     }
 
@@ -131,12 +133,15 @@ impl Engine {
         self.outbox.forget(id);
     }
 
-    /// Removes the checks of `scope` that the cache no longer holds (deleted while the watch was
-    /// down: a re-list brings no Delete event).
-    pub fn prune(&self, scope: Option<&str>) {
+    /// Removes the checks of `shard` in `scope` that the cache no longer holds (deleted while
+    /// the watch was down: a re-list brings no Delete event).
+    pub fn prune(&self, scope: Option<&str>, shard: usize) {
         let gone = {
             let state = self.lock();
-            let known = state.running.keys().chain(state.resumable.keys());
+            let known = (state.running.iter())
+                .chain(state.resumable.iter().map(|(id, (of, _))| (id, of)))
+                .filter(|(_, of)| **of == shard)
+                .map(|(id, _)| id);
             decide::vanished(known, scope, |id| self.checks.contains(id))
         };
         for id in gone {
@@ -144,9 +149,8 @@ impl Engine {
         }
     }
 
-    /// This replica took `shard`: the controllers reconcile its checks, whose entries then
-    /// start their tasks ([`State::insert`]); an object that does not deserialize has nothing
-    /// to reconcile and gets its `InvalidSpec` entry here.
+    /// This replica took `shard`: the controllers watch it and reconcile its checks once
+    /// listed, whose entries then start their tasks ([`State::insert`]).
     pub fn take(&self, shard: usize) {
         let shard = shard % SHARDS;
         let mut state = self.lock();
@@ -161,11 +165,8 @@ impl Engine {
                 self.outbox.clone(),
             ))
         });
-        state
-            .takes
-            .retain(|controller| controller.unbounded_send(shard).is_ok());
-        for (id, invalid) in self.checks.invalid_of(shard) {
-            state.insert(decide::invalid_entry(id, &invalid, &self.location));
+        if state.watched.insert(shard) {
+            state.tell(ShardChange::Taken(shard));
         }
         tracing::info!(shard, "shard taken: its checks are reconciled and probed");
     }
@@ -189,10 +190,19 @@ impl Engine {
         };
         if let Some(scheduler) = scheduler {
             let resumable = scheduler.stop(&ids).await;
-            self.lock().resumable.extend(resumable);
+            (self.lock().resumable).extend(resumable.into_iter().map(|(id, r)| (id, (shard, r))));
         }
         tracing::info!(shard, checks = ids.len(), "shard given up: probing stopped");
         ids
+    }
+
+    /// `shard` is not held any more, not even for its last writes: the caches forget its
+    /// checks (what their tasks knew stays for the next take).
+    pub fn drop_shard(&self, shard: usize) {
+        let mut state = self.lock();
+        if state.watched.remove(&shard) {
+            state.tell(ShardChange::Dropped(shard));
+        }
     }
 
     /// Whether a status of any of `ids` still waits in the outbox.
@@ -230,7 +240,19 @@ impl Engine {
     }
 }
 
+/// A change of the shards whose checks the caches hold ([`Engine::shard_changes`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShardChange {
+    Taken(usize),
+    Dropped(usize),
+}
+
 impl State {
+    fn tell(&mut self, change: ShardChange) {
+        self.watchers
+            .retain(|watcher| watcher.unbounded_send(change).is_ok());
+    }
+
     /// Hands `entry` to the scheduler if its shard is held (else its take reconciles it again).
     /// A check new to the scheduler continues from what this replica knew when it last held the
     /// shard, unless the status on the object is newer (another replica ran the check since).
@@ -250,7 +272,7 @@ impl State {
             scheduler.upsert(entry);
             return;
         }
-        match self.resumable.remove(&entry.id) {
+        match self.resumable.remove(&entry.id).map(|(_, own)| own) {
             Some(own) if decide::is_newest(own.status.as_deref(), entry.previous.as_ref()) => {
                 scheduler.resume(entry, own)
             }

@@ -3,7 +3,8 @@
 //! decided in `verdict`/`status`, when checks run in `schedule`.
 //!
 //! How one VoipCheck flows through it:
-//! 1. [`controller`] watches VoipChecks (and Secret metadata) and reconciles each check:
+//! 1. [`controller`] watches the VoipChecks of the shards held (by the shard label
+//!    [`labels`] sets) and Secret metadata, and reconciles each check:
 //!    [`secrets`] reads the Secrets it references, `check::plan` builds the plan (or names why
 //!    it cannot run), and the [`engine::Engine`] receives the entry.
 //! 2. On the replica holding the check's shard ([`shards`], each shard a Lease held as
@@ -28,6 +29,7 @@ pub mod decide;
 pub mod engine;
 pub mod error;
 pub mod failure;
+pub mod labels;
 pub mod leader;
 pub mod lease;
 pub mod secrets;
@@ -165,7 +167,6 @@ pub async fn run(
     let writers = Writers::start(&config.location, config.aggregate, writing);
     let outbox = writers.outbox.clone();
     let engine = Arc::new(Engine::new(
-        config.location.clone(),
         dns,
         metrics.clone(),
         config.max_concurrent_probes,
@@ -196,10 +197,9 @@ pub async fn run(
     ));
     let controllers =
         futures::future::join_all(scopes.into_iter().zip(caches).map(|(scope, cache)| {
-            let watch = clients.watch.clone();
             controller::run(
                 ctx.clone(),
-                watch,
+                clients.clone(),
                 scope,
                 cache,
                 controllers_stopped.clone(),
@@ -207,7 +207,7 @@ pub async fn run(
         }));
     let controllers = tokio::spawn(controllers);
 
-    tokio::spawn(report_readiness(checks, gate, health.clone()));
+    tokio::spawn(report_readiness(gate, health.clone()));
 
     let lifecycle = async {
         shutdown.await;
@@ -235,12 +235,11 @@ pub async fn run(
     }
 }
 
-/// `/readyz` turns ready once every cache has synced and the Leases have been read: a replica
-/// holding no shard is ready too (it is doing its job: waiting, with warm caches).
-async fn report_readiness(checks: Checks, gate: Arc<Gate>, health: Health) {
-    if checks.wait_until_ready().await {
-        gate.wait_read().await;
-        tracing::info!("caches synced, Leases read: ready");
-        health.set_ready(true);
-    }
+/// `/readyz` turns ready once the Leases have been read: a replica holding no shard is ready
+/// too (it is doing its job: waiting). Its caches hold only the shards it holds, each filled
+/// by the shard's own list once taken.
+async fn report_readiness(gate: Arc<Gate>, health: Health) {
+    gate.wait_read().await;
+    tracing::info!("Leases read: ready");
+    health.set_ready(true);
 }

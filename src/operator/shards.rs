@@ -35,6 +35,7 @@ use super::lease::{self, Attempt, LeaseLock};
 use crate::check::CheckId;
 use crate::metrics::{Metrics, ReconcileResult};
 use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::ListParams;
 use kube::{Api, Client};
 use std::collections::HashMap;
@@ -56,6 +57,29 @@ pub const LONG_DEAD: u32 = 4;
 /// How long a shard given up waits for its checks' last statuses to be written before its
 /// Lease is released anyway (a write that keeps failing is the next holder's to redo).
 const FLUSH_DEADLINE: Duration = Duration::from_secs(10);
+
+/// The label each check carries with its shard ([`super::labels`]), so a replica watches only
+/// the checks of the shards it holds.
+pub const SHARD_LABEL: &str = "voipcheck.io/shard";
+
+/// The label selector of shard `n`'s watch.
+pub fn selector(shard: usize) -> String {
+    format!("{SHARD_LABEL}={shard}")
+}
+
+/// The label selector of the checks in no shard's watch: no label, or a value that names no
+/// shard (`notin` selects objects without the key too).
+pub fn unsharded_selector() -> String {
+    let shards: Vec<String> = (0..SHARDS).map(|n| n.to_string()).collect();
+    format!("{SHARD_LABEL} notin ({})", shards.join(","))
+}
+
+/// The shard an object's label names, if it names one (as [`selector`] spells it: `03` or
+/// `+3` is in no shard's watch).
+pub fn labelled_shard(metadata: &ObjectMeta) -> Option<usize> {
+    let value = metadata.labels.as_ref()?.get(SHARD_LABEL)?;
+    (0..SHARDS).find(|n| n.to_string() == *value)
+}
 
 /// The shard of the check with `uid` (`id` for an object without one, as in tests).
 pub fn shard_of(uid: Option<&str>, id: &CheckId) -> usize {
@@ -488,6 +512,7 @@ impl Campaign {
             tracing::info!(shard = n, holder = ?shard.lock.other_holder(), "shard taken by another replica: its checks stop");
             shard.role = Leadership::Standby;
             self.gate.set(n, Leadership::Standby);
+            self.engine.drop_shard(n);
             match &mut shard.releasing {
                 Some(release) => release.give_back = false,
                 None => {
@@ -644,6 +669,7 @@ impl Campaign {
             }
             shard.role = Leadership::Standby;
             self.gate.set(n, Leadership::Standby);
+            self.engine.drop_shard(n);
             match tokio::time::timeout_at(deadline, shard.lock.release()).await {
                 Ok(Ok(())) => tracing::info!(shard = n, "shard given up"),
                 Ok(Err(failure)) => {
@@ -698,6 +724,7 @@ impl Campaign {
             if shard.role.holds() {
                 shard.role = Leadership::Standby;
                 self.gate.set(n, Leadership::Standby);
+                self.engine.drop_shard(n);
             }
         }
         let released = futures::future::join_all(

@@ -156,6 +156,10 @@ impl Kind {
     }
 }
 
+/// A request header naming the client (a replica's identity) in [`Logged::client`]; the API
+/// server knows a client by its credentials, which the fake does not check.
+pub const CLIENT_HEADER: &str = "x-test-client";
+
 /// One request as it arrived (before any fault applied).
 #[derive(Debug, Clone)]
 pub struct Logged {
@@ -165,6 +169,8 @@ pub struct Logged {
     pub query: String,
     pub accept: String,
     pub content_type: String,
+    /// The [`CLIENT_HEADER`] of the request: which of several clients sent it.
+    pub client: String,
     /// The body as JSON; `Null` when empty or not JSON.
     pub body: Value,
 }
@@ -1054,6 +1060,7 @@ async fn handle(
         query: parts.uri.query().unwrap_or_default().to_owned(),
         accept: header(http::header::ACCEPT),
         content_type: header(http::header::CONTENT_TYPE),
+        client: header(http::header::HeaderName::from_static(CLIENT_HEADER)),
         body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
     };
     shared.log().push(logged.clone());

@@ -89,7 +89,11 @@ impl RunningOperator {
             secret_access: SecretAccess::Watch,
         };
         configure(&mut config);
-        let kube = api.config();
+        let mut kube = api.config();
+        kube.headers.push((
+            http::header::HeaderName::from_static(super::fake_api::CLIENT_HEADER),
+            http::header::HeaderValue::from_str(identity).expect("an identity is a header value"),
+        ));
         let (stop, stopped) = oneshot::channel::<()>();
         let (end, ended) = oneshot::channel();
         let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -45,12 +45,13 @@ app.kubernetes.io/component: operator
 {{/*
 What the operator does with VoipChecks, their status, Secrets and Events, wherever it watches
 (a ClusterRole, or a Role per watched namespace). Least privilege: Secrets are read only, status
-is written with server-side apply (patch), Events are created and patched (series).
+and each check's shard label are written with server-side apply (patch), Events are created and
+patched (series).
 */}}
 {{- define "voipcheck.watchRules" -}}
 - apiGroups: [voipcheck.io]
   resources: [voipchecks]
-  verbs: [get, list, watch]
+  verbs: [get, list, watch, patch]
 - apiGroups: [voipcheck.io]
   resources: [voipchecks/status]
   verbs: [patch]
