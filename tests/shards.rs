@@ -590,7 +590,11 @@ async fn the_holder_labels_each_check_with_its_shard_and_a_replica_watches_only_
     }
     let mut selectors: BTreeSet<Option<String>> = (0..SHARDS).map(|n| Some(selector(n))).collect();
     selectors.insert(Some(unsharded_selector()));
-    assert_eq!(check_selectors(&api, "a"), selectors);
+    // The labels and the watches are written by two tasks: the watches may come later.
+    api.wait_until("a's watches", WAIT, |api| {
+        (check_selectors(api, "a") == selectors).then_some(())
+    })
+    .await;
 
     // b joins: it lists and watches the six shards it takes, and the checks not labelled yet.
     let b = replica(&api, "b");
