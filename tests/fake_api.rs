@@ -414,6 +414,17 @@ async fn apply_as(checks: &Api<VoipCheck>, manager: &str, status: Value) {
         .unwrap_or_else(|e| panic!("{manager}: {e}"));
 }
 
+/// Asserts that `error` is the API server's 409 Conflict of an apply, with `message`.
+fn assert_conflict(error: &kube::Error, message: &str) {
+    match error {
+        kube::Error::Api(s) => {
+            assert_eq!((s.code, s.reason.as_str()), (409, "Conflict"));
+            assert_eq!(s.message, message);
+        }
+        other => panic!("{other}"),
+    }
+}
+
 /// The `managedFields` entry of `manager` on VoipCheck `name`.
 fn managed(api: &FakeApi, name: &str, manager: &str) -> Option<Value> {
     let object = api.get(Kind::VoipCheck, NS, name)?;
@@ -626,16 +637,10 @@ async fn an_apply_without_force_conflicts_on_another_managers_value_and_force_ta
         .patch_status("a", &PatchParams::apply("intruder"), &intruder(2))
         .await
         .unwrap_err();
-    match &refused {
-        kube::Error::Api(s) => {
-            assert_eq!((s.code, s.reason.as_str()), (409, "Conflict"));
-            assert_eq!(
-                s.message,
-                "Apply failed with 1 conflict: conflict with \"voipcheck/office\" with subresource \"status\": .status.locations[name=\"office\"].observedGeneration"
-            );
-        }
-        other => panic!("{other}"),
-    }
+    assert_conflict(
+        &refused,
+        "Apply failed with 1 conflict: conflict with \"voipcheck/office\" with subresource \"status\": .status.locations[name=\"office\"].observedGeneration",
+    );
     assert_eq!(
         api.status(NS, "a").unwrap()["locations"][0]["observedGeneration"],
         1
@@ -1422,16 +1427,10 @@ async fn an_apply_of_a_label_another_manager_set_otherwise_conflicts_unless_forc
         )
         .await
         .unwrap_err();
-    match &refused {
-        kube::Error::Api(s) => {
-            assert_eq!((s.code, s.reason.as_str()), (409, "Conflict"));
-            assert_eq!(
-                s.message,
-                "Apply failed with 1 conflict: conflict with \"sharder\": .metadata.labels.voipcheck.io/shard"
-            );
-        }
-        other => panic!("{other}"),
-    }
+    assert_conflict(
+        &refused,
+        "Apply failed with 1 conflict: conflict with \"sharder\": .metadata.labels.voipcheck.io/shard",
+    );
     let object = api.get(Kind::VoipCheck, NS, "x").unwrap();
     assert_eq!(object["metadata"]["labels"], json!({ SHARD: "5" }));
     assert_eq!(managed_object(&api, "x", "voipcheck"), None);

@@ -682,10 +682,11 @@ async fn deleting_a_check_stops_probing_and_removes_its_metric_series() {
     let series = format!("name=\"{NAME}\"");
     assert!(operator.metrics.encode().contains(&series));
 
-    // The watch reports the deletion; the reflector applies it, then the controller's hook runs.
-    let deleted = watcher::Event::Delete(check.clone());
-    operator.cache.apply_watcher_event(&deleted);
-    controller::forget_deleted(&operator.engine, Some(NS), lab_shard(), &deleted);
+    // The watch reports the deletion; the reflector applies it, then the engine forgets it.
+    operator
+        .cache
+        .apply_watcher_event(&watcher::Event::Delete(check.clone()));
+    operator.engine.remove(&CheckId::new(NS, NAME));
 
     let metrics = operator.metrics.encode();
     assert!(!metrics.contains(&series), "{metrics}");
@@ -702,8 +703,8 @@ async fn a_check_deleted_while_the_watch_was_down_is_pruned_after_the_relist() {
     // The re-list after a watch gap no longer contains the check: no Delete event, only absence.
     for event in [watcher::Event::Init, watcher::Event::InitDone] {
         operator.cache.apply_watcher_event(&event);
-        controller::forget_deleted(&operator.engine, Some(NS), lab_shard(), &event);
     }
+    operator.engine.prune(Some(NS), lab_shard());
     assert!(
         !operator
             .metrics

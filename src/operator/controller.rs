@@ -228,25 +228,6 @@ pub fn retry_delay(attempt: u32) -> Duration {
     RETRY_MIN.saturating_mul(factor).min(RETRY_MAX)
 }
 
-/// Keeps the engine in step with deletions seen on shard `shard`'s watch (after the caches
-/// applied the event, so they already reflect it).
-pub fn forget_deleted<K: Resource>(
-    engine: &Engine,
-    scope: Option<&str>,
-    shard: usize,
-    event: &watcher::Event<K>,
-) {
-    match event {
-        watcher::Event::Delete(check) => {
-            if let Some(namespace) = check.namespace() {
-                engine.remove(&CheckId::new(namespace, check.name_any()));
-            }
-        }
-        watcher::Event::InitDone => engine.prune(scope, shard),
-        _ => {}
-    }
-}
-
 /// What one scope's watches bring: one watch per shard held ([`shard_watches`]).
 // As large as the watcher's own event, which it carries: boxing it would cost an allocation
 // per event for the rare `Dropped`.
@@ -421,7 +402,7 @@ impl ScopeWatch {
         {
             self.schedule_invalid(id, &invalid);
         }
-        forget_deleted::<VoipCheck>(&ctx.engine, scope, shard, &watcher::Event::InitDone);
+        ctx.engine.prune(scope, shard);
     }
 
     /// Shard `shard` is not held any more: its checks leave the caches, the aggregator and
@@ -610,7 +591,7 @@ pub fn run(
     let labelling = labels::run(
         ctx.engine.clone(),
         ctx.metrics.clone(),
-        (clients.watch, clients.api),
+        clients,
         scope.clone(),
         corrections,
         shutdown,

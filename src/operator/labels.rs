@@ -20,6 +20,7 @@
 //! Until labelled, a new check is in no replica's cache: it starts one write and one watch
 //! event later than it would without shards.
 
+use super::Clients;
 use super::decide;
 use super::engine::{Engine, ShardChange};
 use super::failure::ApiFailure;
@@ -106,19 +107,18 @@ impl Labels {
 
 /// Labels the checks of `scope` until `shutdown` resolves: those in no shard's watch whose
 /// shard this replica holds, and the corrections the controller asks for. The watch uses
-/// `watch_client` (no read timeout), the writes `client`.
+/// `clients.watch` (no read timeout), the writes `clients.api`.
 pub async fn run(
     engine: Arc<Engine>,
     metrics: Metrics,
-    clients: (Client, Client),
+    clients: Clients,
     scope: Option<String>,
     corrections: UnboundedReceiver<Label>,
     shutdown: impl Future<Output = ()>,
 ) {
-    let (watch_client, client) = clients;
     let watched: Api<PartialObjectMeta<VoipCheck>> = match &scope {
-        Some(namespace) => Api::namespaced(watch_client, namespace),
-        None => Api::all(watch_client),
+        Some(namespace) => Api::namespaced(clients.watch, namespace),
+        None => Api::all(clients.watch),
     };
     let config = watcher::Config::default().labels(&unsharded_selector());
     let writer = Writer::default();
@@ -136,7 +136,7 @@ pub async fn run(
     let mut labeller = Labeller {
         engine: engine.clone(),
         metrics,
-        client,
+        client: clients.api,
         queued: BTreeMap::new(),
         writing: BTreeSet::new(),
         failed: Vec::new(),
