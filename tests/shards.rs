@@ -13,7 +13,7 @@ use k8s_openapi::api::coordination::v1::Lease;
 use kube::Api;
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use support::fake_api::{FakeApi, Fault, Kind, Matcher};
 use support::nginx::Nginx;
 use support::operator::{
@@ -296,6 +296,7 @@ async fn a_killed_replicas_shards_move_after_the_lease_duration_with_their_verdi
 
     c.kill();
     let killed = Instant::now();
+    let killed_at = SystemTime::now();
     let moved = wait_for_split(&api, &[("a", 6), ("b", 6)]).await;
     // A Lease expires its duration after the others saw its last renewal, which was up to
     // one retry before the kill.
@@ -312,6 +313,23 @@ async fn a_killed_replicas_shards_move_after_the_lease_duration_with_their_verdi
         .await;
     for (name, shard) in &shards {
         assert_eq!(runs.probers(name).len(), 1, "{name} (shard {shard})");
+    }
+    // A moved check runs on its slot, one interval after its last run; one whose slot passed
+    // before the take catches up within a quarter interval of it, not up to an interval later.
+    let due = (killed_at + INTERVAL).max(killed_at + takeover + INTERVAL / 4);
+    let slack = Duration::from_millis(1500);
+    for name in shards
+        .keys()
+        .filter(|name| c_shards.contains(&shards[*name]))
+    {
+        let first = runs.seen[name].values().flatten().min().copied().unwrap();
+        let first = UNIX_EPOCH + Duration::from_millis(first);
+        assert!(
+            first <= due + slack,
+            "{name}: ran again {:?} after the kill, due by {:?}",
+            first.duration_since(killed_at),
+            due.duration_since(killed_at)
+        );
     }
     let after = reportable(&api).expect("still reportable");
     for (name, status) in &after {

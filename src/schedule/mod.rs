@@ -29,7 +29,6 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinHandle;
-use tokio::time::Instant;
 
 /// The open-file limit of this process, raised to its hard limit first (as Go's runtime does:
 /// the soft limit is often 1,024 in containers, far below what probing needs).
@@ -141,8 +140,8 @@ struct Shared {
     /// The permits in all: a run never asks for more.
     max_permits: u32,
     outbox: Arc<Outbox>,
-    /// The grid all slots are laid on (see [`slots`]).
-    origin: Instant,
+    /// The wall clock the slots are laid on (see [`slots`]).
+    clock: slots::Clock,
 }
 
 /// One check's task and how to reach it.
@@ -196,11 +195,18 @@ impl Scheduler {
     /// 10 s timeout every 30 s, hold 10,000 permits; [`probe_budget`] sizes it from the file
     /// descriptor limit. A run waiting for permits is late, and its wait shows as schedule lag.
     pub fn new(dns: Dns, metrics: Metrics, max_concurrent: usize, outbox: Arc<Outbox>) -> Self {
-        Self::with_runner(Box::new(Probes { dns }), metrics, max_concurrent, outbox)
+        Self::with_runner(
+            Box::new(Probes { dns }),
+            slots::Clock::system(),
+            metrics,
+            max_concurrent,
+            outbox,
+        )
     }
 
     fn with_runner(
         runner: Box<dyn Runner>,
+        clock: slots::Clock,
         metrics: Metrics,
         max_concurrent: usize,
         outbox: Arc<Outbox>,
@@ -214,7 +220,7 @@ impl Scheduler {
                 permits: Semaphore::new(max_permits as usize),
                 max_permits,
                 outbox,
-                origin: Instant::now(),
+                clock,
             }),
             checks: Mutex::new(HashMap::new()),
         }

@@ -113,7 +113,8 @@ pub(super) async fn drive(
 
 impl Check {
     /// Runs the entry's plan on the slots of `interval` until the entry changes in a way that
-    /// needs a restart.
+    /// needs a restart; first within a quarter interval if the check missed a slot since its
+    /// last run ([`slots::catch_up`]).
     async fn on_timer(
         &mut self,
         interval: Duration,
@@ -125,8 +126,15 @@ impl Check {
         self.shared.metrics.set_interval(&self.entry.id, interval);
         // Measures beside the runs for as long as this entry runs on this timer.
         let nat = NatMeasurement::start(&self.shared, &self.entry);
+        let clock = self.shared.clock;
         let offset = slots::offset(&self.entry.id, interval);
-        let first = slots::first_due(self.shared.origin, Instant::now(), offset, interval);
+        let now = Instant::now();
+        let last_run = (self.previous.as_ref())
+            .and_then(|status| status.last_run.as_ref())
+            .map(|run| SystemTime::from(run.time.0));
+        let mut catching_up =
+            last_run.and_then(|ran| slots::catch_up(&clock, now, ran, offset, interval));
+        let first = catching_up.unwrap_or_else(|| slots::first_due(&clock, now, offset, interval));
         let mut ticks = time::interval_at(first, interval);
         // A run that outlasts the interval delays the next one, which then starts at once (its
         // lag is measured); slots missed meanwhile are skipped, so there is no burst to catch up
@@ -162,6 +170,9 @@ impl Check {
                     // idle checks would each carry its size in their task.
                     if !Box::pin(self.run(due, plan, nat.as_ref(), stopping)).await {
                         return Next::Stop;
+                    }
+                    if let Some(caught_up) = catching_up.take() {
+                        ticks.reset_at(slots::after_catch_up(&clock, caught_up, offset, interval));
                     }
                 }
             }

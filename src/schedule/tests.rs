@@ -8,6 +8,7 @@ use crate::verdict::Policy;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
+use tokio::time::Instant;
 
 const SECOND: Duration = Duration::from_secs(1);
 
@@ -117,15 +118,25 @@ struct Harness {
     recorder: Arc<Recorder>,
     outbox: Arc<Outbox>,
     metrics: Metrics,
+    origin: Instant,
+    /// The wall-clock time at `origin`.
+    wall: SystemTime,
 }
 
 impl Harness {
     fn new(max_concurrent: usize) -> Self {
+        Harness::at(max_concurrent, slots::aligned())
+    }
+
+    /// A scheduler started when the wall clock reads `wall`.
+    fn at(max_concurrent: usize, wall: SystemTime) -> Self {
         let recorder = Arc::new(Recorder::default());
         let outbox = Arc::new(Outbox::new());
         let metrics = Metrics::new("test");
+        let origin = Instant::now();
         let scheduler = Scheduler::with_runner(
             Box::new(RecordingRunner(Arc::clone(&recorder))),
+            slots::Clock::new(origin, wall),
             metrics.clone(),
             max_concurrent,
             Arc::clone(&outbox),
@@ -135,11 +146,19 @@ impl Harness {
             recorder,
             outbox,
             metrics,
+            origin,
+            wall,
         }
     }
 
+    /// When the scheduler started: with [`Harness::new`] a wall-clock time on every test
+    /// interval's grid, so a check's first slot is `origin + offset`.
     fn origin(&self) -> Instant {
-        self.scheduler.shared.origin
+        self.origin
+    }
+
+    fn clock(&self) -> slots::Clock {
+        self.scheduler.shared.clock
     }
 
     /// The statuses waiting in the outbox (the newest per check).
@@ -261,6 +280,8 @@ async fn each_check_runs_at_its_own_slot_spread_over_the_interval() {
     assert!(per_second.iter().all(|n| *n <= 20), "{per_second:?}");
 }
 
+/// Another process (a restart, the replica taking a shard over) started at another moment
+/// puts the check on the same wall-clock slots.
 #[tokio::test(start_paused = true)]
 async fn slots_survive_a_restart() {
     let first = Harness::new(10);
@@ -270,13 +291,82 @@ async fn slots_survive_a_restart() {
     first.scheduler.shutdown().await;
 
     tokio::time::sleep(Duration::from_secs(1234)).await;
-    let second = Harness::new(10);
+    let second = Harness::at(10, slots::aligned() + (Instant::now() - first.origin()));
     second.scheduler.upsert(entry("cloud", 30));
     tokio::time::sleep(Duration::from_secs(31)).await;
-    let again = second.recorder.runs()[0].start - second.origin();
+    let again = second.recorder.runs()[0].start - first.origin();
+    let phase = Duration::from_nanos(((again - run).as_nanos() % 30_000_000_000) as u64);
     assert!(
-        again.abs_diff(run) <= TIMER_RESOLUTION,
+        phase.min(Duration::from_secs(30) - phase) <= TIMER_RESOLUTION,
         "{run:?} before, {again:?} after"
+    );
+}
+
+/// A resumed check whose last run is `ago` before now.
+fn ran_ago(harness: &Harness, ago: Duration) -> Resumable {
+    let wall = harness.wall + (Instant::now() - harness.origin()) - ago;
+    Resumable {
+        history: History::default(),
+        status: Some(Arc::new(VoipCheckStatus {
+            last_run: Some(crate::api::LastRun {
+                time: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                    k8s_openapi::jiff::Timestamp::try_from(wall).unwrap(),
+                ),
+                probes: Vec::new(),
+            }),
+            ..VoipCheckStatus::default()
+        })),
+    }
+}
+
+/// A check whose holder died before its next slot (or an operator down for longer than an
+/// interval) runs within a quarter interval, by its offset, not up to an interval later; then
+/// on its grid, the next slot at least half an interval on.
+#[tokio::test(start_paused = true)]
+async fn a_check_that_missed_its_slot_catches_up_then_runs_on_its_grid() {
+    let harness = Harness::new(10);
+    let interval = Duration::from_secs(30);
+    let id = CheckId::new("telephony", "cloud");
+    let offset = slots::offset(&id, interval);
+    tokio::time::sleep(Duration::from_secs(600)).await;
+    let now = Instant::now();
+    harness.scheduler.resume(
+        entry("cloud", 30),
+        ran_ago(&harness, Duration::from_secs(45)),
+    );
+    tokio::time::sleep(Duration::from_secs(70)).await;
+    let caught_up = now + offset / 4;
+    let next = slots::after_catch_up(&harness.clock(), caught_up, offset, interval);
+    assert_starts(
+        &harness.recorder.starts_of(&id),
+        &[caught_up, next, next + interval],
+        "caught up",
+    );
+    assert!(next - caught_up >= interval / 2);
+}
+
+/// A check handed over between two runs runs at the slot one interval after its last run:
+/// no earlier (a duplicate probe), no later (a gap), though its new holder started at another
+/// moment than the old one.
+#[tokio::test(start_paused = true)]
+async fn a_check_handed_over_between_its_slots_runs_on_the_next() {
+    let harness = Harness::at(10, slots::aligned() + Duration::from_secs(7));
+    let interval = Duration::from_secs(30);
+    let id = CheckId::new("telephony", "cloud");
+    let offset = slots::offset(&id, interval);
+    // Its last slot, at the wall clock's aligned() + 600 s + offset, as the replica before
+    // wrote it: truncated to the second.
+    let slot = harness.origin() + Duration::from_secs(593) + offset;
+    tokio::time::sleep_until(slot + Duration::from_secs(5)).await;
+    let ago = Duration::from_secs(5) + Duration::from_nanos(offset.subsec_nanos().into());
+    harness
+        .scheduler
+        .resume(entry("cloud", 30), ran_ago(&harness, ago));
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    assert_starts(
+        &harness.recorder.starts_of(&id),
+        &[slot + interval, slot + 2 * interval],
+        "handed over",
     );
 }
 
@@ -409,7 +499,7 @@ async fn an_unchanged_entry_keeps_its_timer_and_a_new_interval_moves_to_its_grid
     let since = Instant::now();
     tokio::time::sleep(Duration::from_secs(25)).await;
     let offset = slots::offset(&id, Duration::from_secs(10));
-    let next = slots::first_due(harness.origin(), since, offset, Duration::from_secs(10));
+    let next = slots::first_due(&harness.clock(), since, offset, Duration::from_secs(10));
     let after: Vec<Instant> = harness
         .recorder
         .starts_of(&id)
