@@ -85,6 +85,16 @@ async fn next_events(
     seen
 }
 
+/// The lists (not watches) the API saw, each as the value of its query `param` and whether it
+/// continued a page.
+fn list_pages(api: &FakeApi, param: &str) -> Vec<(Option<String>, bool)> {
+    api.requests()
+        .into_iter()
+        .filter(|r| r.method == Method::GET && !r.is_watch())
+        .map(|r| (r.param(param), r.param("continue").is_some()))
+        .collect()
+}
+
 #[tokio::test]
 async fn kube_watcher_lists_watches_resumes_after_bookmarks_and_relists_after_410() {
     let api = FakeApi::start_with_bookmarks(Duration::from_millis(100));
@@ -210,12 +220,7 @@ async fn lists_come_in_pages_of_the_limit_and_kubes_watcher_reads_them_all() {
         ]
         .map(ok)
     );
-    let pages: Vec<_> = api
-        .requests()
-        .into_iter()
-        .filter(|r| r.method == Method::GET && !r.is_watch())
-        .map(|r| (r.param("limit"), r.param("continue").is_some()))
-        .collect();
+    let pages = list_pages(&api, "limit");
     assert_eq!(
         pages,
         [
@@ -989,12 +994,7 @@ async fn a_selected_list_comes_in_pages_of_matching_objects_without_a_remaining_
         ]
         .map(ok)
     );
-    let pages: Vec<_> = api
-        .requests()
-        .into_iter()
-        .filter(|r| r.method == Method::GET && !r.is_watch())
-        .map(|r| (r.param("labelSelector"), r.param("continue").is_some()))
-        .collect();
+    let pages = list_pages(&api, "labelSelector");
     let selector = Some("voipcheck.io/shard=3".to_owned());
     assert_eq!(pages, [(selector.clone(), false), (selector.clone(), true)]);
 }
