@@ -64,7 +64,9 @@ pub enum PlannedProbe {
         config: http::HttpConfig,
     },
     Stun(stun::StunConfig),
-    SipCall(sip::CallConfig),
+    /// Boxed: the largest configuration by far, and most checks make no call, while every
+    /// probe of every plan is the size of the largest variant.
+    SipCall(Box<sip::CallConfig>),
 }
 
 impl PlannedProbe {
@@ -176,7 +178,7 @@ pub fn plan(
                 };
                 let config = call_config(spec, spec_call, caller, &secrets)?;
                 config.validate().map_err(|e| refused("spec.sip", e))?;
-                call = Some(PlannedProbe::SipCall(config));
+                call = Some(PlannedProbe::SipCall(Box::new(config)));
             }
             probes.push(PlannedProbe::SipRegister(config));
         }
@@ -288,6 +290,8 @@ pub fn plan(
         }),
         None => None,
     };
+    // A plan lives as long as its check: no spare room for probes never added.
+    probes.shrink_to_fit();
     Ok(Plan {
         id: id.clone(),
         interval: spec.interval.get(),

@@ -15,7 +15,8 @@
 
 use crate::check::CheckId;
 use crate::probe::media::MediaDirection;
-use std::collections::{BTreeMap, HashMap};
+use litemap::LiteMap;
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 /// A per-probe gauge with one value per probe.
@@ -111,8 +112,9 @@ pub(super) struct ProbeMetrics {
     pub(super) phases: [Option<f64>; HTTP_PHASES.len()],
     /// Per [`DIRECTION_GAUGES`] and [`DIRECTIONS`].
     pub(super) directions: [[Option<f64>; DIRECTIONS.len()]; DIRECTION_GAUGES.len()],
-    /// `sip_responses_total` by method and code.
-    pub(super) sip_responses: BTreeMap<(&'static str, SipCode), u64>,
+    /// `sip_responses_total` by method and code: a sorted vector, as a probe sees one to a
+    /// few codes and a BTreeMap's node has room for 11.
+    pub(super) sip_responses: LiteMap<(&'static str, SipCode), u64>,
 }
 
 impl ProbeMetrics {
@@ -122,7 +124,7 @@ impl ProbeMetrics {
             gauges: [None; PROBE_GAUGES.len()],
             phases: [None; HTTP_PHASES.len()],
             directions: [[None; DIRECTIONS.len()]; DIRECTION_GAUGES.len()],
-            sip_responses: BTreeMap::new(),
+            sip_responses: LiteMap::new(),
         }
     }
 
@@ -252,6 +254,8 @@ impl CheckMetrics {
             Ok(index) => index,
             Err(index) => {
                 self.probes.insert(index, ProbeMetrics::new(name));
+                // Probes are added on a check's first run and kept: no room to spare.
+                self.probes.shrink_to_fit();
                 index
             }
         };

@@ -59,7 +59,7 @@ pub fn check_entry(
         generation: check.metadata.generation,
         spec: Some(Arc::new(check.spec.clone())),
         plan,
-        previous: own_status(check.status.as_ref(), location),
+        previous: own_status(check.status.as_ref(), location).map(Box::new),
     }
 }
 
@@ -146,7 +146,7 @@ pub fn invalid_entry(id: CheckId, check: &InvalidCheck, location: &str) -> Check
         plan: Err(PlanError::InvalidSpec(InvalidSpec(vec![
             check.error.clone(),
         ]))),
-        previous: own_status(check.status.as_ref(), location),
+        previous: own_status(check.status.as_ref(), location).map(Box::new),
     }
 }
 
@@ -438,7 +438,7 @@ mod tests {
         assert_eq!(entry.generation, Some(3));
         assert_eq!(entry.spec.as_deref(), Some(&object.spec));
         assert_eq!(entry.plan.unwrap_err(), error);
-        assert_eq!(entry.previous, object.status);
+        assert_eq!(entry.previous.as_deref(), object.status.as_ref());
     }
 
     fn ran(secs: i64) -> Option<crate::api::LastRun> {

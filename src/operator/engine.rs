@@ -273,7 +273,7 @@ impl State {
             return;
         }
         match self.resumable.remove(&entry.id).map(|(_, own)| own) {
-            Some(own) if decide::is_newest(own.status.as_deref(), entry.previous.as_ref()) => {
+            Some(own) if decide::is_newest(own.status.as_deref(), entry.previous.as_deref()) => {
                 scheduler.resume(entry, own)
             }
             _ => scheduler.upsert(entry),

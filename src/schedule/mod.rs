@@ -83,8 +83,9 @@ pub struct CheckEntry {
     pub plan: Result<Plan, PlanError>,
     /// The status already on the object, so conditions keep their lastTransitionTime across
     /// operator restarts. A new task starts from it ([`Resumable::written`]); the entry the
-    /// task then runs is kept without it (it would be one more copy of every status).
-    pub previous: Option<VoipCheckStatus>,
+    /// task then runs is kept without it (it would be one more copy of every status), and
+    /// boxed, so that the entry kept is not a status larger either.
+    pub previous: Option<Box<VoipCheckStatus>>,
 }
 
 /// The status after a run (or after a plan error), for the status writer.
@@ -243,7 +244,7 @@ impl Scheduler {
     }
 
     fn start(&self, mut entry: CheckEntry, resumed: Option<Resumable>) {
-        let written = entry.previous.take();
+        let written = entry.previous.take().map(|status| *status);
         let mut checks = self.lock_checks();
         match checks.get(&entry.id) {
             Some(handle) if !handle.task.is_finished() => {

@@ -40,7 +40,7 @@ use crate::api::TargetKind;
 use crate::api::{ConditionStatus, ConditionType, Reason};
 use crate::check::{PlanError, ProbeKind, RunReport};
 use error_rate::ResponseWindow;
-use std::collections::BTreeMap;
+use litemap::LiteMap;
 use std::time::{Duration, SystemTime};
 use threshold::{Thresholds, Tracked};
 
@@ -105,7 +105,9 @@ pub struct History {
 }
 
 /// The probe conditions (all but `Ready` and `HotlineReportable`), in `ConditionType` order.
-type Conditions = BTreeMap<ConditionType, Tracked>;
+/// A sorted vector, not a BTreeMap: each check's history holds one for as long as the check
+/// runs, with 2 to 6 conditions, and a BTreeMap's node has room for 11 (~860 bytes a check).
+type Conditions = LiteMap<ConditionType, Tracked>;
 
 /// One condition as the verdict decides it; lastTransitionTime and observedGeneration are added
 /// when the status is written (see `crate::status`).
@@ -287,13 +289,20 @@ pub fn evaluate(
     };
     (
         History {
-            conditions,
+            conditions: compact(conditions),
             responses,
             resumed_at: history.resumed_at,
             answered,
         },
         verdict,
     )
+}
+
+/// `conditions` without room to spare: the history keeps them until the next run.
+fn compact(conditions: Conditions) -> Conditions {
+    let mut sorted = conditions.into_tuple_vec();
+    sorted.shrink_to_fit();
+    LiteMap::from_sorted_store_unchecked(sorted)
 }
 
 /// A condition the latest run could not measure (the NAT binding of a run whose STUN failed,
