@@ -275,8 +275,10 @@ pub struct SipCheck {
     pub proxy: Option<String>,
 
     /// Register an account (digest authentication) and count only a final 200 OK as success.
+    // Boxed, as `call`: the two largest parts of a spec, which every cached object and every
+    // schedule entry would carry at full size, set or not.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub register: Option<SipRegister>,
+    pub register: Option<Box<SipRegister>>,
 
     /// Qualify the server with OPTIONS requests as Asterisk's chan_sip does (qualify=yes).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -287,7 +289,7 @@ pub struct SipCheck {
     /// and incoming calls), then RTP both ways and the hang-up. Its final responses count for
     /// errorCodes too.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub call: Option<SipCall>,
+    pub call: Option<Box<SipCall>>,
 
     /// Watch the share of final responses with error codes 404, 480, 500 and 503 (or those
     /// given) over a window (STARFACE Connect: such codes "very often" are reportable).
