@@ -287,7 +287,7 @@ impl Aggregator {
             last_run: None,
         };
         let status = Arc::new(status);
-        // The next computation reads only what `transitions_from` compares: once the cached
+        // The next computation reads only what `same_transitions_basis` compares: once the cached
         // object carries that (written, or unchanged), a copy here is one more status per
         // check for nothing. Not the messages: with their live timings they change every run
         // and are written only at STATUS_REFRESH, so comparing them kept every check's
