@@ -27,7 +27,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinHandle;
 
 /// The open-file limit of this process, raised to its hard limit first (as Go's runtime does:
@@ -147,7 +147,14 @@ struct Shared {
 
 /// One check's task and how to reach it.
 struct CheckHandle {
-    control: Arc<task::Control>,
+    entries: watch::Sender<Arc<CheckEntry>>,
+    /// Cleared by [`Scheduler::remove`]; the task starts runs, records metrics and sends updates
+    /// only while it is set (the last two under its lock), so no series or status reappears
+    /// after a removal.
+    registered: Arc<Mutex<bool>>,
+    /// Set to stop the check as a shutdown does ([`Scheduler::stop`]): it waits for no further
+    /// slot, and a run in flight still ends and sends its status.
+    stopping: watch::Sender<bool>,
     task: JoinHandle<Resumable>,
 }
 
@@ -241,18 +248,30 @@ impl Scheduler {
         let mut checks = self.lock_checks();
         match checks.get(&entry.id) {
             Some(handle) if !handle.task.is_finished() => {
-                handle.control.send(Arc::new(entry));
+                handle.entries.send_replace(Arc::new(entry));
             }
             _ => {
                 let resumed = resumed.unwrap_or_else(|| Resumable::written(&entry.plan, written));
                 let id = entry.id.clone();
-                let control = Arc::new(task::Control::new(Arc::new(entry)));
+                let (entries, receiver) = watch::channel(Arc::new(entry));
+                let registered = Arc::new(Mutex::new(true));
+                let (stopping, stop) = watch::channel(false);
                 let task = tokio::spawn(task::drive(
                     Arc::clone(&self.shared),
-                    Arc::clone(&control),
+                    receiver,
+                    Arc::clone(&registered),
+                    stop,
                     resumed,
                 ));
-                checks.insert(id, CheckHandle { control, task });
+                checks.insert(
+                    id,
+                    CheckHandle {
+                        entries,
+                        registered,
+                        stopping,
+                        task,
+                    },
+                );
             }
         }
         self.shared.metrics.set_checks(checks.len());
@@ -263,9 +282,13 @@ impl Scheduler {
     /// its un-REGISTER, and its results go nowhere.
     pub fn remove(&self, id: &CheckId) {
         let mut checks = self.lock_checks();
-        // An idle task ends at once, a running one after its run.
+        // Dropping the handle closes the task's entry channel: an idle task ends at once, a
+        // running one after its run.
         if let Some(handle) = checks.remove(id) {
-            handle.control.unregister();
+            *handle
+                .registered
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner) = false;
         }
         self.shared.metrics.remove_check(id);
         self.shared.metrics.set_checks(checks.len());
@@ -314,7 +337,7 @@ impl Scheduler {
 /// Tells the tasks of `handles` to stop and waits for them.
 async fn finish(handles: Vec<(CheckId, CheckHandle)>) -> HashMap<CheckId, Resumable> {
     for (_, handle) in &handles {
-        handle.control.stop();
+        handle.stopping.send_replace(true);
     }
     let mut resumable = HashMap::with_capacity(handles.len());
     for (id, handle) in handles {

@@ -11,9 +11,9 @@ use crate::api::VoipCheckStatus;
 use crate::check::{Plan, PlanError, RunReport};
 use crate::status;
 use crate::verdict::{self, History, Verdict};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
-use tokio::sync::Notify;
+use tokio::sync::watch;
 use tokio::time::{self, Instant, MissedTickBehavior};
 
 /// How a replaced entry differs from the one the task runs.
@@ -44,81 +44,10 @@ impl Change {
     }
 }
 
-/// How the scheduler reaches a check's task: the newest entry and the check's lifecycle,
-/// with one wake-up for both. One small allocation per check: two watch channels (an entry
-/// channel and a stop channel) and a flag took ~700 bytes a check.
-pub(super) struct Control {
-    /// The newest entry; the task compares it with the one it last looked at.
-    entry: Mutex<Arc<CheckEntry>>,
-    lifecycle: Mutex<Lifecycle>,
-    /// Woken on each change of either. `notify_one` keeps a permit while the task is not
-    /// waiting, so a change between the task's look and its wait is not missed.
-    wake: Notify,
-}
-
-#[derive(Clone, Copy)]
-struct Lifecycle {
-    /// Cleared by [`Scheduler::remove`](super::Scheduler::remove); the task starts runs,
-    /// records metrics and sends updates only while it is set (the last two under its lock),
-    /// so no series or status reappears after a removal.
-    registered: bool,
-    /// Set to stop the check as a shutdown does: it waits for no further slot, and a run in
-    /// flight still ends and sends its status.
-    stopping: bool,
-}
-
-impl Control {
-    pub(super) fn new(entry: Arc<CheckEntry>) -> Self {
-        Self {
-            entry: Mutex::new(entry),
-            lifecycle: Mutex::new(Lifecycle {
-                registered: true,
-                stopping: false,
-            }),
-            wake: Notify::new(),
-        }
-    }
-
-    /// Replaces the entry the task runs.
-    pub(super) fn send(&self, entry: Arc<CheckEntry>) {
-        *self.entry.lock().unwrap_or_else(PoisonError::into_inner) = entry;
-        self.wake.notify_one();
-    }
-
-    /// The check was removed: its task ends, and nothing of it is recorded or sent any more.
-    pub(super) fn unregister(&self) {
-        self.lifecycle().registered = false;
-        self.wake.notify_one();
-    }
-
-    /// The check stops as at a shutdown.
-    pub(super) fn stop(&self) {
-        self.lifecycle().stopping = true;
-        self.wake.notify_one();
-    }
-
-    fn newest(&self) -> Arc<CheckEntry> {
-        Arc::clone(&self.entry.lock().unwrap_or_else(PoisonError::into_inner))
-    }
-
-    /// Whether the task is to end: stopping, or removed.
-    fn ending(&self) -> bool {
-        let lifecycle = *self.lifecycle();
-        lifecycle.stopping || !lifecycle.registered
-    }
-
-    /// Resolves once the task is to end.
-    async fn ended(&self) {
-        while !self.ending() {
-            self.wake.notified().await;
-        }
-    }
-
-    fn lifecycle(&self) -> MutexGuard<'_, Lifecycle> {
-        self.lifecycle
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-    }
+/// Resolves once shutdown has begun (or the scheduler is gone).
+async fn stopped(stopping: &mut watch::Receiver<bool>) {
+    // An error means the sender is gone, which stops the task just the same.
+    let _ = stopping.wait_for(|stop| *stop).await;
 }
 
 /// Why a phase of the task ended.
@@ -132,12 +61,9 @@ enum Next {
 /// The task's state.
 struct Check {
     shared: Arc<Shared>,
-    control: Arc<Control>,
-    /// Shared with the scheduler's control: a check's entry (and plan) is held once.
+    registered: Arc<Mutex<bool>>,
+    /// Shared with the scheduler's channel: a check's entry (and plan) is held once.
     entry: Arc<CheckEntry>,
-    /// The newest entry the task has looked at (it keeps running `entry` when the two do not
-    /// differ in a way that matters: [`Change::Same`]).
-    seen: Arc<CheckEntry>,
     history: History,
     previous: Option<Arc<VoipCheckStatus>>,
 }
@@ -148,19 +74,20 @@ struct Check {
 /// on the object ([`Resumable::written`]).
 pub(super) async fn drive(
     shared: Arc<Shared>,
-    control: Arc<Control>,
+    mut entries: watch::Receiver<Arc<CheckEntry>>,
+    registered: Arc<Mutex<bool>>,
+    mut stopping: watch::Receiver<bool>,
     resumed: Resumable,
 ) -> Resumable {
-    let entry = control.newest();
+    let entry = Arc::clone(&entries.borrow_and_update());
     let Resumable {
         history,
         status: previous,
     } = resumed;
     let mut check = Check {
         shared,
-        control,
+        registered,
         previous,
-        seen: Arc::clone(&entry),
         entry,
         history,
     };
@@ -168,11 +95,11 @@ pub(super) async fn drive(
         let next = match &check.entry.plan {
             Ok(plan) => {
                 let interval = plan.interval;
-                check.on_timer(interval).await
+                check.on_timer(interval, &mut entries, &mut stopping).await
             }
             Err(error) => {
                 let error = error.clone();
-                Box::pin(check.not_runnable(&error)).await
+                Box::pin(check.not_runnable(&error, &mut entries, &mut stopping)).await
             }
         };
         if let Next::Stop = next {
@@ -188,7 +115,12 @@ impl Check {
     /// Runs the entry's plan on the slots of `interval` until the entry changes in a way that
     /// needs a restart; first within a quarter interval if the check missed a slot since its
     /// last run ([`slots::catch_up`]).
-    async fn on_timer(&mut self, interval: Duration) -> Next {
+    async fn on_timer(
+        &mut self,
+        interval: Duration,
+        entries: &mut watch::Receiver<Arc<CheckEntry>>,
+        stopping: &mut watch::Receiver<bool>,
+    ) -> Next {
         // interval_at panics on zero; a validated spec has at least 5 s.
         let interval = interval.max(Duration::from_millis(1));
         self.shared.metrics.set_interval(&self.entry.id, interval);
@@ -208,26 +140,25 @@ impl Check {
         // lag is measured); slots missed meanwhile are skipped, so there is no burst to catch up
         // and the check stays on its grid.
         ticks.set_missed_tick_behavior(MissedTickBehavior::Skip);
-        let control = Arc::clone(&self.control);
         loop {
-            if control.ending() {
-                return Next::Stop;
-            }
-            if let Some(new) = self.news() {
-                match Change::between(&self.entry, &new) {
-                    Change::Same => {}
-                    // The next run reads the new plan from the entry.
-                    Change::Plan => self.entry = new,
-                    Change::Restart => {
-                        self.entry = new;
-                        return Next::Restart;
-                    }
-                }
-            }
             tokio::select! {
                 biased;
-                // Looked at above.
-                () = control.wake.notified() => {}
+                _ = stopped(stopping) => return Next::Stop,
+                changed = entries.changed() => {
+                    if changed.is_err() {
+                        return Next::Stop;
+                    }
+                    let new = Arc::clone(&entries.borrow_and_update());
+                    match Change::between(&self.entry, &new) {
+                        Change::Same => {}
+                        // The next run reads the new plan from the entry.
+                        Change::Plan => self.entry = new,
+                        Change::Restart => {
+                            self.entry = new;
+                            return Next::Restart;
+                        }
+                    }
+                }
                 due = ticks.tick() => {
                     let entry = Arc::clone(&self.entry);
                     // A plan error arrives as a Change::Restart above; should one slip through,
@@ -237,7 +168,7 @@ impl Check {
                     };
                     // Boxed: a run's state is large and lives for milliseconds, while 10,000
                     // idle checks would each carry its size in their task.
-                    if !Box::pin(self.run(due, plan, nat.as_ref())).await {
+                    if !Box::pin(self.run(due, plan, nat.as_ref(), stopping)).await {
                         return Next::Stop;
                     }
                     if let Some(caught_up) = catching_up.take() {
@@ -249,49 +180,56 @@ impl Check {
     }
 
     /// Publishes `Ready=False` for `error` once, then waits for a changed entry.
-    async fn not_runnable(&mut self, error: &PlanError) -> Next {
+    async fn not_runnable(
+        &mut self,
+        error: &PlanError,
+        entries: &mut watch::Receiver<Arc<CheckEntry>>,
+        stopping: &mut watch::Receiver<bool>,
+    ) -> Next {
         let verdict = verdict::not_runnable(error);
         if !self.publish(None, &verdict, SystemTime::now()) {
             return Next::Stop;
         }
-        let control = Arc::clone(&self.control);
         loop {
-            if control.ending() {
-                return Next::Stop;
+            tokio::select! {
+                biased;
+                _ = stopped(stopping) => return Next::Stop,
+                changed = entries.changed() => {
+                    if changed.is_err() {
+                        return Next::Stop;
+                    }
+                    let new = Arc::clone(&entries.borrow_and_update());
+                    if Change::between(&self.entry, &new) != Change::Same {
+                        self.entry = new;
+                        return Next::Restart;
+                    }
+                }
             }
-            if let Some(new) = self.news()
-                && Change::between(&self.entry, &new) != Change::Same
-            {
-                self.entry = new;
-                return Next::Restart;
-            }
-            control.wake.notified().await;
         }
-    }
-
-    /// The entry the scheduler sent since the task last looked, if it sent one.
-    fn news(&mut self) -> Option<Arc<CheckEntry>> {
-        let newest = self.control.newest();
-        if Arc::ptr_eq(&newest, &self.seen) {
-            return None;
-        }
-        self.seen = Arc::clone(&newest);
-        Some(newest)
     }
 
     /// One run that was due at `due`. `false` when the task should stop.
-    async fn run(&mut self, due: Instant, plan: &Plan, nat: Option<&NatMeasurement>) -> bool {
-        let control = Arc::clone(&self.control);
+    async fn run(
+        &mut self,
+        due: Instant,
+        plan: &Plan,
+        nat: Option<&NatMeasurement>,
+        stopping: &mut watch::Receiver<bool>,
+    ) -> bool {
         let permit = tokio::select! {
             biased;
-            () = control.ended() => return false,
+            _ = stopped(stopping) => return false,
             permit = self.shared.permits.acquire_many(plan.sockets().min(self.shared.max_permits)) => match permit {
                 Ok(permit) => permit,
                 Err(_closed) => return false,
             },
         };
         // Removed while waiting for permits: nothing to probe any more.
-        if !control.lifecycle().registered {
+        if !*self
+            .registered
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+        {
             return false;
         }
         let lag = Instant::now().saturating_duration_since(due);
@@ -328,8 +266,11 @@ impl Check {
         );
         // Record and hand over under the registration lock, so nothing of this check appears
         // after `remove` returned. Neither waits: the outbox keeps the newest status per check.
-        let lifecycle = self.control.lifecycle();
-        if !lifecycle.registered {
+        let registered = self
+            .registered
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if !*registered {
             return false;
         }
         let metrics = &self.shared.metrics;
@@ -348,7 +289,7 @@ impl Check {
             status: status.clone(),
             transitions,
         });
-        drop(lifecycle);
+        drop(registered);
         self.previous = Some(status);
         true
     }

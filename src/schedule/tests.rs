@@ -716,10 +716,12 @@ fn changes_are_classified_by_spec_generation_and_plan() {
 #[tokio::test]
 async fn an_idle_check_task_is_small() {
     let harness = Harness::new(1);
-    let control = Arc::new(task::Control::new(Arc::new(entry("cloud", 30))));
+    let (_entries, receiver) = watch::channel(Arc::new(entry("cloud", 30)));
+    let (_stopping, stopping) = watch::channel(false);
+    let registered = Arc::new(Mutex::new(true));
     let shared = Arc::clone(&harness.scheduler.shared);
     let resumed = Resumable::written(&entry("cloud", 30).plan, None);
-    let task = task::drive(shared, control, resumed);
+    let task = task::drive(shared, receiver, registered, stopping, resumed);
     let size = std::mem::size_of_val(&task);
     assert!(size <= 2048, "an idle check's task takes {size} bytes");
 }
