@@ -8,6 +8,7 @@ use crate::probe::stun::StunConfig;
 use crate::probe::stun::StunOutcome;
 use crate::probe::{ConfigError, Failure, http, sip, stun};
 use std::collections::HashMap;
+use std::pin::Pin;
 use std::time::{Duration, SystemTime};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
@@ -222,22 +223,29 @@ impl RunReport {
 /// Runs one probe within `bound` (+ [`GRACE`]) and measures it.
 async fn run_probe(dns: Dns, probe: PlannedProbe, bound: Duration) -> (ProbeOutcome, Duration) {
     let start = Instant::now();
-    let outcome = bounded(bound, async {
-        match &probe {
-            PlannedProbe::SipRegister(cfg) => sip::register(&dns, cfg)
+    // Each kind's future boxed: unboxed, every probe's task would be as large as the largest
+    // kind's (a test call's, 54 KiB), and the probes waiting at once on a bad day (a takeover's
+    // catch-up, a server that stopped answering) are thousands.
+    let probe: Pin<Box<dyn Future<Output = _> + Send + '_>> = match &probe {
+        PlannedProbe::SipRegister(cfg) => Box::pin(async {
+            sip::register(&dns, cfg)
                 .await
-                .map(ProbeOutcome::SipRegister),
-            PlannedProbe::SipOptions(cfg) => {
-                sip::options(&dns, cfg).await.map(ProbeOutcome::SipOptions)
-            }
-            PlannedProbe::Http { config, .. } => {
-                http::probe(&dns, config).await.map(ProbeOutcome::Http)
-            }
-            PlannedProbe::Stun(cfg) => stun::probe(&dns, cfg).await.map(ProbeOutcome::Stun),
-            PlannedProbe::SipCall(cfg) => sip::call(&dns, cfg).await.map(ProbeOutcome::SipCall),
+                .map(ProbeOutcome::SipRegister)
+        }),
+        PlannedProbe::SipOptions(cfg) => {
+            Box::pin(async { sip::options(&dns, cfg).await.map(ProbeOutcome::SipOptions) })
         }
-    })
-    .await;
+        PlannedProbe::Http { config, .. } => {
+            Box::pin(async { http::probe(&dns, config).await.map(ProbeOutcome::Http) })
+        }
+        PlannedProbe::Stun(cfg) => {
+            Box::pin(async { stun::probe(&dns, cfg).await.map(ProbeOutcome::Stun) })
+        }
+        PlannedProbe::SipCall(cfg) => {
+            Box::pin(async { sip::call(&dns, cfg).await.map(ProbeOutcome::SipCall) })
+        }
+    };
+    let outcome = bounded(bound, probe).await;
     (outcome, start.elapsed())
 }
 

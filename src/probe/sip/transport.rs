@@ -201,19 +201,23 @@ impl Connection {
     pub async fn recv(&mut self) -> Result<Vec<u8>, Failure> {
         let peer = self.peer;
         match &mut self.io {
-            Io::Datagram(socket) => {
-                // One more byte than allowed, to tell a maximal datagram from a cut one.
-                let mut buf = vec![0u8; MAX_MESSAGE + 1];
-                let n = socket
-                    .recv(&mut buf)
+            Io::Datagram(socket) => loop {
+                // A probe waits here for most of its time, and on the day a server stops
+                // answering thousands wait at once: the 64 KiB a datagram may take is
+                // allocated only once one is there to read, and the message keeps its own size.
+                socket
+                    .readable()
                     .await
                     .map_err(|e| Failure::from_io(&e, peer))?;
-                if n > MAX_MESSAGE {
-                    return Err(too_large());
+                // One more byte than allowed, to tell a maximal datagram from a cut one.
+                let mut buf = vec![0u8; MAX_MESSAGE + 1];
+                match socket.try_recv(&mut buf) {
+                    Ok(n) if n > MAX_MESSAGE => return Err(too_large()),
+                    Ok(n) => return Ok(buf[..n].to_vec()),
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                    Err(e) => return Err(Failure::from_io(&e, peer)),
                 }
-                buf.truncate(n);
-                Ok(buf)
-            }
+            },
             Io::Stream { stream, pending } => match stream {
                 Stream::Tcp(tcp) => next_framed(tcp, pending).await,
                 Stream::Tls(tls) => next_framed(tls.as_mut(), pending).await,
