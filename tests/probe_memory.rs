@@ -2,7 +2,7 @@
 //! answering and every run waits out its timeout (with 10,000 checks at 30 s and a 5 s
 //! timeout, ~1,700 runs at once), and a replica taking over a dead one's checks catches them
 //! all up within a few seconds: what each waiting run holds is what the operator's memory grows
-//! by then (the chart's limit is 256 MiB). This binary counts the bytes its heap holds (its
+//! by then (the chart's default limit is 512 MiB). This binary counts the bytes its heap holds (its
 //! own global allocator) while runs wait on peers that never answer.
 
 use serde_json::json;
