@@ -50,6 +50,13 @@ async fn stopped(stopping: &mut watch::Receiver<bool>) {
     let _ = stopping.wait_for(|stop| *stop).await;
 }
 
+/// The next entry the scheduler sends; `None` once it dropped its sender (the check was
+/// removed), which stops the task.
+async fn next_entry(entries: &mut watch::Receiver<Arc<CheckEntry>>) -> Option<Arc<CheckEntry>> {
+    entries.changed().await.ok()?;
+    Some(Arc::clone(&entries.borrow_and_update()))
+}
+
 /// Why a phase of the task ended.
 enum Next {
     /// Continue with `check.entry`, which has changed.
@@ -144,11 +151,8 @@ impl Check {
             tokio::select! {
                 biased;
                 _ = stopped(stopping) => return Next::Stop,
-                changed = entries.changed() => {
-                    if changed.is_err() {
-                        return Next::Stop;
-                    }
-                    let new = Arc::clone(&entries.borrow_and_update());
+                new = next_entry(entries) => {
+                    let Some(new) = new else { return Next::Stop };
                     match Change::between(&self.entry, &new) {
                         Change::Same => {}
                         // The next run reads the new plan from the entry.
@@ -194,11 +198,8 @@ impl Check {
             tokio::select! {
                 biased;
                 _ = stopped(stopping) => return Next::Stop,
-                changed = entries.changed() => {
-                    if changed.is_err() {
-                        return Next::Stop;
-                    }
-                    let new = Arc::clone(&entries.borrow_and_update());
+                new = next_entry(entries) => {
+                    let Some(new) = new else { return Next::Stop };
                     if Change::between(&self.entry, &new) != Change::Same {
                         self.entry = new;
                         return Next::Restart;
